@@ -1,0 +1,56 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
+export interface WaitForOptions {
+  /** Give up after this long (default 5000 ms). */
+  timeoutMs?: number;
+  /** Delay between attempts (default 25 ms). */
+  intervalMs?: number;
+  /** Included in the timeout error. */
+  message?: string;
+}
+
+/**
+ * Bounded poll: calls `fn` until it returns something other than undefined/false, and resolves
+ * with that value. Throws on timeout with `message`, the last value and the last error thrown by
+ * `fn` (errors thrown by `fn` count as "not yet").
+ */
+export async function waitFor<T>(
+  fn: () => Promise<T | undefined | false> | T | undefined | false,
+  opts: WaitForOptions = {},
+): Promise<T> {
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  const intervalMs = opts.intervalMs ?? 25;
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  let lastErr: unknown;
+  let attempts = 0;
+  for (;;) {
+    attempts++;
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+      last = v;
+      lastErr = undefined;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() >= deadline) break;
+    await delay(Math.min(intervalMs, Math.max(0, deadline - Date.now())));
+  }
+  const parts = [
+    `waitFor timed out after ${timeoutMs} ms (${attempts} attempts)`,
+    opts.message ? `: ${opts.message}` : '',
+    `; last value: ${safeInspect(last)}`,
+    lastErr !== undefined ? `; last error: ${lastErr instanceof Error ? lastErr.message : String(lastErr)}` : '',
+  ];
+  throw new Error(parts.join(''), lastErr !== undefined ? { cause: lastErr } : undefined);
+}
+
+function safeInspect(v: unknown): string {
+  try {
+    const s = JSON.stringify(v);
+    return s === undefined ? String(v) : s.length > 500 ? `${s.slice(0, 500)}…` : s;
+  } catch {
+    return String(v);
+  }
+}
