@@ -1,0 +1,162 @@
+/** Runs the real gateway (src/cli/main.ts) as a child process for integration tests. */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { repoRoot } from './consul.ts';
+import { freePorts } from './ports.ts';
+import { collectLines, exitOf, hasExited, terminate, track } from './process.ts';
+
+export { waitFor } from './wait.ts';
+export type { WaitForOptions } from './wait.ts';
+
+const CLI = join(repoRoot, 'src', 'cli', 'main.ts');
+const READY_TIMEOUT_MS = 20_000;
+
+export interface GatewayOptions {
+  /** Consul HTTP address, e.g. agent.addr. */
+  consul: string;
+  /** Extra CLI arguments appended after the defaults. */
+  args?: string[];
+  /** Extra environment (merged over process.env). */
+  env?: Record<string, string>;
+  /** Reuse fixed ports (e.g. to restart a gateway in place); default fresh free ports. */
+  listenPort?: number;
+  adminPort?: number;
+  /** Wait until /-/readyz answers 200 (default true). With false, resolves once spawned. */
+  waitReady?: boolean;
+  /** Readiness bound (default 20000 ms). */
+  readyTimeoutMs?: number;
+}
+
+export interface GatewayProcess {
+  /** Proxy base URL, "http://127.0.0.1:PORT". */
+  readonly url: string;
+  /** Admin base URL, "http://127.0.0.1:PORT". */
+  readonly adminUrl: string;
+  readonly listenPort: number;
+  readonly adminPort: number;
+  readonly pid: number;
+  /** stdout and stderr lines, interleaved in arrival order ("[err] " prefix for stderr). */
+  readonly logs: string[];
+  readonly stdout: string[];
+  readonly stderr: string[];
+  /**
+   * Send `signal` by PID and resolve with the exit code (null if ended by a signal). Escalates
+   * to SIGKILL after `killAfterMs` (default 15000) so a hung shutdown cannot hang the test.
+   */
+  kill(signal?: NodeJS.Signals, killAfterMs?: number): Promise<number | null>;
+  /** Resolves with the exit code when the process exits (null if ended by a signal). */
+  readonly exited: Promise<number | null>;
+}
+
+export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess> {
+  const [freeA, freeB] = (await freePorts(2)) as [number, number];
+  const listenPort = opts.listenPort ?? freeA;
+  const adminPort = opts.adminPort ?? freeB;
+  const args = [
+    '--import', 'tsx', CLI, 'start',
+    '--consul', opts.consul,
+    '--listen', `127.0.0.1:${listenPort}`,
+    '--admin', `127.0.0.1:${adminPort}`,
+    '--log-level', 'warn',
+    ...(opts.args ?? []),
+  ];
+  const child = spawn(process.execPath, args, {
+    cwd: repoRoot,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  track(child);
+  const logs: string[] = [];
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  collectLines(child.stdout, stdout, '', (l) => logs.push(l));
+  collectLines(child.stderr, stderr, '', (l) => logs.push(`[err] ${l}`));
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', () => resolve());
+    child.once('error', reject);
+  });
+  const exited = exitOf(child);
+  const gw: GatewayProcess = {
+    url: `http://127.0.0.1:${listenPort}`,
+    adminUrl: `http://127.0.0.1:${adminPort}`,
+    listenPort,
+    adminPort,
+    pid: child.pid ?? -1,
+    logs,
+    stdout,
+    stderr,
+    kill: (signal = 'SIGTERM', killAfterMs = 15_000) => terminate(child, signal, killAfterMs),
+    exited,
+  };
+  if (opts.waitReady === false) return gw;
+
+  const timeoutMs = opts.readyTimeoutMs ?? READY_TIMEOUT_MS;
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no answer yet';
+  for (;;) {
+    if (hasExited(child)) {
+      await exited; // let the line readers flush
+      throw new Error(`gateway exited (code ${child.exitCode}, signal ${child.signalCode}) before it was ready\n${logs.join('\n')}`);
+    }
+    try {
+      const res = await fetch(`${gw.adminUrl}/-/readyz`, { signal: AbortSignal.timeout(2000) });
+      const body = await res.text();
+      if (res.status === 200) return gw;
+      last = `${res.status} ${body.slice(0, 200)}`;
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    if (Date.now() >= deadline) break;
+    await delay(50);
+  }
+  await terminate(child, 'SIGKILL');
+  throw new Error(`gateway not ready after ${timeoutMs} ms (last readyz: ${last})\n${logs.join('\n')}`);
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CliOptions {
+  env?: Record<string, string>;
+  /** Written to stdin, which is then closed. */
+  input?: string;
+  /** Kill the CLI (SIGKILL) and reject after this long (default 30000 ms). */
+  timeoutMs?: number;
+}
+
+/** Runs `node --import tsx src/cli/main.ts ...args` from the repo root and collects its output. */
+export async function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, ...opts.env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  track(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdin.on('error', () => {}); // EPIPE if the CLI exits without reading stdin
+  child.stdin.end(opts.input ?? '');
+  // 'close' (not 'exit') so that all output has been read.
+  const closed = new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve(code));
+  });
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const first = await Promise.race([closed, timedOut]);
+  clearTimeout(timer);
+  if (first === 'timeout') {
+    await terminate(child, 'SIGKILL');
+    throw new Error(`cgw ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`);
+  }
+  return { code: first, stdout, stderr };
+}
