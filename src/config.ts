@@ -1,0 +1,91 @@
+import { z } from 'zod';
+import { parseDuration } from './core/duration.ts';
+import { LOG_LEVELS } from './core/logger.ts';
+
+/**
+ * Static configuration, fixed at boot. Flags win over environment variables, which win over
+ * defaults; the CLI passes raw strings here and zod turns them into typed values or a clear error.
+ */
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080')
+  .transform((text) => {
+    const cut = text.lastIndexOf(':');
+    const host = text.slice(0, cut).replace(/^\[|\]$/g, '');
+    return { host, port: Number(text.slice(cut + 1)) };
+  })
+  .refine((a) => a.port <= 65535, 'port must be 0-65535');
+
+const duration = (min: number, max: number) =>
+  z
+    .string()
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: `not a duration: "${text}" (use e.g. 500ms, 30s, 5m)` });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .refine((ms) => ms >= min && ms <= max, `must be between ${min}ms and ${max}ms`);
+
+const consulUrl = z
+  .string()
+  .transform((text) => (/^[a-z]+:\/\//i.test(text) ? text : `http://${text}`))
+  .pipe(z.url({ protocol: /^https?$/, error: 'expected an http(s) URL such as http://127.0.0.1:8500' }))
+  .transform((text) => text.replace(/\/+$/, ''));
+
+export const PICKERS = ['round_robin', 'least_request'] as const;
+
+export const gatewayConfigSchema = z.object({
+  consul: consulUrl.prefault('http://127.0.0.1:8500'),
+  token: z.string().min(1).optional(),
+  dc: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'datacenter names are letters, digits, _ . -').optional(),
+  consistency: z.enum(['default', 'stale']).default('default'),
+  wait: duration(1000, 600_000).prefault('5m'),
+  consulMaxConns: z.coerce.number().int().min(8).max(190).default(64),
+  listen: hostPort.prefault('0.0.0.0:8080'),
+  admin: hostPort.prefault('127.0.0.1:9901'),
+  kvPrefix: z
+    .string()
+    .regex(/^[A-Za-z0-9_./-]*$/, 'KV prefix may hold letters, digits and _ . / -')
+    .transform((p) => (p === '' || p.endsWith('/') ? p : `${p}/`))
+    .prefault('gateway/'),
+  logLevel: z.enum(LOG_LEVELS).default('info'),
+  allowWarning: z.boolean().default(false),
+  picker: z.enum(PICKERS).default('round_robin'),
+  connectTimeout: duration(10, 60_000).prefault('2s'),
+  responseTimeout: duration(10, 3_600_000).prefault('60s'),
+  drainTimeout: duration(0, 600_000).prefault('15s'),
+  resyncInterval: duration(1000, 3_600_000).prefault('5m'),
+});
+
+export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
+export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+
+/** Environment variables Consul's own tools read, so cgw behaves like `consul` on the same box. */
+export function consulEnvDefaults(env: NodeJS.ProcessEnv): Partial<GatewayConfigInput> {
+  const out: Partial<GatewayConfigInput> = {};
+  if (env.CONSUL_HTTP_ADDR) {
+    const scheme = env.CONSUL_HTTP_SSL === 'true' ? 'https' : 'http';
+    out.consul = /^[a-z]+:\/\//i.test(env.CONSUL_HTTP_ADDR) ? env.CONSUL_HTTP_ADDR : `${scheme}://${env.CONSUL_HTTP_ADDR}`;
+  }
+  if (env.CONSUL_HTTP_TOKEN) out.token = env.CONSUL_HTTP_TOKEN;
+  return out;
+}
+
+export function parseGatewayConfig(input: GatewayConfigInput): GatewayConfig {
+  return gatewayConfigSchema.parse(input);
+}
+
+/** One line per invalid field, naming the flag the user typed. */
+export function formatConfigError(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const field = issue.path.map(String).join('.');
+      const flag = field ? `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : 'config';
+      return `${flag}: ${issue.message}`;
+    })
+    .join('\n');
+}

@@ -1,0 +1,165 @@
+import { Backoff, TokenBucket, delay } from '../core/backoff.ts';
+import { describeError } from '../core/errors.ts';
+import { formatConsulWait } from '../core/duration.ts';
+import { contentHash } from '../core/hash.ts';
+import type { ConsulClient } from './client.ts';
+
+/**
+ * The one blocking-query loop every watch uses (Consul docs, "Blocking Queries"; measured
+ * behaviour in shared/CONSUL-NOTES.md). Hand-written rather than the `consul` package's `watch()`,
+ * which has no rate limit, keeps stale indexes after errors and re-emits unchanged content.
+ */
+export interface BlockingQueryOptions<T> {
+  readonly name: string;
+  readonly path: string;
+  readonly query?: Record<string, string>;
+  /** Validates and normalises the body; throwing marks the response as an error. */
+  readonly parse: (body: unknown) => T;
+  readonly client: ConsulClient;
+  readonly waitMs: number;
+  /** Calls allowed at once before pacing starts, and the pace after that. */
+  readonly rate?: { readonly burst: number; readonly intervalMs: number };
+  readonly backoff?: { readonly baseMs: number; readonly capMs: number };
+  readonly onRequest?: (name: string) => void;
+  readonly onError?: (name: string, error: unknown) => void;
+  readonly onSuccess?: (name: string) => void;
+}
+
+export interface WatchStatus {
+  readonly name: string;
+  readonly path: string;
+  readonly index: number;
+  readonly requests: number;
+  readonly errors: number;
+  readonly consecutiveErrors: number;
+  readonly restarts: number;
+  readonly lastSuccessAt: number | null;
+  readonly lastChangeAt: number | null;
+  readonly lastError: string | null;
+  readonly state: 'starting' | 'ok' | 'failing';
+}
+
+export interface WatchUpdate<T> {
+  readonly value: T;
+  readonly index: number;
+}
+
+/** Consul adds up to wait/16 of jitter; the HTTP timeout must exceed both plus a margin. */
+export function blockingTimeoutMs(waitMs: number): number {
+  return Math.ceil(waitMs * 1.1) + 5_000;
+}
+
+const FIRST_READ_TIMEOUT_MS = 15_000;
+
+class WatchdogInterrupt extends Error {}
+
+/** What the supervisor's status views and watchdog need from any watch. */
+export interface WatchHandle {
+  readonly name: string;
+  status(): WatchStatus;
+  silentForMs(now?: number): number;
+  interrupt(): void;
+}
+
+export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHandle {
+  private index = 0;
+  private lastHash: string | undefined;
+  private inFlight: AbortController | undefined;
+  private lastActivityAt = Date.now();
+  private mutable = {
+    requests: 0,
+    errors: 0,
+    consecutiveErrors: 0,
+    restarts: 0,
+    lastSuccessAt: null as number | null,
+    lastChangeAt: null as number | null,
+    lastError: null as string | null,
+  };
+
+  constructor(
+    private readonly options: BlockingQueryOptions<T>,
+    private readonly signal: AbortSignal,
+  ) {}
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  status(): WatchStatus {
+    const m = this.mutable;
+    const state = m.consecutiveErrors > 0 ? 'failing' : m.lastSuccessAt === null ? 'starting' : 'ok';
+    return { name: this.options.name, path: this.options.path, index: this.index, ...m, state };
+  }
+
+  /** How long the request in flight has gone unanswered (0 when none is); the watchdog's input. */
+  silentForMs(now = Date.now()): number {
+    return this.inFlight ? now - this.lastActivityAt : 0;
+  }
+
+  /** Aborts the request in flight; the loop restarts from index 0 (a full read). */
+  interrupt(): void {
+    this.inFlight?.abort(new WatchdogInterrupt('watch silent for too long'));
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<WatchUpdate<T>> {
+    const { client, path, waitMs, parse, name } = this.options;
+    const bucket = new TokenBucket(this.options.rate?.burst ?? 3, this.options.rate?.intervalMs ?? 500);
+    const backoff = new Backoff(this.options.backoff?.baseMs ?? 250, this.options.backoff?.capMs ?? 30_000);
+
+    while (!this.signal.aborted) {
+      await delay(bucket.take(), this.signal);
+      if (this.signal.aborted) return;
+
+      const controller = new AbortController();
+      const onAbort = (): void => controller.abort(this.signal.reason);
+      this.signal.addEventListener('abort', onAbort, { once: true });
+      this.inFlight = controller;
+      this.lastActivityAt = Date.now();
+      // Index 0 never blocks, and a blocking read on index 0 would return at once anyway.
+      const blocking = this.index > 0;
+      try {
+        this.mutable.requests += 1;
+        this.options.onRequest?.(name);
+        const res = await client.get(
+          path,
+          { ...this.options.query, index: blocking ? String(this.index) : undefined, wait: blocking ? formatConsulWait(waitMs) : undefined },
+          { signal: controller.signal, timeoutMs: blocking ? blockingTimeoutMs(waitMs) : FIRST_READ_TIMEOUT_MS },
+        );
+        this.lastActivityAt = Date.now();
+        const value = parse(res.body);
+        // The index can go backwards (server rebuild, KV tombstone reaping): a watcher that keeps
+        // the higher index is blind for a whole wait, so start over with a full read.
+        if (res.index < this.index) this.index = 0;
+        else this.index = Math.max(1, res.index);
+        backoff.reset();
+        this.mutable.consecutiveErrors = 0;
+        this.mutable.lastError = null;
+        this.mutable.lastSuccessAt = Date.now();
+        this.options.onSuccess?.(name);
+        const hash = contentHash(value);
+        if (hash !== this.lastHash) {
+          this.lastHash = hash;
+          this.mutable.lastChangeAt = Date.now();
+          yield { value, index: this.index };
+        }
+      } catch (err) {
+        this.lastActivityAt = Date.now();
+        if (this.signal.aborted) return;
+        // After any transport error or reconnect the old index may belong to another server.
+        this.index = 0;
+        if (controller.signal.reason instanceof WatchdogInterrupt) {
+          this.mutable.restarts += 1;
+          continue;
+        }
+        this.mutable.errors += 1;
+        this.mutable.consecutiveErrors += 1;
+        this.mutable.lastError = describeError(err);
+        this.options.onError?.(name, err);
+        await delay(backoff.next(), this.signal);
+      } finally {
+        this.signal.removeEventListener('abort', onAbort);
+        if (this.inFlight === controller) this.inFlight = undefined;
+      }
+    }
+  }
+}

@@ -1,0 +1,78 @@
+import { z } from 'zod';
+import type { CatalogView, HealthStatus, KvEntry, ServiceInstance } from '../core/types.ts';
+
+/**
+ * zod schemas of the Consul JSON the watches read. Consul is outside input too: a proxy in front of
+ * it, an ACL change or a version difference can hand us something else, and a watch must then fail
+ * loudly (and keep its last view) instead of publishing garbage.
+ */
+
+export const catalogServicesSchema = z
+  .record(z.string(), z.array(z.string()).nullable())
+  .transform((rec): CatalogView => {
+    const out: Record<string, readonly string[]> = {};
+    for (const name of Object.keys(rec).sort()) out[name] = [...(rec[name] ?? [])].sort();
+    return out;
+  });
+
+/** Unknown statuses count as critical: never route to something we cannot vouch for. */
+const checkStatus = z.string().transform((s): HealthStatus => (s === 'passing' || s === 'warning' ? s : 'critical'));
+
+const healthEntrySchema = z.object({
+  Node: z.object({ Node: z.string(), Address: z.string() }),
+  Service: z.object({
+    ID: z.string(),
+    Service: z.string(),
+    Address: z.string().optional().default(''),
+    Port: z.number().int().min(0).max(65535),
+    Tags: z.array(z.string()).nullable().optional(),
+    Weights: z.object({ Passing: z.number().int().min(0), Warning: z.number().int().min(0) }).nullable().optional(),
+  }),
+  Checks: z
+    .array(z.object({ CheckID: z.string(), Status: checkStatus, ServiceID: z.string().optional().default('') }))
+    .nullable()
+    .optional(),
+});
+
+export const healthServiceSchema = z.array(healthEntrySchema).transform((entries): ServiceInstance[] =>
+  entries
+    .map((e) => ({
+      id: e.Service.ID,
+      service: e.Service.Service,
+      node: e.Node.Node,
+      address: e.Service.Address || e.Node.Address,
+      port: e.Service.Port,
+      tags: [...(e.Service.Tags ?? [])],
+      weights: { passing: e.Service.Weights?.Passing ?? 1, warning: e.Service.Weights?.Warning ?? 1 },
+      checks: (e.Checks ?? [])
+        .map((c) => ({ id: c.CheckID, status: c.Status, serviceId: c.ServiceID }))
+        .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+    }))
+    .sort((a, b) => (a.node + a.id < b.node + b.id ? -1 : 1)),
+);
+
+/** `/v1/health/state/any`: every check in the datacenter, used to localise changes in bulk mode. */
+export const healthStateSchema = z.array(
+  z.object({
+    Node: z.string(),
+    CheckID: z.string(),
+    Status: z.string(),
+    ServiceName: z.string().optional().default(''),
+    ModifyIndex: z.number().int(),
+  }),
+);
+export type HealthStateCheck = z.output<typeof healthStateSchema>[number];
+
+/** KV recurse read; `null` stands for the 404 Consul returns when the prefix holds no key. */
+export const kvListSchema = z
+  .array(z.object({ Key: z.string(), Value: z.string().nullable(), ModifyIndex: z.number().int() }))
+  .nullable()
+  .transform((entries): KvEntry[] =>
+    (entries ?? [])
+      .map((e) => ({
+        key: e.Key,
+        value: e.Value === null ? null : Buffer.from(e.Value, 'base64').toString('utf8'),
+        modifyIndex: e.ModifyIndex,
+      }))
+      .sort((a, b) => (a.key < b.key ? -1 : 1)),
+  );

@@ -1,0 +1,278 @@
+import type { Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { CatalogView, ConsulViews, KvEntry, Problem, ServiceInstance } from '../core/types.ts';
+import { BlockingQuery, blockingTimeoutMs, type WatchHandle, type WatchStatus } from './blocking-query.ts';
+import { BulkHealthSync, type BulkStatus } from './bulk-health.ts';
+import type { ConsulClient } from './client.ts';
+import { catalogServicesSchema, healthServiceSchema, kvListSchema } from './schemas.ts';
+
+/**
+ * Runs the watches and keeps the newest view of each. It does not interpret views beyond "which
+ * services are routed" (a predicate the gateway injects): snapshots are built elsewhere, after the
+ * doorbell (`onChange`) rings. Rings are cheap and coalesced by the listener.
+ */
+export interface SupervisorOptions {
+  readonly client: ConsulClient;
+  readonly waitMs: number;
+  readonly kvPrefix: string;
+  /** The whole connection budget towards Consul (the client's pool size). */
+  readonly maxConnections: number;
+  readonly resyncIntervalMs: number;
+  readonly isRouted: (tags: readonly string[]) => boolean;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly onChange: () => void;
+}
+
+/** Connections kept free of per-service watches: catalog, KV, bulk detector, one-off fetches. */
+export const RESERVED_CONNECTIONS = 8;
+/** Leave bulk mode only well below the budget, so a service count near it does not flap. */
+const PER_SERVICE_RETURN_RATIO = 0.8;
+const WATCHDOG_PERIOD_MS = 5_000;
+const WATCHDOG_SLACK_MS = 10_000;
+
+export type HealthMode = 'per-service' | 'bulk';
+
+export interface SupervisorStatus {
+  readonly mode: HealthMode;
+  readonly healthWatchBudget: number;
+  readonly routedServices: number;
+  readonly openConnections: number;
+  readonly watches: readonly WatchStatus[];
+  readonly bulk: BulkStatus | null;
+}
+
+interface RunningWatch {
+  readonly query: BlockingQuery<ServiceInstance[]>;
+  readonly stop: AbortController;
+}
+
+export class ConsulSupervisor {
+  private catalog: CatalogView | undefined;
+  private kv: readonly KvEntry[] | undefined;
+  private readonly health = new Map<string, readonly ServiceInstance[]>();
+  private readonly healthWatches = new Map<string, RunningWatch>();
+  private readonly closing = new AbortController();
+  private readonly catalogQuery: BlockingQuery<CatalogView>;
+  private readonly kvQuery: BlockingQuery<readonly KvEntry[]>;
+  private bulk: BulkHealthSync | undefined;
+  private mode: HealthMode = 'per-service';
+  private routed: readonly string[] = [];
+  private suspectEmptyCatalog = false;
+  private watchdog: NodeJS.Timeout | undefined;
+  private readonly loops = new Set<Promise<void>>();
+
+  constructor(private readonly options: SupervisorOptions) {
+    this.catalogQuery = this.query('catalog', '/v1/catalog/services', {}, (b) => catalogServicesSchema.parse(b));
+    this.kvQuery = this.query('kv', `/v1/kv/${options.kvPrefix}`, { recurse: '' }, (b) => kvListSchema.parse(b));
+  }
+
+  get healthWatchBudget(): number {
+    return Math.max(0, this.options.maxConnections - RESERVED_CONNECTIONS);
+  }
+
+  start(): void {
+    this.track(this.consume(this.catalogQuery, (catalog) => this.onCatalog(catalog)));
+    this.track(
+      this.consume(this.kvQuery, (kv) => {
+        this.kv = kv;
+        this.options.onChange();
+      }),
+    );
+    this.watchdog = setInterval(() => this.checkSilentWatches(), WATCHDOG_PERIOD_MS);
+    this.watchdog.unref();
+  }
+
+  /** The views once every routed service has been read at least once; undefined before. */
+  views(): ConsulViews | undefined {
+    if (!this.catalog || !this.kv) return undefined;
+    for (const name of this.routed) if (!this.health.has(name)) return undefined;
+    return { catalog: this.catalog, kv: this.kv, health: new Map(this.health) };
+  }
+
+  problems(): Problem[] {
+    if (!this.suspectEmptyCatalog) return [];
+    return [
+      {
+        kind: 'catalog',
+        subject: 'catalog',
+        message: 'Consul listed no services at all (a missing or insufficient ACL token reads as empty); last known services kept',
+        keptLastGood: true,
+      },
+    ];
+  }
+
+  status(): SupervisorStatus {
+    return {
+      mode: this.mode,
+      healthWatchBudget: this.healthWatchBudget,
+      routedServices: this.routed.length,
+      openConnections: this.options.client.openConnections,
+      watches: this.allWatches().map((q) => q.status()),
+      bulk: this.bulk?.status() ?? null,
+    };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.watchdog);
+    this.closing.abort();
+    this.bulk?.close();
+    for (const w of this.healthWatches.values()) w.stop.abort();
+    await Promise.allSettled([...this.loops]);
+  }
+
+  private onCatalog(catalog: CatalogView): void {
+    const empty = Object.keys(catalog).length === 0;
+    if (empty && this.catalog && Object.keys(this.catalog).length > 0) {
+      // Every real datacenter lists at least the `consul` service; an empty answer is how an ACL
+      // problem looks (shared/CONSUL-NOTES.md), so draining everything on it would be an outage.
+      if (!this.suspectEmptyCatalog) {
+        this.options.logger.warn('Consul catalog read returned no services; keeping the last known services');
+        this.options.metrics.configRejected.inc({ kind: 'catalog' });
+      }
+      this.suspectEmptyCatalog = true;
+      this.options.onChange();
+      return;
+    }
+    this.suspectEmptyCatalog = false;
+    this.catalog = catalog;
+    this.routed = Object.keys(catalog).filter((name) => this.options.isRouted(catalog[name] ?? []));
+    this.reconcileHealth();
+    this.options.onChange();
+  }
+
+  private reconcileHealth(): void {
+    const routed = new Set(this.routed);
+    for (const name of [...this.health.keys()]) if (!routed.has(name)) this.health.delete(name);
+
+    const budget = this.healthWatchBudget;
+    const nextMode: HealthMode =
+      routed.size > budget ? 'bulk' : routed.size <= budget * PER_SERVICE_RETURN_RATIO ? 'per-service' : this.mode;
+    if (nextMode !== this.mode) {
+      this.options.logger.info({ from: this.mode, to: nextMode, routed: routed.size, budget }, 'health watch mode changed');
+      this.mode = nextMode;
+    }
+
+    if (this.mode === 'bulk') {
+      for (const w of this.healthWatches.values()) w.stop.abort();
+      this.healthWatches.clear();
+      this.bulk ??= this.startBulk();
+      this.bulk.setServices(this.routed, this.catalog ?? {});
+    } else {
+      this.bulk?.close();
+      this.bulk = undefined;
+      for (const [name, w] of this.healthWatches) {
+        if (!routed.has(name)) {
+          w.stop.abort();
+          this.healthWatches.delete(name);
+        }
+      }
+      for (const name of this.routed) if (!this.healthWatches.has(name)) this.startHealthWatch(name);
+    }
+    this.options.metrics.watches.set({ kind: 'health' }, this.healthWatches.size);
+  }
+
+  private startHealthWatch(name: string): void {
+    const stop = new AbortController();
+    const signal = AbortSignal.any([stop.signal, this.closing.signal]);
+    const query = this.query(
+      `health:${name}`,
+      `/v1/health/service/${encodeURIComponent(name)}`,
+      {},
+      (b) => healthServiceSchema.parse(b),
+      signal,
+    );
+    this.healthWatches.set(name, { query, stop });
+    this.track(
+      this.consume(query, (instances) => {
+        if (stop.signal.aborted) return;
+        this.health.set(name, instances);
+        this.options.onChange();
+      }),
+    );
+  }
+
+  private startBulk(): BulkHealthSync {
+    const bulk = new BulkHealthSync({
+      client: this.options.client,
+      waitMs: this.options.waitMs,
+      resyncIntervalMs: this.options.resyncIntervalMs,
+      signal: this.closing.signal,
+      makeQuery: (name, path, parse, signal) => this.query(name, path, {}, parse, signal),
+      current: (name) => this.health.get(name),
+      onHealth: (name, instances) => {
+        if (!this.routed.includes(name)) return;
+        this.health.set(name, instances);
+        this.options.onChange();
+      },
+      onFetchError: (name, err) => this.onWatchError(`fetch:${name}`, err),
+    });
+    bulk.start();
+    return bulk;
+  }
+
+  private query<T>(
+    name: string,
+    path: string,
+    query: Record<string, string>,
+    parse: (body: unknown) => T,
+    signal: AbortSignal = this.closing.signal,
+  ): BlockingQuery<T> {
+    const { metrics } = this.options;
+    return new BlockingQuery<T>(
+      {
+        name,
+        path,
+        query,
+        parse,
+        client: this.options.client,
+        waitMs: this.options.waitMs,
+        onRequest: () => metrics.watchRequests.inc({ watch: watchLabel(name) }),
+        onSuccess: () => metrics.watchLastSuccess.set({ watch: watchLabel(name) }, Date.now() / 1000),
+        onError: (n, err) => this.onWatchError(n, err),
+      },
+      signal,
+    );
+  }
+
+  private onWatchError(name: string, err: unknown): void {
+    this.options.metrics.watchErrors.inc({ watch: watchLabel(name) });
+    this.options.logger.warn({ watch: name, err: err instanceof Error ? err.message : String(err) }, 'Consul watch failed');
+  }
+
+  private track(loop: Promise<void>): void {
+    this.loops.add(loop);
+    void loop.finally(() => this.loops.delete(loop));
+  }
+
+  private async consume<T>(query: BlockingQuery<T>, apply: (value: T) => void): Promise<void> {
+    for await (const update of query) apply(update.value);
+  }
+
+  private allWatches(): WatchHandle[] {
+    const watches: WatchHandle[] = [this.catalogQuery, this.kvQuery];
+    for (const w of this.healthWatches.values()) watches.push(w.query);
+    if (this.bulk) watches.push(...this.bulk.watches());
+    return watches;
+  }
+
+  private checkSilentWatches(): void {
+    const limit = blockingTimeoutMs(this.options.waitMs) + WATCHDOG_SLACK_MS;
+    for (const q of this.allWatches()) {
+      if (q.silentForMs() > limit) {
+        this.options.logger.warn({ watch: q.name }, 'watch silent for too long; restarting it');
+        this.options.metrics.watchRestarts.inc({ watch: watchLabel(q.name) });
+        q.interrupt();
+      }
+    }
+  }
+}
+
+/**
+ * Per-service health watches share one metric label so the series count stays bounded at
+ * thousands of services; per-service detail is in the admin API's watch list.
+ */
+function watchLabel(name: string): string {
+  const colon = name.indexOf(':');
+  return colon === -1 ? name : name.slice(0, colon);
+}

@@ -1,0 +1,46 @@
+/**
+ * The one error registry. Codes are stable API: clients and dashboards match on them, and the
+ * README lists every one. Add a code here, never inline a string elsewhere.
+ */
+export const ERROR_CODES = {
+  route_not_found: { status: 404, message: 'no route matches this host and path' },
+  bad_request: { status: 400, message: 'the request could not be understood' },
+  not_ready: { status: 503, message: 'the gateway has not completed its first sync with Consul' },
+  no_healthy_upstream: { status: 503, message: 'the service has no healthy endpoint' },
+  upstream_unreachable: { status: 502, message: 'could not connect to the upstream endpoint' },
+  upstream_timeout: { status: 504, message: 'the upstream did not answer in time' },
+  upstream_error: { status: 502, message: 'the upstream connection failed mid-response' },
+  shutting_down: { status: 503, message: 'the gateway is shutting down' },
+  internal_error: { status: 500, message: 'internal gateway error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERROR_CODES[code].message, options);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+  }
+}
+
+export interface ErrorBody {
+  readonly error: { readonly code: ErrorCode; readonly message: string; readonly requestId: string };
+}
+
+export function errorBody(code: ErrorCode, requestId: string, message?: string): ErrorBody {
+  return { error: { code, message: message ?? ERROR_CODES[code].message, requestId } };
+}
+
+/** Short, single-line description of any thrown value, for logs and problem records. */
+export function describeError(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+  }
+  return String(err);
+}

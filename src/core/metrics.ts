@@ -1,0 +1,117 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every metric the gateway exports, on one registry (never prom-client's global one, so two
+ * gateways in one process, as in tests, do not collide). Names are documented in the README.
+ */
+export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cgw_process_' });
+
+  const metrics = {
+    registry,
+    requests: new Counter({
+      name: 'cgw_requests_total',
+      help: 'Proxied requests by route, service and HTTP status code',
+      labelNames: ['route', 'service', 'code'] as const,
+      registers: [registry],
+    }),
+    requestDuration: new Histogram({
+      name: 'cgw_request_duration_seconds',
+      help: 'Time from request received to response headers sent upstream-side complete',
+      labelNames: ['route', 'service'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    upstreamRetries: new Counter({
+      name: 'cgw_upstream_retries_total',
+      help: 'Requests retried on another endpoint after a connect failure',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    endpointsHealthy: new Gauge({
+      name: 'cgw_service_endpoints_healthy',
+      help: 'Endpoints of a service that receive traffic (health-filtered)',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    endpointsTotal: new Gauge({
+      name: 'cgw_service_endpoints_total',
+      help: 'Endpoints of a service registered in Consul, whatever their health',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    watchRequests: new Counter({
+      name: 'cgw_watch_requests_total',
+      help: 'HTTP requests sent to Consul by each watch',
+      labelNames: ['watch'] as const,
+      registers: [registry],
+    }),
+    watchErrors: new Counter({
+      name: 'cgw_watch_errors_total',
+      help: 'Failed Consul requests by watch',
+      labelNames: ['watch'] as const,
+      registers: [registry],
+    }),
+    watchLastSuccess: new Gauge({
+      name: 'cgw_watch_last_success_timestamp_seconds',
+      help: 'Unix time of the last successful Consul response per watch',
+      labelNames: ['watch'] as const,
+      registers: [registry],
+    }),
+    watchRestarts: new Counter({
+      name: 'cgw_watch_restarts_total',
+      help: 'Watches restarted by the watchdog after being silent too long',
+      labelNames: ['watch'] as const,
+      registers: [registry],
+    }),
+    watches: new Gauge({
+      name: 'cgw_watches',
+      help: 'Active Consul watches by kind',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    configRejected: new Counter({
+      name: 'cgw_config_rejected_total',
+      help: 'Rejected configuration items (bad tags, invalid KV values) by kind',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    problems: new Gauge({
+      name: 'cgw_config_problems',
+      help: 'Configuration problems currently in force, by kind',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    snapshotsPublished: new Counter({
+      name: 'cgw_snapshots_published_total',
+      help: 'Snapshots applied (content changed)',
+      registers: [registry],
+    }),
+    snapshotTimestamp: new Gauge({
+      name: 'cgw_snapshot_timestamp_seconds',
+      help: 'Unix time the snapshot in force was applied',
+      registers: [registry],
+    }),
+    routes: new Gauge({
+      name: 'cgw_routes',
+      help: 'Routes in force',
+      registers: [registry],
+    }),
+  };
+  return metrics;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** Deletes every series of a metric whose labels match `subset`, e.g. all series of a removed service. */
+export function removeSeriesMatching(
+  metric: { get(): Promise<{ values: { labels: Record<string, string | number> }[] }>; remove(labels: Record<string, string | number>): void },
+  subset: Record<string, string>,
+): Promise<void> {
+  return metric.get().then(({ values }) => {
+    for (const { labels } of values) {
+      if (Object.entries(subset).every(([k, v]) => labels[k] === v)) metric.remove(labels);
+    }
+  });
+}

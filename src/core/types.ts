@@ -1,0 +1,52 @@
+/** Domain types shared by several rooms. Everything here is plain, readonly, JSON-serialisable. */
+
+export type HealthStatus = 'passing' | 'warning' | 'critical';
+
+export type ProblemKind = 'tag' | 'route' | 'canary' | 'kv' | 'watch' | 'catalog';
+
+/**
+ * Something from outside that was rejected. Problems never stop the rest of a snapshot: the bad
+ * item is skipped (or its last good value kept) and the problem is shown in `cgw status`.
+ */
+export interface Problem {
+  readonly kind: ProblemKind;
+  /** What it concerns: a service, a KV key, a watch name. */
+  readonly subject: string;
+  readonly message: string;
+  /** When set, the last good value of `subject` is still in force. */
+  readonly keptLastGood?: boolean;
+}
+
+export function problemKey(p: Problem): string {
+  return `${p.kind}\u0000${p.subject}\u0000${p.message}`;
+}
+
+/** One registered instance of a service, as read from `/v1/health/service/<name>`. */
+export interface ServiceInstance {
+  readonly id: string;
+  readonly service: string;
+  readonly node: string;
+  readonly address: string;
+  readonly port: number;
+  readonly tags: readonly string[];
+  /** Consul service weights (`Weights.Passing`, `Weights.Warning`); Consul's default is 1/1. */
+  readonly weights: { readonly passing: number; readonly warning: number };
+  /** Service checks and node checks (serfHealth, maintenance); output is left out on purpose. */
+  readonly checks: readonly { readonly id: string; readonly status: HealthStatus; readonly serviceId: string }[];
+}
+
+/** Service name → tags, from `/v1/catalog/services`. */
+export type CatalogView = Readonly<Record<string, readonly string[]>>;
+
+export interface KvEntry {
+  readonly key: string;
+  readonly value: string | null;
+  readonly modifyIndex: number;
+}
+
+/** Everything the watchers have seen; the only input of `buildSnapshot` besides options. */
+export interface ConsulViews {
+  readonly catalog: CatalogView;
+  readonly health: ReadonlyMap<string, readonly ServiceInstance[]>;
+  readonly kv: readonly KvEntry[];
+}
