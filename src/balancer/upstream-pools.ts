@@ -1,0 +1,82 @@
+import { Pool } from 'undici';
+
+/**
+ * One undici Pool per endpoint (`address:port`), shared by every service balancer that points at
+ * it and kept across snapshots: a snapshot that changes one endpoint leaves the other pools, and
+ * their keep-alive connections, untouched. Pools are closed gracefully (`Pool.close()` lets
+ * requests in flight finish) once no snapshot references them.
+ */
+export interface UpstreamPoolOptions {
+  readonly connectTimeoutMs: number;
+  /** Per-endpoint connection cap; requests beyond it queue in the pool. */
+  readonly connectionsPerEndpoint: number;
+}
+
+export class UpstreamEndpoint {
+  /** Requests dispatched and not yet finished; the least-request picker reads it. */
+  inflight = 0;
+  readonly pool: Pool;
+
+  constructor(
+    readonly key: string,
+    readonly origin: string,
+    options: UpstreamPoolOptions,
+  ) {
+    this.pool = new Pool(origin, {
+      connections: options.connectionsPerEndpoint,
+      connectTimeout: options.connectTimeoutMs,
+      keepAliveTimeout: 4_000,
+      keepAliveMaxTimeout: 60_000,
+      pipelining: 1,
+    });
+  }
+}
+
+export class UpstreamPools {
+  private readonly endpoints = new Map<string, UpstreamEndpoint>();
+  private readonly closing = new Set<Promise<void>>();
+
+  constructor(private readonly options: UpstreamPoolOptions) {}
+
+  get(key: string, address: string, port: number): UpstreamEndpoint {
+    let endpoint = this.endpoints.get(key);
+    if (!endpoint) {
+      const host = address.includes(':') ? `[${address}]` : address;
+      endpoint = new UpstreamEndpoint(key, `http://${host}:${port}`, this.options);
+      this.endpoints.set(key, endpoint);
+    }
+    return endpoint;
+  }
+
+  peek(key: string): UpstreamEndpoint | undefined {
+    return this.endpoints.get(key);
+  }
+
+  /** Closes, after their in-flight requests, the pools of endpoints no longer in `live`. */
+  retain(live: ReadonlySet<string>): string[] {
+    const removed: string[] = [];
+    for (const [key, endpoint] of this.endpoints) {
+      if (live.has(key)) continue;
+      this.endpoints.delete(key);
+      removed.push(key);
+      const closing = endpoint.pool.close().catch(() => undefined);
+      this.closing.add(closing);
+      void closing.finally(() => this.closing.delete(closing));
+    }
+    return removed;
+  }
+
+  get size(): number {
+    return this.endpoints.size;
+  }
+
+  /** Waits for graceful closes; destroys what is still open after `graceMs`. */
+  async closeAll(graceMs: number): Promise<void> {
+    this.retain(new Set());
+    const all = Promise.allSettled([...this.closing]);
+    const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), graceMs).unref());
+    if ((await Promise.race([all, timer])) === 'timeout') {
+      await Promise.allSettled([...this.endpoints.values()].map((e) => e.pool.destroy()));
+    }
+  }
+}

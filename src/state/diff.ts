@@ -1,0 +1,58 @@
+import type { Snapshot } from './snapshot.ts';
+
+/** What changed between two snapshots, for the change log line (operators read these). */
+export interface SnapshotDiff {
+  readonly servicesAdded: string[];
+  readonly servicesRemoved: string[];
+  readonly endpointsAdded: string[];
+  readonly endpointsRemoved: string[];
+  readonly endpointsChanged: string[];
+  readonly routesAdded: string[];
+  readonly routesRemoved: string[];
+  readonly canaryChanged: string[];
+  readonly problemsAdded: string[];
+  readonly problemsResolved: string[];
+}
+
+export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): SnapshotDiff {
+  const prevServices = prev?.services ?? {};
+  const endpointLines = (s: Snapshot['services']): Map<string, string> => {
+    const out = new Map<string, string>();
+    for (const svc of Object.values(s)) {
+      for (const e of svc.endpoints) out.set(`${svc.name}/${e.id}@${e.key}`, `${e.status} w=${e.weight}`);
+    }
+    return out;
+  };
+  const before = endpointLines(prevServices);
+  const after = endpointLines(next.services);
+  const routeIds = (snap: Snapshot | undefined): Set<string> =>
+    new Set((snap?.routes ?? []).map((r) => `${r.id} -> ${r.service}${r.strip ? ` strip=${r.strip}` : ''}`));
+  const problemLines = (snap: Snapshot | undefined): Set<string> =>
+    new Set((snap?.problems ?? []).map((p) => `${p.kind} ${p.subject}: ${p.message}`));
+  const canaryText = (snap: Snapshot['services'][string] | undefined): string => JSON.stringify(snap?.canary?.subsets ?? null);
+
+  return {
+    servicesAdded: minus(Object.keys(next.services), Object.keys(prevServices)),
+    servicesRemoved: minus(Object.keys(prevServices), Object.keys(next.services)),
+    endpointsAdded: minus([...after.keys()], [...before.keys()]),
+    endpointsRemoved: minus([...before.keys()], [...after.keys()]),
+    endpointsChanged: [...after]
+      .filter(([k, v]) => before.has(k) && before.get(k) !== v)
+      .map(([k, v]) => `${k}: ${before.get(k)} -> ${v}`),
+    routesAdded: minus([...routeIds(next)], [...routeIds(prev)]),
+    routesRemoved: minus([...routeIds(prev)], [...routeIds(next)]),
+    canaryChanged: Object.keys(next.services).filter((n) => canaryText(prevServices[n]) !== canaryText(next.services[n])),
+    problemsAdded: minus([...problemLines(next)], [...problemLines(prev)]),
+    problemsResolved: minus([...problemLines(prev)], [...problemLines(next)]),
+  };
+}
+
+/** Only the non-empty fields, so a log line says exactly what moved. */
+export function compactDiff(diff: SnapshotDiff): Partial<SnapshotDiff> {
+  return Object.fromEntries(Object.entries(diff).filter(([, v]) => (v as string[]).length > 0));
+}
+
+function minus(a: string[], b: string[]): string[] {
+  const set = new Set(b);
+  return a.filter((x) => !set.has(x)).sort();
+}

@@ -1,0 +1,219 @@
+import type { ConsulViews, HealthStatus, Problem, ServiceInstance } from '../core/types.ts';
+import { contentHash } from '../core/hash.ts';
+import { parseCanaryValue, type CanaryWeights } from '../policy/canary.ts';
+import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
+
+/**
+ * The snapshot: everything the data plane needs, as plain frozen data. It is built by a pure
+ * function of the watchers' views, the options and the previous snapshot (for last-known-good
+ * values), so it can be tested without Consul and shipped to worker processes as JSON.
+ */
+export interface EndpointSnapshot {
+  readonly id: string;
+  readonly node: string;
+  readonly address: string;
+  readonly port: number;
+  /** `address:port`; endpoints with the same key share one connection pool. */
+  readonly key: string;
+  readonly tags: readonly string[];
+  readonly status: HealthStatus;
+  /** Traffic weight: Consul's `Weights.Passing` or `Weights.Warning`, 0 when not admitted. */
+  readonly weight: number;
+}
+
+export interface CanarySubset {
+  readonly tag: string;
+  readonly configuredWeight: number;
+  /** Share after empty subsets were removed and the rest renormalised to 100; 0 when empty. */
+  readonly effectiveWeight: number;
+  /** Keys of the admitted endpoints carrying the tag. */
+  readonly endpoints: readonly string[];
+}
+
+export interface CanarySnapshot {
+  readonly key: string;
+  readonly modifyIndex: number;
+  readonly weights: CanaryWeights['weights'];
+  readonly subsets: readonly CanarySubset[];
+  /** True when no subset has a healthy endpoint, so plain balancing over all endpoints applies. */
+  readonly fallback: boolean;
+}
+
+export interface ServiceSnapshot {
+  readonly name: string;
+  readonly tags: readonly string[];
+  readonly endpoints: readonly EndpointSnapshot[];
+  readonly healthy: number;
+  readonly canary: CanarySnapshot | null;
+}
+
+export interface RouteSnapshot {
+  /** `[host]/path`, unique; used as the metric label and in `cgw routes`. */
+  readonly id: string;
+  readonly host: string | null;
+  readonly path: string;
+  readonly strip: string | null;
+  readonly service: string;
+  readonly source: { readonly kind: 'tag'; readonly tag: string };
+}
+
+export interface Snapshot {
+  /** Content hash: equal versions mean equal snapshots, so a rebuild can be skipped. */
+  readonly version: string;
+  readonly services: Readonly<Record<string, ServiceSnapshot>>;
+  readonly routes: readonly RouteSnapshot[];
+  readonly problems: readonly Problem[];
+}
+
+export interface BuildOptions {
+  readonly allowWarning: boolean;
+  readonly kvPrefix: string;
+}
+
+const STATUS_RANK: Record<HealthStatus, number> = { passing: 0, warning: 1, critical: 2 };
+
+/** An instance is as healthy as its worst check: service checks, node checks, maintenance. */
+export function instanceStatus(instance: ServiceInstance): HealthStatus {
+  let worst: HealthStatus = 'passing';
+  for (const c of instance.checks) if (STATUS_RANK[c.status] > STATUS_RANK[worst]) worst = c.status;
+  return worst;
+}
+
+export function buildSnapshot(views: ConsulViews, options: BuildOptions, previous?: Snapshot): Snapshot {
+  const problems: Problem[] = [];
+  const routes = collectRoutes(views, problems);
+  const routedServices = [...new Set(routes.map((r) => r.service))].sort();
+  const canaryValues = readCanaryKeys(views, options.kvPrefix);
+
+  const services: Record<string, ServiceSnapshot> = {};
+  for (const name of routedServices) {
+    const endpoints = buildEndpoints(views.health.get(name) ?? [], options);
+    const canary = resolveCanary(name, canaryValues.get(name), endpoints, previous?.services[name]?.canary ?? null, problems);
+    services[name] = {
+      name,
+      tags: views.catalog[name] ?? [],
+      endpoints,
+      healthy: endpoints.filter((e) => e.weight > 0).length,
+      canary,
+    };
+  }
+  for (const [service, entry] of canaryValues) {
+    if (!services[service]) {
+      problems.push({ kind: 'canary', subject: entry.key, message: `service "${service}" is not routed by the gateway; weights ignored` });
+    }
+  }
+
+  const body = { services, routes, problems: sortProblems(problems) };
+  return deepFreeze({ version: contentHash(body), ...body });
+}
+
+function collectRoutes(views: ConsulViews, problems: Problem[]): RouteSnapshot[] {
+  const byId = new Map<string, RouteSnapshot>();
+  for (const service of Object.keys(views.catalog).sort()) {
+    for (const tag of views.catalog[service] ?? []) {
+      if (!isUrlprefixTag(tag)) continue;
+      const parsed = parseUrlprefixTag(tag);
+      if (!parsed.ok) {
+        problems.push({ kind: 'tag', subject: service, message: `tag "${tag}": ${parsed.error}` });
+        continue;
+      }
+      const { host, path, strip } = parsed.route;
+      const id = `${host ?? ''}${path}`;
+      const existing = byId.get(id);
+      if (existing) {
+        if (existing.service !== service) {
+          problems.push({
+            kind: 'route',
+            subject: service,
+            message: `route ${id} is already served by service "${existing.service}" (first by name wins); tag "${tag}" ignored`,
+          });
+        } else if (existing.source.tag !== tag) {
+          problems.push({ kind: 'tag', subject: service, message: `tag "${tag}" repeats route ${id} with other options; ignored` });
+        }
+        continue;
+      }
+      byId.set(id, { id, host, path, strip, service, source: { kind: 'tag', tag } });
+    }
+  }
+  return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+function buildEndpoints(instances: readonly ServiceInstance[], options: BuildOptions): EndpointSnapshot[] {
+  return instances.map((i) => {
+    const status = instanceStatus(i);
+    const weight =
+      status === 'passing' ? i.weights.passing : status === 'warning' && options.allowWarning ? i.weights.warning : 0;
+    return { id: i.id, node: i.node, address: i.address, port: i.port, key: `${i.address}:${i.port}`, tags: i.tags, status, weight };
+  });
+}
+
+interface CanaryKey {
+  readonly key: string;
+  readonly value: string | null;
+  readonly modifyIndex: number;
+}
+
+function readCanaryKeys(views: ConsulViews, prefix: string): Map<string, CanaryKey> {
+  const canaryPrefix = `${prefix}canary/`;
+  const out = new Map<string, CanaryKey>();
+  for (const entry of views.kv) {
+    if (!entry.key.startsWith(canaryPrefix)) continue;
+    const service = entry.key.slice(canaryPrefix.length);
+    if (service === '' || service.includes('/')) continue;
+    out.set(service, entry);
+  }
+  return out;
+}
+
+function resolveCanary(
+  service: string,
+  entry: CanaryKey | undefined,
+  endpoints: readonly EndpointSnapshot[],
+  previous: CanarySnapshot | null,
+  problems: Problem[],
+): CanarySnapshot | null {
+  // Deleting the key returns the service to plain balancing.
+  if (!entry) return null;
+  const parsed = parseCanaryValue(entry.value);
+  if (parsed.ok) return canaryFor(entry.key, entry.modifyIndex, parsed.value.weights, endpoints);
+  const kept = previous && previous.key === entry.key ? previous : null;
+  problems.push({
+    kind: 'canary',
+    subject: entry.key,
+    message: `invalid canary weights at ModifyIndex ${entry.modifyIndex}: ${parsed.error}`,
+    keptLastGood: kept !== null,
+  });
+  // The last good weights stay, re-applied to today's endpoints (health may have moved since).
+  return kept ? canaryFor(kept.key, kept.modifyIndex, kept.weights, endpoints) : null;
+}
+
+export function canaryFor(
+  key: string,
+  modifyIndex: number,
+  weights: CanaryWeights['weights'],
+  endpoints: readonly EndpointSnapshot[],
+): CanarySnapshot {
+  const tags = Object.keys(weights).sort();
+  const members = tags.map((tag) => endpoints.filter((e) => e.weight > 0 && e.tags.includes(tag)).map((e) => e.key));
+  // An empty subset gets no traffic: its share is spread over the others in proportion.
+  const liveTotal = tags.reduce((sum, tag, i) => sum + ((members[i]?.length ?? 0) > 0 ? (weights[tag] ?? 0) : 0), 0);
+  const subsets = tags.map((tag, i) => {
+    const keys = members[i] ?? [];
+    const configured = weights[tag] ?? 0;
+    const effective = keys.length > 0 && liveTotal > 0 ? (configured * 100) / liveTotal : 0;
+    return { tag, configuredWeight: configured, effectiveWeight: Math.round(effective * 1000) / 1000, endpoints: keys };
+  });
+  return { key, modifyIndex, weights, subsets, fallback: liveTotal === 0 };
+}
+
+function sortProblems(problems: Problem[]): Problem[] {
+  return problems.sort((a, b) => (a.kind + a.subject + a.message < b.kind + b.subject + b.message ? -1 : 1));
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
