@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseDuration } from './core/duration.ts';
 import { LOG_LEVELS } from './core/logger.ts';
@@ -59,6 +60,10 @@ export const gatewayConfigSchema = z.object({
   responseTimeout: duration(10, 3_600_000).prefault('60s'),
   drainTimeout: duration(0, 600_000).prefault('15s'),
   resyncInterval: duration(1000, 3_600_000).prefault('5m'),
+  caFile: z.string().min(1).optional(),
+  certFile: z.string().min(1).optional(),
+  keyFile: z.string().min(1).optional(),
+  tlsServerName: z.string().min(1).optional(),
 });
 
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
@@ -72,6 +77,10 @@ export function consulEnvDefaults(env: NodeJS.ProcessEnv): Partial<GatewayConfig
     out.consul = /^[a-z]+:\/\//i.test(env.CONSUL_HTTP_ADDR) ? env.CONSUL_HTTP_ADDR : `${scheme}://${env.CONSUL_HTTP_ADDR}`;
   }
   if (env.CONSUL_HTTP_TOKEN) out.token = env.CONSUL_HTTP_TOKEN;
+  if (env.CONSUL_CACERT) out.caFile = env.CONSUL_CACERT;
+  if (env.CONSUL_CLIENT_CERT) out.certFile = env.CONSUL_CLIENT_CERT;
+  if (env.CONSUL_CLIENT_KEY) out.keyFile = env.CONSUL_CLIENT_KEY;
+  if (env.CONSUL_TLS_SERVER_NAME) out.tlsServerName = env.CONSUL_TLS_SERVER_NAME;
   return out;
 }
 
@@ -88,4 +97,15 @@ export function formatConfigError(error: z.ZodError): string {
       return `${flag}: ${issue.message}`;
     })
     .join('\n');
+}
+
+/** TLS material for an https Consul address, read once at boot (CONSUL_CACERT and friends). */
+export function consulTls(config: GatewayConfig): { ca?: string; cert?: string; key?: string; servername?: string } | undefined {
+  if (!config.caFile && !config.certFile && !config.keyFile && !config.tlsServerName) return undefined;
+  return {
+    ca: config.caFile ? readFileSync(config.caFile, 'utf8') : undefined,
+    cert: config.certFile ? readFileSync(config.certFile, 'utf8') : undefined,
+    key: config.keyFile ? readFileSync(config.keyFile, 'utf8') : undefined,
+    servername: config.tlsServerName,
+  };
 }

@@ -1,0 +1,69 @@
+import { ZodError } from 'zod';
+import { consulEnvDefaults, formatConfigError, parseGatewayConfig, type GatewayConfigInput } from '../config.ts';
+import { Gateway } from '../gateway.ts';
+import { CliError } from './admin-client.ts';
+
+export interface StartFlags {
+  consul?: string;
+  token?: string;
+  dc?: string;
+  consistency?: string;
+  wait?: string;
+  consulMaxConns?: string;
+  listen?: string;
+  admin?: string;
+  kvPrefix?: string;
+  logLevel?: string;
+  allowWarning?: boolean;
+  picker?: string;
+  connectTimeout?: string;
+  responseTimeout?: string;
+  drainTimeout?: string;
+  resyncInterval?: string;
+}
+
+/** Flags win over CONSUL_* environment variables, which win over defaults. */
+export function configFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv) {
+  const input: Record<string, unknown> = { ...consulEnvDefaults(env) };
+  for (const [k, v] of Object.entries(flags)) if (v !== undefined) input[k] = v;
+  try {
+    return parseGatewayConfig(input as GatewayConfigInput);
+  } catch (err) {
+    if (err instanceof ZodError) throw new CliError(`invalid configuration:\n${formatConfigError(err)}`, 2);
+    throw err;
+  }
+}
+
+/** Runs until SIGTERM/SIGINT, then drains and exits 0 (1 if requests had to be cut). */
+export async function runStart(flags: StartFlags): Promise<void> {
+  const config = configFromFlags(flags, process.env);
+  const gateway = new Gateway(config);
+  try {
+    await gateway.start();
+  } catch (err) {
+    throw new CliError(`cannot start: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      gateway.logger.warn({ signal }, 'second signal: exiting without waiting for the drain');
+      process.exit(1);
+    }
+    stopping = true;
+    gateway.logger.info({ signal }, 'shutting down');
+    void gateway.close().then(
+      ({ unfinished }) => {
+        gateway.logger.flush();
+        process.exitCode = unfinished > 0 ? 1 : 0;
+        // Close logs and exit explicitly: a stray keep-alive socket must not hold the process.
+        setImmediate(() => process.exit());
+      },
+      (err: unknown) => {
+        gateway.logger.error({ err }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}

@@ -1,0 +1,155 @@
+import type { Server } from 'node:http';
+import { consulTls, type GatewayConfig } from './config.ts';
+import { listenOn } from './core/net.ts';
+import { createLogger, type Logger } from './core/logger.ts';
+import { createMetrics, type Metrics } from './core/metrics.ts';
+import { ConsulClient } from './consul/client.ts';
+import { ConsulSupervisor } from './consul/supervisor.ts';
+import { buildSnapshot } from './state/snapshot.ts';
+import { SnapshotStore } from './state/store.ts';
+import { isUrlprefixTag } from './state/tags.ts';
+import { UpstreamPools } from './balancer/upstream-pools.ts';
+import { RuntimeHolder } from './runtime/runtime.ts';
+import { ProxyServer } from './proxy/server.ts';
+import { createAdminServer } from './admin/server.ts';
+
+const CONNECTIONS_PER_ENDPOINT = 256;
+
+/**
+ * Composition root: builds the rooms, connects them in the one direction data flows
+ * (Consul → supervisor → snapshot store → runtime → proxy) and owns their lifecycle.
+ */
+export class Gateway {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  private readonly consul: ConsulClient;
+  private readonly supervisor: ConsulSupervisor;
+  private readonly store: SnapshotStore;
+  private readonly pools: UpstreamPools;
+  private readonly runtime: RuntimeHolder;
+  private readonly proxy: ProxyServer;
+  private readonly admin: Server;
+  private rebuildScheduled = false;
+  private closed: Promise<{ unfinished: number }> | undefined;
+  proxyPort = 0;
+  adminPort = 0;
+
+  constructor(
+    readonly config: GatewayConfig,
+    options: { logger?: Logger } = {},
+  ) {
+    this.logger = options.logger ?? createLogger(config.logLevel);
+    this.metrics = createMetrics();
+    this.consul = new ConsulClient({
+      address: config.consul,
+      token: config.token,
+      dc: config.dc,
+      consistency: config.consistency,
+      maxConnections: config.consulMaxConns,
+      tls: consulTls(config),
+    });
+    this.supervisor = new ConsulSupervisor({
+      client: this.consul,
+      waitMs: config.wait,
+      kvPrefix: config.kvPrefix,
+      maxConnections: config.consulMaxConns,
+      resyncIntervalMs: config.resyncInterval,
+      isRouted: (tags) => tags.some(isUrlprefixTag),
+      logger: this.logger,
+      metrics: this.metrics,
+      onChange: () => this.ring(),
+    });
+    this.store = new SnapshotStore(this.logger, this.metrics);
+    this.pools = new UpstreamPools({ connectTimeoutMs: config.connectTimeout, connectionsPerEndpoint: CONNECTIONS_PER_ENDPOINT });
+    this.runtime = new RuntimeHolder({ pools: this.pools, metrics: this.metrics, pickerKind: config.picker }, this.logger);
+    this.store.onPublish((snapshot) => {
+      const first = this.runtime.current === undefined;
+      this.runtime.apply(snapshot);
+      if (first) this.logger.info({ version: snapshot.version }, 'first snapshot in force; gateway ready');
+    });
+    this.proxy = new ProxyServer({
+      runtime: () => this.runtime.current,
+      responseTimeoutMs: config.responseTimeout,
+      logger: this.logger,
+      metrics: this.metrics,
+    });
+    const startedAt = Date.now();
+    this.admin = createAdminServer(
+      {
+        startedAt,
+        published: () => this.store.current,
+        runtime: () => this.runtime.current,
+        ready: () => this.ready,
+        endpointInflight: (key) => this.pools.peek(key)?.inflight,
+        discovery: () => this.supervisor.status(),
+        discoveryProblems: () => this.supervisor.problems(),
+        settings: {
+          consul: config.consul,
+          dc: config.dc ?? null,
+          kvPrefix: config.kvPrefix,
+          consistency: config.consistency,
+          waitSeconds: config.wait / 1000,
+          consulMaxConns: config.consulMaxConns,
+          allowWarning: config.allowWarning,
+          picker: config.picker,
+        },
+      },
+      this.metrics.registry,
+    );
+  }
+
+  /** Ready once the first complete snapshot is in force (`/-/readyz` answers 200). */
+  get ready(): boolean {
+    return this.runtime.current !== undefined && !this.closed;
+  }
+
+  async start(): Promise<void> {
+    this.adminPort = await listenOn(this.admin, this.config.admin.host, this.config.admin.port);
+    this.proxyPort = await this.proxy.listen(this.config.listen.host, this.config.listen.port);
+    this.supervisor.start();
+    this.logger.info(
+      { listen: `${this.config.listen.host}:${this.proxyPort}`, admin: `${this.config.admin.host}:${this.adminPort}`, consul: this.config.consul },
+      'gateway started',
+    );
+  }
+
+  /** Doorbell: many watch updates in one tick produce one rebuild. */
+  private ring(): void {
+    if (this.rebuildScheduled || this.closed) return;
+    this.rebuildScheduled = true;
+    setImmediate(() => {
+      this.rebuildScheduled = false;
+      this.rebuild();
+    });
+  }
+
+  private rebuild(): void {
+    const views = this.supervisor.views();
+    if (!views) return;
+    try {
+      const snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, this.store.current?.snapshot);
+      this.store.publish(snapshot);
+    } catch (err) {
+      // A bug here must not take the data plane down: the last good runtime keeps serving.
+      this.logger.error({ err }, 'snapshot build failed; last known good configuration stays in force');
+    }
+  }
+
+  /** Graceful stop: refuse new requests, finish in-flight ones (bounded), then stop watching. */
+  close(): Promise<{ unfinished: number }> {
+    this.closed ??= (async () => {
+      this.logger.info({ inflight: this.proxy.requestsInFlight, drainTimeoutMs: this.config.drainTimeout }, 'draining');
+      const result = await this.proxy.drain(this.config.drainTimeout);
+      await this.supervisor.close();
+      await this.pools.closeAll(1_000);
+      await new Promise<void>((resolve) => {
+        this.admin.close(() => resolve());
+        this.admin.closeAllConnections();
+      });
+      await this.consul.close();
+      this.logger.info({ unfinished: result.unfinished }, 'gateway stopped');
+      return result;
+    })();
+    return this.closed;
+  }
+}

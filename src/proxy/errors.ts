@@ -1,0 +1,42 @@
+import type { ServerResponse } from 'node:http';
+import { ERROR_CODES, errorBody, type ErrorCode } from '../core/errors.ts';
+
+const RETRYABLE_CONNECT_CODES = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_CLOSED',
+  'UND_ERR_DESTROYED',
+]);
+
+/** Errors raised before anything reached the upstream application: safe to try elsewhere. */
+export function isConnectFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && RETRYABLE_CONNECT_CODES.has(code);
+}
+
+export function classifyUpstreamError(err: unknown): ErrorCode {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'upstream_timeout';
+  if (isConnectFailure(err)) return 'upstream_unreachable';
+  return 'upstream_error';
+}
+
+export function sendError(res: ServerResponse, code: ErrorCode, requestId: string, message?: string): number {
+  const status = ERROR_CODES[code].status;
+  if (res.headersSent) {
+    res.destroy();
+    return status;
+  }
+  const body = JSON.stringify(errorBody(code, requestId, message));
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'x-request-id': requestId,
+    'cache-control': 'no-store',
+  });
+  res.end(body);
+  return status;
+}

@@ -1,0 +1,66 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+/** RFC 9110 §7.6.1: connection-specific fields a proxy must not forward. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  const text = Array.isArray(value) ? value.join(',') : value;
+  const tokens = text
+    .split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter((t) => t !== '' && t !== 'close' && t !== 'keep-alive');
+  return tokens.length > 0 ? new Set(tokens) : undefined;
+}
+
+export interface ForwardContext {
+  readonly requestId: string;
+  readonly clientIp: string;
+  readonly proto: 'http' | 'https';
+}
+
+/** Request headers for the upstream: hop-by-hop removed, X-Forwarded-* and X-Request-Id set. */
+export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: ForwardContext): Record<string, string | string[]> {
+  const extra = connectionTokens(incoming.connection);
+  const out: Record<string, string | string[]> = {};
+  for (const name in incoming) {
+    const value = incoming[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name)) continue;
+    out[name] = value;
+  }
+  const prior = incoming['x-forwarded-for'];
+  out['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${ctx.clientIp}` : ctx.clientIp;
+  out['x-forwarded-proto'] = ctx.proto;
+  if (incoming.host) out['x-forwarded-host'] = incoming.host;
+  out['x-request-id'] = ctx.requestId;
+  return out;
+}
+
+/** Response headers for the client: hop-by-hop removed; Node sets framing itself. */
+export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
+  const extra = connectionTokens(upstream.connection);
+  const out: OutgoingHttpHeaders = {};
+  for (const name in upstream) {
+    const value = upstream[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+/** A client's X-Request-Id is kept when it is a sane token; anything else is replaced. */
+export function acceptableRequestId(value: string | string[] | undefined): string | undefined {
+  return typeof value === 'string' && REQUEST_ID.test(value) ? value : undefined;
+}
