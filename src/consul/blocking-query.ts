@@ -104,7 +104,7 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
   async *[Symbol.asyncIterator](): AsyncIterator<WatchUpdate<T>> {
     const { client, path, waitMs, parse, name } = this.options;
     const bucket = new TokenBucket(this.options.rate?.burst ?? 3, this.options.rate?.intervalMs ?? 500);
-    const backoff = new Backoff(this.options.backoff?.baseMs ?? 250, this.options.backoff?.capMs ?? 30_000);
+    const backoff = new Backoff(this.options.backoff?.baseMs ?? 250, this.options.backoff?.capMs ?? 10_000);
 
     while (!this.signal.aborted) {
       await delay(bucket.take(), this.signal);
