@@ -17,6 +17,17 @@ export function isConnectFailure(err: unknown): boolean {
   return typeof code === 'string' && RETRYABLE_CONNECT_CODES.has(code);
 }
 
+/**
+ * A keep-alive connection the upstream closed just as we reused it fails like this before any
+ * response byte; repeating an idempotent request is then safe (RFC 9110 §9.2.2).
+ */
+const RETRYABLE_IF_IDEMPOTENT = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+
+export function isRetryable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return isConnectFailure(err) || (typeof code === 'string' && RETRYABLE_IF_IDEMPOTENT.has(code));
+}
+
 export function classifyUpstreamError(err: unknown): ErrorCode {
   const code = (err as { code?: unknown } | null)?.code;
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'upstream_timeout';

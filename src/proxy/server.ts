@@ -9,7 +9,7 @@ import type { ErrorCode } from '../core/errors.ts';
 import type { UpstreamEndpoint } from '../balancer/upstream-pools.ts';
 import type { CompiledRoute, Runtime } from '../runtime/runtime.ts';
 import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
-import { classifyUpstreamError, isConnectFailure, sendError } from './errors.ts';
+import { classifyUpstreamError, isRetryable, sendError } from './errors.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
@@ -167,13 +167,14 @@ export class ProxyServer {
         return { status: upstream.statusCode, endpoint, retried };
       } catch (err) {
         if (aborter.signal.aborted) return { status: 499, endpoint, retried };
-        // A refused connection never reached the application: one more try elsewhere is safe for
+        // A refused connection never reached the application, and a reused keep-alive socket that
+        // the upstream closed failed before any response: one more try elsewhere is safe for
         // idempotent requests whose body was not consumed.
-        if (attempt === 0 && !hasBody && IDEMPOTENT.has(method) && isConnectFailure(err)) {
+        if (attempt === 0 && !hasBody && IDEMPOTENT.has(method) && isRetryable(err)) {
           const next = route.balancer.pick(canary, endpoint);
           if (next && next !== endpoint) {
             this.options.metrics.upstreamRetries.inc({ service: route.service });
-            this.options.logger.warn({ requestId, endpoint: endpoint.key, retryOn: next.key, err: describe(err) }, 'connect failed; retrying on another endpoint');
+            this.options.logger.warn({ requestId, endpoint: endpoint.key, retryOn: next.key, err: describe(err) }, 'upstream failed before responding; retrying on another endpoint');
             endpoint = next;
             retried = true;
             continue;
