@@ -10,7 +10,6 @@ export const ERROR_CODES = {
   upstream_unreachable: { status: 502, message: 'could not connect to the upstream endpoint' },
   upstream_timeout: { status: 504, message: 'the upstream did not answer in time' },
   upstream_error: { status: 502, message: 'the upstream connection failed mid-response' },
-  shutting_down: { status: 503, message: 'the gateway is shutting down' },
   internal_error: { status: 500, message: 'internal gateway error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
