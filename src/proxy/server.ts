@@ -6,8 +6,7 @@ import type { Logger } from '../core/logger.ts';
 import { listenOn } from '../core/net.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { ErrorCode } from '../core/errors.ts';
-import type { UpstreamEndpoint } from '../balancer/upstream-pools.ts';
-import type { CompiledRoute, Runtime } from '../runtime/runtime.ts';
+import type { CompiledRoute, Runtime, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { classifyUpstreamError, isRetryable, sendError } from './errors.ts';
 

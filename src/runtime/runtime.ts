@@ -3,6 +3,9 @@ import { removeSeriesMatching } from '../core/metrics.ts';
 import type { Logger } from '../core/logger.ts';
 import { ServiceBalancer, type PickerKind } from '../balancer/service-balancer.ts';
 import type { UpstreamPools } from '../balancer/upstream-pools.ts';
+
+/** The proxy reaches endpoints only through the runtime (house map: proxy imports core, runtime). */
+export type { UpstreamEndpoint } from '../balancer/upstream-pools.ts';
 import { compileRouter, type Router } from '../router/router.ts';
 import type { RouteSnapshot, Snapshot } from '../state/snapshot.ts';
 
