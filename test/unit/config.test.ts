@@ -1,0 +1,146 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ZodError } from 'zod';
+import { consulEnvDefaults, formatConfigError, parseGatewayConfig, type GatewayConfig, type GatewayConfigInput } from '../../src/config.ts';
+
+/** Parses and returns the formatted error text, failing the test if parsing succeeds. */
+function configError(input: GatewayConfigInput): string {
+  try {
+    parseGatewayConfig(input);
+  } catch (err) {
+    assert.ok(err instanceof ZodError, `expected a ZodError, got ${String(err)}`);
+    return formatConfigError(err);
+  }
+  assert.fail(`expected ${JSON.stringify(input)} to be rejected`);
+}
+
+describe('parseGatewayConfig: defaults', () => {
+  test('an empty input gives the documented defaults', () => {
+    const config = parseGatewayConfig({});
+    const expected: GatewayConfig = {
+      consul: 'http://127.0.0.1:8500',
+      consistency: 'default',
+      wait: 300_000,
+      consulMaxConns: 64,
+      listen: { host: '0.0.0.0', port: 8080 },
+      admin: { host: '127.0.0.1', port: 9901 },
+      kvPrefix: 'gateway/',
+      logLevel: 'info',
+      allowWarning: false,
+      picker: 'round_robin',
+      connectTimeout: 2000,
+      responseTimeout: 60_000,
+      drainTimeout: 15_000,
+      resyncInterval: 300_000,
+    };
+    assert.deepEqual(config, expected);
+  });
+});
+
+describe('parseGatewayConfig: accepted values', () => {
+  const cases: { name: string; input: GatewayConfigInput; check: Partial<GatewayConfig> }[] = [
+    { name: 'milliseconds', input: { connectTimeout: '500ms' }, check: { connectTimeout: 500 } },
+    { name: 'minutes', input: { wait: '5m' }, check: { wait: 300_000 } },
+    { name: 'seconds', input: { responseTimeout: '30s' }, check: { responseTimeout: 30_000 } },
+    { name: 'compound duration', input: { drainTimeout: '1m30s' }, check: { drainTimeout: 90_000 } },
+    { name: 'fractional duration', input: { connectTimeout: '1.5s' }, check: { connectTimeout: 1500 } },
+    { name: 'zero drain timeout', input: { drainTimeout: '0s' }, check: { drainTimeout: 0 } },
+    { name: 'wait at the 10m limit', input: { wait: '10m' }, check: { wait: 600_000 } },
+    { name: 'IPv4 listen address', input: { listen: '127.0.0.1:18080' }, check: { listen: { host: '127.0.0.1', port: 18080 } } },
+    { name: 'host name listen address', input: { listen: 'localhost:80' }, check: { listen: { host: 'localhost', port: 80 } } },
+    { name: 'bracketed IPv6 listen address', input: { listen: '[::1]:80' }, check: { listen: { host: '::1', port: 80 } } },
+    { name: 'bracketed IPv6 admin address', input: { admin: '[fd00::1]:9901' }, check: { admin: { host: 'fd00::1', port: 9901 } } },
+    { name: 'port 0 (pick a free port)', input: { listen: '127.0.0.1:0' }, check: { listen: { host: '127.0.0.1', port: 0 } } },
+    { name: 'port 65535', input: { admin: '127.0.0.1:65535' }, check: { admin: { host: '127.0.0.1', port: 65535 } } },
+    { name: 'kv prefix gets a trailing slash', input: { kvPrefix: 'edge' }, check: { kvPrefix: 'edge/' } },
+    { name: 'nested kv prefix gets a trailing slash', input: { kvPrefix: 'teams/edge' }, check: { kvPrefix: 'teams/edge/' } },
+    { name: 'kv prefix with a slash is kept', input: { kvPrefix: 'edge/' }, check: { kvPrefix: 'edge/' } },
+    { name: 'empty kv prefix stays empty', input: { kvPrefix: '' }, check: { kvPrefix: '' } },
+    { name: 'consul address without scheme', input: { consul: '10.0.0.5:8500' }, check: { consul: 'http://10.0.0.5:8500' } },
+    { name: 'consul https address', input: { consul: 'https://consul.example:8501' }, check: { consul: 'https://consul.example:8501' } },
+    { name: 'consul trailing slash removed', input: { consul: 'http://consul:8500/' }, check: { consul: 'http://consul:8500' } },
+    { name: 'max connections from a string', input: { consulMaxConns: '32' }, check: { consulMaxConns: 32 } },
+    { name: 'least-request picker', input: { picker: 'least_request' }, check: { picker: 'least_request' } },
+    { name: 'stale consistency', input: { consistency: 'stale' }, check: { consistency: 'stale' } },
+  ];
+  for (const { name, input, check } of cases) {
+    test(`${name}: ${JSON.stringify(input)}`, () => {
+      const config = parseGatewayConfig(input);
+      for (const [key, value] of Object.entries(check)) {
+        assert.deepEqual(config[key as keyof GatewayConfig], value, key);
+      }
+    });
+  }
+});
+
+describe('parseGatewayConfig: rejected values name the flag', () => {
+  const cases: { name: string; input: GatewayConfigInput; error: RegExp }[] = [
+    { name: 'duration text', input: { connectTimeout: 'soon' }, error: /^--connect-timeout: not a duration: "soon"/ },
+    { name: 'duration without unit', input: { wait: '30' }, error: /^--wait: not a duration: "30"/ },
+    { name: 'negative duration', input: { drainTimeout: '-1s' }, error: /^--drain-timeout: not a duration/ },
+    { name: 'Go duration unit not supported', input: { resyncInterval: '1d' }, error: /^--resync-interval: not a duration/ },
+    { name: 'wait above 10m', input: { wait: '11m' }, error: /^--wait: must be between 1000ms and 600000ms/ },
+    { name: 'wait below 1s', input: { wait: '500ms' }, error: /^--wait: must be between/ },
+    { name: 'response timeout too short', input: { responseTimeout: '5ms' }, error: /^--response-timeout: must be between 10ms/ },
+    { name: 'listen without port', input: { listen: 'localhost' }, error: /^--listen: expected host:port/ },
+    { name: 'listen port too large', input: { listen: '127.0.0.1:99999' }, error: /^--listen: port must be 0-65535/ },
+    { name: 'unbracketed IPv6', input: { listen: '::1:80' }, error: /^--listen: expected host:port/ },
+    { name: 'admin with a scheme', input: { admin: 'http://127.0.0.1:9901' }, error: /^--admin: expected host:port/ },
+    { name: 'kv prefix with spaces', input: { kvPrefix: 'my prefix' }, error: /^--kv-prefix: KV prefix may hold/ },
+    { name: 'consul with a non-http scheme', input: { consul: 'ftp://consul:21' }, error: /^--consul: expected an http\(s\) URL/ },
+    { name: 'too many consul connections', input: { consulMaxConns: 500 }, error: /^--consul-max-conns: / },
+    { name: 'unknown picker', input: { picker: 'random' as 'round_robin' }, error: /^--picker: .*round_robin/ },
+    { name: 'bad datacenter', input: { dc: 'dc 1' }, error: /^--dc: datacenter names/ },
+  ];
+  for (const { name, input, error } of cases) {
+    test(`${name}: ${JSON.stringify(input)}`, () => {
+      assert.match(configError(input), error);
+    });
+  }
+
+  test('several bad fields give one line each', () => {
+    const lines = configError({ wait: 'x', listen: 'nope' }).split('\n');
+    assert.equal(lines.length, 2);
+    assert.ok(lines.some((l) => l.startsWith('--wait: ')));
+    assert.ok(lines.some((l) => l.startsWith('--listen: ')));
+  });
+});
+
+describe('consulEnvDefaults', () => {
+  const cases: { name: string; env: NodeJS.ProcessEnv; expected: Partial<GatewayConfigInput> }[] = [
+    { name: 'nothing set', env: {}, expected: {} },
+    { name: 'address without scheme → http', env: { CONSUL_HTTP_ADDR: '10.0.0.5:8500' }, expected: { consul: 'http://10.0.0.5:8500' } },
+    {
+      name: 'address without scheme and CONSUL_HTTP_SSL → https',
+      env: { CONSUL_HTTP_ADDR: '10.0.0.5:8501', CONSUL_HTTP_SSL: 'true' },
+      expected: { consul: 'https://10.0.0.5:8501' },
+    },
+    { name: 'address with scheme kept', env: { CONSUL_HTTP_ADDR: 'https://consul:8501' }, expected: { consul: 'https://consul:8501' } },
+    {
+      name: 'token and TLS files',
+      env: {
+        CONSUL_HTTP_TOKEN: 'secret',
+        CONSUL_CACERT: '/ca.pem',
+        CONSUL_CLIENT_CERT: '/cert.pem',
+        CONSUL_CLIENT_KEY: '/key.pem',
+        CONSUL_TLS_SERVER_NAME: 'consul.internal',
+      },
+      expected: { token: 'secret', caFile: '/ca.pem', certFile: '/cert.pem', keyFile: '/key.pem', tlsServerName: 'consul.internal' },
+    },
+    { name: 'empty values are ignored', env: { CONSUL_HTTP_ADDR: '', CONSUL_HTTP_TOKEN: '' }, expected: {} },
+  ];
+  for (const { name, env, expected } of cases) {
+    test(name, () => assert.deepEqual(consulEnvDefaults(env), expected));
+  }
+
+  test('environment defaults parse into a valid config', () => {
+    const config = parseGatewayConfig(consulEnvDefaults({ CONSUL_HTTP_ADDR: 'consul.service:8500', CONSUL_HTTP_TOKEN: 't0k' }));
+    assert.equal(config.consul, 'http://consul.service:8500');
+    assert.equal(config.token, 't0k');
+  });
+
+  test('flags win over the environment', () => {
+    const config = parseGatewayConfig({ ...consulEnvDefaults({ CONSUL_HTTP_ADDR: '10.0.0.5:8500' }), consul: 'http://127.0.0.1:18500' });
+    assert.equal(config.consul, 'http://127.0.0.1:18500');
+  });
+});
