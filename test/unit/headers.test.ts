@@ -1,0 +1,150 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { IncomingHttpHeaders } from 'node:http';
+import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders, type ForwardContext } from '../../src/proxy/headers.ts';
+
+const CTX: ForwardContext = { requestId: 'req-1', clientIp: '10.0.0.9', proto: 'http' };
+
+describe('upstreamRequestHeaders: hop-by-hop removal', () => {
+  const hopByHop = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
+  for (const name of hopByHop) {
+    test(`${name} is not forwarded`, () => {
+      const out = upstreamRequestHeaders({ host: 'example.com', accept: '*/*', [name]: 'x' }, CTX);
+      assert.equal(out[name], undefined);
+      assert.equal(out.accept, '*/*');
+    });
+  }
+
+  const connectionCases: { name: string; headers: IncomingHttpHeaders; removed: string[]; kept: string[] }[] = [
+    {
+      name: 'a header named in Connection is removed',
+      headers: { connection: 'X-Trace-Hop', 'x-trace-hop': '1', 'x-keep': 'yes' },
+      removed: ['connection', 'x-trace-hop'],
+      kept: ['x-keep'],
+    },
+    {
+      name: 'several names, mixed case and spaces',
+      headers: { connection: 'keep-alive ,  Foo, BAR', foo: '1', bar: '2', baz: '3' },
+      removed: ['foo', 'bar'],
+      kept: ['baz'],
+    },
+    {
+      name: 'Connection: close alone removes nothing else',
+      headers: { connection: 'close', 'x-a': '1', 'x-b': '2' },
+      removed: ['connection'],
+      kept: ['x-a', 'x-b'],
+    },
+    {
+      name: 'a Connection-named header can be an end-to-end name',
+      headers: { connection: 'cookie', cookie: 'a=1', 'user-agent': 'ua' },
+      removed: ['cookie'],
+      kept: ['user-agent'],
+    },
+  ];
+  for (const c of connectionCases) {
+    test(c.name, () => {
+      const out = upstreamRequestHeaders(c.headers, CTX);
+      for (const name of c.removed) assert.equal(out[name], undefined, `${name} should be removed`);
+      for (const name of c.kept) assert.equal(out[name], c.headers[name], `${name} should be kept`);
+    });
+  }
+});
+
+describe('upstreamRequestHeaders: forwarding headers', () => {
+  const xff: { name: string; prior: string | string[] | undefined; expected: string }[] = [
+    { name: 'no prior value', prior: undefined, expected: '10.0.0.9' },
+    { name: 'appended to one prior hop', prior: '203.0.113.7', expected: '203.0.113.7, 10.0.0.9' },
+    { name: 'appended to a prior chain', prior: '203.0.113.7, 198.51.100.2', expected: '203.0.113.7, 198.51.100.2, 10.0.0.9' },
+    { name: 'an empty prior value is replaced', prior: '', expected: '10.0.0.9' },
+    { name: 'repeated header lines are joined', prior: ['203.0.113.7', '198.51.100.2'], expected: '203.0.113.7, 198.51.100.2, 10.0.0.9' },
+  ];
+  for (const c of xff) {
+    test(`X-Forwarded-For: ${c.name}`, () => {
+      const headers: IncomingHttpHeaders = { host: 'example.com' };
+      if (c.prior !== undefined) (headers as Record<string, string | string[]>)['x-forwarded-for'] = c.prior;
+      assert.equal(upstreamRequestHeaders(headers, CTX)['x-forwarded-for'], c.expected);
+    });
+  }
+
+  const protoCases: { proto: ForwardContext['proto']; incoming: string | undefined }[] = [
+    { proto: 'http', incoming: undefined },
+    { proto: 'https', incoming: undefined },
+    { proto: 'http', incoming: 'https' },
+  ];
+  for (const { proto, incoming } of protoCases) {
+    test(`X-Forwarded-Proto is ${proto} (client sent ${incoming ?? 'nothing'})`, () => {
+      const headers: IncomingHttpHeaders = { host: 'example.com' };
+      if (incoming) headers['x-forwarded-proto'] = incoming;
+      assert.equal(upstreamRequestHeaders(headers, { ...CTX, proto })['x-forwarded-proto'], proto);
+    });
+  }
+
+  test('X-Forwarded-Host is the Host the client asked for, and Host is passed on', () => {
+    const out = upstreamRequestHeaders({ host: 'Shop.Example.com:8080', 'x-forwarded-host': 'spoofed.test' }, CTX);
+    assert.equal(out['x-forwarded-host'], 'Shop.Example.com:8080');
+    assert.equal(out.host, 'Shop.Example.com:8080');
+  });
+
+  test('X-Request-Id is set from the context, replacing the incoming one', () => {
+    const out = upstreamRequestHeaders({ host: 'example.com', 'x-request-id': 'client-chosen' }, { ...CTX, requestId: 'gw-42' });
+    assert.equal(out['x-request-id'], 'gw-42');
+  });
+
+  test('end-to-end headers are forwarded unchanged, including repeated ones', () => {
+    const incoming: IncomingHttpHeaders = {
+      host: 'example.com',
+      authorization: 'Bearer abc',
+      'content-type': 'application/json',
+      'content-length': '12',
+      'x-custom': 'v',
+    };
+    const out = upstreamRequestHeaders(incoming, CTX);
+    for (const name of ['host', 'authorization', 'content-type', 'content-length', 'x-custom']) assert.equal(out[name], incoming[name], name);
+  });
+
+  test('the input headers object is not modified', () => {
+    const incoming: IncomingHttpHeaders = { host: 'example.com', connection: 'foo', foo: '1', 'x-forwarded-for': '1.2.3.4' };
+    const copy = structuredClone(incoming);
+    upstreamRequestHeaders(incoming, CTX);
+    assert.deepEqual(incoming, copy);
+  });
+});
+
+describe('clientResponseHeaders', () => {
+  test('hop-by-hop and Connection-named headers are removed; others kept', () => {
+    const out = clientResponseHeaders({
+      connection: 'keep-alive, X-Upstream-Hop',
+      'keep-alive': 'timeout=5',
+      'transfer-encoding': 'chunked',
+      'x-upstream-hop': '1',
+      'content-type': 'text/plain',
+      'set-cookie': ['a=1', 'b=2'],
+      'x-missing': undefined,
+    });
+    assert.deepEqual(out, { 'content-type': 'text/plain', 'set-cookie': ['a=1', 'b=2'] });
+  });
+});
+
+describe('acceptableRequestId', () => {
+  const cases: { name: string; value: string | string[] | undefined; ok: boolean }[] = [
+    { name: 'uuid', value: '3f2b8c1e-8a7d-4e2f-9b1a-0c4d5e6f7a8b', ok: true },
+    { name: 'dotted and coloned token', value: 'trace:abc.DEF_123', ok: true },
+    { name: 'single character', value: 'x', ok: true },
+    { name: '128 characters', value: 'a'.repeat(128), ok: true },
+    { name: '129 characters (overlong)', value: 'a'.repeat(129), ok: false },
+    { name: 'empty', value: '', ok: false },
+    { name: 'space', value: 'abc def', ok: false },
+    { name: 'newline (log injection)', value: 'abc\nINFO fake line', ok: false },
+    { name: 'html', value: '<script>', ok: false },
+    { name: 'quote', value: 'a"b', ok: false },
+    { name: 'non-ASCII', value: 'idé', ok: false },
+    { name: 'slash', value: 'a/b', ok: false },
+    { name: 'repeated header (array)', value: ['a', 'b'], ok: false },
+    { name: 'absent', value: undefined, ok: false },
+  ];
+  for (const { name, value, ok } of cases) {
+    test(`${name} → ${ok ? 'kept' : 'replaced'}`, () => {
+      assert.equal(acceptableRequestId(value), ok ? value : undefined);
+    });
+  }
+});
