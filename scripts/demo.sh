@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# `npm run demo`: a local Consul, a few self-registering demo services, and the gateway in front.
+#
+#   - uses the Consul already answering on 127.0.0.1:8500, or starts `consul agent -dev` (logs and
+#     data under .demo/);
+#   - starts demo services: web v1 x2, web v2 x1 (tags urlprefix-/web + v1|v2) and api x1
+#     (tag "urlprefix-/api strip=/api"), logs in .demo/<id>.log;
+#   - runs the gateway in the foreground on 127.0.0.1:8080 (admin 127.0.0.1:9901).
+# Ctrl-C (or SIGTERM) stops the gateway, the demo services and the Consul this script started.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+demo="$root/.demo"
+consul_port=8500
+consul_addr="http://127.0.0.1:$consul_port"
+listen=127.0.0.1:8080
+admin=127.0.0.1:9901
+
+# Every background job gets its own process group, so a Ctrl-C reaches only this script, which
+# then shuts everything down in order (gateway, services, Consul) instead of all at once.
+set -m
+
+say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
+die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
+
+consul_pid=""
+gateway_pid=""
+service_pids=()
+
+# Stop one process we started, by PID: SIGTERM, wait up to ~5 s, then SIGKILL.
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [ -n "$gateway_pid" ]; then stop_pid "$gateway_pid"; fi
+  if [ "${#service_pids[@]}" -gt 0 ]; then
+    say "stopping demo services"
+    # Signal them all first (each deregisters itself), then wait for each.
+    for pid in "${service_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${service_pids[@]}"; do stop_pid "$pid"; done
+  fi
+  if [ -n "$consul_pid" ]; then
+    say "stopping consul (pid $consul_pid)"
+    stop_pid "$consul_pid"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# GET a URL; prints the body, fails if unreachable or not 2xx.
+http_get() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS -m 2 "$1" 2>/dev/null
+  else
+    node -e 'fetch(process.argv[1], { signal: AbortSignal.timeout(2000) })
+      .then(async (r) => { if (!r.ok) process.exit(1); process.stdout.write(await r.text()); })
+      .catch(() => process.exit(1))' "$1"
+  fi
+}
+consul_answers() { http_get "$consul_addr/v1/status/leader" >/dev/null; }
+consul_has_leader() { local l; l=$(http_get "$consul_addr/v1/status/leader") && [ -n "$l" ] && [ "$l" != '""' ]; }
+
+# --- prerequisites -------------------------------------------------------------------------------
+command -v node >/dev/null 2>&1 || die "node (>= 20.10) is required"
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=10)?0:1)' \
+  || die "node >= 20.10 is required (found $(node --version))"
+[ -d node_modules/tsx ] || die "dependencies are missing: run 'npm ci' first"
+mkdir -p "$demo"
+
+bash scripts/install-consul.sh
+if command -v consul >/dev/null 2>&1; then
+  consul_bin=$(command -v consul)
+elif [ -x "$root/.tools/bin/consul" ]; then
+  consul_bin="$root/.tools/bin/consul"
+else
+  die "no consul binary after scripts/install-consul.sh"
+fi
+
+# --- consul --------------------------------------------------------------------------------------
+if consul_answers; then
+  say "using the Consul already answering on $consul_addr"
+else
+  say "starting consul agent -dev on $consul_addr (log: .demo/consul.log)"
+  "$consul_bin" agent -dev -client 127.0.0.1 -bind 127.0.0.1 -http-port "$consul_port" \
+    -data-dir "$demo/consul-data" -hcl 'disable_update_check = true' >"$demo/consul.log" 2>&1 &
+  consul_pid=$!
+fi
+for ((i = 0; i < 300; i++)); do # up to ~30 s
+  consul_has_leader && break
+  if [ -n "$consul_pid" ] && ! kill -0 "$consul_pid" 2>/dev/null; then
+    tail -n 20 "$demo/consul.log" >&2 || true
+    die "consul exited during startup (is port $consul_port or 8300-8302/8600 in use?)"
+  fi
+  sleep 0.1
+done
+consul_has_leader || die "Consul on $consul_addr has no leader after 30 s"
+export CONSUL_HTTP_ADDR="127.0.0.1:$consul_port"
+
+# --- demo services -------------------------------------------------------------------------------
+# start_service ID ARGS...: one scripts/demo-service.ts on a free port, logging to .demo/ID.log.
+start_service() {
+  local id=$1
+  shift
+  node --import tsx scripts/demo-service.ts --consul "$consul_addr" --id "$id" --port 0 "$@" \
+    >"$demo/$id.log" 2>&1 &
+  service_pids+=("$!")
+}
+say "starting demo services (logs: .demo/<id>.log)"
+start_service web-v1-1 --name web --tags "urlprefix-/web,v1" --color blue
+start_service web-v1-2 --name web --tags "urlprefix-/web,v1" --color blue
+start_service web-v2-1 --name web --tags "urlprefix-/web,v2" --color green
+start_service api-1 --name api --tags "urlprefix-/api strip=/api"
+
+ids=(web-v1-1 web-v1-2 web-v2-1 api-1)
+for ((i = 0; i < 300; i++)); do # up to ~30 s
+  missing=0
+  for id in "${ids[@]}"; do
+    http_get "$consul_addr/v1/agent/service/$id" >/dev/null || missing=$((missing + 1))
+  done
+  [ "$missing" -eq 0 ] && break
+  for j in "${!service_pids[@]}"; do
+    if ! kill -0 "${service_pids[$j]}" 2>/dev/null; then
+      cat "$demo/${ids[$j]}.log" >&2 || true
+      die "demo service ${ids[$j]} exited during startup"
+    fi
+  done
+  sleep 0.1
+done
+[ "$missing" -eq 0 ] || die "demo services did not register within 30 s (see .demo/*.log)"
+say "registered: web (v1 x2, v2 x1), api x1"
+
+# --- gateway -------------------------------------------------------------------------------------
+cat <<EOF
+
+  Gateway: http://$listen   admin: http://$admin   Consul UI: $consul_addr/ui
+
+  Try this (in another terminal):
+    curl localhost:8080/web
+    bin/cgw services
+    bin/cgw canary set web v1=90 v2=10
+    curl -H 'X-Canary: v2' localhost:8080/web
+    bin/cgw status
+
+  Ctrl-C stops everything.
+
+EOF
+# Not `exec`: this shell stays to stop the services and Consul when the gateway ends.
+node --import tsx src/cli/main.ts start --consul "$consul_addr" --listen "$listen" --admin "$admin" &
+gateway_pid=$!
+set +e
+wait "$gateway_pid"
+status=$?
+set -e
+gateway_pid=""
+exit "$status"
