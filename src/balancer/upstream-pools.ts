@@ -34,7 +34,7 @@ export class UpstreamEndpoint {
 
 export class UpstreamPools {
   private readonly endpoints = new Map<string, UpstreamEndpoint>();
-  private readonly closing = new Set<Promise<void>>();
+  private readonly closing = new Set<UpstreamEndpoint>();
 
   constructor(private readonly options: UpstreamPoolOptions) {}
 
@@ -59,9 +59,11 @@ export class UpstreamPools {
       if (live.has(key)) continue;
       this.endpoints.delete(key);
       removed.push(key);
-      const closing = endpoint.pool.close().catch(() => undefined);
-      this.closing.add(closing);
-      void closing.finally(() => this.closing.delete(closing));
+      this.closing.add(endpoint);
+      void endpoint.pool
+        .close()
+        .catch(() => undefined)
+        .finally(() => this.closing.delete(endpoint));
     }
     return removed;
   }
@@ -70,13 +72,16 @@ export class UpstreamPools {
     return this.endpoints.size;
   }
 
-  /** Waits for graceful closes; destroys what is still open after `graceMs`. */
+  /** Closes every pool gracefully; destroys those still busy after `graceMs`. */
   async closeAll(graceMs: number): Promise<void> {
     this.retain(new Set());
-    const all = Promise.allSettled([...this.closing]);
-    const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), graceMs).unref());
-    if ((await Promise.race([all, timer])) === 'timeout') {
-      await Promise.allSettled([...this.endpoints.values()].map((e) => e.pool.destroy()));
+    const deadline = Date.now() + graceMs;
+    while (this.closing.size > 0 && Date.now() < deadline) {
+      await Promise.race([
+        ...[...this.closing].map((e) => e.pool.close().catch(() => undefined)),
+        new Promise((resolve) => setTimeout(resolve, Math.max(1, deadline - Date.now())).unref()),
+      ]);
     }
+    await Promise.allSettled([...this.closing].map((e) => e.pool.destroy()));
   }
 }

@@ -14,8 +14,16 @@ export const canaryTag = z
 export const canaryWeightsSchema = z
   .object({
     weights: z
-      .record(canaryTag, z.number().min(0, 'weight must be >= 0').max(100, 'weight must be <= 100'))
-      .refine((w) => Object.keys(w).length > 0, 'at least one tag is required'),
+      .record(z.string(), z.number().min(0, 'weight must be >= 0').max(100, 'weight must be <= 100'))
+      .refine((w) => Object.keys(w).length > 0, 'at least one tag is required')
+      // Checked here rather than as the record's key schema, whose messages zod replaces with
+      // "Invalid key in record".
+      .superRefine((w, ctx) => {
+        for (const tag of Object.keys(w)) {
+          const checked = canaryTag.safeParse(tag);
+          if (!checked.success) ctx.addIssue({ code: 'custom', path: [tag], message: checked.error.issues[0]?.message ?? 'invalid tag' });
+        }
+      }),
   })
   .strict()
   .refine((c) => Math.abs(Object.values(c.weights).reduce((a, b) => a + b, 0) - 100) < 1e-6, {
@@ -54,7 +62,7 @@ export function parseCanaryArgs(args: readonly string[]): ParseResult<CanaryWeig
     const [, tag = '', raw = ''] = m;
     const weight = Number(raw);
     if (!/^\d+(\.\d+)?$/.test(raw) || !Number.isFinite(weight)) return { ok: false, error: `"${raw}" in "${arg}" is not a number` };
-    if (tag in weights) return { ok: false, error: `tag "${tag}" given twice` };
+    if (Object.hasOwn(weights, tag)) return { ok: false, error: `tag "${tag}" given twice` };
     weights[tag] = weight;
   }
   const parsed = canaryWeightsSchema.safeParse({ weights });

@@ -146,7 +146,8 @@ export class ProxyServer {
 
     let retried = false;
     for (let attempt = 0; ; attempt++) {
-      endpoint.inflight += 1;
+      const attempted = endpoint;
+      attempted.inflight += 1;
       try {
         const upstream = await endpoint.pool.request({
           method: method as 'GET',
@@ -183,7 +184,7 @@ export class ProxyServer {
         this.options.logger.warn({ requestId, endpoint: endpoint.key, service: route.service, err: describe(err) }, 'upstream request failed');
         return { status: sendError(res, code, requestId), endpoint, retried };
       } finally {
-        endpoint.inflight -= 1;
+        attempted.inflight -= 1;
       }
     }
   }

@@ -91,14 +91,14 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
     const canary = resolveCanary(name, canaryValues.get(name), endpoints, previous?.services[name]?.canary ?? null, problems);
     services[name] = {
       name,
-      tags: views.catalog[name] ?? [],
+      tags: [...(views.catalog[name] ?? [])],
       endpoints,
       healthy: endpoints.filter((e) => e.weight > 0).length,
       canary,
     };
   }
   for (const [service, entry] of canaryValues) {
-    if (!services[service]) {
+    if (!Object.hasOwn(services, service)) {
       problems.push({ kind: 'canary', subject: entry.key, message: `service "${service}" is not routed by the gateway; weights ignored` });
     }
   }
@@ -139,12 +139,15 @@ function collectRoutes(views: ConsulViews, problems: Problem[]): RouteSnapshot[]
 }
 
 function buildEndpoints(instances: readonly ServiceInstance[], options: BuildOptions): EndpointSnapshot[] {
-  return instances.map((i) => {
-    const status = instanceStatus(i);
-    const weight =
-      status === 'passing' ? i.weights.passing : status === 'warning' && options.allowWarning ? i.weights.warning : 0;
-    return { id: i.id, node: i.node, address: i.address, port: i.port, key: `${i.address}:${i.port}`, tags: i.tags, status, weight };
-  });
+  // Sorted so the version does not depend on the order Consul lists instances in.
+  return instances
+    .map((i) => {
+      const status = instanceStatus(i);
+      const weight =
+        status === 'passing' ? i.weights.passing : status === 'warning' && options.allowWarning ? i.weights.warning : 0;
+      return { id: i.id, node: i.node, address: i.address, port: i.port, key: `${i.address}:${i.port}`, tags: [...i.tags], status, weight };
+    })
+    .sort((a, b) => (a.node + '\u0000' + a.id < b.node + '\u0000' + b.id ? -1 : a.node === b.node && a.id === b.id ? 0 : 1));
 }
 
 interface CanaryKey {

@@ -74,7 +74,7 @@ describe('parseCanaryArgs', () => {
     { name: 'sum above 100', args: ['v1=90', 'v2=20'], error: /weights must sum to 100/ },
     { name: 'weight above 100', args: ['v1=150'], error: /weight must be <= 100/ },
     { name: 'no arguments', args: [], error: /at least one tag is required/ },
-    { name: 'tag with a comma', args: ['v1,v2=100'], error: /weights\.v1,v2: Invalid key/ },
+    { name: 'tag with a comma', args: ['v1,v2=100'], error: /weights\.v1,v2: tag must not contain spaces/ },
   ];
   for (const { name, args, error } of invalid) {
     test(`invalid (${name}): ${args.join(' ') || '(none)'}`, () => {
@@ -90,4 +90,17 @@ describe('parseCanaryArgs', () => {
     assert.equal(fromArgs.ok, true);
     assert.deepEqual(fromArgs, fromKv);
   });
+});
+
+test('tags named like Object.prototype members are ordinary tags', () => {
+  const args = parseCanaryArgs(['constructor=60', 'toString=40']);
+  assert.ok(args.ok, args.ok ? '' : args.error);
+  const value = parseCanaryValue('{"weights":{"constructor":100}}');
+  assert.ok(value.ok);
+});
+
+test('an empty tag in a KV value is named in the error', () => {
+  const value = parseCanaryValue('{"weights":{"":100}}');
+  assert.equal(value.ok, false);
+  assert.match(value.ok ? '' : value.error, /tag must not be empty/);
 });

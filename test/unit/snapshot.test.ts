@@ -507,3 +507,31 @@ describe('buildSnapshot: versioning and immutability', () => {
     }, TypeError);
   });
 });
+
+describe('buildSnapshot: determinism and purity', () => {
+  test('the version does not depend on the order Consul lists instances in', () => {
+    const a = instance('a', { port: 30001 });
+    const b = instance('b', { port: 30002 });
+    const catalog = { web: ['urlprefix-/web'] };
+    const ab = buildSnapshot(views(catalog, { web: [a, b] }), OPTIONS);
+    const ba = buildSnapshot(views(catalog, { web: [b, a] }), OPTIONS);
+    assert.equal(ab.version, ba.version);
+    assert.deepEqual(ab.services.web?.endpoints.map((e) => e.id), ['a', 'b']);
+  });
+
+  test('the caller\'s views are not frozen by the build', () => {
+    const catalog = { web: ['urlprefix-/web'] };
+    const web = [instance('a', { tags: ['v1'] })];
+    buildSnapshot(views(catalog, { web }), OPTIONS);
+    assert.equal(Object.isFrozen(catalog.web), false);
+    assert.equal(Object.isFrozen(web[0]?.tags), false);
+  });
+
+  test('a canary key for an unrouted service named like a prototype member is reported', () => {
+    const snapshot = buildSnapshot(
+      views({ web: ['urlprefix-/web'] }, { web: [instance('a')] }, [canaryKv('toString', { v1: 100 })]),
+      OPTIONS,
+    );
+    assert.ok(snapshot.problems.some((p) => p.kind === 'canary' && p.subject === 'gateway/canary/toString' && /not routed/.test(p.message)));
+  });
+});
