@@ -1,4 +1,4 @@
-import type { Problem } from '../core/types.ts';
+import type { Problem, WatchStatus } from '../core/types.ts';
 import type { PublishedSnapshot } from '../state/store.ts';
 import type { Snapshot } from '../state/snapshot.ts';
 import type { Runtime } from '../runtime/runtime.ts';
@@ -21,26 +21,12 @@ export interface AdminSources {
   readonly settings: Readonly<Record<string, unknown>>;
 }
 
-export interface WatchView {
-  readonly name: string;
-  readonly path: string;
-  readonly index: number;
-  readonly requests: number;
-  readonly errors: number;
-  readonly consecutiveErrors: number;
-  readonly restarts: number;
-  readonly lastSuccessAt: number | null;
-  readonly lastChangeAt: number | null;
-  readonly lastError: string | null;
-  readonly state: string;
-}
-
 export interface DiscoveryView {
   readonly mode: string;
   readonly healthWatchBudget: number;
   readonly routedServices: number;
   readonly openConnections: number;
-  readonly watches: readonly WatchView[];
+  readonly watches: readonly WatchStatus[];
   readonly bulk: unknown;
 }
 

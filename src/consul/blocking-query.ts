@@ -2,7 +2,10 @@ import { Backoff, TokenBucket, delay } from '../core/backoff.ts';
 import { describeError } from '../core/errors.ts';
 import { formatConsulWait } from '../core/duration.ts';
 import { contentHash } from '../core/hash.ts';
+import type { WatchStatus } from '../core/types.ts';
 import type { ConsulClient } from './client.ts';
+
+export type { WatchStatus };
 
 /**
  * The one blocking-query loop every watch uses (Consul docs, "Blocking Queries"; measured
@@ -23,20 +26,6 @@ export interface BlockingQueryOptions<T> {
   readonly onRequest?: (name: string) => void;
   readonly onError?: (name: string, error: unknown) => void;
   readonly onSuccess?: (name: string) => void;
-}
-
-export interface WatchStatus {
-  readonly name: string;
-  readonly path: string;
-  readonly index: number;
-  readonly requests: number;
-  readonly errors: number;
-  readonly consecutiveErrors: number;
-  readonly restarts: number;
-  readonly lastSuccessAt: number | null;
-  readonly lastChangeAt: number | null;
-  readonly lastError: string | null;
-  readonly state: 'starting' | 'ok' | 'failing';
 }
 
 export interface WatchUpdate<T> {

@@ -50,3 +50,18 @@ export interface ConsulViews {
   readonly health: ReadonlyMap<string, readonly ServiceInstance[]>;
   readonly kv: readonly KvEntry[];
 }
+
+/** State of one Consul watch, for the admin API, `cgw status` and the watchdog. */
+export interface WatchStatus {
+  readonly name: string;
+  readonly path: string;
+  readonly index: number;
+  readonly requests: number;
+  readonly errors: number;
+  readonly consecutiveErrors: number;
+  readonly restarts: number;
+  readonly lastSuccessAt: number | null;
+  readonly lastChangeAt: number | null;
+  readonly lastError: string | null;
+  readonly state: 'starting' | 'ok' | 'failing';
+}
