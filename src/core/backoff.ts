@@ -44,14 +44,14 @@ export class TokenBucket {
     this.updatedAt = now();
   }
 
-  /** Takes a token and returns 0, or returns how long to wait until one is available. */
+  /**
+   * Takes a token and returns how long to wait before using it: 0 while the burst lasts. The
+   * token is reserved even when the caller must wait, so waiting callers queue one interval apart.
+   */
   take(): number {
     this.refill();
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil((1 - this.tokens) * this.intervalMs);
+    this.tokens -= 1;
+    return this.tokens >= 0 ? 0 : Math.ceil(-this.tokens * this.intervalMs);
   }
 
   private refill(): void {
