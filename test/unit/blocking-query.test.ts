@@ -11,7 +11,7 @@ import { BlockingQuery, blockingTimeoutMs, type WatchUpdate } from '../../src/co
 import { ConsulClient } from '../../src/consul/client.ts';
 import { listenOn } from '../../src/core/net.ts';
 
-type Reply = { index: number; body: unknown } | 'fail' | 'cut';
+type Reply = { index: number; body: unknown } | 'fail' | 'cut' | 'hang';
 
 let script: Reply[] = [];
 let seen: URLSearchParams[] = [];
@@ -19,6 +19,7 @@ const server = createServer((req: IncomingMessage, res: ServerResponse) => {
   seen.push(new URL(req.url ?? '/', 'http://x').searchParams);
   const reply = script.shift() ?? { index: 999, body: 'end' };
   if (reply === 'cut') return req.socket.destroy();
+  if (reply === 'hang') return; // never answers: what the watchdog is for
   if (reply === 'fail') {
     res.writeHead(500);
     return res.end('boom');
@@ -38,7 +39,12 @@ after(async () => {
 });
 
 /** Runs the loop until it has sent `requests` requests, collecting what it yielded. */
-async function run(replies: Reply[], requests: number, rate = { burst: 100, intervalMs: 1 }) {
+async function run(
+  replies: Reply[],
+  requests: number,
+  rate = { burst: 100, intervalMs: 1 },
+  onRequest?: (query: BlockingQuery<unknown>, n: number) => void,
+) {
   script = [...replies];
   seen = [];
   const stop = new AbortController();
@@ -56,7 +62,11 @@ async function run(replies: Reply[], requests: number, rate = { burst: 100, inte
       yielded.push(next.value);
     }
   })();
-  while (seen.length < requests) await new Promise((resolve) => setImmediate(resolve));
+  let reported = 0;
+  while (seen.length < requests) {
+    if (seen.length > reported) onRequest?.(query, (reported = seen.length));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
   const elapsedMs = performance.now() - started;
   stop.abort();
   await pump;
@@ -121,4 +131,21 @@ test('under churn the loop paces itself: a burst, then one call per interval', a
 
 test('the HTTP timeout exceeds wait plus Consul\'s jitter (wait/16)', () => {
   for (const wait of [1_000, 60_000, 300_000, 600_000]) assert.ok(blockingTimeoutMs(wait) > wait + wait / 16 + 1000);
+});
+
+test('the watchdog interrupt restarts a silent request with a full read', async () => {
+  let silentMs = 0;
+  const { seen: q, status } = await run([{ index: 3, body: 'a' }, 'hang', { index: 3, body: 'a' }], 3, undefined, (query, n) => {
+    if (n !== 2) return;
+    // The second request hangs; let the watchdog see it silent, then interrupt it.
+    setTimeout(() => {
+      silentMs = query.silentForMs();
+      query.interrupt();
+    }, 30);
+  });
+  assert.ok(silentMs >= 20, `silentForMs reported ${silentMs}`);
+  assert.equal(q[1]?.get('index'), '3');
+  assert.equal(q[2]?.has('index'), false, 'full read after the restart');
+  assert.equal(status.restarts, 1);
+  assert.equal(status.errors, 0, 'a watchdog restart is not counted as a Consul error');
 });
