@@ -233,3 +233,38 @@ describe('SIGTERM', () => {
     assert.match(await inFlight, /^error /);
   });
 });
+
+describe('clients that hang up', () => {
+  test('a client disconnecting mid-request (GET, and POST with a body) does not take the gateway down', async () => {
+    const slow = await upstream('hangup-1', { delayMs: 1000 });
+    await consul.register({ id: 'hangup-1', name: 'hangup', port: slow.port, tags: ['urlprefix-/hangup'] });
+    const g = await startGateway({ consul: consul.addr, args: ['--wait', '5s'] });
+    gateways.push(g);
+    reportCrash(g, 'hang-up gateway');
+    const url = new URL('/hangup/x', g.url);
+    for (const [method, body] of [['GET', undefined], ['POST', 'hello']] as const) {
+      const hitsBefore = slow.hits;
+      const req = httpRequest({
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method,
+        agent: false,
+        headers: body === undefined ? {} : { 'content-type': 'text/plain', 'content-length': String(body.length) },
+      });
+      req.once('error', () => undefined);
+      req.end(body);
+      await waitFor(() => slow.hits > hitsBefore, { timeoutMs: 5000, message: `${method} reached the upstream` });
+      req.destroy();
+      // The gateway notices the hang-up and finishes its bookkeeping for that request; then it
+      // must still be serving.
+      await waitFor(async () => (await fetch(`${g.adminUrl}/v1/services/hangup/endpoints`).then((r) => r.json() as Promise<Array<{ inflight: number }>>))[0]?.inflight === 0, {
+        timeoutMs: 5000,
+        message: `${method} request released`,
+      });
+      const r = await slowRequest(g.url, '/hangup/after');
+      assert.equal(r.status, 200, `${method} hang-up: next request answered ${r.status}`);
+    }
+    assert.equal((await fetch(`${g.adminUrl}/-/healthz`)).status, 200);
+  });
+});
