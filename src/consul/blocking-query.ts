@@ -40,6 +40,15 @@ export function blockingTimeoutMs(waitMs: number): number {
 
 const FIRST_READ_TIMEOUT_MS = 15_000;
 
+/**
+ * Under churn every blocking call returns at once. A watch then makes at most 4 calls in a burst
+ * and one per 250 ms after that: a change waits at most 250 ms (changes in between are coalesced
+ * into that one read), and a constantly changing service costs Consul 4 reads a second, not
+ * hundreds (shared/CONSUL-NOTES.md, "Hot loops").
+ */
+export const WATCH_BURST = 4;
+export const WATCH_INTERVAL_MS = 250;
+
 class WatchdogInterrupt extends Error {}
 
 /** What the supervisor's status views and watchdog need from any watch. */
@@ -92,7 +101,7 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
 
   async *[Symbol.asyncIterator](): AsyncIterator<WatchUpdate<T>> {
     const { client, path, waitMs, parse, name } = this.options;
-    const bucket = new TokenBucket(this.options.rate?.burst ?? 3, this.options.rate?.intervalMs ?? 500);
+    const bucket = new TokenBucket(this.options.rate?.burst ?? WATCH_BURST, this.options.rate?.intervalMs ?? WATCH_INTERVAL_MS);
     const backoff = new Backoff(this.options.backoff?.baseMs ?? 250, this.options.backoff?.capMs ?? 10_000);
 
     while (!this.signal.aborted) {

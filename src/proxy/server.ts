@@ -37,7 +37,11 @@ export class ProxyServer {
         this.inflight -= 1;
         if (this.inflight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
       });
-      void this.handle(req, res);
+      this.handle(req, res).catch((err: unknown) => {
+        // Nothing a single request does may end the process.
+        this.options.logger.error({ err }, 'request handler failed');
+        res.destroy();
+      });
     });
   }
 
@@ -73,6 +77,8 @@ export class ProxyServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
+    // Read now: once a request body stream is destroyed (client hung up), req.socket is null.
+    const clientIp = req.socket.remoteAddress ?? '';
     const requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     res.setHeader('x-request-id', requestId);
     if (this.draining) res.setHeader('connection', 'close');
@@ -90,7 +96,7 @@ export class ProxyServer {
         route = runtime.router.match(target.host, target.path);
         if (!route) status = sendError(res, 'route_not_found', requestId);
         else {
-          const outcome = await this.forward(req, res, route, target, requestId);
+          const outcome = await this.forward(req, res, route, target, requestId, clientIp);
           ({ status, endpoint, retried } = outcome);
         }
       }
@@ -114,7 +120,7 @@ export class ProxyServer {
         status,
         durationMs: Math.round(seconds * 1e6) / 1000,
         requestId,
-        client: req.socket.remoteAddress,
+        client: clientIp,
         ...(retried ? { retried } : {}),
       },
       'access',
@@ -127,6 +133,7 @@ export class ProxyServer {
     route: CompiledRoute,
     target: { path: string; query: string; host: string | undefined },
     requestId: string,
+    clientIp: string,
   ): Promise<{ status: number; endpoint: UpstreamEndpoint | undefined; retried: boolean }> {
     const canaryHeader = req.headers['x-canary'];
     const canary = typeof canaryHeader === 'string' ? canaryHeader : undefined;
@@ -135,7 +142,7 @@ export class ProxyServer {
 
     const method = req.method ?? 'GET';
     const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
-    const headers = upstreamRequestHeaders(req.headers, { requestId, clientIp: req.socket.remoteAddress ?? '', proto: 'http' });
+    const headers = upstreamRequestHeaders(req.headers, { requestId, clientIp, proto: 'http' });
     const path = upstreamPath(route, target.path) + target.query;
 
     const aborter = new AbortController();
