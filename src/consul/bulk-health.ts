@@ -53,6 +53,7 @@ export class BulkHealthSync {
   private fetches = 0;
   private fetchErrors = 0;
   private lastResyncAt: number | null = null;
+  private baselineSet = false;
   private resyncTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: BulkHealthOptions) {
@@ -120,6 +121,15 @@ export class BulkHealthSync {
       }
       const serviceFps = fingerprints(byService);
       const nodeFps = fingerprints(byNode);
+      if (!this.baselineSet) {
+        // The first read is the baseline: every service is read once anyway (marked by
+        // setServices), and reads only start now, so no change can fall between the two.
+        this.baselineSet = true;
+        this.serviceFingerprints = serviceFps;
+        this.nodeFingerprints = nodeFps;
+        this.pump();
+        continue;
+      }
       for (const name of this.services) {
         if (serviceFps.get(name) !== this.serviceFingerprints.get(name)) this.markDirty(name);
       }
@@ -149,6 +159,7 @@ export class BulkHealthSync {
   }
 
   private pump(): void {
+    if (!this.baselineSet) return;
     while (this.activeFetches < BULK_FETCH_CONCURRENCY && this.dirty.size > 0 && !this.signal.aborted) {
       const name = this.dirty.values().next().value as string;
       this.dirty.delete(name);
