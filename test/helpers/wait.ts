@@ -54,3 +54,22 @@ function safeInspect(v: unknown): string {
     return String(v);
   }
 }
+
+/**
+ * Runs `write` (a Consul change), then polls `converged` until it holds, and returns the
+ * milliseconds from the end of the write to the start of the first converged probe: the time the
+ * change took to reach routing, as a client would see it.
+ */
+export async function propagationMs(write: () => Promise<void>, converged: () => Promise<boolean>, what: string): Promise<number> {
+  await write();
+  const written = Date.now();
+  let startedAt = written;
+  await waitFor(
+    async () => {
+      startedAt = Date.now();
+      return converged();
+    },
+    { timeoutMs: 10_000, intervalMs: 10, message: what },
+  );
+  return startedAt - written;
+}

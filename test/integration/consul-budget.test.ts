@@ -10,6 +10,7 @@ import { Agent, request } from 'undici';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
 import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { propagationMs } from '../helpers/wait.ts';
 
 const MAX_CONNS = 12;
 const SERVICES = Array.from({ length: 10 }, (_, i) => `svc${i}`);
@@ -42,18 +43,8 @@ async function get(path: string): Promise<{ status: number; upstream: string }> 
 }
 
 /** Polls until `ok` holds for a request to `path`; returns ms from the end of `write`. */
-async function propagation(write: () => Promise<void>, path: string, ok: (r: { status: number; upstream: string }) => boolean, what: string): Promise<number> {
-  await write();
-  const written = Date.now();
-  let startedAt = written;
-  await waitFor(
-    async () => {
-      startedAt = Date.now();
-      return ok(await get(path));
-    },
-    { timeoutMs: 10_000, intervalMs: 10, message: what },
-  );
-  return startedAt - written;
+function propagation(write: () => Promise<void>, path: string, ok: (r: { status: number; upstream: string }) => boolean, what: string): Promise<number> {
+  return propagationMs(write, async () => ok(await get(path)), what);
 }
 
 before(async () => {

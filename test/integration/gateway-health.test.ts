@@ -11,6 +11,7 @@ import { startConsul, type CheckStatus, type ConsulAgent } from '../helpers/cons
 import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/ports.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import { propagationMs } from '../helpers/wait.ts';
 
 /** The issue's bound: a Consul change is reflected in routing within one second. */
 const PROPAGATION_BOUND_MS = 1000;
@@ -63,22 +64,9 @@ function count(xs: readonly string[], x: string): number {
   return xs.filter((y) => y === x).length;
 }
 
-/**
- * Runs `write` (a Consul change), then polls the proxy until `converged(sample)` holds, and
- * returns the milliseconds from the end of the write to the first converged sample's start.
- */
-async function propagation(write: () => Promise<void>, path: string, converged: (who: string[]) => boolean, what: string, base = gw.url): Promise<number> {
-  await write();
-  const written = Date.now();
-  let startedAt = written;
-  await waitFor(
-    async () => {
-      startedAt = Date.now();
-      return converged(await sample(base, path, 6));
-    },
-    { timeoutMs: 10_000, intervalMs: 10, message: what },
-  );
-  return startedAt - written;
+/** Polls the proxy until `converged(sample)` holds; returns ms from the end of `write`. */
+function propagation(write: () => Promise<void>, path: string, converged: (who: string[]) => boolean, what: string, base = gw.url): Promise<number> {
+  return propagationMs(write, async () => converged(await sample(base, path, 6)), what);
 }
 
 const excludes = (id: string) => (who: string[]) => who.every((w) => w !== id && /^[a-z]/.test(w));
