@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { pipeline } from 'node:stream/promises';
+import { EventEmitter } from 'node:events';
+import type { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../core/logger.ts';
 import { listenOn } from '../core/net.ts';
@@ -145,9 +146,14 @@ export class ProxyServer {
     const headers = upstreamRequestHeaders(req.headers, { requestId, clientIp, proto: 'http' });
     const path = upstreamPath(route, target.path) + target.query;
 
-    const aborter = new AbortController();
+    // undici accepts an EventEmitter as abort signal; an AbortController per request costs a
+    // measurable share of proxy CPU (EventTarget and DOMException allocation).
+    const aborter = new EventEmitter();
+    let clientGone = false;
     const onClientGone = (): void => {
-      if (!res.writableFinished) aborter.abort();
+      if (res.writableFinished) return;
+      clientGone = true;
+      aborter.emit('abort');
     };
     res.once('close', onClientGone);
 
@@ -161,19 +167,15 @@ export class ProxyServer {
           path,
           headers,
           body: hasBody ? req : null,
-          signal: aborter.signal,
+          signal: aborter,
           headersTimeout: this.options.responseTimeoutMs,
           bodyTimeout: this.options.responseTimeoutMs,
         });
         res.writeHead(upstream.statusCode, clientResponseHeaders(upstream.headers));
-        try {
-          await pipeline(upstream.body, res);
-        } catch {
-          // Client went away or the upstream broke mid-body; the status line was already sent.
-        }
+        await relay(upstream.body, res);
         return { status: upstream.statusCode, endpoint, retried };
       } catch (err) {
-        if (aborter.signal.aborted) return { status: 499, endpoint, retried };
+        if (clientGone) return { status: 499, endpoint, retried };
         // A refused connection never reached the application, and a reused keep-alive socket that
         // the upstream closed failed before any response: one more try elsewhere is safe for
         // idempotent requests whose body was not consumed.
@@ -195,6 +197,24 @@ export class ProxyServer {
       }
     }
   }
+}
+
+/**
+ * Streams the upstream body to the client and resolves when either side is done. Hand-rolled
+ * rather than `stream.pipeline`, which allocates an AbortController (and a DOMException) per call:
+ * about a tenth of the proxy's CPU in profiles. A broken side destroys the other.
+ */
+function relay(body: Readable, res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      if (!res.writableFinished) res.destroy();
+      if (!body.destroyed && !body.readableEnded) body.destroy();
+      resolve();
+    };
+    body.once('error', done);
+    res.once('close', done);
+    body.pipe(res);
+  });
 }
 
 function describe(err: unknown): string {
