@@ -55,6 +55,7 @@ export const gatewayConfigSchema = z.object({
     .prefault('gateway/'),
   logLevel: z.enum(LOG_LEVELS).default('info'),
   allowWarning: z.boolean().default(false),
+  accessLog: z.boolean().default(true),
   picker: z.enum(PICKERS).default('round_robin'),
   connectTimeout: duration(10, 60_000).prefault('2s'),
   responseTimeout: duration(10, 3_600_000).prefault('60s'),

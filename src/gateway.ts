@@ -70,6 +70,7 @@ export class Gateway {
     this.proxy = new ProxyServer({
       runtime: () => this.runtime.current,
       responseTimeoutMs: config.responseTimeout,
+      accessLog: config.accessLog,
       logger: this.logger,
       metrics: this.metrics,
     });

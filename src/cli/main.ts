@@ -48,6 +48,7 @@ program
   .option('--kv-prefix <prefix>', 'Consul KV prefix for gateway settings', 'gateway/')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
   .option('--allow-warning', 'also route to instances whose worst check is warning (at Weights.Warning)')
+  .option('--no-access-log', 'do not log one line per request')
   .addOption(new Option('--picker <picker>', 'endpoint picker').choices(PICKERS).default('round_robin'))
   .option('--connect-timeout <duration>', 'upstream connect timeout', '2s')
   .option('--response-timeout <duration>', 'upstream response-header timeout', '60s')

@@ -15,6 +15,7 @@ export interface StartFlags {
   kvPrefix?: string;
   logLevel?: string;
   allowWarning?: boolean;
+  accessLog?: boolean;
   picker?: string;
   connectTimeout?: string;
   responseTimeout?: string;

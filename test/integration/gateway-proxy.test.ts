@@ -99,6 +99,25 @@ describe('logs', () => {
   });
 });
 
+describe('--no-access-log', () => {
+  test('turns off the per-request line and nothing else', async () => {
+    const quiet = await startGateway({ consul: consul.addr, args: ['--no-access-log', '--log-level', 'info'] });
+    try {
+      assert.equal((await get('/fine/quiet', {}, quiet.url)).status, 200);
+      // A change logged after the request: once its line is in, an access line would be too.
+      const marker = await upstream('quiet-marker');
+      await consul.register({ id: 'quiet-1', name: 'quiet', port: marker.port, tags: ['urlprefix-/quiet'] });
+      await waitFor(() => logLines(quiet, 'snapshot applied').some((l) => JSON.stringify(l.changes).includes('quiet/quiet-1@')), {
+        message: 'change log still on',
+      });
+      assert.deepEqual(logLines(quiet, 'access'), []);
+      await consul.deregister('quiet-1');
+    } finally {
+      await quiet.kill();
+    }
+  });
+});
+
 describe('a removed endpoint', () => {
   test('finishes its in-flight request before its pool closes', async () => {
     const lingering = await upstream('lingering', 300);

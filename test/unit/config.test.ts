@@ -27,6 +27,7 @@ describe('parseGatewayConfig: defaults', () => {
       kvPrefix: 'gateway/',
       logLevel: 'info',
       allowWarning: false,
+      accessLog: true,
       picker: 'round_robin',
       connectTimeout: 2000,
       responseTimeout: 60_000,
