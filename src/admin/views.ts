@@ -52,6 +52,8 @@ export function statusView(src: AdminSources) {
       openConnections: discovery.openConnections,
       watches: discovery.watches.length,
       watchesFailing: failing.map((w) => ({ name: w.name, error: w.lastError, consecutiveErrors: w.consecutiveErrors })),
+      leaderKnown: !discovery.watches.some((w) => w.knownLeader === false),
+      maxLastContactMs: Math.max(0, ...discovery.watches.map((w) => w.lastContactMs ?? 0)),
     },
     problems: problemsView(src),
     settings: src.settings,

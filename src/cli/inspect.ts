@@ -28,6 +28,7 @@ export function status(flags: InspectFlags): Promise<void> {
       `snapshot:     ${s.snapshot ? `${String(s.snapshot.version)} applied ${ago(s.snapshot.appliedAt as string)} (${String(s.snapshot.services)} services, ${String(s.snapshot.routes)} routes)` : 'none yet'}`,
       `health mode:  ${String(s.consul.healthMode)} (${String(s.consul.routedServices)} routed services, budget ${String(s.consul.healthWatchBudget)} watches)`,
       `consul conns: ${String(s.consul.openConnections)}`,
+      `leader:       ${s.consul.leaderKnown ? 'known' : 'NOT KNOWN (answers may be stale)'}, last contact ${String(s.consul.maxLastContactMs)} ms`,
       `watches:      ${String(s.consul.watches)} (${s.consul.watchesFailing.length} failing)`,
     ];
     for (const w of s.consul.watchesFailing) lines.push(`  failing: ${String(w.name)} x${String(w.consecutiveErrors)}: ${String(w.error)}`);

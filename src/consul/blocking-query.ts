@@ -72,6 +72,8 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
     lastSuccessAt: null as number | null,
     lastChangeAt: null as number | null,
     lastError: null as string | null,
+    knownLeader: null as boolean | null,
+    lastContactMs: null as number | null,
   };
 
   constructor(
@@ -133,6 +135,9 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
         this.mutable.consecutiveErrors = 0;
         this.mutable.lastError = null;
         this.mutable.lastSuccessAt = Date.now();
+        // With --consistency stale a follower answers; these say how old its view may be.
+        this.mutable.knownLeader = res.knownLeader ?? null;
+        this.mutable.lastContactMs = res.lastContactMs ?? null;
         this.options.onSuccess?.(name);
         const hash = contentHash(value);
         if (hash !== this.lastHash) {

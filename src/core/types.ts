@@ -63,5 +63,9 @@ export interface WatchStatus {
   readonly lastSuccessAt: number | null;
   readonly lastChangeAt: number | null;
   readonly lastError: string | null;
+  /** `X-Consul-KnownLeader` of the last answer: false means the cluster had no leader. */
+  readonly knownLeader: boolean | null;
+  /** `X-Consul-LastContact`: ms since the answering server last heard from the leader. */
+  readonly lastContactMs: number | null;
   readonly state: 'starting' | 'ok' | 'failing';
 }

@@ -76,3 +76,12 @@ test('a wake-up without a content change does not rebuild the snapshot', async (
   assert.equal(await metric('cgw_snapshots_published_total'), published);
   assert.equal((await fetch(`${gateway.url}/beta`)).status, 200);
 });
+
+test('watches report Consul\'s leader state, and cgw status sums it up', async () => {
+  const view = await json<{ watches: { name: string; knownLeader: boolean | null; lastContactMs: number | null }[] }>(`${gateway.adminUrl}/v1/watches`);
+  assert.ok(view.watches.length >= 5);
+  for (const w of view.watches) assert.equal(w.knownLeader, true, `${w.name} saw a leader`);
+  const status = await json<{ consul: { leaderKnown: boolean; maxLastContactMs: number } }>(`${gateway.adminUrl}/v1/status`);
+  assert.equal(status.consul.leaderKnown, true);
+  assert.equal(status.consul.maxLastContactMs, 0, 'the leader answers itself');
+});
