@@ -2,7 +2,7 @@
 
 export type HealthStatus = 'passing' | 'warning' | 'critical';
 
-export type ProblemKind = 'tag' | 'route' | 'canary' | 'kv' | 'watch' | 'catalog';
+export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog';
 
 /**
  * Something from outside that was rejected. Problems never stop the rest of a snapshot: the bad
