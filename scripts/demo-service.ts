@@ -178,7 +178,12 @@ async function shutdown(signal: string): Promise<void> {
   } catch (err) {
     console.error(`demo-service: deregister ${serviceId} failed: ${err instanceof Error ? err.message : String(err)}`);
   }
-  server.close();
+  // Keep serving while gateways see the deregistration (well under a second with cgw), then
+  // finish what is in flight: scaling down this way fails no request.
+  await delay(1000);
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  await Promise.race([closed, delay(5000)]);
   server.closeAllConnections();
   console.log(`demo-service: ${serviceId} stopped (${signal})`);
   process.exit(0);
