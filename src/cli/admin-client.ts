@@ -1,4 +1,5 @@
 import { request } from 'undici';
+import { describeError } from '../core/errors.ts';
 
 export class CliError extends Error {
   constructor(
@@ -22,7 +23,7 @@ export async function fetchAdmin<T>(adminUrl: string, path: string): Promise<T> 
   try {
     res = await request(url, { method: 'GET', headersTimeout: 5_000, bodyTimeout: 5_000 });
   } catch (err) {
-    throw new CliError(`cannot reach the gateway admin API at ${url.origin}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new CliError(`cannot reach the gateway admin API at ${url.origin}: ${describeError(err)}`);
   }
   const text = await res.body.text();
   let body: unknown;

@@ -1,6 +1,7 @@
 import Consul from 'consul';
 import { parseCanaryArgs, parseCanaryValue, type CanaryWeights } from '../policy/canary.ts';
 import { CliError } from './admin-client.ts';
+import { describeError } from '../core/errors.ts';
 
 /**
  * `cgw canary` writes KV with check-and-set on the key's ModifyIndex (Consul docs, KV store
@@ -49,7 +50,7 @@ async function readKey(consul: Consul, key: string): Promise<{ value: string | n
     if (!entry) return undefined;
     return { value: entry.Value ?? null, modifyIndex: Number(entry.ModifyIndex ?? 0) };
   } catch (err) {
-    throw new CliError(`cannot read ${key} from Consul: ${err instanceof Error ? err.message : String(err)}`);
+    throw new CliError(`cannot read ${key} from Consul: ${describeError(err)}`);
   }
 }
 
@@ -86,7 +87,7 @@ export async function setCanary(
   try {
     written = Boolean(await consul.kv.set({ key, value: JSON.stringify(parsed.value), cas }));
   } catch (err) {
-    throw new CliError(`cannot write ${key}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new CliError(`cannot write ${key}: ${describeError(err)}`);
   }
   if (!written) throw new CliError(`${key} was changed by someone else while writing (check-and-set on ModifyIndex ${cas} lost); nothing written`, 3);
   const after = await readKey(consul, key);
@@ -102,7 +103,7 @@ export async function clearCanary(target: KvTarget, service: string): Promise<{ 
   try {
     deleted = Boolean(await consul.kv.del({ key, cas: current.modifyIndex }));
   } catch (err) {
-    throw new CliError(`cannot delete ${key}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new CliError(`cannot delete ${key}: ${describeError(err)}`);
   }
   if (!deleted) throw new CliError(`${key} was changed by someone else while deleting (check-and-set lost); nothing deleted`, 3);
   return { key, deleted: true };

@@ -2,6 +2,7 @@ import { ZodError } from 'zod';
 import { consulEnvDefaults, formatConfigError, parseGatewayConfig, type GatewayConfigInput } from '../config.ts';
 import { Gateway } from '../gateway.ts';
 import { CliError } from './admin-client.ts';
+import { describeError } from '../core/errors.ts';
 
 export interface StartFlags {
   consul?: string;
@@ -42,7 +43,7 @@ export async function runStart(flags: StartFlags): Promise<void> {
   try {
     await gateway.start();
   } catch (err) {
-    throw new CliError(`cannot start: ${err instanceof Error ? err.message : String(err)}`);
+    throw new CliError(`cannot start: ${describeError(err)}`);
   }
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {

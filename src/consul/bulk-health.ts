@@ -75,7 +75,7 @@ export class BulkHealthSync {
     const next = new Set(routed);
     for (const name of next) {
       const tags = (catalog[name] ?? []).join('\u0000');
-      if (!this.services.has(name) || this.tags.get(name) !== tags) this.markDirty(name);
+      if (!this.services.has(name) || this.tags.get(name) !== tags) this.dirty.add(name);
       this.tags.set(name, tags);
     }
     for (const name of this.services) {
@@ -131,7 +131,7 @@ export class BulkHealthSync {
         continue;
       }
       for (const name of this.services) {
-        if (serviceFps.get(name) !== this.serviceFingerprints.get(name)) this.markDirty(name);
+        if (serviceFps.get(name) !== this.serviceFingerprints.get(name)) this.dirty.add(name);
       }
       const changedNodes = new Set<string>();
       for (const node of new Set([...nodeFps.keys(), ...this.nodeFingerprints.keys()])) {
@@ -139,7 +139,7 @@ export class BulkHealthSync {
       }
       if (changedNodes.size > 0) {
         for (const name of this.services) {
-          if (this.options.current(name)?.some((i) => changedNodes.has(i.node))) this.markDirty(name);
+          if (this.options.current(name)?.some((i) => changedNodes.has(i.node))) this.dirty.add(name);
         }
       }
       this.serviceFingerprints = serviceFps;
@@ -150,12 +150,8 @@ export class BulkHealthSync {
 
   private resync(): void {
     this.lastResyncAt = Date.now();
-    for (const name of this.services) this.markDirty(name);
+    for (const name of this.services) this.dirty.add(name);
     this.pump();
-  }
-
-  private markDirty(name: string): void {
-    this.dirty.add(name);
   }
 
   private pump(): void {
@@ -192,7 +188,7 @@ export class BulkHealthSync {
       const timer = setTimeout(() => {
         this.retryTimers.delete(name);
         if (!this.services.has(name)) return;
-        this.markDirty(name);
+        this.dirty.add(name);
         this.pump();
       }, backoff.next());
       timer.unref();

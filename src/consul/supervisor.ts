@@ -5,6 +5,7 @@ import { BlockingQuery, blockingTimeoutMs, type WatchHandle, type WatchStatus } 
 import { BulkHealthSync, type BulkStatus } from './bulk-health.ts';
 import type { ConsulClient } from './client.ts';
 import { catalogServicesSchema, healthServiceSchema, kvListSchema } from './schemas.ts';
+import { describeError } from '../core/errors.ts';
 
 /**
  * Runs the watches and keeps the newest view of each. It does not interpret views beyond "which
@@ -58,6 +59,7 @@ export class ConsulSupervisor {
   private bulk: BulkHealthSync | undefined;
   private mode: HealthMode = 'per-service';
   private routed: readonly string[] = [];
+  private routedSet: ReadonlySet<string> = new Set();
   private suspectEmptyCatalog = false;
   private watchdog: NodeJS.Timeout | undefined;
   private readonly loops = new Set<Promise<void>>();
@@ -137,12 +139,13 @@ export class ConsulSupervisor {
     this.suspectEmptyCatalog = false;
     this.catalog = catalog;
     this.routed = Object.keys(catalog).filter((name) => this.options.isRouted(catalog[name] ?? []));
+    this.routedSet = new Set(this.routed);
     this.reconcileHealth();
     this.options.onChange();
   }
 
   private reconcileHealth(): void {
-    const routed = new Set(this.routed);
+    const routed = this.routedSet;
     for (const name of [...this.health.keys()]) if (!routed.has(name)) this.health.delete(name);
 
     const budget = this.healthWatchBudget;
@@ -201,7 +204,7 @@ export class ConsulSupervisor {
       makeQuery: (name, path, parse, signal) => this.query(name, path, {}, parse, signal),
       current: (name) => this.health.get(name),
       onHealth: (name, instances) => {
-        if (!this.routed.includes(name)) return;
+        if (!this.routedSet.has(name)) return;
         this.health.set(name, instances);
         this.options.onChange();
       },
@@ -237,7 +240,7 @@ export class ConsulSupervisor {
 
   private onWatchError(name: string, err: unknown): void {
     this.options.metrics.watchErrors.inc({ watch: watchLabel(name) });
-    this.options.logger.warn({ watch: name, err: err instanceof Error ? err.message : String(err) }, 'Consul watch failed');
+    this.options.logger.warn({ watch: name, err: describeError(err) }, 'Consul watch failed');
   }
 
   private track(loop: Promise<void>): void {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { describeError } from '../core/errors.ts';
 
 /**
  * Canary weights, stored at `<prefix>canary/<service>` as `{"weights": {"<tag>": <0-100>, ...}}`.
@@ -47,7 +48,7 @@ export function parseCanaryValue(text: string | null): ParseResult<CanaryWeights
   try {
     json = JSON.parse(text);
   } catch (err) {
-    return { ok: false, error: `not JSON: ${err instanceof Error ? err.message : String(err)}` };
+    return { ok: false, error: `not JSON: ${describeError(err)}` };
   }
   const parsed = canaryWeightsSchema.safeParse(json);
   return parsed.success ? { ok: true, value: parsed.data } : { ok: false, error: formatZodIssues(parsed.error) };

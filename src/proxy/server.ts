@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '../core/logger.ts';
 import { listenOn } from '../core/net.ts';
 import type { Metrics } from '../core/metrics.ts';
-import type { ErrorCode } from '../core/errors.ts';
+import { describeError, type ErrorCode } from '../core/errors.ts';
 import type { CompiledRoute, Runtime, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { classifyUpstreamError, isRetryable, sendError } from './errors.ts';
@@ -187,14 +187,14 @@ export class ProxyServer {
           const next = route.balancer.pick(canary, endpoint);
           if (next && next !== endpoint) {
             this.options.metrics.upstreamRetries.inc({ service: route.service });
-            this.options.logger.warn({ requestId, endpoint: endpoint.key, retryOn: next.key, err: describe(err) }, 'upstream failed before responding; retrying on another endpoint');
+            this.options.logger.warn({ requestId, endpoint: endpoint.key, retryOn: next.key, err: describeError(err) }, 'upstream failed before responding; retrying on another endpoint');
             endpoint = next;
             retried = true;
             continue;
           }
         }
         const code: ErrorCode = classifyUpstreamError(err);
-        this.options.logger.warn({ requestId, endpoint: endpoint.key, service: route.service, err: describe(err) }, 'upstream request failed');
+        this.options.logger.warn({ requestId, endpoint: endpoint.key, service: route.service, err: describeError(err) }, 'upstream request failed');
         return { status: sendError(res, code, requestId), endpoint, retried };
       } finally {
         attempted.inflight -= 1;
@@ -219,11 +219,6 @@ function relay(body: Readable, res: ServerResponse): Promise<void> {
     res.once('close', done);
     body.pipe(res);
   });
-}
-
-function describe(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return `${typeof code === 'string' ? `${code} ` : ''}${err instanceof Error ? err.message : String(err)}`;
 }
 
 /** Splits the request target; rejects what no route should ever see. */
