@@ -85,3 +85,26 @@ test('watches report Consul\'s leader state, and cgw status sums it up', async (
   assert.equal(status.consul.leaderKnown, true);
   assert.equal(status.consul.maxLastContactMs, 0, 'the leader answers itself');
 });
+
+test('--consistency stale and --dc are honoured: the named datacenter routes, an unknown one fails loudly', async () => {
+  const stale = await startGateway({ consul: consul.addr, args: ['--consistency', 'stale', '--dc', 'dc1'] });
+  try {
+    assert.equal((await fetch(`${stale.url}/gamma`)).status, 200);
+  } finally {
+    await stale.kill();
+  }
+  const lost = await startGateway({ consul: consul.addr, args: ['--dc', 'nosuch-dc'], waitReady: false });
+  try {
+    const status = await waitFor(
+      async () => {
+        const s = await json<{ ready: boolean; consul: { watchesFailing: { name: string; error: string }[] } }>(`${lost.adminUrl}/v1/status`);
+        return s.consul.watchesFailing.length > 0 ? s : undefined;
+      },
+      { message: 'watches against an unknown datacenter fail' },
+    );
+    assert.equal(status.ready, false);
+    assert.match(status.consul.watchesFailing[0]?.error ?? '', /datacenter|500/i);
+  } finally {
+    await lost.kill();
+  }
+});
