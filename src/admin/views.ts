@@ -101,8 +101,10 @@ export function routesView(src: AdminSources) {
     service: r.service,
     strip: r.strip,
     source: r.source.kind,
-    tag: r.source.tag,
-    refresh: 'watched',
+    /** The tag, or the document id with its file path or KV key. */
+    origin: r.source.kind === 'tag' ? r.source.tag : r.source.kind === 'file' ? `${r.source.document} (${r.source.path})` : `${r.source.document} (${r.source.key})`,
+    refresh: r.freshness,
+    policies: [...new Set(Object.values(r.policy.sources))].sort(),
     endpointsHealthy: snapshot.services[r.service]?.healthy ?? 0,
   }));
 }

@@ -76,8 +76,8 @@ export function endpoints(flags: InspectFlags, service: string): Promise<void> {
 export function routes(flags: InspectFlags): Promise<void> {
   return show(flags, '/v1/routes', (rows: Row[]) =>
     renderTable(
-      ['ROUTE', 'SERVICE', 'STRIP', 'HEALTHY', 'SOURCE', 'REFRESH', 'TAG'],
-      rows.map((r) => [r.route, r.service, r.strip, r.endpointsHealthy, r.source, r.refresh, r.tag]),
+      ['ROUTE', 'SERVICE', 'STRIP', 'HEALTHY', 'SOURCE', 'REFRESH', 'POLICIES', 'ORIGIN'],
+      rows.map((r) => [r.route, r.service, r.strip, r.endpointsHealthy, r.source, r.refresh, r.policies, r.origin]),
     ),
   );
 }

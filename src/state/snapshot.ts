@@ -1,7 +1,13 @@
 import type { ConsulViews, HealthStatus, Problem, ServiceInstance } from '../core/types.ts';
 import { contentHash } from '../core/hash.ts';
 import { parseCanaryValue, type CanaryWeights } from '../policy/canary.ts';
+import { EMPTY_POLICY_SET, type PolicySet } from '../policy/resolve.ts';
+import { indexPolicies, routePolicy, servicePolicy, type PolicyIndex, type RoutePolicy, type ServicePolicy } from '../policy/effective.ts';
+import type { RouteDocument } from '../policy/schema.ts';
 import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
+
+export type { RoutePolicy, ServicePolicy } from '../policy/effective.ts';
+export type { PolicySet } from '../policy/resolve.ts';
 
 /**
  * The snapshot: everything the data plane needs, as plain frozen data. It is built by a pure
@@ -19,6 +25,8 @@ export interface EndpointSnapshot {
   readonly status: HealthStatus;
   /** Traffic weight: Consul's `Weights.Passing` or `Weights.Warning`, 0 when not admitted. */
   readonly weight: number;
+  /** Only static upstreams can be https; absent means http. */
+  readonly scheme?: 'https';
 }
 
 export interface CanarySubset {
@@ -41,11 +49,22 @@ export interface CanarySnapshot {
 
 export interface ServiceSnapshot {
   readonly name: string;
+  /** `static`: upstream URLs from a route document (named `static:<document>`), health is passive only. */
+  readonly kind: 'consul' | 'static';
   readonly tags: readonly string[];
   readonly endpoints: readonly EndpointSnapshot[];
   readonly healthy: number;
   readonly canary: CanarySnapshot | null;
+  readonly policy: ServicePolicy;
 }
+
+export type RouteSource =
+  | { readonly kind: 'tag'; readonly tag: string }
+  | { readonly kind: 'file'; readonly document: string; readonly path: string }
+  | { readonly kind: 'kv'; readonly document: string; readonly key: string; readonly modifyIndex: number };
+
+/** How the route's endpoints are kept fresh. */
+export type Freshness = 'watched' | 'polled' | 'pinned' | 'static';
 
 export interface RouteSnapshot {
   /** `[host]/path`, unique; used as the metric label and in `cgw routes`. */
@@ -54,7 +73,9 @@ export interface RouteSnapshot {
   readonly path: string;
   readonly strip: string | null;
   readonly service: string;
-  readonly source: { readonly kind: 'tag'; readonly tag: string };
+  readonly source: RouteSource;
+  readonly freshness: Freshness;
+  readonly policy: RoutePolicy;
 }
 
 export interface Snapshot {
@@ -63,7 +84,11 @@ export interface Snapshot {
   readonly services: Readonly<Record<string, ServiceSnapshot>>;
   readonly routes: readonly RouteSnapshot[];
   readonly problems: readonly Problem[];
+  /** Policy and route documents and consumers in force (the next build's last-known-good). */
+  readonly policies: PolicySet;
 }
+
+export const STATIC_SERVICE_PREFIX = 'static:';
 
 export interface BuildOptions {
   readonly allowWarning: boolean;
@@ -79,36 +104,79 @@ export function instanceStatus(instance: ServiceInstance): HealthStatus {
   return worst;
 }
 
-export function buildSnapshot(views: ConsulViews, options: BuildOptions, previous?: Snapshot): Snapshot {
-  const problems: Problem[] = [];
-  const routes = collectRoutes(views, problems);
+export function buildSnapshot(views: ConsulViews, options: BuildOptions, previous?: Snapshot, policies: PolicySet = EMPTY_POLICY_SET): Snapshot {
+  const problems: Problem[] = [...policies.problems];
+  const index = indexPolicies(policies);
+  const routeDocuments = routeDocumentsOf(policies);
+  const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...collectRoutes(views, problems)];
+  const routes = dedupeRoutes(draftRoutes, problems);
   const routedServices = [...new Set(routes.map((r) => r.service))].sort();
   const canaryValues = readCanaryKeys(views, options.kvPrefix);
 
   const services: Record<string, ServiceSnapshot> = {};
   for (const name of routedServices) {
+    const policy = servicePolicy(index, name);
+    const staticDoc = routeDocuments.find((d) => d.service === name);
+    if (staticDoc?.upstreams) {
+      const endpoints = staticEndpoints(staticDoc.upstreams);
+      services[name] = { name, kind: 'static', tags: [], endpoints, healthy: endpoints.length, canary: null, policy };
+      continue;
+    }
     const endpoints = buildEndpoints(views.health.get(name) ?? [], options);
     const canary = resolveCanary(name, canaryValues.get(name), endpoints, previous?.services[name]?.canary ?? null, problems);
     services[name] = {
       name,
+      kind: 'consul',
       tags: [...(views.catalog[name] ?? [])],
       endpoints,
       healthy: endpoints.filter((e) => e.weight > 0).length,
       canary,
+      policy,
     };
   }
+  const finalRoutes = routes.map((r) => finishRoute(r, services[r.service], index));
   for (const [service, entry] of canaryValues) {
     if (!Object.hasOwn(services, service)) {
       problems.push({ kind: 'canary', subject: entry.key, message: `service "${service}" is not routed by the gateway; weights ignored` });
     }
   }
 
-  const body = { services, routes, problems: sortProblems(problems) };
+  const body = { services, routes: finalRoutes, problems: sortProblems(problems), policies };
   return deepFreeze({ version: contentHash(body), ...body });
 }
 
-function collectRoutes(views: ConsulViews, problems: Problem[]): RouteSnapshot[] {
-  const byId = new Map<string, RouteSnapshot>();
+type DraftRoute = Omit<RouteSnapshot, 'freshness' | 'policy'>;
+
+interface NamedRouteDocument extends RouteDocument {
+  readonly id: string;
+  /** The Consul service, or `static:<name>` for upstream URLs. */
+  readonly service: string;
+  readonly source: RouteSource;
+}
+
+function routeDocumentsOf(policies: PolicySet): NamedRouteDocument[] {
+  const out: NamedRouteDocument[] = [];
+  for (const d of policies.documents) {
+    if (d.parsed.kind !== 'route') continue;
+    const doc = d.parsed.doc;
+    const source: RouteSource =
+      d.origin.kind === 'file'
+        ? { kind: 'file', document: d.id, path: d.origin.path }
+        : { kind: 'kv', document: d.id, key: d.origin.key, modifyIndex: d.origin.modifyIndex };
+    out.push({ ...doc, id: d.id, service: doc.service ?? `${STATIC_SERVICE_PREFIX}${d.name}`, source });
+  }
+  return out;
+}
+
+function collectDocumentRoutes(docs: readonly NamedRouteDocument[]): DraftRoute[] {
+  return docs.map((d) => {
+    const host = d.host ?? null;
+    return { id: `${host ?? ''}${d.path}`, host, path: d.path, strip: d.strip ?? null, service: d.service, source: d.source };
+  });
+}
+
+function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {
+  const out: DraftRoute[] = [];
   for (const service of Object.keys(views.catalog).sort()) {
     for (const tag of views.catalog[service] ?? []) {
       if (!isUrlprefixTag(tag)) continue;
@@ -118,24 +186,85 @@ function collectRoutes(views: ConsulViews, problems: Problem[]): RouteSnapshot[]
         continue;
       }
       const { host, path, strip } = parsed.route;
-      const id = `${host ?? ''}${path}`;
-      const existing = byId.get(id);
-      if (existing) {
-        if (existing.service !== service) {
-          problems.push({
-            kind: 'route',
-            subject: service,
-            message: `route ${id} is already served by service "${existing.service}" (first by name wins); tag "${tag}" ignored`,
-          });
-        } else if (existing.source.tag !== tag) {
-          problems.push({ kind: 'tag', subject: service, message: `tag "${tag}" repeats route ${id} with other options; ignored` });
-        }
-        continue;
-      }
-      byId.set(id, { id, host, path, strip, service, source: { kind: 'tag', tag } });
+      out.push({ id: `${host ?? ''}${path}`, host, path, strip, service, source: { kind: 'tag', tag } });
+    }
+  }
+  return out;
+}
+
+/** Documents come first, so a declared route wins over a tag; between tags, the first service by name. */
+function dedupeRoutes(drafts: readonly DraftRoute[], problems: Problem[]): DraftRoute[] {
+  const byId = new Map<string, DraftRoute>();
+  for (const route of drafts) {
+    const existing = byId.get(route.id);
+    if (!existing) {
+      byId.set(route.id, route);
+      continue;
+    }
+    const what = route.source.kind === 'tag' ? `tag "${route.source.tag}"` : `document ${route.source.document}`;
+    if (existing.source.kind !== 'tag') {
+      problems.push({
+        kind: 'route',
+        subject: route.source.kind === 'tag' ? route.service : route.source.document,
+        message: `route ${route.id} is declared by document ${existing.source.document}; ${what} ignored`,
+      });
+    } else if (existing.service !== route.service) {
+      problems.push({
+        kind: 'route',
+        subject: route.service,
+        message: `route ${route.id} is already served by service "${existing.service}" (first by name wins); ${what} ignored`,
+      });
+    } else if (route.source.kind === 'tag' && existing.source.tag !== route.source.tag) {
+      problems.push({ kind: 'tag', subject: route.service, message: `tag "${route.source.tag}" repeats route ${route.id} with other options; ignored` });
     }
   }
   return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+const FRESHNESS: Record<ServicePolicy['discovery']['mode'], Freshness> = { watch: 'watched', poll: 'polled', pinned: 'pinned' };
+
+function finishRoute(route: DraftRoute, service: ServiceSnapshot | undefined, index: PolicyIndex): RouteSnapshot {
+  const freshness: Freshness = service?.kind === 'static' ? 'static' : FRESHNESS[service?.policy.discovery.mode ?? 'watch'];
+  return { ...route, freshness, policy: routePolicy(index, route.service, route.id) };
+}
+
+function staticEndpoints(upstreams: NonNullable<RouteDocument['upstreams']>): EndpointSnapshot[] {
+  return upstreams.map((u) => {
+    const url = new URL(u.url);
+    const https = url.protocol === 'https:';
+    const address = url.hostname.replace(/^\[|\]$/g, '');
+    const port = url.port ? Number(url.port) : https ? 443 : 80;
+    const hostPort = `${url.hostname}:${port}`;
+    return {
+      id: u.url,
+      node: '',
+      address,
+      port,
+      key: https ? `https://${hostPort}` : hostPort,
+      tags: [],
+      status: 'passing',
+      weight: u.weight,
+      ...(https ? { scheme: 'https' as const } : {}),
+    };
+  });
+}
+
+/** Consul services the snapshot needs beyond those with urlprefix- tags: the ones route documents name. */
+export function servicesNamedByRoutes(policies: PolicySet): Set<string> {
+  const out = new Set<string>();
+  for (const d of policies.documents) if (d.parsed.kind === 'route' && d.parsed.doc.service) out.add(d.parsed.doc.service);
+  return out;
+}
+
+/** Discovery mode per Consul service whose policy chooses one (absent: blocking watch). */
+export function discoveryModes(policies: PolicySet): Map<string, ServicePolicy['discovery']> {
+  const out = new Map<string, ServicePolicy['discovery']>();
+  const index = indexPolicies(policies);
+  for (const name of index.services.keys()) {
+    const policy = servicePolicy(index, name);
+    if (policy.discovery.mode !== 'watch') out.set(name, policy.discovery);
+  }
+  return out;
 }
 
 function buildEndpoints(instances: readonly ServiceInstance[], options: BuildOptions): EndpointSnapshot[] {

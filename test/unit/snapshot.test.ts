@@ -194,9 +194,9 @@ describe('buildSnapshot: routes', () => {
     assert.match(snap.problems.find((p) => p.subject === 'api')?.message ?? '', /unknown option "proto"/);
   });
 
-  test('route fields: host, path, strip, service and source tag', () => {
+  test('route fields: host, path, strip, service, source tag and freshness', () => {
     const snap = buildSnapshot(views({ api: ['urlprefix-Api.Example.com:443/v1/ strip=/v1'] }, { api: [] }), OPTIONS);
-    assert.deepEqual(snap.routes, [
+    assert.deepEqual(snap.routes.map(({ policy: _policy, ...rest }) => rest), [
       {
         id: 'api.example.com/v1',
         host: 'api.example.com',
@@ -204,6 +204,7 @@ describe('buildSnapshot: routes', () => {
         strip: '/v1',
         service: 'api',
         source: { kind: 'tag', tag: 'urlprefix-Api.Example.com:443/v1/ strip=/v1' },
+        freshness: 'watched',
       },
     ]);
   });
