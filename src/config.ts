@@ -39,6 +39,15 @@ const consulUrl = z
 
 export const PICKERS = ['round_robin', 'least_request'] as const;
 
+const hostPortList = z
+  .string()
+  .transform((text) => text.split(',').map((t) => t.trim()).filter((t) => t !== ''))
+  .pipe(z.array(hostPort).min(1, 'expected host:port[,host:port...]'));
+
+const redisUrl = z
+  .string()
+  .regex(/^rediss?:\/\/[^\s]+$/, 'expected redis://[:password@]host:port[/db] or rediss://...');
+
 export const gatewayConfigSchema = z.object({
   consul: consulUrl.prefault('http://127.0.0.1:8500'),
   token: z.string().min(1).optional(),
@@ -61,6 +70,15 @@ export const gatewayConfigSchema = z.object({
   responseTimeout: duration(10, 3_600_000).prefault('60s'),
   drainTimeout: duration(0, 600_000).prefault('15s'),
   resyncInterval: duration(1000, 3_600_000).prefault('5m'),
+  /** Policy documents loaded at start (KV documents of the same name win). */
+  policies: z.string().min(1).optional(),
+  /** Shared rate-limit state; without it every gateway counts on its own. */
+  redis: redisUrl.optional(),
+  redisSentinels: hostPortList.optional(),
+  redisSentinelName: z.string().min(1).default('mymaster'),
+  redisCluster: hostPortList.optional(),
+  /** Largest request head Node accepts at all (per-route limits can only be lower). */
+  maxHeaderSize: z.coerce.number().int().min(1024).max(1024 * 1024).default(65_536),
   caFile: z.string().min(1).optional(),
   certFile: z.string().min(1).optional(),
   keyFile: z.string().min(1).optional(),

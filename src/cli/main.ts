@@ -54,6 +54,12 @@ program
   .option('--response-timeout <duration>', 'upstream response-header timeout', '60s')
   .option('--drain-timeout <duration>', 'on SIGTERM, how long in-flight requests may take', '15s')
   .option('--resync-interval <duration>', 'full health re-read period in bulk mode', '5m')
+  .option('--policies <dir>', 'load policy and route documents from this directory (KV <prefix>policies/ and routes/ win)')
+  .option('--redis <url>', 'Redis for rate limits shared by all gateways, e.g. redis://127.0.0.1:6379 (env CGW_REDIS)', env.CGW_REDIS)
+  .option('--redis-sentinels <host:port,...>', 'use Redis Sentinel instead of --redis')
+  .option('--redis-sentinel-name <name>', 'Sentinel master name', 'mymaster')
+  .option('--redis-cluster <host:port,...>', 'use a Redis Cluster instead of --redis')
+  .option('--max-header-size <bytes>', 'largest request head accepted at all (431 beyond)', '65536')
   .action(async (flags: StartFlags) => {
     keepRunning = true;
     await runStart(flags);

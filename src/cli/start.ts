@@ -22,6 +22,12 @@ export interface StartFlags {
   responseTimeout?: string;
   drainTimeout?: string;
   resyncInterval?: string;
+  policies?: string;
+  redis?: string;
+  redisSentinels?: string;
+  redisSentinelName?: string;
+  redisCluster?: string;
+  maxHeaderSize?: string;
 }
 
 /** Flags win over CONSUL_* environment variables, which win over defaults. */

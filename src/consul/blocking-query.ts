@@ -23,6 +23,10 @@ export interface BlockingQueryOptions<T> {
   /** Calls allowed at once before pacing starts, and the pace after that. */
   readonly rate?: { readonly burst: number; readonly intervalMs: number };
   readonly backoff?: { readonly baseMs: number; readonly capMs: number };
+  /** Plain reads this far apart instead of blocking queries (for stable services: no held connection). */
+  readonly pollIntervalMs?: number;
+  /** End after the first successful read (a service pinned to its last known endpoints). */
+  readonly once?: boolean;
   readonly onRequest?: (name: string) => void;
   readonly onError?: (name: string, error: unknown) => void;
   readonly onSuccess?: (name: string) => void;
@@ -116,7 +120,9 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
       this.inFlight = controller;
       this.lastActivityAt = Date.now();
       // Index 0 never blocks, and a blocking read on index 0 would return at once anyway.
-      const blocking = this.index > 0;
+      const polling = this.options.pollIntervalMs !== undefined;
+      const blocking = this.index > 0 && !polling;
+      let pause = 0;
       try {
         this.mutable.requests += 1;
         this.options.onRequest?.(name);
@@ -145,6 +151,8 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
           this.mutable.lastChangeAt = Date.now();
           yield { value, index: this.index };
         }
+        if (this.options.once) return;
+        if (polling) pause = this.options.pollIntervalMs ?? 0;
       } catch (err) {
         this.lastActivityAt = Date.now();
         if (this.signal.aborted) return;
@@ -163,6 +171,8 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
         this.signal.removeEventListener('abort', onAbort);
         if (this.inFlight === controller) this.inFlight = undefined;
       }
+      // Outside the request: a poll pause is not a silent watch for the watchdog.
+      if (pause > 0) await delay(pause, this.signal);
     }
   }
 }

@@ -46,6 +46,21 @@ export interface SupervisorStatus {
 interface RunningWatch {
   readonly query: BlockingQuery<ServiceInstance[]>;
   readonly stop: AbortController;
+  /** `watch`, `poll:<ms>` or `pinned`: a change of mode restarts the watch. */
+  readonly mode: string;
+}
+
+/** How a service's health is read when it is not the default blocking watch. */
+export interface DiscoveryMode {
+  readonly mode: 'watch' | 'poll' | 'pinned';
+  readonly interval: number;
+}
+
+/** What the policies ask of discovery beyond urlprefix- tags. */
+export interface DiscoveryDemand {
+  /** Services routed by route documents, watched even without a urlprefix- tag. */
+  readonly services: ReadonlySet<string>;
+  readonly modes: ReadonlyMap<string, DiscoveryMode>;
 }
 
 export class ConsulSupervisor {
@@ -61,6 +76,8 @@ export class ConsulSupervisor {
   private routed: readonly string[] = [];
   private routedSet: ReadonlySet<string> = new Set();
   private suspectEmptyCatalog = false;
+  private demand: DiscoveryDemand = { services: new Set(), modes: new Map() };
+  private demandKey = '';
   private watchdog: NodeJS.Timeout | undefined;
   private readonly loops = new Set<Promise<void>>();
 
@@ -83,6 +100,23 @@ export class ConsulSupervisor {
     );
     this.watchdog = setInterval(() => this.checkSilentWatches(), WATCHDOG_PERIOD_MS);
     this.watchdog.unref();
+  }
+
+  /** The KV view alone: policies are resolved from it before the health views are complete. */
+  kvView(): readonly KvEntry[] | undefined {
+    return this.kv;
+  }
+
+  /**
+   * Policies name services to watch and how. Cheap when nothing changed, so the gateway calls it
+   * on every rebuild; a change re-plans the health watches.
+   */
+  setDemand(demand: DiscoveryDemand): void {
+    const key = JSON.stringify([[...demand.services].sort(), [...demand.modes].sort()]);
+    if (key === this.demandKey) return;
+    this.demandKey = key;
+    this.demand = demand;
+    if (this.catalog) this.onCatalog(this.catalog);
   }
 
   /** The views once every routed service has been read at least once; undefined before. */
@@ -138,7 +172,7 @@ export class ConsulSupervisor {
     }
     this.suspectEmptyCatalog = false;
     this.catalog = catalog;
-    this.routed = Object.keys(catalog).filter((name) => this.options.isRouted(catalog[name] ?? []));
+    this.routed = Object.keys(catalog).filter((name) => this.options.isRouted(catalog[name] ?? []) || this.demand.services.has(name));
     this.routedSet = new Set(this.routed);
     this.reconcileHealth();
     this.options.onChange();
@@ -165,7 +199,7 @@ export class ConsulSupervisor {
       this.bulk?.close();
       this.bulk = undefined;
       for (const [name, w] of this.healthWatches) {
-        if (!routed.has(name)) {
+        if (!routed.has(name) || w.mode !== this.modeKey(name)) {
           w.stop.abort();
           this.healthWatches.delete(name);
         }
@@ -175,17 +209,26 @@ export class ConsulSupervisor {
     this.options.metrics.watches.set({ kind: 'health' }, this.healthWatches.size);
   }
 
+  private modeKey(name: string): string {
+    const m = this.demand.modes.get(name);
+    return !m || m.mode === 'watch' ? 'watch' : m.mode === 'poll' ? `poll:${m.interval}` : 'pinned';
+  }
+
   private startHealthWatch(name: string): void {
     const stop = new AbortController();
     const signal = AbortSignal.any([stop.signal, this.closing.signal]);
+    const mode = this.demand.modes.get(name);
+    // A pinned service already read keeps its endpoints and costs Consul nothing more.
+    if (mode?.mode === 'pinned' && this.health.has(name)) return;
     const query = this.query(
       `health:${name}`,
       `/v1/health/service/${encodeURIComponent(name)}`,
       {},
       (b) => healthServiceSchema.parse(b),
       signal,
+      mode?.mode === 'poll' ? { pollIntervalMs: mode.interval } : mode?.mode === 'pinned' ? { once: true } : {},
     );
-    this.healthWatches.set(name, { query, stop });
+    this.healthWatches.set(name, { query, stop, mode: this.modeKey(name) });
     this.track(
       this.consume(query, (instances) => {
         if (stop.signal.aborted) return;
@@ -205,6 +248,7 @@ export class ConsulSupervisor {
       current: (name) => this.health.get(name),
       onHealth: (name, instances) => {
         if (!this.routedSet.has(name)) return;
+        if (this.demand.modes.get(name)?.mode === 'pinned' && this.health.has(name)) return;
         this.health.set(name, instances);
         this.options.onChange();
       },
@@ -220,6 +264,7 @@ export class ConsulSupervisor {
     query: Record<string, string>,
     parse: (body: unknown) => T,
     signal: AbortSignal = this.closing.signal,
+    cadence: { pollIntervalMs?: number; once?: boolean } = {},
   ): BlockingQuery<T> {
     const { metrics } = this.options;
     return new BlockingQuery<T>(
@@ -230,6 +275,7 @@ export class ConsulSupervisor {
         parse,
         client: this.options.client,
         waitMs: this.options.waitMs,
+        ...cadence,
         onRequest: () => metrics.watchRequests.inc({ watch: watchLabel(name) }),
         onSuccess: () => metrics.watchLastSuccess.set({ watch: watchLabel(name) }, Date.now() / 1000),
         onError: (n, err) => this.onWatchError(n, err),

@@ -33,6 +33,8 @@ describe('parseGatewayConfig: defaults', () => {
       responseTimeout: 60_000,
       drainTimeout: 15_000,
       resyncInterval: 300_000,
+      redisSentinelName: 'mymaster',
+      maxHeaderSize: 65_536,
     };
     assert.deepEqual(config, expected);
   });
@@ -41,6 +43,13 @@ describe('parseGatewayConfig: defaults', () => {
 describe('parseGatewayConfig: accepted values', () => {
   const cases: { name: string; input: GatewayConfigInput; check: Partial<GatewayConfig> }[] = [
     { name: 'milliseconds', input: { connectTimeout: '500ms' }, check: { connectTimeout: 500 } },
+    { name: 'redis url', input: { redis: 'redis://:pw@127.0.0.1:6379/2' }, check: { redis: 'redis://:pw@127.0.0.1:6379/2' } },
+    {
+      name: 'sentinel list',
+      input: { redisSentinels: '127.0.0.1:26379, 127.0.0.2:26379' },
+      check: { redisSentinels: [{ host: '127.0.0.1', port: 26379 }, { host: '127.0.0.2', port: 26379 }] },
+    },
+    { name: 'policies dir', input: { policies: 'policies' }, check: { policies: 'policies' } },
     { name: 'minutes', input: { wait: '5m' }, check: { wait: 300_000 } },
     { name: 'seconds', input: { responseTimeout: '30s' }, check: { responseTimeout: 30_000 } },
     { name: 'compound duration', input: { drainTimeout: '1m30s' }, check: { drainTimeout: 90_000 } },
@@ -76,6 +85,8 @@ describe('parseGatewayConfig: accepted values', () => {
 
 describe('parseGatewayConfig: rejected values name the flag', () => {
   const cases: { name: string; input: GatewayConfigInput; error: RegExp }[] = [
+    { name: 'redis url without scheme', input: { redis: '127.0.0.1:6379' }, error: /--redis: expected redis:\/\// },
+    { name: 'bad sentinel entry', input: { redisSentinels: 'nohost' }, error: /--redis-sentinels/ },
     { name: 'duration text', input: { connectTimeout: 'soon' }, error: /^--connect-timeout: not a duration: "soon"/ },
     { name: 'duration without unit', input: { wait: '30' }, error: /^--wait: not a duration: "30"/ },
     { name: 'negative duration', input: { drainTimeout: '-1s' }, error: /^--drain-timeout: not a duration/ },
