@@ -1,6 +1,11 @@
 /**
  * Endpoint pickers. Both are built once per snapshot; a pick is O(1) (round robin) or two random
  * probes (least request), with no allocation on the request path.
+ *
+ * `usable` (e.g. "not ejected by the outlier detector") is optional and only consulted when given,
+ * so the plain path is unchanged. When no item is usable the picker panics like Envoy
+ * (https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/panic_threshold):
+ * it ignores `usable` rather than fail every request, but still honours `exclude` when it can.
  */
 export interface Weighted<T> {
   readonly item: T;
@@ -8,8 +13,11 @@ export interface Weighted<T> {
 }
 
 export interface Picker<T> {
-  /** An item with weight > 0, never `exclude` unless it is the only one; undefined when empty. */
-  pick(exclude?: T): T | undefined;
+  /**
+   * An item with weight > 0, never `exclude` unless it is the only one; undefined when empty.
+   * With `usable`, only items it accepts, unless none is (panic: then as without `usable`).
+   */
+  pick(exclude?: T, usable?: (item: T) => boolean): T | undefined;
   readonly size: number;
 }
 
@@ -73,9 +81,10 @@ export class RoundRobinPicker<T> implements Picker<T> {
     return this.items.length;
   }
 
-  pick(exclude?: T): T | undefined {
+  pick(exclude?: T, usable?: (item: T) => boolean): T | undefined {
     const n = this.schedule.length;
     if (n === 0) return undefined;
+    if (usable !== undefined) return this.pickUsable(n, exclude, usable);
     for (let tries = 0; tries < n; tries++) {
       const item = this.items[this.schedule[this.position++ % n] ?? 0];
       if (this.position >= n) this.position = 0;
@@ -83,7 +92,30 @@ export class RoundRobinPicker<T> implements Picker<T> {
     }
     return undefined;
   }
+
+  /** Walks at most one schedule cycle; skipped turns go to the next usable item. */
+  private pickUsable(n: number, exclude: T | undefined, usable: (item: T) => boolean): T | undefined {
+    let fallback: T | undefined;
+    let fallbackNext = this.position;
+    for (let tries = 0; tries < n; tries++) {
+      const item = this.items[this.schedule[this.position++ % n] ?? 0] as T;
+      if (this.position >= n) this.position = 0;
+      if (item === exclude && this.items.length > 1) continue;
+      if (usable(item)) return item;
+      if (fallback === undefined) {
+        fallback = item;
+        fallbackNext = this.position;
+      }
+    }
+    // Panic: a full cycle brought the position back where it was; resume after the fallback so panic picks
+    // still rotate instead of all landing on the same item.
+    this.position = fallbackNext;
+    return fallback;
+  }
 }
+
+/** Random draws per least-request candidate before scanning for a usable item. */
+const MAX_DRAWS = 3;
 
 /**
  * Power of two choices over in-flight requests (Mitzenmacher; Envoy's LEAST_REQUEST): two random
@@ -108,10 +140,11 @@ export class LeastRequestPicker<T> implements Picker<T> {
     return this.items.length;
   }
 
-  pick(exclude?: T): T | undefined {
+  pick(exclude?: T, usable?: (item: T) => boolean): T | undefined {
     const n = this.items.length;
     if (n === 0) return undefined;
     if (n === 1) return this.items[0];
+    if (usable !== undefined) return this.pickUsable(n, exclude, usable);
     const a = this.candidate(n, exclude);
     let b = this.candidate(n, exclude);
     if (b === a) b = (a + 1) % n;
@@ -124,5 +157,38 @@ export class LeastRequestPicker<T> implements Picker<T> {
   private candidate(n: number, exclude: T | undefined): number {
     const i = Math.floor(this.random() * n) % n;
     return this.items[i] === exclude ? (i + 1) % n : i;
+  }
+
+  private pickUsable(n: number, exclude: T | undefined, usable: (item: T) => boolean): T | undefined {
+    const a = this.usableCandidate(n, exclude, usable, -1);
+    if (a === -1) return this.pick(exclude); // panic: nothing usable
+    const b = this.usableCandidate(n, exclude, usable, a);
+    if (b === -1) return this.items[a];
+    const costA = (this.load(this.items[a] as T) + 1) / (this.weights[a] ?? 1);
+    const costB = (this.load(this.items[b] as T) + 1) / (this.weights[b] ?? 1);
+    return this.items[costB < costA ? b : a];
+  }
+
+  /**
+   * A usable index other than `exclude`'s and `avoid`, or -1. A few random draws keep the choice
+   * uniform over usable items while few are unusable (the ejection cap keeps it so); then a scan
+   * from the last draw bounds the work.
+   */
+  private usableCandidate(n: number, exclude: T | undefined, usable: (item: T) => boolean, avoid: number): number {
+    let i = 0;
+    for (let draw = 0; draw < MAX_DRAWS; draw++) {
+      i = Math.floor(this.random() * n) % n;
+      if (this.accepts(i, exclude, usable, avoid)) return i;
+    }
+    for (let step = 1; step < n; step++) {
+      const j = (i + step) % n;
+      if (this.accepts(j, exclude, usable, avoid)) return j;
+    }
+    return -1;
+  }
+
+  private accepts(i: number, exclude: T | undefined, usable: (item: T) => boolean, avoid: number): boolean {
+    const item = this.items[i] as T;
+    return i !== avoid && item !== exclude && usable(item);
   }
 }

@@ -1,5 +1,6 @@
 import { contentHash } from '../core/hash.ts';
 import type { ServiceSnapshot } from '../state/snapshot.ts';
+import type { OutlierDetector } from './outlier.ts';
 import { LeastRequestPicker, RoundRobinPicker, type Picker, type Weighted } from './pickers.ts';
 import type { UpstreamEndpoint, UpstreamPools } from './upstream-pools.ts';
 
@@ -9,6 +10,10 @@ export type PickerKind = 'round_robin' | 'least_request';
  * One balancer per service, compiled from its snapshot: the endpoint picker, and for a canary one
  * picker per non-empty subset plus a round robin over subsets by effective weight. Requests first
  * choose a subset, then an endpoint inside it; `X-Canary: <tag>` skips the first step.
+ *
+ * With an outlier detector, picks skip ejected endpoints. The detector is long-lived (the runtime
+ * keeps one per service and passes it to every balancer it builds for that service), is not part
+ * of the fingerprint, and is told the endpoint set here, so its state follows each rebuild.
  */
 export class ServiceBalancer {
   /** Equal fingerprints mean an equal balancer, so the runtime keeps the old one (and its position). */
@@ -16,13 +21,20 @@ export class ServiceBalancer {
   private readonly all: Picker<UpstreamEndpoint>;
   private readonly subsetPicker: Picker<Picker<UpstreamEndpoint>> | undefined;
   private readonly forced = new Map<string, Picker<UpstreamEndpoint>>();
+  /** Built once so a pick allocates no closure. */
+  private readonly usable: ((endpoint: UpstreamEndpoint) => boolean) | undefined;
 
   constructor(
     readonly service: ServiceSnapshot,
     pools: UpstreamPools,
     readonly pickerKind: PickerKind,
+    readonly outlier?: OutlierDetector,
   ) {
     this.fingerprint = ServiceBalancer.fingerprintOf(service, pickerKind);
+    if (outlier) {
+      outlier.setEndpoints(service.endpoints.filter((e) => e.weight > 0).map((e) => e.key));
+      this.usable = (endpoint) => !outlier.isEjected(endpoint.key);
+    }
     const makePicker = (keys: ReadonlySet<string> | null): Picker<UpstreamEndpoint> => {
       const weighted: Weighted<UpstreamEndpoint>[] = service.endpoints
         .filter((e) => e.weight > 0 && (keys === null || keys.has(e.key)))
@@ -61,12 +73,18 @@ export class ServiceBalancer {
   /**
    * @param canaryTag value of `X-Canary`; honoured when that subset has healthy endpoints.
    * @param exclude an endpoint that just failed, so a retry lands elsewhere.
+   *
+   * Ejected endpoints are skipped; when every candidate is ejected (or excluded) the pick falls
+   * back to them rather than fail (panic mode, see pickers.ts).
    */
   pick(canaryTag?: string, exclude?: UpstreamEndpoint): UpstreamEndpoint | undefined {
-    if (!this.subsetPicker) return this.all.pick(exclude);
+    // No endpoint ejected (the common case): the plain pickers, no predicate calls.
+    const usable = this.outlier?.hasEjected ? this.usable : undefined;
+    if (!this.subsetPicker) return this.all.pick(exclude, usable);
     const subset = (canaryTag !== undefined ? this.forced.get(canaryTag) : undefined) ?? this.subsetPicker.pick();
-    const endpoint = subset?.pick(exclude);
-    // A retry whose subset has no other endpoint goes anywhere healthy rather than fail.
-    return endpoint !== undefined && endpoint !== exclude ? endpoint : this.all.pick(exclude);
+    const endpoint = subset?.pick(exclude, usable);
+    // A retry whose subset has no other endpoint, or a subset whose endpoints are all ejected, goes
+    // anywhere healthy rather than fail.
+    return endpoint !== undefined && endpoint !== exclude && (usable === undefined || usable(endpoint)) ? endpoint : this.all.pick(exclude, usable);
   }
 }

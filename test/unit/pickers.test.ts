@@ -244,3 +244,118 @@ describe('LeastRequestPicker', () => {
     assert.equal(picker.pick(), undefined);
   });
 });
+
+describe('pickers with a usable predicate (outlier ejection)', () => {
+  const w = (item: string, weight = 1): Weighted<string> => ({ item, weight });
+  const not =
+    (...unusable: string[]) =>
+    (item: string): boolean =>
+      !unusable.includes(item);
+
+  const cases: {
+    name: string;
+    items: Weighted<string>[];
+    usable: (item: string) => boolean;
+    exclude?: string;
+    allowed: string[];
+  }[] = [
+    { name: 'an unusable item is skipped', items: [w('a'), w('b'), w('c')], usable: not('b'), allowed: ['a', 'c'] },
+    { name: 'the heavy item is unusable', items: [w('a', 9), w('b'), w('c')], usable: not('a'), allowed: ['b', 'c'] },
+    { name: 'unusable and excluded leave one', items: [w('a'), w('b'), w('c')], usable: not('b'), exclude: 'a', allowed: ['c'] },
+    { name: 'panic: nothing usable → any item', items: [w('a'), w('b'), w('c')], usable: not('a', 'b', 'c'), allowed: ['a', 'b', 'c'] },
+    { name: 'panic still honours exclude', items: [w('a'), w('b')], usable: not('a', 'b'), exclude: 'a', allowed: ['b'] },
+    { name: 'panic prefers an unusable item to the excluded one', items: [w('a'), w('b')], usable: not('b'), exclude: 'a', allowed: ['b'] },
+    { name: 'a single unusable, excluded item is still returned', items: [w('only')], usable: not('only'), exclude: 'only', allowed: ['only'] },
+  ];
+  const pickers: { kind: string; make: (items: Weighted<string>[], start: number) => { pick(e?: string, u?: (i: string) => boolean): string | undefined } }[] = [
+    { kind: 'round robin', make: (items, start) => new RoundRobinPicker(items, start) },
+    { kind: 'least request', make: (items, start) => new LeastRequestPicker(items, () => 0, seeded(Math.floor(start * 1000) + 1)) },
+  ];
+  for (const { kind, make } of pickers) {
+    for (const c of cases) {
+      test(`${kind}: ${c.name}`, () => {
+        for (const start of [0, 0.3, 0.7]) {
+          const picker = make(c.items, start);
+          const got = counts(Array.from({ length: 60 }, () => picker.pick(c.exclude, c.usable)));
+          assert.deepEqual([...got.keys()].filter((k) => !c.allowed.includes(k as string)), [], `start=${start}: ${JSON.stringify([...got])}`);
+          if (c.allowed.length > 1) assert.equal(got.size, c.allowed.length, `start=${start}: every allowed item is picked: ${JSON.stringify([...got])}`);
+        }
+      });
+    }
+
+    test(`${kind}: empty → undefined with a predicate`, () => {
+      assert.equal(make([], 0).pick(undefined, () => true), undefined);
+    });
+  }
+
+  test('round robin: panic picks rotate instead of sticking to one item', () => {
+    const picker = new RoundRobinPicker([w('a'), w('b'), w('c')], 0);
+    assert.deepEqual(
+      Array.from({ length: 6 }, () => picker.pick(undefined, () => false)),
+      ['a', 'b', 'c', 'a', 'b', 'c'],
+    );
+  });
+
+  test('round robin: a skipped turn goes to the next usable item, the cycle continues after it', () => {
+    const picker = new RoundRobinPicker([w('a'), w('b'), w('c'), w('d')], 0);
+    assert.deepEqual(
+      Array.from({ length: 6 }, () => picker.pick(undefined, not('b'))),
+      ['a', 'c', 'd', 'a', 'c', 'd'],
+    );
+  });
+
+  test('round robin: the predicate is not consulted without one (plain path unchanged)', () => {
+    const picker = new RoundRobinPicker([w('a'), w('b')], 0);
+    assert.deepEqual([picker.pick(), picker.pick(undefined, undefined)], ['a', 'b']);
+  });
+
+  const deterministic: { name: string; items: Weighted<string>[]; load: Record<string, number>; usable: (i: string) => boolean; random: number[]; exclude?: string; expected: string }[] = [
+    {
+      name: 'an unusable first draw is redrawn, then the lower load wins',
+      items: [w('x'), w('y'), w('z')],
+      load: { x: 4, y: 1, z: 0 },
+      usable: not('z'),
+      random: [0.9, 0, 0, 0.5], // z rejected → x; x again (taken) → y
+      expected: 'y',
+    },
+    {
+      name: 'after three misses a scan finds the only usable item, which is returned alone',
+      items: [w('a'), w('b'), w('c'), w('d')],
+      load: {},
+      usable: not('a', 'b', 'c'),
+      random: [0, 0, 0, 0, 0, 0],
+      expected: 'd',
+    },
+    {
+      name: 'exclude and unusable together',
+      items: [w('x'), w('y'), w('z')],
+      load: { x: 0, y: 0, z: 9 },
+      usable: not('y'),
+      exclude: 'x',
+      random: [0, 0.5, 0.9, 0.9, 0, 0, 0], // x excluded, y unusable → z; then no second candidate
+      expected: 'z',
+    },
+    {
+      name: 'panic falls back to the plain pick (which honours exclude)',
+      items: [w('x'), w('y')],
+      load: { x: 0, y: 5 },
+      usable: () => false,
+      exclude: 'x',
+      random: [0, 0, 0, 0, 0],
+      expected: 'y',
+    },
+  ];
+  for (const c of deterministic) {
+    test(`least request: ${c.name}`, () => {
+      const picker = new LeastRequestPicker(c.items, (i) => c.load[i] ?? 0, sequence(...c.random));
+      assert.equal(picker.pick(c.exclude, c.usable), c.expected);
+    });
+  }
+
+  test('least request: load decides among usable items only', () => {
+    const load: Record<string, number> = { idle: 0, ejected: 0, busy: 10 };
+    const picker = new LeastRequestPicker([w('idle'), w('ejected'), w('busy')], (i) => load[i] ?? 0, seeded(3));
+    const got = counts(Array.from({ length: 500 }, () => picker.pick(undefined, not('ejected'))));
+    assert.deepEqual([...got], [['idle', 500]]);
+  });
+});

@@ -4,6 +4,7 @@ import type { ConsulViews, HealthStatus, KvEntry, ServiceInstance } from '../../
 import { buildSnapshot, type ServiceSnapshot } from '../../src/state/snapshot.ts';
 import { ServiceBalancer, type PickerKind } from '../../src/balancer/service-balancer.ts';
 import { UpstreamPools, type UpstreamEndpoint } from '../../src/balancer/upstream-pools.ts';
+import { OutlierDetector, type OutlierConfig } from '../../src/balancer/outlier.ts';
 
 // Pools are created lazily by `get` and never connect: no request is sent in these tests.
 const pools = new UpstreamPools({ connectTimeoutMs: 1000, connectionsPerEndpoint: 1 });
@@ -260,5 +261,92 @@ describe('ServiceBalancer.fingerprint', () => {
     const a = service([{ port: 32001 }, { port: 32002, status: 'critical' }]);
     const b = service([{ port: 32001 }, { port: 32002, status: 'warning' }]);
     assert.equal(ServiceBalancer.fingerprintOf(a, 'round_robin'), ServiceBalancer.fingerprintOf(b, 'round_robin'));
+  });
+});
+
+describe('ServiceBalancer: outlier ejection', () => {
+  const OUTLIER: OutlierConfig = { enabled: true, consecutiveFailures: 2, statuses: [502], baseEjection: 1000, maxEjection: 5000, maxEjectedPercent: 100 };
+  const key = (port: number): string => `127.0.0.1:${port}`;
+
+  function detector(config: Partial<OutlierConfig> = {}) {
+    const clock = { t: 1000 };
+    const outlier = new OutlierDetector({ ...OUTLIER, ...config }, { now: () => clock.t });
+    const eject = (...ports: number[]): void => {
+      for (const port of ports) for (let i = 0; i < 2; i++) outlier.record(key(port), 'failure');
+    };
+    return { outlier, clock, eject };
+  }
+
+  test('the balancer tells the detector its endpoint set (healthy endpoints only)', () => {
+    const { outlier } = detector();
+    new ServiceBalancer(service([{ port: 33001 }, { port: 33002 }, { port: 33003, status: 'critical' }]), pools, 'round_robin', outlier);
+    assert.deepEqual(Object.keys(outlier.status()), [key(33001), key(33002)]);
+  });
+
+  for (const kind of PICKERS) {
+    test(`an ejected endpoint is not picked until it returns (${kind})`, () => {
+      const { outlier, clock, eject } = detector();
+      const balancer = new ServiceBalancer(service([{ port: 33101 }, { port: 33102 }, { port: 33103 }]), pools, kind, outlier);
+      eject(33102);
+      assert.deepEqual([...tally(balancer, 60).keys()].sort(), [key(33101), key(33103)]);
+      clock.t += 1000;
+      assert.ok(tally(balancer, 60).has(key(33102)), 'back after its ejection');
+    });
+
+    test(`exclude and ejection together leave the third endpoint (${kind})`, () => {
+      const { outlier, eject } = detector();
+      const balancer = new ServiceBalancer(service([{ port: 33201 }, { port: 33202 }, { port: 33203 }]), pools, kind, outlier);
+      eject(33201);
+      assert.deepEqual([...tally(balancer, 30, undefined, pools.get(key(33202), '127.0.0.1', 33202)).keys()], [key(33203)]);
+    });
+
+    test(`panic: every endpoint ejected still picks, honouring exclude (${kind})`, () => {
+      const { outlier, eject } = detector();
+      const balancer = new ServiceBalancer(service([{ port: 33301 }, { port: 33302 }]), pools, kind, outlier);
+      eject(33301, 33302);
+      assert.equal(outlier.ejectedCount, 2);
+      assert.equal(tally(balancer, 20).size, 2);
+      assert.deepEqual([...tally(balancer, 20, undefined, pools.get(key(33301), '127.0.0.1', 33301)).keys()], [key(33302)]);
+    });
+
+    test(`a canary subset whose endpoints are all ejected sends its share elsewhere (${kind})`, () => {
+      const { outlier, eject } = detector();
+      const balancer = new ServiceBalancer(service(CANARY_SPECS, { v1: 90, v2: 10 }), pools, kind, outlier);
+      eject(31003);
+      assert.deepEqual(bySubset(tally(balancer, 100), CANARY_SUBSETS), { v1: 100, v2: 0 });
+      assert.deepEqual(bySubset(tally(balancer, 20, 'v2'), CANARY_SUBSETS), { v1: 20, v2: 0 }, 'even when forced by X-Canary');
+    });
+
+    test(`inside a canary subset, ejected endpoints are skipped (${kind})`, () => {
+      const { outlier, eject } = detector();
+      const balancer = new ServiceBalancer(service(CANARY_SPECS, { v1: 90, v2: 10 }), pools, kind, outlier);
+      eject(31001);
+      const counts = tally(balancer, 100);
+      assert.equal(counts.get(key(31001)), undefined);
+      assert.equal(counts.get(key(31002)), 90);
+      assert.equal(counts.get(key(31003)), 10);
+    });
+  }
+
+  test('the ejection cap keeps endpoints in rotation', () => {
+    const { outlier, eject } = detector({ maxEjectedPercent: 50 });
+    const balancer = new ServiceBalancer(service([{ port: 33401 }, { port: 33402 }]), pools, 'round_robin', outlier);
+    eject(33401, 33402);
+    assert.deepEqual([...tally(balancer, 20).keys()], [key(33402)]);
+  });
+
+  test('a rebuild without an endpoint forgets its state; the same detector carries the rest', () => {
+    const { outlier, eject } = detector();
+    new ServiceBalancer(service([{ port: 33501 }, { port: 33502 }, { port: 33503 }]), pools, 'round_robin', outlier);
+    eject(33501, 33502);
+    const rebuilt = new ServiceBalancer(service([{ port: 33502 }, { port: 33503 }]), pools, 'round_robin', outlier);
+    assert.deepEqual(Object.keys(outlier.status()), [key(33502), key(33503)]);
+    assert.deepEqual([...tally(rebuilt, 20).keys()], [key(33503)], 'still ejected after the rebuild');
+  });
+
+  test('the detector is not part of the fingerprint', () => {
+    const svc = service([{ port: 33601 }, { port: 33602 }]);
+    const { outlier } = detector();
+    assert.equal(new ServiceBalancer(svc, pools, 'round_robin', outlier).fingerprint, new ServiceBalancer(svc, pools, 'round_robin').fingerprint);
   });
 });
