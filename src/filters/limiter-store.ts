@@ -1,0 +1,327 @@
+import { Cluster, Redis } from 'ioredis';
+import type { ClusterOptions, RedisOptions as IORedisOptions } from 'ioredis';
+import { describeError } from '../core/errors.ts';
+import type { Logger } from '../core/logger.ts';
+
+/**
+ * Rate limit counters: GCRA (the generic cell rate algorithm, as in ATM traffic shaping and
+ * redis-cell). A key holds one number, its theoretical arrival time (TAT): the instant at which
+ * the bucket would be empty again if no other request came. With emission interval T =
+ * window/limit and burst B, a request at `now` is allowed when `max(TAT, now) + T - B·T <= now`,
+ * and then TAT moves on by T. A fresh key therefore takes exactly B requests at once, then one
+ * per T, and a key costs one small string in Redis no matter how high the limit is.
+ *
+ * Time is counted in whole microseconds and T is rounded to a whole microsecond (at least 1), so
+ * the arithmetic is exact integer arithmetic in both Lua and JavaScript (all values stay far
+ * below 2^53): with fractional T the B-th request of a burst could be refused by a rounding error.
+ * The price is that one key cannot go faster than 1,000,000 requests/s, far beyond what one
+ * Redis key serves anyway.
+ */
+
+export interface RateDecision {
+  readonly allowed: boolean;
+  readonly limit: number;
+  /** Requests allowed right now after this one. */
+  readonly remaining: number;
+  /** Until the bucket is full again. */
+  readonly resetMs: number;
+  /** Until the next request would be allowed; 0 when this one was. */
+  readonly retryAfterMs: number;
+}
+
+export interface RateQuotaMs {
+  readonly limit: number;
+  readonly windowMs: number;
+  readonly burst: number;
+}
+
+export type BackendState = 'redis' | 'local' | 'none';
+
+export type RedisOptions =
+  | { url: string }
+  | { sentinels: { host: string; port: number }[]; name: string }
+  | { cluster: { host: string; port: number }[] };
+
+/** Keeps B·T (and so every TAT and TTL) inside exact double integers even for absurd bursts. */
+const MAX_TOLERANCE_US = 2 ** 50;
+
+export interface GcraParams {
+  /** Emission interval, whole µs. */
+  readonly intervalUs: number;
+  /** B·T: how far ahead of now the TAT may run, whole µs. */
+  readonly toleranceUs: number;
+}
+
+export function gcraParams(quota: RateQuotaMs): GcraParams {
+  const intervalUs = Math.max(1, Math.round((quota.windowMs * 1000) / quota.limit));
+  return { intervalUs, toleranceUs: Math.min(intervalUs * quota.burst, MAX_TOLERANCE_US) };
+}
+
+export interface GcraStep {
+  readonly allowed: boolean;
+  readonly remaining: number;
+  /** µs until the bucket is full. */
+  readonly resetUs: number;
+  /** µs until the next request would be allowed (0 when allowed). */
+  readonly retryAfterUs: number;
+  /** The TAT to store when allowed (unchanged TAT when refused: nothing is written). */
+  readonly tatUs: number;
+}
+
+/** One GCRA decision. `GCRA_LUA` is the same function, line for line; keep them in step. */
+export function gcra(storedTatUs: number | undefined, nowUs: number, p: GcraParams): GcraStep {
+  const tat = storedTatUs === undefined || storedTatUs < nowUs ? nowUs : storedTatUs;
+  const newTat = tat + p.intervalUs;
+  const allowAt = newTat - p.toleranceUs;
+  if (nowUs < allowAt) return { allowed: false, remaining: 0, resetUs: tat - nowUs, retryAfterUs: allowAt - nowUs, tatUs: tat };
+  return { allowed: true, remaining: Math.floor((nowUs - allowAt) / p.intervalUs), resetUs: newTat - nowUs, retryAfterUs: 0, tatUs: newTat };
+}
+
+/**
+ * Redis' own clock (TIME) is used, not the gateway's, so gateways with skewed clocks share one
+ * timeline. Before Redis 5, a script that read TIME could not write unless it switched to effects
+ * replication first; from 5 on that is the default and from 7 the call is a no-op, so it is made
+ * only where it exists. TAT and TTL go through string.format('%d') because Lua would otherwise
+ * render large numbers as 1.7e+15, which SET ... PX refuses.
+ * Reply: {allowed 0/1, remaining, reset µs, retry-after µs}.
+ */
+export const GCRA_LUA = `
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '')
+if tat == nil or tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if now < allow_at then
+  return {0, 0, tat - now, allow_at - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', string.format('%d', math.ceil((new_tat - now) / 1000)))
+return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}
+`;
+
+function toDecision(limit: number, allowed: boolean, remaining: number, resetUs: number, retryAfterUs: number): RateDecision {
+  return { allowed, limit, remaining, resetMs: Math.ceil(resetUs / 1000), retryAfterMs: Math.ceil(retryAfterUs / 1000) };
+}
+
+export interface LocalStoreOptions {
+  /** Entries kept at most; beyond it the least recently used key is forgotten. */
+  readonly maxEntries?: number;
+  /** Milliseconds on a monotonic clock (injectable for tests). */
+  readonly now?: () => number;
+}
+
+/**
+ * The same GCRA in process memory: the whole story without Redis, and the fail-open fallback
+ * with it. Map order doubles as recency order (a key is re-inserted on every write), so the
+ * head holds the stalest keys: each write drops up to two expired ones from there, and a full map
+ * evicts its head. That keeps memory bounded with O(1) work per request and no timer to close.
+ */
+export class LocalRateStore {
+  readonly #tats = new Map<string, number>();
+  readonly #maxEntries: number;
+  readonly #now: () => number;
+
+  constructor(options: LocalStoreOptions = {}) {
+    this.#maxEntries = Math.max(1, options.maxEntries ?? 100_000);
+    this.#now = options.now ?? (() => performance.now());
+  }
+
+  get size(): number {
+    return this.#tats.size;
+  }
+
+  decide(key: string, quota: RateQuotaMs): RateDecision {
+    const nowUs = Math.floor(this.#now() * 1000);
+    const step = gcra(this.#tats.get(key), nowUs, gcraParams(quota));
+    if (step.allowed) this.#write(key, step.tatUs, nowUs);
+    return toDecision(quota.limit, step.allowed, step.remaining, step.resetUs, step.retryAfterUs);
+  }
+
+  #write(key: string, tatUs: number, nowUs: number): void {
+    const tats = this.#tats;
+    tats.delete(key);
+    for (let i = 0; i < 2; i++) {
+      const head = tats.entries().next();
+      if (head.done || head.value[1] > nowUs) break;
+      tats.delete(head.value[0]);
+    }
+    if (tats.size >= this.#maxEntries) {
+      const oldest = tats.keys().next();
+      if (!oldest.done) tats.delete(oldest.value);
+    }
+    tats.set(key, tatUs);
+  }
+}
+
+type RedisClient = Redis | Cluster;
+type GcraReply = [number, number, number, number];
+interface GcraCommand {
+  cgwGcra(key: string, intervalUs: string, toleranceUs: string): Promise<GcraReply>;
+}
+
+export interface BackendOptions {
+  readonly redis?: RedisOptions | undefined;
+  readonly logger: Logger;
+  readonly onStateChange?: (state: BackendState) => void;
+  /** Longest a decision waits for Redis before it falls back (default 100 ms). */
+  readonly commandTimeoutMs?: number;
+  /** After a command failed on a connection that still looks up, how long before Redis is probed again. */
+  readonly probeIntervalMs?: number;
+  readonly local?: LocalStoreOptions;
+}
+
+const backoff = (times: number): number => Math.min(100 * 2 ** Math.max(0, times - 1), 2000);
+
+/**
+ * Long-lived, one per gateway process: owns the ioredis client and the local fallback store.
+ *
+ * The request path must never wait on a sick Redis, so the client neither queues commands while
+ * disconnected (`enableOfflineQueue: false`) nor retries them (`maxRetriesPerRequest: 0`), and
+ * every command is raced against `commandTimeoutMs`. The connection, on the other hand, is
+ * retried forever with capped backoff: state goes back to 'redis' on ioredis' 'ready' without
+ * anyone having to notice. A Redis that hangs without dropping the connection (SIGSTOP, a
+ * blocked event loop) gives no such event, so after a failed command only one probe at a time,
+ * at most one per `probeIntervalMs`, goes to Redis until one succeeds.
+ */
+export class RateLimiterBackend {
+  readonly #logger: Logger;
+  readonly #onStateChange: ((state: BackendState) => void) | undefined;
+  readonly #timeoutMs: number;
+  readonly #probeIntervalMs: number;
+  readonly #local: LocalRateStore;
+  readonly #client: RedisClient | undefined;
+  readonly #gcra: GcraCommand | undefined;
+  #state: BackendState;
+  /** A command failed while the connection still claimed to be ready. */
+  #degraded = false;
+  #probing = false;
+  #nextProbeAt = 0;
+  #outageLogged = false;
+  #closed = false;
+
+  constructor(options: BackendOptions) {
+    this.#logger = options.logger;
+    this.#onStateChange = options.onStateChange;
+    this.#timeoutMs = options.commandTimeoutMs ?? 100;
+    this.#probeIntervalMs = options.probeIntervalMs ?? 1000;
+    this.#local = new LocalRateStore(options.local);
+    if (!options.redis) {
+      this.#state = 'none';
+      return;
+    }
+    this.#state = 'local';
+    const client = createClient(options.redis, this.#timeoutMs);
+    client.defineCommand('cgwGcra', { numberOfKeys: 1, lua: GCRA_LUA });
+    this.#client = client;
+    this.#gcra = client as unknown as GcraCommand;
+    client.on('ready', () => {
+      this.#degraded = false;
+      this.#outageLogged = false;
+      this.#setState('redis');
+    });
+    // Without an 'error' listener ioredis prints every failed reconnect to stderr.
+    client.on('error', (err: unknown) => this.#outage(err));
+    client.on('close', () => this.#outage(new Error('connection closed')));
+  }
+
+  get state(): BackendState {
+    return this.#state;
+  }
+
+  /** Resolves within about commandTimeoutMs whatever Redis does; never rejects. */
+  async decide(key: string, quota: RateQuotaMs, failureMode: 'open' | 'closed'): Promise<RateDecision | 'unavailable'> {
+    const gcraCommand = this.#gcra;
+    const client = this.#client;
+    if (!gcraCommand || !client) return this.#local.decide(key, quota);
+    const fallback = (): RateDecision | 'unavailable' => (failureMode === 'open' ? this.#local.decide(key, quota) : 'unavailable');
+    if (this.#closed || client.status !== 'ready') return fallback();
+    const probe = this.#degraded;
+    if (probe) {
+      if (this.#probing || performance.now() < this.#nextProbeAt) return fallback();
+      this.#probing = true;
+    }
+    const p = gcraParams(quota);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const reply = await Promise.race([
+        gcraCommand.cgwGcra(key, String(p.intervalUs), String(p.toleranceUs)),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`no answer from Redis within ${this.#timeoutMs} ms`)), this.#timeoutMs);
+        }),
+      ]);
+      if (this.#degraded) {
+        this.#degraded = false;
+        this.#outageLogged = false;
+      }
+      if (client.status === 'ready') this.#setState('redis');
+      const [allowed, remaining, resetUs, retryAfterUs] = reply;
+      return toDecision(quota.limit, allowed === 1, remaining, resetUs, retryAfterUs);
+    } catch (err) {
+      this.#degraded = true;
+      this.#nextProbeAt = performance.now() + this.#probeIntervalMs;
+      this.#outage(err);
+      return fallback();
+    } finally {
+      clearTimeout(timer);
+      if (probe) this.#probing = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const client = this.#client;
+    if (!client) return;
+    // quit() would wait for a Redis that may be gone; nothing in flight is worth keeping.
+    client.disconnect();
+  }
+
+  #outage(err: unknown): void {
+    if (this.#closed) return;
+    if (!this.#outageLogged) {
+      this.#outageLogged = true;
+      this.#logger.warn({ err: describeError(err) }, 'rate limiter: Redis unavailable; rules with failureMode open count per gateway, closed ones answer 503');
+    } else {
+      this.#logger.debug({ err: describeError(err) }, 'rate limiter: Redis still unavailable');
+    }
+    this.#setState('local');
+  }
+
+  #setState(state: BackendState): void {
+    if (this.#closed || this.#state === state) return;
+    this.#state = state;
+    if (state === 'redis') this.#logger.info('rate limiter: using Redis; limits are global across gateways');
+    try {
+      this.#onStateChange?.(state);
+    } catch (err) {
+      this.#logger.error({ err: describeError(err) }, 'rate limiter: onStateChange threw');
+    }
+  }
+}
+
+function createClient(options: RedisOptions, commandTimeout: number): RedisClient {
+  const common = {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout,
+    connectTimeout: 2000,
+    lazyConnect: false,
+    retryStrategy: backoff,
+  } satisfies IORedisOptions;
+  if ('cluster' in options) {
+    const clusterOptions: ClusterOptions = {
+      enableOfflineQueue: false,
+      lazyConnect: false,
+      clusterRetryStrategy: backoff,
+      redisOptions: common,
+    };
+    return new Cluster(options.cluster, clusterOptions);
+  }
+  if ('sentinels' in options) {
+    return new Redis({ ...common, sentinels: options.sentinels, name: options.name, sentinelRetryStrategy: backoff });
+  }
+  return new Redis(options.url, common);
+}
