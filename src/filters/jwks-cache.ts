@@ -1,0 +1,71 @@
+import { createRemoteJWKSet, customFetch, importSPKI } from 'jose';
+import type { CryptoKey, FetchImplementation, RemoteJWKSet, RemoteJWKSetOptions } from 'jose';
+
+/** Timings of one remote key set, in milliseconds, as the policy's jwt section gives them. */
+export interface JwksTiming {
+  readonly cacheMaxAge: number;
+  readonly cooldown: number;
+  readonly timeout: number;
+}
+
+export interface JwtKeyCacheOptions {
+  /** Replaces the global fetch for JWKS downloads (tests, proxies). */
+  readonly fetchImpl?: FetchImplementation;
+}
+
+/**
+ * Verification keys outlive the runtime that uses them: routes are recompiled on every snapshot,
+ * and a fresh `createRemoteJWKSet` would forget the fetched keys and its cooldown, so each config
+ * change would hit every IdP again and a flood of unknown `kid`s right after a rebuild would not
+ * be throttled. Sets are keyed by their whole config, so routes sharing an IdP share one fetch.
+ */
+export class JwtKeyCache {
+  readonly #fetchImpl: FetchImplementation | undefined;
+  readonly #remote = new Map<string, RemoteJWKSet>();
+  readonly #spki = new Map<string, Promise<CryptoKey>>();
+
+  constructor(options: JwtKeyCacheOptions = {}) {
+    this.#fetchImpl = options.fetchImpl;
+  }
+
+  remote(jwksUrl: string, timing: JwksTiming): RemoteJWKSet {
+    const id = `${jwksUrl}\n${timing.cacheMaxAge}\n${timing.cooldown}\n${timing.timeout}`;
+    let set = this.#remote.get(id);
+    if (set === undefined) {
+      const options: RemoteJWKSetOptions = {
+        cacheMaxAge: timing.cacheMaxAge,
+        cooldownDuration: timing.cooldown,
+        timeoutDuration: timing.timeout,
+      };
+      if (this.#fetchImpl !== undefined) options[customFetch] = this.#fetchImpl;
+      set = createRemoteJWKSet(new URL(jwksUrl), options);
+      this.#remote.set(id, set);
+    }
+    return set;
+  }
+
+  /**
+   * WebCrypto keys are bound to one algorithm, so a PEM is imported once per algorithm a token
+   * actually uses. The promise is cached, so concurrent first requests share one import; a failed
+   * import stays failed because the same PEM and algorithm would fail again.
+   */
+  publicKey(pem: string, alg: string): Promise<CryptoKey> {
+    const id = `${alg}\n${pem}`;
+    let key = this.#spki.get(id);
+    if (key === undefined) {
+      key = importSPKI(pem, alg);
+      this.#spki.set(id, key);
+    }
+    return key;
+  }
+
+  /** Number of remote key sets held; lets tests and the admin view see sharing. */
+  get remoteSets(): number {
+    return this.#remote.size;
+  }
+
+  close(): void {
+    this.#remote.clear();
+    this.#spki.clear();
+  }
+}
