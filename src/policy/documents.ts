@@ -58,7 +58,9 @@ export function parseDocumentText(text: string | null, kind: DocumentKind): Pars
     // Aliases are refused: a few lines of YAML anchors can expand to gigabytes ("billion laughs").
     data = parseYaml(text, { maxAliasCount: 0, prettyErrors: false, uniqueKeys: true });
   } catch (err) {
-    const where = err instanceof YAMLParseError && err.linePos ? ` (line ${err.linePos[0].line}, column ${err.linePos[0].col})` : '';
+    // With prettyErrors off the parser never sets linePos, so the position is counted from err.pos.
+    const before = err instanceof YAMLParseError && err.pos[0] >= 0 ? text.slice(0, err.pos[0]).split('\n') : undefined;
+    const where = before ? ` (line ${before.length}, column ${(before.at(-1) ?? '').length + 1})` : '';
     return { ok: false, error: `not valid JSON or YAML${where}: ${describeError(err).split('\n')[0] ?? ''}` };
   }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) return { ok: false, error: 'document must be an object' };
