@@ -5,15 +5,27 @@ import { createLogger, type Logger } from './core/logger.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
 import { ConsulClient } from './consul/client.ts';
 import { ConsulSupervisor } from './consul/supervisor.ts';
-import { buildSnapshot } from './state/snapshot.ts';
+import { buildSnapshot, discoveryModes, servicesNamedByRoutes } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
 import { isUrlprefixTag } from './state/tags.ts';
 import { UpstreamPools } from './balancer/upstream-pools.ts';
 import { RuntimeHolder } from './runtime/runtime.ts';
+import { ResilienceRegistry } from './runtime/resilience.ts';
+import { JwtKeyCache } from './filters/auth.ts';
+import { RateLimiterBackend, type BackendState, type RedisOptions } from './filters/rate-limit.ts';
+import { readPolicyDir, type RawDocument } from './policy/documents.ts';
+import { resolvePolicies } from './policy/resolve.ts';
 import { ProxyServer } from './proxy/server.ts';
 import { createAdminServer } from './admin/server.ts';
 
 const CONNECTIONS_PER_ENDPOINT = 256;
+
+function redisOptions(config: GatewayConfig): RedisOptions | undefined {
+  if (config.redisCluster) return { cluster: config.redisCluster };
+  if (config.redisSentinels) return { sentinels: config.redisSentinels, name: config.redisSentinelName };
+  if (config.redis) return { url: config.redis };
+  return undefined;
+}
 
 /**
  * Composition root: builds the rooms, connects them in the one direction data flows
@@ -29,6 +41,11 @@ export class Gateway {
   private readonly runtime: RuntimeHolder;
   private readonly proxy: ProxyServer;
   private readonly admin: Server;
+  private readonly keys: JwtKeyCache;
+  private readonly limiter: RateLimiterBackend;
+  private readonly resilience: ResilienceRegistry;
+  private policyFiles: readonly RawDocument[] = [];
+  private policyLoadErrors: readonly { path: string; error: string }[] = [];
   private rebuildScheduled = false;
   private closed: Promise<{ unfinished: number }> | undefined;
   proxyPort = 0;
@@ -61,10 +78,31 @@ export class Gateway {
     });
     this.store = new SnapshotStore(this.logger, this.metrics);
     this.pools = new UpstreamPools({ connectTimeoutMs: config.connectTimeout, connectionsPerEndpoint: CONNECTIONS_PER_ENDPOINT });
-    this.runtime = new RuntimeHolder({ pools: this.pools, metrics: this.metrics, pickerKind: config.picker }, this.logger);
+    this.keys = new JwtKeyCache();
+    this.limiter = new RateLimiterBackend({
+      redis: redisOptions(config),
+      logger: this.logger,
+      onStateChange: (state) => this.showLimiterState(state),
+    });
+    this.showLimiterState(this.limiter.state);
+    this.resilience = new ResilienceRegistry(this.metrics, this.logger);
+    this.runtime = new RuntimeHolder(
+      {
+        pools: this.pools,
+        metrics: this.metrics,
+        pickerKind: config.picker,
+        keys: this.keys,
+        limiter: this.limiter,
+        resilience: this.resilience,
+        responseTimeoutMs: config.responseTimeout,
+        connectTimeoutMs: config.connectTimeout,
+      },
+      this.logger,
+    );
     this.store.onPublish((snapshot) => {
       const first = this.runtime.current === undefined;
       this.runtime.apply(snapshot);
+      this.countDocuments(snapshot);
       if (first) this.logger.info({ version: snapshot.version }, 'first snapshot in force; gateway ready');
     });
     this.proxy = new ProxyServer({
@@ -81,7 +119,7 @@ export class Gateway {
         published: () => this.store.current,
         runtime: () => this.runtime.current,
         ready: () => this.ready,
-        endpointInflight: (key) => this.pools.peek(key)?.inflight,
+        endpointInflight: (key) => this.pools.inflight(key),
         discovery: () => this.supervisor.status(),
         discoveryProblems: () => this.supervisor.problems(),
         settings: {
@@ -105,6 +143,13 @@ export class Gateway {
   }
 
   async start(): Promise<void> {
+    if (this.config.policies) {
+      // Read once at start; KV documents are the live channel (the README says so).
+      const { documents, errors } = readPolicyDir(this.config.policies);
+      this.policyFiles = documents;
+      this.policyLoadErrors = errors;
+      this.logger.info({ dir: this.config.policies, documents: documents.length, errors: errors.length }, 'policy files loaded');
+    }
     this.adminPort = await listenOn(this.admin, this.config.admin.host, this.config.admin.port);
     this.proxyPort = await this.proxy.listen(this.config.listen.host, this.config.listen.port);
     this.supervisor.start();
@@ -125,15 +170,32 @@ export class Gateway {
   }
 
   private rebuild(): void {
-    const views = this.supervisor.views();
-    if (!views) return;
+    const kv = this.supervisor.kvView();
+    if (!kv) return;
     try {
-      const snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, this.store.current?.snapshot);
+      const previous = this.store.current?.snapshot;
+      const policies = resolvePolicies(this.policyFiles, kv, this.config.kvPrefix, previous?.policies, this.policyLoadErrors);
+      // Route documents can name services to watch and policies can change how; the supervisor
+      // re-plans its watches and rings again once the new services have been read.
+      this.supervisor.setDemand({ services: servicesNamedByRoutes(policies), modes: discoveryModes(policies) });
+      const views = this.supervisor.views();
+      if (!views) return;
+      const snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, previous, policies);
       this.store.publish(snapshot);
     } catch (err) {
       // A bug here must not take the data plane down: the last good runtime keeps serving.
       this.logger.error({ err }, 'snapshot build failed; last known good configuration stays in force');
     }
+  }
+
+  private showLimiterState(state: BackendState): void {
+    for (const s of ['redis', 'local', 'none'] as const) this.metrics.rateLimitBackend.set({ state: s }, s === state ? 1 : 0);
+  }
+
+  private countDocuments(snapshot: { policies: { documents: readonly { kind: string; origin: { kind: string } }[]; consumers: Readonly<Record<string, unknown>> } }): void {
+    this.metrics.policyDocuments.reset();
+    for (const d of snapshot.policies.documents) this.metrics.policyDocuments.inc({ kind: d.kind, origin: d.origin.kind });
+    this.metrics.consumers.set(Object.keys(snapshot.policies.consumers).length);
   }
 
   /** Graceful stop: refuse new requests, finish in-flight ones (bounded), then stop watching. */
@@ -143,6 +205,8 @@ export class Gateway {
       const result = await this.proxy.drain(this.config.drainTimeout);
       await this.supervisor.close();
       await this.pools.closeAll(1_000);
+      await this.limiter.close();
+      this.keys.close();
       await new Promise<void>((resolve) => {
         this.admin.close(() => resolve());
         this.admin.closeAllConnections();

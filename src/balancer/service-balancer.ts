@@ -21,6 +21,8 @@ export class ServiceBalancer {
   private readonly all: Picker<UpstreamEndpoint>;
   private readonly subsetPicker: Picker<Picker<UpstreamEndpoint>> | undefined;
   private readonly forced = new Map<string, Picker<UpstreamEndpoint>>();
+  /** Pools this balancer sends to; the runtime keeps exactly these open. */
+  readonly poolIds: ReadonlySet<string>;
   /** Built once so a pick allocates no closure. */
   private readonly usable: ((endpoint: UpstreamEndpoint) => boolean) | undefined;
 
@@ -29,8 +31,12 @@ export class ServiceBalancer {
     pools: UpstreamPools,
     readonly pickerKind: PickerKind,
     readonly outlier?: OutlierDetector,
+    /** The service's connect timeout; endpoints with a non-default one get their own pool. */
+    connectTimeoutMs?: number,
   ) {
-    this.fingerprint = ServiceBalancer.fingerprintOf(service, pickerKind);
+    this.fingerprint = ServiceBalancer.fingerprintOf(service, pickerKind, connectTimeoutMs);
+    const poolIds = new Set<string>();
+    this.poolIds = poolIds;
     if (outlier) {
       outlier.setEndpoints(service.endpoints.filter((e) => e.weight > 0).map((e) => e.key));
       this.usable = (endpoint) => !outlier.isEjected(endpoint.key);
@@ -38,7 +44,11 @@ export class ServiceBalancer {
     const makePicker = (keys: ReadonlySet<string> | null): Picker<UpstreamEndpoint> => {
       const weighted: Weighted<UpstreamEndpoint>[] = service.endpoints
         .filter((e) => e.weight > 0 && (keys === null || keys.has(e.key)))
-        .map((e) => ({ item: pools.get(e.key, e.address, e.port), weight: e.weight }));
+        .map((e) => {
+          const item = pools.get(e, connectTimeoutMs);
+          poolIds.add(item.poolId);
+          return { item, weight: e.weight };
+        });
       return pickerKind === 'least_request'
         ? new LeastRequestPicker(weighted, (ep) => ep.inflight)
         : new RoundRobinPicker(weighted);
@@ -58,9 +68,10 @@ export class ServiceBalancer {
     }
   }
 
-  static fingerprintOf(service: ServiceSnapshot, pickerKind: PickerKind): string {
+  static fingerprintOf(service: ServiceSnapshot, pickerKind: PickerKind, connectTimeoutMs?: number): string {
     return contentHash({
       pickerKind,
+      connectTimeoutMs: connectTimeoutMs ?? null,
       endpoints: service.endpoints.filter((e) => e.weight > 0).map((e) => [e.key, e.weight, e.tags]),
       canary: service.canary ? [service.canary.fallback, service.canary.subsets] : null,
     });

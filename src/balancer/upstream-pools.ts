@@ -18,9 +18,12 @@ export class UpstreamEndpoint {
   readonly pool: Pool;
 
   constructor(
+    /** The endpoint (`address:port`, or `https://host:port`): outlier state and logs use it. */
     readonly key: string,
     readonly origin: string,
     options: UpstreamPoolOptions,
+    /** The key, plus the connect timeout when it is not the default: one pool per combination. */
+    readonly poolId: string = key,
   ) {
     this.pool = new Pool(origin, {
       connections: options.connectionsPerEndpoint,
@@ -38,21 +41,32 @@ export class UpstreamPools {
 
   constructor(private readonly options: UpstreamPoolOptions) {}
 
-  get(key: string, address: string, port: number): UpstreamEndpoint {
-    let endpoint = this.endpoints.get(key);
+  get(
+    target: { readonly key: string; readonly address: string; readonly port: number; readonly scheme?: 'https' | undefined },
+    connectTimeoutMs: number = this.options.connectTimeoutMs,
+  ): UpstreamEndpoint {
+    const poolId = connectTimeoutMs === this.options.connectTimeoutMs ? target.key : `${target.key}~${connectTimeoutMs}ms`;
+    let endpoint = this.endpoints.get(poolId);
     if (!endpoint) {
-      const host = address.includes(':') ? `[${address}]` : address;
-      endpoint = new UpstreamEndpoint(key, `http://${host}:${port}`, this.options);
-      this.endpoints.set(key, endpoint);
+      const host = target.address.includes(':') ? `[${target.address}]` : target.address;
+      endpoint = new UpstreamEndpoint(target.key, `${target.scheme ?? 'http'}://${host}:${target.port}`, { ...this.options, connectTimeoutMs }, poolId);
+      this.endpoints.set(poolId, endpoint);
     }
     return endpoint;
   }
 
-  peek(key: string): UpstreamEndpoint | undefined {
-    return this.endpoints.get(key);
+  peek(poolId: string): UpstreamEndpoint | undefined {
+    return this.endpoints.get(poolId);
   }
 
-  /** Closes, after their in-flight requests, the pools of endpoints no longer in `live`. */
+  /** In-flight requests to an endpoint, over all its pools. */
+  inflight(key: string): number | undefined {
+    let total: number | undefined;
+    for (const endpoint of this.endpoints.values()) if (endpoint.key === key) total = (total ?? 0) + endpoint.inflight;
+    return total;
+  }
+
+  /** Closes, after their in-flight requests, the pools whose id is no longer in `live`. */
   retain(live: ReadonlySet<string>): string[] {
     const removed: string[] = [];
     for (const [key, endpoint] of this.endpoints) {

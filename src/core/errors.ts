@@ -11,6 +11,14 @@ export const ERROR_CODES = {
   upstream_timeout: { status: 504, message: 'the upstream did not answer in time' },
   upstream_error: { status: 502, message: 'the upstream connection failed mid-response' },
   internal_error: { status: 500, message: 'internal gateway error' },
+  unauthorized: { status: 401, message: 'valid credentials are required' },
+  insufficient_scope: { status: 403, message: 'the credentials do not grant access to this route' },
+  auth_unavailable: { status: 503, message: 'credentials cannot be verified right now (identity provider unreachable)' },
+  rate_limited: { status: 429, message: 'rate limit exceeded' },
+  rate_limiter_unavailable: { status: 503, message: 'the rate limiter is unavailable and this route fails closed' },
+  circuit_open: { status: 503, message: 'the service is failing; requests are refused until it recovers' },
+  payload_too_large: { status: 413, message: 'the request body is larger than this route accepts' },
+  headers_too_large: { status: 431, message: 'the request headers are larger than this route accepts' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -28,11 +36,12 @@ export class GatewayError extends Error {
 }
 
 export interface ErrorBody {
-  readonly error: { readonly code: ErrorCode; readonly message: string; readonly requestId: string };
+  /** `reason` refines a code, e.g. unauthorized → token_expired. */
+  readonly error: { readonly code: ErrorCode; readonly message: string; readonly requestId: string; readonly reason?: string };
 }
 
-export function errorBody(code: ErrorCode, requestId: string, message?: string): ErrorBody {
-  return { error: { code, message: message ?? ERROR_CODES[code].message, requestId } };
+export function errorBody(code: ErrorCode, requestId: string, message?: string, reason?: string): ErrorBody {
+  return { error: { code, message: message ?? ERROR_CODES[code].message, requestId, ...(reason ? { reason } : {}) } };
 }
 
 /** Short, single-line description of any thrown value, for logs and problem records. */

@@ -25,7 +25,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     upstreamRetries: new Counter({
       name: 'cgw_upstream_retries_total',
-      help: 'Requests retried on another endpoint after a connect failure',
+      help: 'Requests retried on another endpoint (connect failure, reset, timeout or a retryable status)',
       labelNames: ['service'] as const,
       registers: [registry],
     }),
@@ -96,6 +96,71 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     routes: new Gauge({
       name: 'cgw_routes',
       help: 'Routes in force',
+      registers: [registry],
+    }),
+    authRejections: new Counter({
+      name: 'cgw_auth_rejections_total',
+      help: 'Requests refused by authentication or authorization, by route and reason (token_expired, invalid_api_key, insufficient_scope, ...)',
+      labelNames: ['route', 'reason'] as const,
+      registers: [registry],
+    }),
+    rateLimitDecisions: new Counter({
+      name: 'cgw_rate_limit_decisions_total',
+      help: 'Rate limit decisions by route and result (allowed, limited, unavailable)',
+      labelNames: ['route', 'result'] as const,
+      registers: [registry],
+    }),
+    rateLimitBackend: new Gauge({
+      name: 'cgw_rate_limit_backend',
+      help: '1 for the rate-limit backend in use: redis, local (Redis unreachable, counting per gateway) or none (no --redis)',
+      labelNames: ['state'] as const,
+      registers: [registry],
+    }),
+    requestLimitRejections: new Counter({
+      name: 'cgw_request_limit_rejections_total',
+      help: 'Requests refused for size, by route and kind (body, headers)',
+      labelNames: ['route', 'kind'] as const,
+      registers: [registry],
+    }),
+    retryBudgetExhausted: new Counter({
+      name: 'cgw_retry_budget_exhausted_total',
+      help: 'Retries not made because the service retry budget was spent',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    circuitState: new Gauge({
+      name: 'cgw_circuit_state',
+      help: 'Circuit breaker state per service: 0 closed, 1 open, 2 half-open',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    circuitTransitions: new Counter({
+      name: 'cgw_circuit_transitions_total',
+      help: 'Circuit breaker state changes by service and new state',
+      labelNames: ['service', 'state'] as const,
+      registers: [registry],
+    }),
+    outlierEjections: new Counter({
+      name: 'cgw_outlier_ejections_total',
+      help: 'Endpoints ejected by passive outlier detection',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    endpointsEjected: new Gauge({
+      name: 'cgw_service_endpoints_ejected',
+      help: 'Endpoints of a service currently ejected by outlier detection',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    policyDocuments: new Gauge({
+      name: 'cgw_policy_documents',
+      help: 'Policy and route documents in force by kind and origin (file, kv)',
+      labelNames: ['kind', 'origin'] as const,
+      registers: [registry],
+    }),
+    consumers: new Gauge({
+      name: 'cgw_consumers',
+      help: 'API-key consumers in force',
       registers: [registry],
     }),
   };

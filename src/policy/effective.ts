@@ -33,6 +33,8 @@ export interface ServicePolicy {
   readonly outlierDetection: OutlierPolicy;
   readonly circuitBreaker: CircuitBreakerPolicy | null;
   readonly discovery: DiscoveryPolicy;
+  /** Connections are pooled per service endpoint, so the connect timeout is a service setting. */
+  readonly connectTimeout: number | null;
   readonly sources: Readonly<Record<string, string>>;
 }
 
@@ -93,10 +95,14 @@ export function servicePolicy(index: PolicyIndex, service: string): ServicePolic
   const chain: Chain = [index.services.get(service), index.defaults];
   const sources: Record<string, string> = {};
   const breaker = pick(chain, 'circuitBreaker', sources);
+  const connectSources: Record<string, string> = {};
+  const connectTimeout = pick(chain, 'timeouts', connectSources)?.connect ?? null;
+  if (connectTimeout !== null && connectSources.timeouts) sources.connectTimeout = connectSources.timeouts;
   return {
     outlierDetection: pick(chain, 'outlierDetection', sources) ?? DEFAULT_OUTLIER,
     circuitBreaker: breaker && breaker.enabled ? breaker : null,
     discovery: pick(chain, 'discovery', sources) ?? DEFAULT_DISCOVERY,
+    connectTimeout,
     sources,
   };
 }

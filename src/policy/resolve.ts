@@ -46,8 +46,15 @@ export interface PolicySet {
 
 export const EMPTY_POLICY_SET: PolicySet = { documents: [], status: [], consumers: {}, problems: [] };
 
-export function resolvePolicies(files: readonly RawDocument[], kv: readonly KvEntry[], kvPrefix: string, previous: PolicySet | undefined): PolicySet {
-  const problems: Problem[] = [];
+export function resolvePolicies(
+  files: readonly RawDocument[],
+  kv: readonly KvEntry[],
+  kvPrefix: string,
+  previous: PolicySet | undefined,
+  /** Files that could not be read or are misplaced in the policy directory. */
+  loadErrors: readonly { readonly path: string; readonly error: string }[] = [],
+): PolicySet {
+  const problems: Problem[] = loadErrors.map((e) => ({ kind: 'policy', subject: e.path, message: e.error }));
   const fromKv = new Map<string, RawDocument>();
   const consumerEntries: KvEntry[] = [];
   for (const entry of kv) {
@@ -135,6 +142,8 @@ function resolveConsumers(
   const base = `${kvPrefix}consumers/`;
   for (const entry of entries) {
     const id = entry.key.slice(base.length);
+    // `consul kv put gateway/consumers/` (or the UI) creates the folder key itself; it is not a consumer.
+    if (id === '') continue;
     if (!consumerIdSchema.safeParse(id).success) {
       problems.push({ kind: 'consumer', subject: entry.key, message: 'consumer ids are 1-64 lower-case letters, digits and -; key ignored' });
       continue;

@@ -254,6 +254,9 @@ export const policyDocumentSchema = z
       for (const section of SERVICE_ONLY_SECTIONS) {
         if (doc[section] !== undefined) ctx.addIssue({ code: 'custom', path: [section], message: `${section} applies to a whole service; put it in a service or defaults document` });
       }
+      if (doc.timeouts?.connect !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['timeouts', 'connect'], message: 'connections are pooled per service, so the connect timeout is set in a service or defaults document' });
+      }
     }
     if (doc.appliesTo === 'defaults' && doc.discovery !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['discovery'], message: 'discovery is chosen per service, not in defaults' });
@@ -281,7 +284,13 @@ export const routeDocumentSchema = z
     service: serviceName.optional(),
     /** ...or fixed upstream URLs for APIs not registered in Consul (passive health only). */
     upstreams: z
-      .array(z.union([upstreamUrl.transform((url) => ({ url, weight: 1 })), z.object({ url: upstreamUrl, weight: z.number().int().min(1).max(1000).default(1) }).strict()]))
+      .array(
+        // A bare URL is shorthand for {url}; normalised first so a bad URL gets its own message, not "invalid union".
+        z.preprocess(
+          (v) => (typeof v === 'string' ? { url: v } : v),
+          z.object({ url: upstreamUrl, weight: z.number().int().min(1).max(1000).default(1) }).strict(),
+        ),
+      )
       .min(1)
       .max(256)
       .optional(),

@@ -35,18 +35,27 @@ export function classifyUpstreamError(err: unknown): ErrorCode {
   return 'upstream_error';
 }
 
-export function sendError(res: ServerResponse, code: ErrorCode, requestId: string, message?: string): number {
+export interface ErrorExtras {
+  readonly reason?: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Close the connection after answering: the request body was not read. */
+  readonly close?: boolean;
+}
+
+export function sendError(res: ServerResponse, code: ErrorCode, requestId: string, message?: string, extras?: ErrorExtras): number {
   const status = ERROR_CODES[code].status;
   if (res.headersSent) {
     res.destroy();
     return status;
   }
-  const body = JSON.stringify(errorBody(code, requestId, message));
+  const body = JSON.stringify(errorBody(code, requestId, message, extras?.reason));
   res.writeHead(status, {
+    ...extras?.headers,
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(body),
     'x-request-id': requestId,
     'cache-control': 'no-store',
+    ...(extras?.close ? { connection: 'close' } : {}),
   });
   res.end(body);
   return status;

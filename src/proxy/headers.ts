@@ -23,10 +23,27 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
   return tokens.length > 0 ? new Set(tokens) : undefined;
 }
 
+/**
+ * Headers the gateway sets to tell the upstream who called. Every incoming header with this
+ * prefix is dropped first, on every route, so a client can never forge an identity.
+ */
+export const IDENTITY_PREFIX = 'x-cgw-';
+
+export interface ForwardedIdentity {
+  readonly method: string;
+  readonly subject: string;
+  readonly consumer: string | null;
+  readonly scopes: readonly string[];
+  readonly plan: string | null;
+}
+
 export interface ForwardContext {
   readonly requestId: string;
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
+  readonly identity?: ForwardedIdentity | null;
+  /** Credential headers the upstream must not see (lower case). */
+  readonly drop?: readonly string[];
 }
 
 /** Request headers for the upstream: hop-by-hop removed, X-Forwarded-* and X-Request-Id set. */
@@ -35,8 +52,17 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
   const out: Record<string, string | string[]> = {};
   for (const name in incoming) {
     const value = incoming[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name)) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || name.startsWith(IDENTITY_PREFIX)) continue;
     out[name] = value;
+  }
+  if (ctx.drop) for (const name of ctx.drop) delete out[name];
+  const id = ctx.identity;
+  if (id) {
+    out['x-cgw-auth-method'] = id.method;
+    out['x-cgw-subject'] = headerSafe(id.subject);
+    if (id.consumer !== null) out['x-cgw-consumer'] = id.consumer;
+    if (id.scopes.length > 0) out['x-cgw-scopes'] = id.scopes.join(' ');
+    if (id.plan !== null) out['x-cgw-plan'] = headerSafe(id.plan);
   }
   const prior = incoming['x-forwarded-for'];
   out['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${ctx.clientIp}` : ctx.clientIp;
@@ -56,6 +82,11 @@ export function clientResponseHeaders(upstream: Record<string, string | string[]
     out[name] = value;
   }
   return out;
+}
+
+/** JWT subjects are arbitrary strings; a header value must be visible ASCII, so others are percent-encoded. */
+function headerSafe(value: string): string {
+  return /^[\x20-\x7e]*$/.test(value) ? value : encodeURIComponent(value);
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;

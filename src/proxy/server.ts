@@ -1,15 +1,15 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../core/logger.ts';
 import { listenOn } from '../core/net.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { describeError, type ErrorCode } from '../core/errors.ts';
-import type { CompiledRoute, Runtime, UpstreamEndpoint } from '../runtime/runtime.ts';
+import type { CompiledRoute, Identity, Runtime, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
-import { classifyUpstreamError, isRetryable, sendError } from './errors.ts';
+import { classifyUpstreamError, isConnectFailure, isRetryable, sendError, type ErrorExtras } from './errors.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
@@ -86,10 +86,9 @@ export class ProxyServer {
     res.setHeader('x-request-id', requestId);
     if (this.draining) res.setHeader('connection', 'close');
 
+    const log: ExchangeLog = { endpoint: undefined, retries: 0, subject: null, consumer: null, reason: null };
     let route: CompiledRoute | undefined;
-    let endpoint: UpstreamEndpoint | undefined;
     let status = 0;
-    let retried = false;
     try {
       const runtime = this.options.runtime();
       const target = requestTarget(req);
@@ -98,10 +97,7 @@ export class ProxyServer {
       else {
         route = runtime.router.match(target.host, target.path);
         if (!route) status = sendError(res, 'route_not_found', requestId);
-        else {
-          const outcome = await this.forward(req, res, route, target, requestId, clientIp);
-          ({ status, endpoint, retried } = outcome);
-        }
+        else status = await this.serve(req, res, route, target, requestId, clientIp, log);
       }
     } catch (err) {
       this.options.logger.error({ err, requestId }, 'unexpected error in request pipeline');
@@ -114,40 +110,122 @@ export class ProxyServer {
       route.observeDuration(seconds);
     }
     if (this.options.accessLog) {
+      // Named fields only: headers (and so credentials) never reach the access log.
       this.options.logger.info(
         {
           method: req.method,
           path: req.url,
           route: route?.id ?? null,
           service: route?.service ?? null,
-          endpoint: endpoint?.key ?? null,
+          endpoint: log.endpoint?.key ?? null,
           status,
           durationMs: Math.round(seconds * 1e6) / 1000,
           requestId,
           client: clientIp,
-          ...(retried ? { retried } : {}),
+          ...(log.retries > 0 ? { retries: log.retries } : {}),
+          ...(log.subject !== null ? { subject: log.subject } : {}),
+          ...(log.consumer !== null ? { consumer: log.consumer } : {}),
+          ...(log.reason !== null ? { reason: log.reason } : {}),
         },
         'access',
       );
     }
   }
 
+  /** The pipeline in its fixed order: size limits → authentication → rate limit → circuit breaker → forward. */
+  private async serve(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: CompiledRoute,
+    target: RequestTarget,
+    requestId: string,
+    clientIp: string,
+    log: ExchangeLog,
+  ): Promise<number> {
+    const declaredLength = contentLength(req);
+    const hasBody = req.headers['transfer-encoding'] !== undefined || (declaredLength !== undefined && declaredLength > 0);
+    // Refusing without reading the body: the connection cannot be reused for the next request.
+    const refuse = (code: ErrorCode, message?: string, extras?: ErrorExtras): number => {
+      log.reason ??= extras?.reason ?? code;
+      return sendError(res, code, requestId, message, { ...extras, close: hasBody });
+    };
+
+    if (route.maxHeaderBytes !== null && headerBytes(req) > route.maxHeaderBytes) {
+      route.countSizeRejection('headers');
+      return refuse('headers_too_large', `request headers exceed ${route.maxHeaderBytes} bytes`);
+    }
+    if (route.maxBodyBytes !== null && declaredLength !== undefined && declaredLength > route.maxBodyBytes) {
+      route.countSizeRejection('body');
+      return refuse('payload_too_large', `request body exceeds ${route.maxBodyBytes} bytes`);
+    }
+
+    let identity: Identity | null = null;
+    if (route.auth.required) {
+      const outcome = await route.auth.authenticate(req.headers);
+      if (!outcome.ok) {
+        route.countAuthRejection(outcome.reason);
+        return refuse(outcome.code, outcome.message, { reason: outcome.reason, headers: outcome.challenge ? { 'www-authenticate': outcome.challenge } : undefined });
+      }
+      identity = outcome.identity;
+      log.subject = identity?.subject ?? null;
+      log.consumer = identity?.consumer ?? null;
+    }
+
+    if (route.rateLimits.count > 0) {
+      const limited = await route.rateLimits.check({
+        // JWT subjects and consumer ids live in one key space; the prefix keeps them apart.
+        consumer: identity ? (identity.consumer ?? `jwt:${identity.subject}`) : null,
+        plan: identity?.plan ?? null,
+        limits: identity?.limits ?? null,
+        ip: clientIp,
+        headers: req.headers,
+      });
+      if (!limited.ok) {
+        route.countRateLimit(limited.status === 429 ? 'limited' : 'unavailable');
+        return refuse(limited.code, limited.message, { headers: limited.headers });
+      }
+      route.countRateLimit('allowed');
+      for (const name in limited.headers) res.setHeader(name, limited.headers[name] as string);
+    }
+
+    const { breaker } = route.resilience;
+    const permit = breaker.tryAcquire();
+    if (!permit.allowed) {
+      return refuse('circuit_open', `service "${route.service}" is failing; retry later`, {
+        headers: { 'retry-after': String(Math.max(1, Math.ceil(permit.retryAfterMs / 1000))) },
+      });
+    }
+    const result = await this.forward(req, res, route, target, { requestId, clientIp, identity, hasBody, declaredLength }, log);
+    if (result.outcome === 'none') breaker.release(permit.probe);
+    else breaker.record(result.outcome, permit.probe);
+    return result.status;
+  }
+
   private async forward(
     req: IncomingMessage,
     res: ServerResponse,
     route: CompiledRoute,
-    target: { path: string; query: string; host: string | undefined },
-    requestId: string,
-    clientIp: string,
-  ): Promise<{ status: number; endpoint: UpstreamEndpoint | undefined; retried: boolean }> {
+    target: RequestTarget,
+    exchange: { requestId: string; clientIp: string; identity: Identity | null; hasBody: boolean; declaredLength: number | undefined },
+    log: ExchangeLog,
+  ): Promise<{ status: number; outcome: 'success' | 'failure' | 'none' }> {
+    const { requestId, hasBody, declaredLength } = exchange;
     const canaryHeader = req.headers['x-canary'];
     const canary = typeof canaryHeader === 'string' ? canaryHeader : undefined;
     let endpoint = route.balancer.pick(canary);
-    if (!endpoint) return { status: sendError(res, 'no_healthy_upstream', requestId, `service "${route.service}" has no healthy endpoint`), endpoint, retried: false };
+    if (!endpoint) return { status: sendError(res, 'no_healthy_upstream', requestId, `service "${route.service}" has no healthy endpoint`), outcome: 'none' };
 
     const method = req.method ?? 'GET';
-    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
-    const headers = upstreamRequestHeaders(req.headers, { requestId, clientIp, proto: 'http' });
+    const { retry } = route;
+    const { outlier } = route.resilience;
+    const retryableMethod = IDEMPOTENT.has(method) || retry.nonIdempotent;
+    const headers = upstreamRequestHeaders(req.headers, {
+      requestId,
+      clientIp: exchange.clientIp,
+      proto: 'http',
+      identity: exchange.identity,
+      drop: route.auth.credentialHeaders,
+    });
     const path = upstreamPath(route, target.path) + target.query;
 
     // undici accepts an EventEmitter as abort signal; an AbortController per request costs a
@@ -161,46 +239,183 @@ export class ProxyServer {
     };
     res.once('close', onClientGone);
 
-    let retried = false;
-    for (let attempt = 0; ; attempt++) {
-      const attempted = endpoint;
-      attempted.inflight += 1;
-      try {
-        const upstream = await endpoint.pool.request({
-          method: method as 'GET',
-          path,
-          headers,
-          body: hasBody ? req : null,
-          signal: aborter,
-          headersTimeout: this.options.responseTimeoutMs,
-          bodyTimeout: this.options.responseTimeoutMs,
-        });
-        res.writeHead(upstream.statusCode, clientResponseHeaders(upstream.headers));
-        await relay(upstream.body, res);
-        return { status: upstream.statusCode, endpoint, retried };
-      } catch (err) {
-        if (clientGone) return { status: 499, endpoint, retried };
-        // A refused connection never reached the application, and a reused keep-alive socket that
-        // the upstream closed failed before any response: one more try elsewhere is safe for
-        // idempotent requests whose body was not consumed.
-        if (attempt === 0 && !hasBody && IDEMPOTENT.has(method) && isRetryable(err)) {
-          const next = route.balancer.pick(canary, endpoint);
-          if (next && next !== endpoint) {
-            this.options.metrics.upstreamRetries.inc({ service: route.service });
-            this.options.logger.warn({ requestId, endpoint: endpoint.key, retryOn: next.key, err: describeError(err) }, 'upstream failed before responding; retrying on another endpoint');
-            endpoint = next;
-            retried = true;
-            continue;
-          }
-        }
-        const code: ErrorCode = classifyUpstreamError(err);
-        this.options.logger.warn({ requestId, endpoint: endpoint.key, service: route.service, err: describeError(err) }, 'upstream request failed');
-        return { status: sendError(res, code, requestId), endpoint, retried };
-      } finally {
-        attempted.inflight -= 1;
+    // A body can be sent again only if we kept it: small bodies of retryable requests are buffered.
+    let body: Buffer | Readable | null = null;
+    const tooLarge = { hit: false };
+    if (hasBody) {
+      if (retry.attempts > 0 && retryableMethod && declaredLength !== undefined && declaredLength <= retry.maxBodyBytes) {
+        const buffered = await readBody(req, declaredLength);
+        if (!buffered) return { status: 499, outcome: 'none' };
+        body = buffered;
+      } else {
+        body = route.maxBodyBytes !== null && declaredLength === undefined ? limitBody(req, route.maxBodyBytes, tooLarge) : req;
       }
     }
+    const maxAttempts = 1 + (retryableMethod && (!hasBody || Buffer.isBuffer(body)) ? retry.attempts : 0);
+
+    let timedOut = false;
+    const deadline =
+      route.requestTimeoutMs === null
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            aborter.emit('abort');
+          }, route.requestTimeoutMs);
+    retry.budget.recordRequest();
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const attempted = endpoint;
+        log.endpoint = attempted;
+        attempted.inflight += 1;
+        try {
+          const upstream = await attempted.pool.request({
+            method: method as 'GET',
+            path,
+            headers,
+            body,
+            signal: aborter,
+            headersTimeout: route.responseHeadersTimeoutMs,
+            bodyTimeout: route.responseHeadersTimeoutMs,
+          });
+          const status = upstream.statusCode;
+          outlier.record(attempted.key, outlier.isFailureStatus(status) ? 'failure' : 'success');
+          if (retry.statuses.has(status) && attempt + 1 < maxAttempts) {
+            const next = this.retryTarget(route, canary, attempted, `status ${status}`, requestId);
+            if (next) {
+              upstream.body.dump().catch(() => undefined);
+              await backoffDelay(retry, attempt);
+              if (clientGone || timedOut) break;
+              endpoint = next;
+              log.retries += 1;
+              continue;
+            }
+          }
+          res.writeHead(status, clientResponseHeaders(upstream.headers));
+          await relay(upstream.body, res);
+          return { status, outcome: route.resilience.breaker.isFailureStatus(status) ? 'failure' : 'success' };
+        } catch (err) {
+          if (clientGone && !timedOut) return { status: 499, outcome: 'none' };
+          if (tooLarge.hit) {
+            route.countSizeRejection('body');
+            log.reason = 'payload_too_large';
+            return { status: sendError(res, 'payload_too_large', requestId, `request body exceeds ${route.maxBodyBytes ?? 0} bytes`, { close: true }), outcome: 'none' };
+          }
+          outlier.record(attempted.key, 'failure');
+          if (timedOut) break;
+          const kind = failureKind(err);
+          const allowed = kind === 'connect-failure' ? retry.onConnectFailure : kind === 'reset' ? retry.onReset : kind === 'timeout' ? retry.onTimeout : false;
+          if (allowed && attempt + 1 < maxAttempts) {
+            const next = this.retryTarget(route, canary, attempted, describeError(err), requestId);
+            if (next) {
+              await backoffDelay(retry, attempt);
+              if (clientGone || timedOut) break;
+              endpoint = next;
+              log.retries += 1;
+              continue;
+            }
+          }
+          const code: ErrorCode = classifyUpstreamError(err);
+          this.options.logger.warn({ requestId, endpoint: attempted.key, service: route.service, err: describeError(err) }, 'upstream request failed');
+          return { status: sendError(res, code, requestId), outcome: 'failure' };
+        } finally {
+          attempted.inflight -= 1;
+        }
+      }
+      if (clientGone && !timedOut) return { status: 499, outcome: 'none' };
+      this.options.logger.warn({ requestId, service: route.service, timeoutMs: route.requestTimeoutMs }, 'request timeout reached');
+      return { status: sendError(res, 'upstream_timeout', requestId, `no complete answer within ${route.requestTimeoutMs ?? 0} ms`), outcome: 'failure' };
+    } finally {
+      clearTimeout(deadline);
+    }
   }
+
+  /** Another endpoint for a retry, if the budget allows one; undefined means answer with what we have. */
+  private retryTarget(route: CompiledRoute, canary: string | undefined, failed: UpstreamEndpoint, why: string, requestId: string): UpstreamEndpoint | undefined {
+    const next = route.balancer.pick(canary, failed);
+    if (!next || next === failed) return undefined;
+    if (!route.retry.budget.tryRetry()) {
+      this.options.metrics.retryBudgetExhausted.inc({ service: route.service });
+      return undefined;
+    }
+    this.options.metrics.upstreamRetries.inc({ service: route.service });
+    this.options.logger.warn({ requestId, endpoint: failed.key, retryOn: next.key, why }, 'retrying on another endpoint');
+    return next;
+  }
+}
+
+interface ExchangeLog {
+  endpoint: UpstreamEndpoint | undefined;
+  retries: number;
+  subject: string | null;
+  consumer: string | null;
+  reason: string | null;
+}
+
+interface RequestTarget {
+  readonly path: string;
+  readonly query: string;
+  readonly host: string | undefined;
+}
+
+function contentLength(req: IncomingMessage): number | undefined {
+  const raw = req.headers['content-length'];
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/** Size of the request head as received: request line plus every header line. */
+function headerBytes(req: IncomingMessage): number {
+  let total = (req.method?.length ?? 0) + (req.url?.length ?? 0) + 12;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i++) total += (raw[i]?.length ?? 0) + 2;
+  return total;
+}
+
+/** Reads a body of known length into memory so it can be sent again; undefined if the client went away. */
+function readBody(req: IncomingMessage, length: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.once('end', () => resolve(Buffer.concat(chunks, length)));
+    req.once('error', () => resolve(undefined));
+    req.once('close', () => {
+      if (!req.complete) resolve(undefined);
+    });
+  });
+}
+
+/** A chunked body is counted as it streams; past the limit the upload is cut and the client gets 413. */
+function limitBody(req: IncomingMessage, limit: number, flag: { hit: boolean }): Readable {
+  let seen = 0;
+  const counted = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > limit) {
+        flag.hit = true;
+        done(new Error('request body too large'));
+        return;
+      }
+      done(null, chunk);
+    },
+  });
+  req.on('error', (err) => counted.destroy(err));
+  return req.pipe(counted);
+}
+
+function failureKind(err: unknown): 'connect-failure' | 'reset' | 'timeout' | null {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (isConnectFailure(err)) return 'connect-failure';
+  if (code === 'UND_ERR_HEADERS_TIMEOUT') return 'timeout';
+  if (isRetryable(err)) return 'reset';
+  return null;
+}
+
+/** Full jitter, as for Consul watches: spreads the retries of many requests that failed together. */
+function backoffDelay(retry: CompiledRoute['retry'], attempt: number): Promise<void> {
+  const ceiling = Math.min(retry.backoffMaxMs, retry.backoffBaseMs * 2 ** attempt);
+  const ms = Math.random() * ceiling;
+  return ms < 1 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**
@@ -222,7 +437,7 @@ function relay(body: Readable, res: ServerResponse): Promise<void> {
 }
 
 /** Splits the request target; rejects what no route should ever see. */
-function requestTarget(req: IncomingMessage): { path: string; query: string; host: string | undefined } | undefined {
+function requestTarget(req: IncomingMessage): RequestTarget | undefined {
   let url = req.url ?? '';
   let host = req.headers.host;
   if (/^https?:\/\//i.test(url)) {

@@ -8,6 +8,28 @@ import type { UpstreamPools } from '../balancer/upstream-pools.ts';
 export type { UpstreamEndpoint } from '../balancer/upstream-pools.ts';
 import { compileRouter, type Router } from '../router/router.ts';
 import type { RouteSnapshot, Snapshot } from '../state/snapshot.ts';
+import { compileRouteAuth, type ConsumerIndex, type JwtKeyCache, type RouteAuth } from '../filters/auth.ts';
+import { compileRateLimits, type RateLimiterBackend, type RouteRateLimits } from '../filters/rate-limit.ts';
+import type { RetryBudget } from '../balancer/retry-budget.ts';
+import type { ResilienceRegistry, ServiceResilience } from './resilience.ts';
+
+export type { Identity, AuthOutcome } from '../filters/auth.ts';
+export type { RateLimitOutcome } from '../filters/rate-limit.ts';
+
+/** The retry policy as the proxy uses it: sets instead of lists, all numbers in ms. */
+export interface CompiledRetry {
+  /** Retries after the first attempt. */
+  readonly attempts: number;
+  readonly onConnectFailure: boolean;
+  readonly onReset: boolean;
+  readonly onTimeout: boolean;
+  readonly statuses: ReadonlySet<number>;
+  readonly backoffBaseMs: number;
+  readonly backoffMaxMs: number;
+  readonly nonIdempotent: boolean;
+  readonly maxBodyBytes: number;
+  readonly budget: RetryBudget;
+}
 
 /** What a request needs once its route is known, all prepared when the snapshot is applied. */
 export interface CompiledRoute {
@@ -17,8 +39,20 @@ export interface CompiledRoute {
   readonly service: string;
   readonly strip: string | null;
   readonly balancer: ServiceBalancer;
+  readonly auth: RouteAuth;
+  readonly rateLimits: RouteRateLimits;
+  readonly maxBodyBytes: number | null;
+  readonly maxHeaderBytes: number | null;
+  readonly responseHeadersTimeoutMs: number;
+  /** The whole exchange, retries included; null: no overall limit. */
+  readonly requestTimeoutMs: number | null;
+  readonly retry: CompiledRetry;
+  readonly resilience: ServiceResilience;
   readonly countResponse: (status: number) => void;
   readonly observeDuration: (seconds: number) => void;
+  readonly countAuthRejection: (reason: string) => void;
+  readonly countRateLimit: (result: 'allowed' | 'limited' | 'unavailable') => void;
+  readonly countSizeRejection: (kind: 'body' | 'headers') => void;
 }
 
 export interface Runtime {
@@ -31,30 +65,54 @@ export interface RuntimeDeps {
   readonly pools: UpstreamPools;
   readonly metrics: Metrics;
   readonly pickerKind: PickerKind;
+  readonly keys: JwtKeyCache;
+  readonly limiter: RateLimiterBackend;
+  readonly resilience: ResilienceRegistry;
+  /** `--response-timeout`, for routes whose policy sets none. */
+  readonly responseTimeoutMs: number;
+  /** `--connect-timeout`, for services whose policy sets none. */
+  readonly connectTimeoutMs: number;
 }
 
 /**
  * Compiles a snapshot into the request-path structures. Balancers whose service did not change are
- * reused as they are, so an unrelated change does not reset round-robin positions.
+ * reused as they are, so an unrelated change does not reset round-robin positions; learned state
+ * (ejections, open circuits, spent retry budget) lives in the resilience registry across builds.
  */
 export function buildRuntime(snapshot: Snapshot, previous: Runtime | undefined, deps: RuntimeDeps): Runtime {
   const balancers = new Map<string, ServiceBalancer>();
+  const resilience = new Map<string, ServiceResilience>();
   for (const service of Object.values(snapshot.services)) {
+    const state = deps.resilience.forService(service);
+    resilience.set(service.name, state);
+    const connectTimeoutMs = service.policy.connectTimeout ?? deps.connectTimeoutMs;
     const old = previous?.balancers.get(service.name);
-    const reuse = old && old.fingerprint === ServiceBalancer.fingerprintOf(service, deps.pickerKind);
-    balancers.set(service.name, reuse ? old : new ServiceBalancer(service, deps.pools, deps.pickerKind));
+    const reuse = old && old.fingerprint === ServiceBalancer.fingerprintOf(service, deps.pickerKind, connectTimeoutMs);
+    balancers.set(service.name, reuse ? old : new ServiceBalancer(service, deps.pools, deps.pickerKind, state.outlier, connectTimeoutMs));
   }
+  const consumers: ConsumerIndex = new Map(Object.values(snapshot.policies.consumers).map((c) => [c.id, c.record]));
   const routes = snapshot.routes.flatMap((r) => {
     const balancer = balancers.get(r.service);
-    return balancer ? [compileRoute(r, balancer, deps.metrics)] : [];
+    const state = resilience.get(r.service);
+    return balancer && state ? [compileRoute(r, balancer, state, consumers, deps)] : [];
   });
+  deps.resilience.retain(new Set(balancers.keys()), new Set(snapshot.routes.map((r) => r.id)));
   return { snapshot, router: compileRouter(routes), balancers };
 }
 
-function compileRoute(route: RouteSnapshot, balancer: ServiceBalancer, metrics: Metrics): CompiledRoute {
+function compileRoute(
+  route: RouteSnapshot,
+  balancer: ServiceBalancer,
+  resilience: ServiceResilience,
+  consumers: ConsumerIndex,
+  deps: RuntimeDeps,
+): CompiledRoute {
+  const { metrics } = deps;
   const labels = { route: route.id, service: route.service };
   const byStatus = new Map<number, { inc(): void }>();
   const duration = metrics.requestDuration.labels(labels);
+  const { policy } = route;
+  const retries = policy.retries;
   return {
     id: route.id,
     host: route.host,
@@ -62,6 +120,34 @@ function compileRoute(route: RouteSnapshot, balancer: ServiceBalancer, metrics: 
     service: route.service,
     strip: route.strip,
     balancer,
+    auth: compileRouteAuth(policy.auth, policy.authorize, { keys: deps.keys, consumers }),
+    rateLimits: compileRateLimits(policy.rateLimits, { routeId: route.id, service: route.service }, deps.limiter),
+    maxBodyBytes: policy.limits.maxBodyBytes ?? null,
+    maxHeaderBytes: policy.limits.maxHeaderBytes ?? null,
+    responseHeadersTimeoutMs: policy.timeouts.responseHeaders ?? deps.responseTimeoutMs,
+    requestTimeoutMs: policy.timeouts.request ?? null,
+    retry: {
+      attempts: retries.attempts,
+      onConnectFailure: retries.on.includes('connect-failure'),
+      onReset: retries.on.includes('reset'),
+      onTimeout: retries.on.includes('timeout'),
+      statuses: new Set(retries.statuses),
+      backoffBaseMs: retries.backoff.base,
+      backoffMaxMs: retries.backoff.max,
+      nonIdempotent: retries.nonIdempotent,
+      maxBodyBytes: retries.maxBodyBytes,
+      budget: deps.resilience.budgetFor(route.id, retries),
+    },
+    resilience,
+    countAuthRejection(reason) {
+      metrics.authRejections.inc({ route: route.id, reason });
+    },
+    countRateLimit(result) {
+      metrics.rateLimitDecisions.inc({ route: route.id, result });
+    },
+    countSizeRejection(kind) {
+      metrics.requestLimitRejections.inc({ route: route.id, kind });
+    },
     countResponse(status) {
       let child = byStatus.get(status);
       if (!child) {
@@ -100,10 +186,10 @@ export class RuntimeHolder {
     const { metrics, pools } = this.deps;
     const live = new Set<string>();
     for (const service of Object.values(next.snapshot.services)) {
-      for (const e of service.endpoints) if (e.weight > 0) live.add(e.key);
       metrics.endpointsHealthy.set({ service: service.name }, service.healthy);
       metrics.endpointsTotal.set({ service: service.name }, service.endpoints.length);
     }
+    for (const balancer of next.balancers.values()) for (const id of balancer.poolIds) live.add(id);
     const closed = pools.retain(live);
     if (closed.length > 0) this.logger.debug({ endpoints: closed }, 'closing pools of removed endpoints after in-flight requests');
 
@@ -113,11 +199,17 @@ export class RuntimeHolder {
       metrics.endpointsHealthy.remove({ service: name });
       metrics.endpointsTotal.remove({ service: name });
       void removeSeriesMatching(metrics.upstreamRetries, { service: name });
+      void removeSeriesMatching(metrics.circuitTransitions, { service: name });
+      metrics.outlierEjections.remove({ service: name });
+      metrics.retryBudgetExhausted.remove({ service: name });
     }
     const nextRoutes = new Set(next.snapshot.routes.map((r) => `${r.id}\u0000${r.service}`));
     for (const r of previous.snapshot.routes) {
       if (nextRoutes.has(`${r.id}\u0000${r.service}`)) continue;
       void removeSeriesMatching(metrics.requests, { route: r.id, service: r.service });
+      void removeSeriesMatching(metrics.authRejections, { route: r.id });
+      void removeSeriesMatching(metrics.rateLimitDecisions, { route: r.id });
+      void removeSeriesMatching(metrics.requestLimitRejections, { route: r.id });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
     }
   }

@@ -157,7 +157,7 @@ describe('ServiceBalancer: plain balancing', () => {
 
   test('least_request prefers the endpoint with fewer requests in flight', () => {
     const balancer = new ServiceBalancer(service([{ port: 31601 }, { port: 31602 }]), pools, 'least_request');
-    const busy = pools.get('127.0.0.1:31601', '127.0.0.1', 31601);
+    const busy = pools.get({ key: '127.0.0.1:31601', address: '127.0.0.1', port: 31601 });
     busy.inflight = 10;
     try {
       assert.deepEqual([...tally(balancer, 50).keys()], ['127.0.0.1:31602']);
@@ -171,7 +171,7 @@ describe('ServiceBalancer: exclude (retry elsewhere)', () => {
   for (const kind of PICKERS) {
     test(`exclude gives another endpoint (${kind})`, () => {
       const balancer = new ServiceBalancer(service([{ port: 31701 }, { port: 31702 }, { port: 31703 }]), pools, kind);
-      const failed = pools.get('127.0.0.1:31702', '127.0.0.1', 31702);
+      const failed = pools.get({ key: '127.0.0.1:31702', address: '127.0.0.1', port: 31702 });
       for (let i = 0; i < 60; i++) {
         const ep = balancer.pick(undefined, failed);
         assert.ok(ep);
@@ -181,7 +181,7 @@ describe('ServiceBalancer: exclude (retry elsewhere)', () => {
 
     test(`exclude of the only endpoint of a forced subset goes elsewhere (${kind})`, () => {
       const balancer = new ServiceBalancer(service(CANARY_SPECS, { v1: 90, v2: 10 }), pools, kind);
-      const failed = pools.get('127.0.0.1:31003', '127.0.0.1', 31003);
+      const failed = pools.get({ key: '127.0.0.1:31003', address: '127.0.0.1', port: 31003 });
       for (let i = 0; i < 30; i++) {
         const ep = balancer.pick('v2', failed);
         assert.ok(ep);
@@ -192,7 +192,7 @@ describe('ServiceBalancer: exclude (retry elsewhere)', () => {
 
   test('the single endpoint of a service is still returned when excluded', () => {
     const balancer = new ServiceBalancer(service([{ port: 31801 }]), pools, 'round_robin');
-    const only = pools.get('127.0.0.1:31801', '127.0.0.1', 31801);
+    const only = pools.get({ key: '127.0.0.1:31801', address: '127.0.0.1', port: 31801 });
     assert.equal(balancer.pick(undefined, only), only);
   });
 
@@ -297,7 +297,7 @@ describe('ServiceBalancer: outlier ejection', () => {
       const { outlier, eject } = detector();
       const balancer = new ServiceBalancer(service([{ port: 33201 }, { port: 33202 }, { port: 33203 }]), pools, kind, outlier);
       eject(33201);
-      assert.deepEqual([...tally(balancer, 30, undefined, pools.get(key(33202), '127.0.0.1', 33202)).keys()], [key(33203)]);
+      assert.deepEqual([...tally(balancer, 30, undefined, pools.get({ key: key(33202), address: '127.0.0.1', port: 33202 })).keys()], [key(33203)]);
     });
 
     test(`panic: every endpoint ejected still picks, honouring exclude (${kind})`, () => {
@@ -306,7 +306,7 @@ describe('ServiceBalancer: outlier ejection', () => {
       eject(33301, 33302);
       assert.equal(outlier.ejectedCount, 2);
       assert.equal(tally(balancer, 20).size, 2);
-      assert.deepEqual([...tally(balancer, 20, undefined, pools.get(key(33301), '127.0.0.1', 33301)).keys()], [key(33302)]);
+      assert.deepEqual([...tally(balancer, 20, undefined, pools.get({ key: key(33301), address: '127.0.0.1', port: 33301 })).keys()], [key(33302)]);
     });
 
     test(`a canary subset whose endpoints are all ejected sends its share elsewhere (${kind})`, () => {

@@ -19,7 +19,7 @@ after(() => {
 test('closeAll cuts requests still in flight after the grace period', async () => {
   const port = await listenOn(silent, '127.0.0.1', 0);
   const pools = new UpstreamPools({ connectTimeoutMs: 1000, connectionsPerEndpoint: 1 });
-  const endpoint = pools.get(`127.0.0.1:${port}`, '127.0.0.1', port);
+  const endpoint = pools.get({ key: `127.0.0.1:${port}`, address: '127.0.0.1', port: port });
   const pending = endpoint.pool.request({ method: 'GET', path: '/', headersTimeout: 60_000 });
   const outcome = pending.then(
     () => 'answered',
@@ -33,10 +33,10 @@ test('closeAll cuts requests still in flight after the grace period', async () =
 
 test('retain keeps live endpoints and their pools', async () => {
   const pools = new UpstreamPools({ connectTimeoutMs: 1000, connectionsPerEndpoint: 1 });
-  const kept = pools.get('127.0.0.1:1', '127.0.0.1', 1);
-  pools.get('127.0.0.1:2', '127.0.0.1', 2);
+  const kept = pools.get({ key: '127.0.0.1:1', address: '127.0.0.1', port: 1 });
+  pools.get({ key: '127.0.0.1:2', address: '127.0.0.1', port: 2 });
   assert.deepEqual(pools.retain(new Set(['127.0.0.1:1'])), ['127.0.0.1:2']);
-  assert.equal(pools.get('127.0.0.1:1', '127.0.0.1', 1), kept);
+  assert.equal(pools.get({ key: '127.0.0.1:1', address: '127.0.0.1', port: 1 }), kept);
   assert.equal(pools.size, 1);
   await pools.closeAll(0);
 });
