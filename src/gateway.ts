@@ -107,7 +107,7 @@ export class Gateway {
     });
     this.proxy = new ProxyServer({
       runtime: () => this.runtime.current,
-      responseTimeoutMs: config.responseTimeout,
+      maxHeaderSize: config.maxHeaderSize,
       accessLog: config.accessLog,
       logger: this.logger,
       metrics: this.metrics,
@@ -122,6 +122,8 @@ export class Gateway {
         endpointInflight: (key) => this.pools.inflight(key),
         discovery: () => this.supervisor.status(),
         discoveryProblems: () => this.supervisor.problems(),
+        resilience: (service) => this.resilience.peek(service),
+        rateLimiter: () => this.limiter.state,
         settings: {
           consul: config.consul,
           dc: config.dc ?? null,

@@ -1,6 +1,6 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
-import { canaryView, endpointsView, problemsView, routesView, servicesView, statusView, type AdminSources } from './views.ts';
+import { canaryView, consumersView, endpointsView, policiesView, problemsView, redactedJson, routesView, servicesView, statusView, type AdminSources } from './views.ts';
 
 /**
  * Admin HTTP on its own listener (default 127.0.0.1:9901): probes, Prometheus metrics and read-only
@@ -36,8 +36,12 @@ export function createAdminServer(src: AdminSources, registry: Registry): Server
         return sendJson(res, 200, src.discovery());
       case '/v1/problems':
         return sendJson(res, 200, problemsView(src));
+      case '/v1/policies':
+        return sendJson(res, 200, policiesView(src));
+      case '/v1/consumers':
+        return sendJson(res, 200, consumersView(src));
       case '/v1/snapshot':
-        return sendJson(res, 200, src.published() ?? null);
+        return sendText(res, 200, redactedJson(src.published() ?? null));
     }
     const m = /^\/v1\/services\/([^/]+)\/endpoints$/.exec(path);
     if (m) {
@@ -50,7 +54,10 @@ export function createAdminServer(src: AdminSources, registry: Registry): Server
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body, null, 2);
+  sendText(res, status, JSON.stringify(body, null, 2));
+}
+
+function sendText(res: ServerResponse, status: number, text: string): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);
 }

@@ -2,6 +2,7 @@ import type { Problem, WatchStatus } from '../core/types.ts';
 import type { PublishedSnapshot } from '../state/store.ts';
 import type { Snapshot } from '../state/snapshot.ts';
 import type { Runtime } from '../runtime/runtime.ts';
+import type { ServiceResilience } from '../runtime/resilience.ts';
 
 /**
  * JSON views served by the admin API and printed by the CLI. They are built from the snapshot
@@ -19,6 +20,10 @@ export interface AdminSources {
   /** Problems outside the snapshot, e.g. a suspect empty catalog read. */
   readonly discoveryProblems: () => readonly Problem[];
   readonly settings: Readonly<Record<string, unknown>>;
+  /** Circuit breaker and outlier state of a service. */
+  readonly resilience: (service: string) => ServiceResilience | undefined;
+  /** Where rate-limit decisions are made now: redis, local (Redis unreachable) or none (no --redis). */
+  readonly rateLimiter: () => string;
 }
 
 export interface DiscoveryView {
@@ -55,6 +60,15 @@ export function statusView(src: AdminSources) {
       leaderKnown: !discovery.watches.some((w) => w.knownLeader === false),
       maxLastContactMs: Math.max(0, ...discovery.watches.map((w) => w.lastContactMs ?? 0)),
     },
+    policies: snapshot
+      ? {
+          documents: snapshot.policies.documents.length,
+          rejected: snapshot.policies.status.filter((d) => d.rejected !== null).length,
+          consumers: Object.keys(snapshot.policies.consumers).length,
+        }
+      : null,
+    rateLimiter: { backend: src.rateLimiter() },
+    circuitsNotClosed: snapshot ? Object.keys(snapshot.services).filter((name) => (src.resilience(name)?.breaker.state ?? 'closed') !== 'closed') : [],
     problems: problemsView(src),
     settings: src.settings,
   };
@@ -71,12 +85,17 @@ export function servicesView(src: AdminSources) {
     endpointsTotal: s.endpoints.length,
     picker: runtime?.balancers.get(s.name)?.pickerKind ?? null,
     canary: s.canary ? Object.fromEntries(s.canary.subsets.map((x) => [x.tag, x.effectiveWeight])) : null,
+    kind: s.kind,
+    discovery: s.kind === 'static' ? 'static' : s.policy.discovery.mode,
+    circuit: src.resilience(s.name)?.breaker.status() ?? null,
+    ejected: src.resilience(s.name)?.outlier.ejectedCount ?? 0,
   }));
 }
 
 export function endpointsView(src: AdminSources, service: string) {
   const s = src.published()?.snapshot.services[service];
   if (!s) return undefined;
+  const outlier = src.resilience(service)?.outlier.status() ?? {};
   return s.endpoints.map((e) => ({
     id: e.id,
     node: e.node,
@@ -88,6 +107,9 @@ export function endpointsView(src: AdminSources, service: string) {
     inflight: src.endpointInflight(e.key) ?? 0,
     subsets: s.canary?.subsets.filter((x) => x.endpoints.includes(e.key)).map((x) => x.tag) ?? [],
     tags: e.tags,
+    ejected: outlier[e.key]?.ejected ?? false,
+    ejectedUntil: outlier[e.key]?.ejectedUntil ? new Date(outlier[e.key]?.ejectedUntil ?? 0).toISOString() : null,
+    consecutiveFailures: outlier[e.key]?.consecutiveFailures ?? 0,
   }));
 }
 
@@ -123,4 +145,61 @@ export function canaryView(src: AdminSources) {
       subsets: s.canary?.subsets.map((x) => ({ tag: x.tag, configured: x.configuredWeight, effective: x.effectiveWeight, endpoints: x.endpoints.length })),
       rejected: snapshot.problems.filter((p) => p.kind === 'canary' && p.subject === s.canary?.key).map((p) => p.message),
     }));
+}
+
+/** Every policy and route document: what is in force, where it came from, and what was refused. */
+export function policiesView(src: AdminSources) {
+  const snapshot = src.published()?.snapshot;
+  if (!snapshot) return [];
+  const inForce = new Map(snapshot.policies.documents.map((d) => [d.id, d]));
+  return snapshot.policies.status.map((st) => {
+    const doc = inForce.get(st.id);
+    const parsed = doc?.parsed;
+    const target =
+      parsed === undefined
+        ? null
+        : parsed.kind === 'route'
+          ? `route ${parsed.doc.host ?? ''}${parsed.doc.path} -> ${parsed.doc.service ?? 'static upstreams'}`
+          : parsed.doc.appliesTo === 'defaults'
+            ? 'defaults'
+            : 'service' in parsed.doc.appliesTo
+              ? `service ${parsed.doc.appliesTo.service}`
+              : `route ${parsed.doc.appliesTo.route}`;
+    return {
+      id: st.id,
+      kind: st.kind,
+      applied: doc !== undefined,
+      target,
+      version: st.inForce?.version ?? null,
+      source: st.inForce ? originText(st.inForce.origin) : null,
+      modifyIndex: st.inForce?.origin.kind === 'kv' ? st.inForce.origin.modifyIndex : null,
+      overriddenFile: st.overriddenFile,
+      rejected: st.rejected ? { source: originText(st.rejected.origin), error: st.rejected.error } : null,
+      conflict: snapshot.problems.find((p) => p.kind === 'policy' && p.subject === st.id && /first by name wins/.test(p.message))?.message ?? null,
+    };
+  });
+}
+
+/** Consumers in force, never their key hashes. */
+export function consumersView(src: AdminSources) {
+  const snapshot = src.published()?.snapshot;
+  if (!snapshot) return [];
+  return Object.values(snapshot.policies.consumers).map((c) => ({
+    id: c.id,
+    plan: c.record.plan ?? null,
+    scopes: c.record.scopes,
+    limits: c.record.limits ?? null,
+    modifyIndex: c.modifyIndex,
+  }));
+}
+
+function originText(origin: { kind: 'file'; path: string } | { kind: 'kv'; key: string; modifyIndex: number }): string {
+  return origin.kind === 'file' ? `file:${origin.path}` : `kv:${origin.key}`;
+}
+
+const SECRET_FIELDS = new Set(['secret', 'keyHash']);
+
+/** The snapshot for `/v1/snapshot`, with HMAC secrets and API-key hashes blanked out. */
+export function redactedJson(value: unknown): string {
+  return JSON.stringify(value, (key, v: unknown) => (SECRET_FIELDS.has(key) && typeof v === 'string' ? '[redacted]' : v), 2);
 }

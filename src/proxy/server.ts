@@ -1,23 +1,24 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { Transform, type Readable } from 'node:stream';
+import { Transform, type Duplex, type Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../core/logger.ts';
 import { listenOn } from '../core/net.ts';
 import type { Metrics } from '../core/metrics.ts';
-import { describeError, type ErrorCode } from '../core/errors.ts';
+import { describeError, errorBody, type ErrorCode } from '../core/errors.ts';
 import type { CompiledRoute, Identity, Runtime, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import { classifyUpstreamError, isConnectFailure, isRetryable, sendError, type ErrorExtras } from './errors.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
-  readonly responseTimeoutMs: number;
   /** One info line per request; off saves about a third of the proxy's CPU. */
   readonly accessLog: boolean;
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** Largest request head accepted at all; per-route limits can only be lower. */
+  readonly maxHeaderSize?: number;
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
@@ -34,7 +35,7 @@ export class ProxyServer {
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly options: ProxyOptions) {
-    this.server = createServer({ keepAliveTimeout: 5_000 }, (req, res) => {
+    this.server = createServer({ keepAliveTimeout: 5_000, maxHeaderSize: options.maxHeaderSize }, (req, res) => {
       this.inflight += 1;
       res.once('close', () => {
         this.inflight -= 1;
@@ -46,6 +47,21 @@ export class ProxyServer {
         res.destroy();
       });
     });
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket));
+  }
+
+  /**
+   * Node answers a head over maxHeaderSize itself, with an empty 431; answer with our JSON error
+   * instead, so every refusal looks the same to clients.
+   */
+  private onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    if (!socket.writable) return;
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      const body = JSON.stringify(errorBody('headers_too_large', randomUUID(), `request headers exceed ${this.options.maxHeaderSize ?? 16_384} bytes`));
+      socket.end(`HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      return;
+    }
+    socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
   }
 
   get requestsInFlight(): number {
