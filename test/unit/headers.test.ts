@@ -148,3 +148,42 @@ describe('acceptableRequestId', () => {
     });
   }
 });
+
+describe('upstreamRequestHeaders: identity', () => {
+  const identity = { method: 'apiKey', subject: 'alice', consumer: 'alice', scopes: ['billing:read', 'orders'], plan: 'gold' };
+
+  test('incoming x-cgw-* headers never reach the upstream, even on a public route', () => {
+    const out = upstreamRequestHeaders({ 'x-cgw-consumer': 'admin', 'x-cgw-subject': 'root', 'x-cgw-anything': 'x', accept: '*/*' }, CTX);
+    assert.deepEqual(Object.keys(out).filter((h) => h.toLowerCase().startsWith('x-cgw-')), []);
+    assert.equal(out.accept, '*/*');
+  });
+
+  test('a forged identity is replaced by the authenticated one', () => {
+    const out = upstreamRequestHeaders({ 'x-cgw-consumer': 'admin', 'x-cgw-scopes': 'everything' }, { ...CTX, identity });
+    assert.equal(out['x-cgw-consumer'], 'alice');
+    assert.equal(out['x-cgw-subject'], 'alice');
+    assert.equal(out['x-cgw-scopes'], 'billing:read orders');
+    assert.equal(out['x-cgw-plan'], 'gold');
+    assert.equal(out['x-cgw-auth-method'], 'apiKey');
+  });
+
+  test('a JWT identity has no consumer header, and absent scopes or plan send nothing', () => {
+    const out = upstreamRequestHeaders({}, { ...CTX, identity: { method: 'jwt', subject: 'user-7', consumer: null, scopes: [], plan: null } });
+    assert.equal(out['x-cgw-subject'], 'user-7');
+    assert.equal(out['x-cgw-consumer'], undefined);
+    assert.equal(out['x-cgw-scopes'], undefined);
+    assert.equal(out['x-cgw-plan'], undefined);
+  });
+
+  test('a subject that is not a valid header value is percent-encoded', () => {
+    const out = upstreamRequestHeaders({}, { ...CTX, identity: { ...identity, consumer: null, subject: 'jörg\r\nx-evil: 1' } });
+    assert.equal(out['x-cgw-subject'], encodeURIComponent('jörg\r\nx-evil: 1'));
+  });
+
+  test('credential headers named in drop are removed', () => {
+    const out = upstreamRequestHeaders({ authorization: 'Bearer abc', 'x-api-key': 'cgw_a_1', accept: 'x' }, { ...CTX, drop: ['authorization', 'x-api-key'] });
+    assert.equal(out.authorization, undefined);
+    assert.equal(out['x-api-key'], undefined);
+    assert.equal(out.accept, 'x');
+  });
+});
