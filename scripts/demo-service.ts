@@ -15,7 +15,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 
 const USAGE = `usage: demo-service --name NAME [--id ID] [--port N] [--tags "t1,t2"] [--consul URL]
-                    [--color C] [--version V] [--address ADDR] [--listen-host HOST]`;
+                    [--color C] [--version V] [--address ADDR] [--listen-host HOST] [--no-register]`;
 
 function fail(msg: string): never {
   console.error(`demo-service: ${msg}\n${USAGE}`);
@@ -35,6 +35,8 @@ function parse() {
       version: { type: 'string' },
       address: { type: 'string', default: '127.0.0.1' },
       'listen-host': { type: 'string', default: '127.0.0.1' },
+      // A backend that is not in Consul, for static routes (policies/routes/*.yaml).
+      'no-register': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -130,9 +132,10 @@ async function register(): Promise<void> {
   if (!res.ok) throw new Error(`register: HTTP ${res.status} ${(await res.text()).trim()}`);
 }
 
+const registering = !opts['no-register'];
 // Consul may still be starting (docker-compose): retry for up to 60 s.
 const deadline = Date.now() + 60_000;
-for (let attempt = 1; ; attempt++) {
+for (let attempt = 1; registering; attempt++) {
   try {
     await register();
     break;
@@ -147,10 +150,14 @@ for (let attempt = 1; ; attempt++) {
     await delay(1000);
   }
 }
-console.log(`demo-service: ${serviceId} (${name} ${version}${color ? ` ${color}` : ''}) on ${listenHost}:${actualPort}, registered as ${address}:${actualPort} tags=[${tags.join(',')}]`);
+console.log(
+  `demo-service: ${serviceId} (${name} ${version}${color ? ` ${color}` : ''}) on ${listenHost}:${actualPort}, ` +
+    (registering ? `registered as ${address}:${actualPort} tags=[${tags.join(',')}]` : 'not registered in Consul'),
+);
 
 let stopping = false;
 const heartbeat = setInterval(() => {
+  if (!registering) return;
   void (async () => {
     try {
       const res = await consul('PUT', `/v1/agent/check/pass/${encodeURIComponent(checkId)}`);
@@ -172,15 +179,17 @@ async function shutdown(signal: string): Promise<void> {
   }
   stopping = true;
   clearInterval(heartbeat);
-  try {
-    const res = await consul('PUT', `/v1/agent/service/deregister/${encodeURIComponent(serviceId)}`);
-    if (!res.ok) console.error(`demo-service: deregister ${serviceId}: HTTP ${res.status}`);
-  } catch (err) {
-    console.error(`demo-service: deregister ${serviceId} failed: ${err instanceof Error ? err.message : String(err)}`);
+  if (registering) {
+    try {
+      const res = await consul('PUT', `/v1/agent/service/deregister/${encodeURIComponent(serviceId)}`);
+      if (!res.ok) console.error(`demo-service: deregister ${serviceId}: HTTP ${res.status}`);
+    } catch (err) {
+      console.error(`demo-service: deregister ${serviceId} failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    // Keep serving while gateways see the deregistration (well under a second with cgw), then
+    // finish what is in flight: scaling down this way fails no request.
+    await delay(1000);
   }
-  // Keep serving while gateways see the deregistration (well under a second with cgw), then
-  // finish what is in flight: scaling down this way fails no request.
-  await delay(1000);
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
   await Promise.race([closed, delay(5000)]);

@@ -5,7 +5,11 @@
 #     data under .demo/);
 #   - starts demo services: web v1 x2, web v2 x1 (tags urlprefix-/web + v1|v2) and api x1
 #     (tag "urlprefix-/api strip=/api"), logs in .demo/<id>.log;
-#   - runs the gateway in the foreground on 127.0.0.1:8080 (admin 127.0.0.1:9901).
+#   - starts inventory x1 (no urlprefix tag: routed by policies/routes/inventory.yaml) and two
+#     backends that are not in Consul on 127.0.0.1:9000/9001 (the static route /legacy);
+#   - starts a redis-server on a free loopback port when one is installed (shared rate limits);
+#   - runs the gateway in the foreground on 127.0.0.1:8080 (admin 127.0.0.1:9901) with the example
+#     policies in policies/.
 # Ctrl-C (or SIGTERM) stops the gateway, the demo services and the Consul this script started.
 set -euo pipefail
 
@@ -26,6 +30,7 @@ die() { printf 'demo: error: %s\n' "$*" >&2; exit 1; }
 
 consul_pid=""
 gateway_pid=""
+redis_pid=""
 service_pids=()
 
 # Stop one process we started, by PID: SIGTERM, wait up to ~5 s, then SIGKILL.
@@ -51,6 +56,7 @@ cleanup() {
     for pid in "${service_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${service_pids[@]}"; do stop_pid "$pid"; done
   fi
+  if [ -n "$redis_pid" ]; then stop_pid "$redis_pid"; fi
   if [ -n "$consul_pid" ]; then
     say "stopping consul (pid $consul_pid)"
     stop_pid "$consul_pid"
@@ -124,8 +130,11 @@ start_service web-v1-1 --name web --tags "urlprefix-/web,v1" --color blue
 start_service web-v1-2 --name web --tags "urlprefix-/web,v1" --color blue
 start_service web-v2-1 --name web --tags "urlprefix-/web,v2" --color green
 start_service api-1 --name api --tags "urlprefix-/api strip=/api"
+start_service inventory-1 --name inventory --tags "v1"
+start_service legacy-a --name legacy-billing --port 9000 --no-register --color red
+start_service legacy-b --name legacy-billing --port 9001 --no-register --color red
 
-ids=(web-v1-1 web-v1-2 web-v2-1 api-1)
+ids=(web-v1-1 web-v1-2 web-v2-1 api-1 inventory-1)
 for ((i = 0; i < 300; i++)); do # up to ~30 s
   missing=0
   for id in "${ids[@]}"; do
@@ -141,7 +150,19 @@ for ((i = 0; i < 300; i++)); do # up to ~30 s
   sleep 0.1
 done
 [ "$missing" -eq 0 ] || die "demo services did not register within 30 s (see .demo/*.log)"
-say "registered: web (v1 x2, v2 x1), api x1"
+say "registered: web (v1 x2, v2 x1), api x1, inventory x1 (untagged); legacy-billing on :9000/:9001 (not in Consul)"
+
+# --- redis (optional) ----------------------------------------------------------------------------
+redis_args=()
+if command -v redis-server >/dev/null 2>&1; then
+  redis_port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+  say "starting redis-server on 127.0.0.1:$redis_port for shared rate limits (log: .demo/redis.log)"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$demo/redis.log" 2>&1 &
+  redis_pid=$!
+  redis_args=(--redis "redis://127.0.0.1:$redis_port")
+else
+  say "redis-server not installed: rate limits are counted per gateway (apt-get install redis-server)"
+fi
 
 # --- gateway -------------------------------------------------------------------------------------
 cat <<EOF
@@ -155,11 +176,20 @@ cat <<EOF
     curl -H 'X-Canary: v2' localhost:8080/web
     bin/cgw status
 
+  Policies (loaded from policies/, see the README's Policies section):
+    bin/cgw policies
+    bin/cgw routes                                 # /inventory is polled, /legacy is static
+    curl -i localhost:8080/legacy/                 # 401: /legacy wants an API key
+    bin/cgw consumer add acme --plan partner-gold --scopes billing:read
+    curl -i -H "x-partner-key: <the key printed above>" localhost:8080/legacy/
+    bin/cgw consumer revoke acme                   # the key stops working within a second
+
   Ctrl-C stops everything.
 
 EOF
 # Not `exec`: this shell stays to stop the services and Consul when the gateway ends.
-node --import tsx src/cli/main.ts start --consul "$consul_addr" --listen "$listen" --admin "$admin" &
+node --import tsx src/cli/main.ts start --consul "$consul_addr" --listen "$listen" --admin "$admin" \
+  --policies policies "${redis_args[@]}" &
 gateway_pid=$!
 set +e
 wait "$gateway_pid"
