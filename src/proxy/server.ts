@@ -211,10 +211,16 @@ export class ProxyServer {
         headers: { 'retry-after': String(Math.max(1, Math.ceil(permit.retryAfterMs / 1000))) },
       });
     }
-    const result = await this.forward(req, res, route, target, { requestId, clientIp, identity, hasBody, declaredLength }, log);
-    if (result.outcome === 'none') breaker.release(permit.probe);
-    else breaker.record(result.outcome, permit.probe);
-    return result.status;
+    // Every permit ends in exactly one record or release, or a half-open breaker waits forever.
+    let outcome: 'success' | 'failure' | 'none' = 'none';
+    try {
+      const result = await this.forward(req, res, route, target, { requestId, clientIp, identity, hasBody, declaredLength }, log);
+      outcome = result.outcome;
+      return result.status;
+    } finally {
+      if (outcome === 'none') breaker.release(permit.probe);
+      else breaker.record(outcome, permit.probe);
+    }
   }
 
   private async forward(
