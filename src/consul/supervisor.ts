@@ -172,7 +172,13 @@ export class ConsulSupervisor {
     }
     this.suspectEmptyCatalog = false;
     this.catalog = catalog;
-    this.routed = Object.keys(catalog).filter((name) => this.options.isRouted(catalog[name] ?? []) || this.demand.services.has(name));
+    const routed = Object.keys(catalog).filter((name) => this.options.isRouted(catalog[name] ?? []) || this.demand.services.has(name));
+    // A pinned service keeps the endpoints read last even when its last instance leaves the
+    // catalog (maintenance, an agent restart): dropping it here would drop its health view.
+    for (const name of this.demand.services) {
+      if (!Object.hasOwn(catalog, name) && this.demand.modes.get(name)?.mode === 'pinned' && this.health.has(name)) routed.push(name);
+    }
+    this.routed = routed;
     this.routedSet = new Set(this.routed);
     this.reconcileHealth();
     this.options.onChange();
