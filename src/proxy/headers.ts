@@ -61,7 +61,7 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
     out['x-cgw-auth-method'] = id.method;
     out['x-cgw-subject'] = headerSafe(id.subject);
     if (id.consumer !== null) out['x-cgw-consumer'] = id.consumer;
-    if (id.scopes.length > 0) out['x-cgw-scopes'] = id.scopes.join(' ');
+    if (id.scopes.length > 0) out['x-cgw-scopes'] = id.scopes.map(scopeSafe).join(' ');
     if (id.plan !== null) out['x-cgw-plan'] = headerSafe(id.plan);
   }
   const prior = incoming['x-forwarded-for'];
@@ -86,7 +86,21 @@ export function clientResponseHeaders(upstream: Record<string, string | string[]
 
 /** JWT subjects are arbitrary strings; a header value must be visible ASCII, so others are percent-encoded. */
 function headerSafe(value: string): string {
-  return /^[\x20-\x7e]*$/.test(value) ? value : encodeURIComponent(value);
+  return /^[\x20-\x7e]*$/.test(value) ? value : percentEncode(value);
+}
+
+/**
+ * JWT scopes are arbitrary strings too (a signed token may carry `scp: ["日本"]` or a newline).
+ * undici refuses such a header value, which failed the request as a 502 counted against a healthy
+ * endpoint. Each scope is encoded on its own, so the list stays space-separated (RFC 6749 §3.3).
+ */
+function scopeSafe(scope: string): string {
+  return /^[\x21-\x7e]+$/.test(scope) ? scope : percentEncode(scope);
+}
+
+/** encodeURIComponent throws on a lone surrogate, which JSON (and so a JWT claim) can carry. */
+function percentEncode(value: string): string {
+  return encodeURIComponent(value.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD'));
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
