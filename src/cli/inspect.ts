@@ -20,8 +20,36 @@ function ago(iso: number | string | null | undefined): string {
   return ms < 1000 ? 'just now' : `${Math.round(ms / 1000)}s ago`;
 }
 
+type StatusBody = Row & {
+  snapshot: Row | null;
+  consul: Row & { watchesFailing: Row[] };
+  problems: Row[];
+  rateLimiter?: { backend?: string } | null;
+  policies?: { documents: number; rejected: number; consumers: number } | null;
+  circuitsNotClosed?: string[];
+};
+
+const RATE_LIMITER_BACKENDS: Record<string, string> = {
+  redis: 'redis (shared by every gateway)',
+  local: 'LOCAL FALLBACK (Redis unreachable: failureMode open limits count per gateway, closed ones answer 503)',
+  none: 'local (no --redis: each gateway counts on its own)',
+};
+
+function rateLimiterText(r: { backend?: string } | null): string {
+  const backend = r?.backend ?? 'unknown';
+  return RATE_LIMITER_BACKENDS[backend] ?? backend;
+}
+
+const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+function policiesText(p: { documents: number; rejected: number; consumers: number } | null): string {
+  if (!p) return 'none yet (no snapshot)';
+  const rejected = p.rejected === 0 ? '0 rejected' : `${p.rejected} REJECTED (see cgw policies)`;
+  return `${plural(p.documents, 'document')} in force, ${rejected}, ${plural(p.consumers, 'consumer')}`;
+}
+
 export function status(flags: InspectFlags): Promise<void> {
-  return show(flags, '/v1/status', (s: Row & { snapshot: Row | null; consul: Row & { watchesFailing: Row[] }; problems: Row[] }) => {
+  return show(flags, '/v1/status', (s: StatusBody) => {
     const lines = [
       `ready:        ${s.ready ? 'yes' : 'no (first sync with Consul not complete)'}`,
       `uptime:       ${String(s.uptimeSeconds)}s`,
@@ -32,6 +60,12 @@ export function status(flags: InspectFlags): Promise<void> {
       `watches:      ${String(s.consul.watches)} (${s.consul.watchesFailing.length} failing)`,
     ];
     for (const w of s.consul.watchesFailing) lines.push(`  failing: ${String(w.name)} x${String(w.consecutiveErrors)}: ${String(w.error)}`);
+    // Optional: an older gateway's /v1/status has none of these.
+    if (s.rateLimiter !== undefined) lines.push(`rate limiter: ${rateLimiterText(s.rateLimiter)}`);
+    if (s.policies !== undefined) lines.push(`policies:     ${policiesText(s.policies)}`);
+    if (s.circuitsNotClosed !== undefined) {
+      lines.push(`circuits:     ${s.circuitsNotClosed.length === 0 ? 'all closed' : `NOT CLOSED: ${s.circuitsNotClosed.join(', ')}`}`);
+    }
     lines.push(`problems:     ${s.problems.length === 0 ? 'none' : String(s.problems.length)}`);
     if (s.problems.length > 0) {
       lines.push(
@@ -51,11 +85,15 @@ export function status(flags: InspectFlags): Promise<void> {
 export function services(flags: InspectFlags): Promise<void> {
   return show(flags, '/v1/services', (rows: Row[]) =>
     renderTable(
-      ['SERVICE', 'HEALTHY', 'TOTAL', 'PICKER', 'ROUTES', 'CANARY'],
+      ['SERVICE', 'KIND', 'DISCOVERY', 'HEALTHY', 'TOTAL', 'EJECTED', 'CIRCUIT', 'PICKER', 'ROUTES', 'CANARY'],
       rows.map((r) => [
         r.name,
+        r.kind,
+        r.discovery,
         r.endpointsHealthy,
         r.endpointsTotal,
+        r.ejected ?? 0,
+        circuitText(r.circuit as CircuitStatus | null | undefined),
         r.picker,
         r.routes,
         r.canary ? Object.entries(r.canary as Record<string, number>).map(([t, w]) => `${t}=${w}`) : null,
@@ -67,10 +105,43 @@ export function services(flags: InspectFlags): Promise<void> {
 export function endpoints(flags: InspectFlags, service: string): Promise<void> {
   return show(flags, `/v1/services/${encodeURIComponent(service)}/endpoints`, (rows: Row[]) =>
     renderTable(
-      ['ID', 'ADDRESS', 'NODE', 'STATUS', 'WEIGHT', 'TRAFFIC', 'INFLIGHT', 'SUBSETS', 'TAGS'],
-      rows.map((r) => [r.id, `${String(r.address)}:${String(r.port)}`, r.node, r.status, r.weight, r.receivesTraffic ? 'yes' : 'no', r.inflight, r.subsets, r.tags]),
+      ['ID', 'ADDRESS', 'NODE', 'STATUS', 'WEIGHT', 'TRAFFIC', 'EJECTED', 'FAILS', 'INFLIGHT', 'SUBSETS', 'TAGS'],
+      rows.map((r) => [
+        r.id,
+        `${String(r.address)}:${String(r.port)}`,
+        r.node,
+        r.status,
+        r.weight,
+        r.receivesTraffic ? 'yes' : 'no',
+        r.ejected ? `yes until ${clockTime(r.ejectedUntil as string | null)}` : 'no',
+        r.consecutiveFailures ?? 0,
+        r.inflight,
+        r.subsets,
+        r.tags,
+      ]),
     ),
   );
+}
+
+interface CircuitStatus {
+  enabled: boolean;
+  state: string;
+  retryAfterMs?: number;
+}
+
+/** closed / open / half_open, `-` when the service has no breaker (none built yet, or disabled by policy). */
+export function circuitText(c: CircuitStatus | null | undefined): string {
+  if (!c || !c.enabled) return '-';
+  if (c.state === 'open' && c.retryAfterMs) return `open (probe in ${Math.ceil(c.retryAfterMs / 1000)}s)`;
+  return c.state;
+}
+
+/** Local wall-clock HH:MM:SS: an ejection lasts seconds to minutes, the date adds nothing. */
+export function clockTime(iso: string | null | undefined): string {
+  if (!iso) return '?';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '?';
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
 }
 
 export function routes(flags: InspectFlags): Promise<void> {
@@ -80,4 +151,55 @@ export function routes(flags: InspectFlags): Promise<void> {
       rows.map((r) => [r.route, r.service, r.strip, r.endpointsHealthy, r.source, r.refresh, r.policies, r.origin]),
     ),
   );
+}
+
+interface PolicyRow {
+  id: string;
+  kind: string;
+  applied: boolean;
+  target: string | null;
+  version: string | null;
+  source: string | null;
+  modifyIndex: number | null;
+  overriddenFile: string | null;
+  rejected: { source: string; error: string } | null;
+  conflict: string | null;
+}
+
+const REJECTED_WIDTH = 70;
+
+function truncate(text: string, width: number): string {
+  const one = text.replace(/\s+/g, ' ');
+  return one.length <= width ? one : `${one.slice(0, width - 1)}…`;
+}
+
+/** `/v1/policies`: every document, where the version in force comes from, and what was refused (with the full error below the table). */
+export function policies(flags: InspectFlags): Promise<void> {
+  return show(flags, '/v1/policies', (rows: PolicyRow[]) => {
+    if (rows.length === 0) return 'no policy or route documents (none in --policies, none in KV)';
+    const table = renderTable(
+      ['ID', 'KIND', 'TARGET', 'SOURCE', 'VERSION', 'APPLIED', 'REJECTED'],
+      rows.map((r) => [
+        r.id,
+        r.kind,
+        r.target,
+        r.source === null ? null : `${r.source}${r.modifyIndex !== null ? `@${r.modifyIndex}` : ''}`,
+        r.version,
+        r.applied ? 'yes' : 'NO',
+        r.rejected ? `REJECTED ${truncate(`${r.rejected.source}: ${r.rejected.error}`, REJECTED_WIDTH)}` : r.conflict ? `CONFLICT ${truncate(r.conflict, REJECTED_WIDTH)}` : null,
+      ]),
+    );
+    const refused = rows.filter((r) => r.rejected || r.conflict);
+    if (refused.length === 0) return table;
+    const lines = [table, '', `${refused.length} document${refused.length === 1 ? '' : 's'} refused:`];
+    for (const r of refused) {
+      if (r.rejected) {
+        lines.push(`  ${r.id}: ${r.rejected.source} rejected: ${r.rejected.error}`);
+        lines.push(`    ${r.applied ? `still in force: the last good version ${r.version ?? ''} from ${r.source ?? '?'}` : 'nothing in force for this id'}`);
+      } else if (r.conflict) {
+        lines.push(`  ${r.id}: ${r.conflict}`);
+      }
+    }
+    return lines.join('\n');
+  });
 }

@@ -1,0 +1,175 @@
+import type { z } from 'zod';
+import { consumerIdSchema, consumerRecordSchema, generateApiKey, type ConsumerRecordInput } from '../policy/consumers.ts';
+import { parseConsumerValue } from '../policy/resolve.ts';
+import { CliError } from './admin-client.ts';
+import { normalizeKvPrefix, type KvStore } from './policy.ts';
+
+/**
+ * `cgw consumer add|rotate|revoke` and `cgw consumers`: API-key consumers at
+ * `<prefix>consumers/<id>`. The key is generated here, printed once and never stored anywhere:
+ * KV holds its SHA-256 only. Every write is check-and-set (`cas=0` to create, the ModifyIndex just
+ * read to rotate or revoke), so two operators cannot silently overwrite each other.
+ */
+
+export interface ConsumerAddOptions {
+  readonly plan?: string;
+  readonly scopes?: readonly string[];
+  readonly limit?: number;
+  readonly window?: string;
+  readonly burst?: number;
+  readonly description?: string;
+}
+
+/** What `add` and `rotate` print: the key, once, and the record without its hash. */
+export interface IssuedKey {
+  readonly id: string;
+  readonly key: string;
+  readonly kvKey: string;
+  readonly plan: string | null;
+  readonly scopes: readonly string[];
+  readonly limits: { readonly limit: number; readonly window: string; readonly burst?: number } | null;
+  readonly description: string | null;
+  readonly createdAt: string | null;
+}
+
+export interface ConsumerListing {
+  readonly id: string;
+  readonly kvKey: string;
+  readonly modifyIndex: number;
+  readonly plan: string | null;
+  readonly scopes: readonly string[];
+  readonly limits: { readonly limit: number; readonly window: string; readonly burst?: number } | null;
+  readonly description: string | null;
+  readonly createdAt: string | null;
+  /** Why the gateway refuses this record (it ignores it or keeps the last good one); null when valid. */
+  readonly invalid: string | null;
+}
+
+/** Field paths in the record → the flag an operator typed. */
+const FLAG_OF_FIELD: Record<string, string> = {
+  plan: '--plan',
+  scopes: '--scopes',
+  'limits.limit': '--limit',
+  'limits.window': '--window',
+  'limits.burst': '--burst',
+  limits: '--limit/--window',
+  description: '--description',
+};
+
+function flagIssues(error: z.ZodError): string {
+  return error.issues
+    .map((i) => {
+      const path = i.path.filter((p) => typeof p === 'string').join('.');
+      const flag = FLAG_OF_FIELD[path] ?? (path.startsWith('scopes') ? '--scopes' : undefined);
+      return flag ? `${flag}: ${i.message}` : path ? `${path}: ${i.message}` : i.message;
+    })
+    .join('; ');
+}
+
+export function consumerKey(kvPrefix: string, id: string): string {
+  const checked = consumerIdSchema.safeParse(id);
+  if (!checked.success) throw new CliError(`"${id}" is not a valid consumer id: ${checked.error.issues[0]?.message ?? 'invalid'}`, 2);
+  return `${normalizeKvPrefix(kvPrefix)}consumers/${id}`;
+}
+
+/** The stored record, minus the hash; limits as written (window "1m", not milliseconds). */
+function describeRecord(raw: Record<string, unknown>) {
+  const limits = raw.limits as { limit: number; window: string; burst?: number } | undefined;
+  return {
+    plan: typeof raw.plan === 'string' ? raw.plan : null,
+    scopes: Array.isArray(raw.scopes) ? (raw.scopes as string[]) : [],
+    limits: limits ? { limit: limits.limit, window: limits.window, ...(limits.burst !== undefined ? { burst: limits.burst } : {}) } : null,
+    description: typeof raw.description === 'string' ? raw.description : null,
+    createdAt: typeof raw.createdAt === 'string' ? raw.createdAt : null,
+  };
+}
+
+export function buildConsumerRecord(keyHash: string, opts: ConsumerAddOptions, now = new Date()): ConsumerRecordInput {
+  if (opts.limit === undefined && opts.window !== undefined) throw new CliError('--window needs --limit (e.g. --limit 100 --window 1m)', 2);
+  if (opts.limit !== undefined && opts.window === undefined) throw new CliError('--limit needs --window (e.g. --limit 100 --window 1m)', 2);
+  if (opts.burst !== undefined && opts.limit === undefined) throw new CliError('--burst needs --limit and --window', 2);
+  const record: ConsumerRecordInput = {
+    keyHash,
+    ...(opts.plan !== undefined ? { plan: opts.plan } : {}),
+    scopes: [...(opts.scopes ?? [])],
+    ...(opts.limit !== undefined && opts.window !== undefined
+      ? { limits: { limit: opts.limit, window: opts.window, ...(opts.burst !== undefined ? { burst: opts.burst } : {}) } }
+      : {}),
+    ...(opts.description !== undefined ? { description: opts.description } : {}),
+    createdAt: now.toISOString(),
+  };
+  const checked = consumerRecordSchema.safeParse(record);
+  if (!checked.success) throw new CliError(`invalid consumer: ${flagIssues(checked.error)}`, 2);
+  return record;
+}
+
+export async function addConsumer(kv: KvStore, kvPrefix: string, id: string, opts: ConsumerAddOptions): Promise<IssuedKey> {
+  const kvKey = consumerKey(kvPrefix, id);
+  const { key, keyHash } = generateApiKey(id);
+  const record = buildConsumerRecord(keyHash, opts);
+  // cas=0: create only. An existing consumer is never replaced by `add` (its key would die silently).
+  if (!(await kv.set(kvKey, JSON.stringify(record), 0))) {
+    throw new CliError(`consumer ${id} exists (${kvKey}); revoke it first or use \`cgw consumer rotate ${id}\``, 3);
+  }
+  return { id, key, kvKey, ...describeRecord(record as Record<string, unknown>) };
+}
+
+async function readConsumer(kv: KvStore, kvKey: string, id: string): Promise<{ raw: Record<string, unknown>; modifyIndex: number }> {
+  const current = await kv.get(kvKey);
+  if (!current) throw new CliError(`no consumer ${id} (${kvKey} does not exist)`);
+  const checked = parseConsumerValue(current.value);
+  if (!checked.ok) {
+    throw new CliError(`the record at ${kvKey} (ModifyIndex ${current.modifyIndex}) is invalid: ${checked.error}; revoke it and add the consumer again`);
+  }
+  return { raw: JSON.parse(current.value ?? '{}') as Record<string, unknown>, modifyIndex: current.modifyIndex };
+}
+
+/** A new key for an existing consumer; plan, scopes, limits and description stay. The old key dies with this write. */
+export async function rotateConsumer(kv: KvStore, kvPrefix: string, id: string): Promise<IssuedKey & { previousModifyIndex: number }> {
+  const kvKey = consumerKey(kvPrefix, id);
+  const { raw, modifyIndex } = await readConsumer(kv, kvKey, id);
+  const { key, keyHash } = generateApiKey(id);
+  const record = { ...raw, keyHash };
+  if (!(await kv.set(kvKey, JSON.stringify(record), modifyIndex))) {
+    throw new CliError(`${kvKey} was changed by someone else while rotating (check-and-set on ModifyIndex ${modifyIndex} lost); nothing written, the old key still works`, 3);
+  }
+  return { id, key, kvKey, ...describeRecord(record), previousModifyIndex: modifyIndex };
+}
+
+export async function revokeConsumer(kv: KvStore, kvPrefix: string, id: string): Promise<{ id: string; kvKey: string; modifyIndex: number }> {
+  const kvKey = consumerKey(kvPrefix, id);
+  // Revoking must work on an invalid record too, so read without parsing.
+  const current = await kv.get(kvKey);
+  if (!current) throw new CliError(`no consumer ${id} (${kvKey} does not exist)`);
+  if (!(await kv.del(kvKey, current.modifyIndex))) {
+    throw new CliError(`${kvKey} was changed by someone else while revoking (check-and-set on ModifyIndex ${current.modifyIndex} lost); nothing deleted, run the command again`, 3);
+  }
+  return { id, kvKey, modifyIndex: current.modifyIndex };
+}
+
+/** Every record under `<prefix>consumers/`, valid or not, never with its hash. */
+export async function listConsumers(kv: KvStore, kvPrefix: string): Promise<ConsumerListing[]> {
+  const base = `${normalizeKvPrefix(kvPrefix)}consumers/`;
+  const out: ConsumerListing[] = [];
+  for (const item of await kv.list(base)) {
+    const id = item.key.slice(base.length);
+    // The folder key that `consul kv put <prefix>consumers/` or the UI creates is not a consumer.
+    if (id === '') continue;
+    const empty = { plan: null, scopes: [], limits: null, description: null, createdAt: null };
+    if (!consumerIdSchema.safeParse(id).success) {
+      out.push({ id, kvKey: item.key, modifyIndex: item.modifyIndex, ...empty, invalid: 'not a valid consumer id (1-64 lower-case letters, digits and -); the gateway ignores this key' });
+      continue;
+    }
+    const checked = parseConsumerValue(item.value);
+    out.push(
+      checked.ok
+        ? { id, kvKey: item.key, modifyIndex: item.modifyIndex, ...describeRecord(JSON.parse(item.value ?? '{}') as Record<string, unknown>), invalid: null }
+        : { id, kvKey: item.key, modifyIndex: item.modifyIndex, ...empty, invalid: checked.error },
+    );
+  }
+  return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+export function formatLimits(l: ConsumerListing['limits']): string | null {
+  return l ? `${l.limit}/${l.window}${l.burst !== undefined ? ` burst ${l.burst}` : ''}` : null;
+}
