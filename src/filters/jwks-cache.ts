@@ -37,7 +37,7 @@ export class JwtKeyCache {
         cooldownDuration: timing.cooldown,
         timeoutDuration: timing.timeout,
       };
-      if (this.#fetchImpl !== undefined) options[customFetch] = this.#fetchImpl;
+      options[customFetch] = lastGoodFetch(this.#fetchImpl ?? ((url, init) => fetch(url, init)), timing.cooldown);
       set = createRemoteJWKSet(new URL(jwksUrl), options);
       this.#remote.set(id, set);
     }
@@ -68,4 +68,42 @@ export class JwtKeyCache {
     this.#remote.clear();
     this.#spki.clear();
   }
+}
+
+/**
+ * jose refetches on an unknown `kid` and when its cache is older than `cacheMaxAge`, but a failed
+ * fetch neither starts its cooldown nor keeps the keys it had: with the IdP down, every request
+ * would wait for a fetch (up to `jwksTimeout`) and then fail, even for tokens signed by keys it
+ * already knew. This wrapper answers from the last good document while the IdP is failing, and
+ * after a failure goes back to the network only once `cooldown` has passed. Serving the last good
+ * keys is what the IdP last said; a key it withdrew is dropped at the first successful fetch.
+ */
+export function lastGoodFetch(fetchImpl: FetchImplementation, cooldownMs: number): FetchImplementation {
+  let lastGood: { body: string; contentType: string } | undefined;
+  let quietUntil = 0;
+  let lastError: unknown;
+  const stale = (): Response | undefined =>
+    lastGood ? new Response(lastGood.body, { status: 200, headers: { 'content-type': lastGood.contentType } }) : undefined;
+  return async (url, init) => {
+    if (Date.now() < quietUntil) {
+      const cached = stale();
+      if (cached) return cached;
+      throw lastError instanceof Error ? lastError : new Error('JWKS fetch failed recently; waiting for the cooldown');
+    }
+    try {
+      const res = await fetchImpl(url, init);
+      if (res.status !== 200) throw new Error(`JWKS answered HTTP ${res.status}`);
+      const body = await res.text();
+      const parsed = JSON.parse(body) as { keys?: unknown };
+      if (!Array.isArray(parsed.keys)) throw new Error('JWKS document has no "keys" array');
+      lastGood = { body, contentType: res.headers.get('content-type') ?? 'application/json' };
+      return new Response(body, { status: 200, headers: { 'content-type': lastGood.contentType } });
+    } catch (err) {
+      lastError = err;
+      quietUntil = Date.now() + cooldownMs;
+      const cached = stale();
+      if (cached) return cached;
+      throw err;
+    }
+  };
 }

@@ -352,11 +352,53 @@ describe('JWKS unavailable → 503, never let through', () => {
     const server = await startJwks([key.jwk]);
     t.after(() => server.close());
     server.mode = 'error';
-    const route = jwtRoute({ jwksUrl: server.url }, { keys: new JwtKeyCache() });
+    const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms' }, { keys: new JwtKeyCache() });
     const token = await sign(key);
     rejected(await route.authenticate(bearer(token)), 503, 'jwks_unavailable');
     server.mode = 'ok';
     accepted(await route.authenticate(bearer(token)));
+  });
+
+  test('a failing IdP is asked again only after the cooldown, not on every request', async (t) => {
+    const key = await signingKey('k');
+    const server = await startJwks([key.jwk]);
+    t.after(() => server.close());
+    server.mode = 'error';
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '30s' }, { keys: new JwtKeyCache() });
+    const token = await sign(key);
+    for (let i = 0; i < 20; i++) rejected(await route.authenticate(bearer(token)), 503, 'jwks_unavailable');
+    assert.equal(server.hits, 1, 'one fetch for twenty requests while the IdP is failing');
+    server.mode = 'ok';
+    t.mock.timers.tick(31_000);
+    accepted(await route.authenticate(bearer(token)));
+    assert.equal(server.hits, 2);
+  });
+
+  test('keys already fetched keep verifying while the IdP is down, even past cacheMaxAge', async (t) => {
+    const key = await signingKey('k');
+    const server = await startJwks([key.jwk]);
+    t.after(() => server.close());
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    const route = jwtRoute({ jwksUrl: server.url, jwksCacheMaxAge: '1s', jwksCooldown: '30s' }, { keys: new JwtKeyCache() });
+    accepted(await route.authenticate(bearer(await sign(key))));
+    server.mode = 'error';
+    t.mock.timers.tick(5_000);
+    accepted(await route.authenticate(bearer(await sign(key))));
+    assert.equal(server.hits, 2, 'the expired cache was refreshed once, and the failure fell back to the last good keys');
+    // A kid the last good document never had is still refused.
+    rejected(await route.authenticate(bearer(await sign(await signingKey('new')))), 401, 'unknown_key');
+  });
+
+  test('an invalid JWKS document is not kept as last good', async (t) => {
+    const key = await signingKey('k');
+    const server = await startJwks([key.jwk]);
+    t.after(() => server.close());
+    server.mode = 'garbage';
+    const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms' }, { keys: new JwtKeyCache() });
+    rejected(await route.authenticate(bearer(await sign(key))), 503, 'jwks_unavailable');
+    server.mode = 'ok';
+    accepted(await route.authenticate(bearer(await sign(key))));
   });
 });
 
