@@ -21,6 +21,8 @@ export function createLogger(level: LevelWithSilent = 'info', destination?: Dest
           'headers.cookie',
           'headers["set-cookie"]',
           'headers["x-consul-token"]',
+          'headers["x-api-key"]',
+          'req.headers["x-api-key"]',
           'req.headers.authorization',
           'req.headers.cookie',
           'token',

@@ -165,8 +165,9 @@ export function parseConsumerValue(text: string | null): { ok: true; record: Con
   let json: unknown;
   try {
     json = JSON.parse(text);
-  } catch (err) {
-    return { ok: false, error: `not JSON: ${describeError(err)}` };
+  } catch {
+    // Not V8's message: it quotes the input, which may be a key pasted where the record belongs.
+    return { ok: false, error: 'not JSON (a consumer record is {"keyHash": "sha256:...", ...}, written by `cgw consumer add`)' };
   }
   const parsed = consumerRecordSchema.safeParse(json);
   return parsed.success ? { ok: true, record: parsed.data } : { ok: false, error: formatZodIssues(parsed.error) };

@@ -12,6 +12,12 @@ export interface SnapshotDiff {
   readonly canaryChanged: string[];
   readonly problemsAdded: string[];
   readonly problemsResolved: string[];
+  /** Documents whose version in force changed, as `id: old -> new` (`none` when absent). */
+  readonly policiesChanged: string[];
+  /** Consumer ids with ModifyIndex; never key hashes. */
+  readonly consumersAdded: string[];
+  readonly consumersRemoved: string[];
+  readonly consumersChanged: string[];
 }
 
 export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): SnapshotDiff {
@@ -30,6 +36,11 @@ export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): Snaps
   const problemLines = (snap: Snapshot | undefined): Set<string> =>
     new Set((snap?.problems ?? []).map((p) => `${p.kind} ${p.subject}: ${p.message}`));
   const canaryText = (snap: Snapshot['services'][string] | undefined): string => JSON.stringify(snap?.canary?.subsets ?? null);
+  const versions = (snap: Snapshot | undefined): Map<string, string> => new Map((snap?.policies.documents ?? []).map((d) => [d.id, d.version]));
+  const beforeDocs = versions(prev);
+  const afterDocs = versions(next);
+  const prevConsumers = prev?.policies.consumers ?? {};
+  const nextConsumers = next.policies.consumers;
 
   return {
     servicesAdded: minus(Object.keys(next.services), Object.keys(prevServices)),
@@ -44,6 +55,16 @@ export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): Snaps
     canaryChanged: Object.keys(next.services).filter((n) => canaryText(prevServices[n]) !== canaryText(next.services[n])),
     problemsAdded: minus([...problemLines(next)], [...problemLines(prev)]),
     problemsResolved: minus([...problemLines(prev)], [...problemLines(next)]),
+    policiesChanged: [...new Set([...beforeDocs.keys(), ...afterDocs.keys()])]
+      .filter((id) => beforeDocs.get(id) !== afterDocs.get(id))
+      .sort()
+      .map((id) => `${id}: ${beforeDocs.get(id) ?? 'none'} -> ${afterDocs.get(id) ?? 'none'}`),
+    consumersAdded: minus(Object.keys(nextConsumers), Object.keys(prevConsumers)),
+    consumersRemoved: minus(Object.keys(prevConsumers), Object.keys(nextConsumers)),
+    consumersChanged: Object.keys(nextConsumers)
+      .filter((id) => prevConsumers[id] && prevConsumers[id].modifyIndex !== nextConsumers[id]?.modifyIndex)
+      .sort()
+      .map((id) => `${id}@${nextConsumers[id]?.modifyIndex ?? 0}`),
   };
 }
 

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import type { HealthStatus, KvEntry, ServiceInstance } from '../../src/core/types.ts';
 import { buildSnapshot, type Snapshot } from '../../src/state/snapshot.ts';
 import { compactDiff, diffSnapshots, type SnapshotDiff } from '../../src/state/diff.ts';
+import { resolvePolicies } from '../../src/policy/resolve.ts';
 
 interface Inst {
   readonly id: string;
@@ -66,6 +67,10 @@ const EMPTY: SnapshotDiff = {
   canaryChanged: [],
   problemsAdded: [],
   problemsResolved: [],
+  policiesChanged: [],
+  consumersAdded: [],
+  consumersRemoved: [],
+  consumersChanged: [],
 };
 
 describe('diffSnapshots', () => {
@@ -170,5 +175,35 @@ describe('diffSnapshots', () => {
       routesAdded: ['/api -> api strip=/api', '/web -> web'],
       canaryChanged: ['web'],
     });
+  });
+});
+
+describe('diffSnapshots: policies and consumers', () => {
+  const hash = (c: string): string => `sha256:${c.repeat(64)}`;
+  function withKv(kv: KvEntry[]): Snapshot {
+    const views = { catalog: { web: ['urlprefix-/web'] }, health: new Map<string, ServiceInstance[]>(), kv };
+    const policies = resolvePolicies([], kv, 'gateway/', undefined);
+    return buildSnapshot(views, { allowWarning: false, kvPrefix: 'gateway/' }, undefined, policies);
+  }
+  const doc = (limit: number): KvEntry => ({ key: 'gateway/policies/web', value: JSON.stringify({ appliesTo: { service: 'web' }, limits: { maxBodyBytes: limit } }), modifyIndex: limit });
+  const consumer = (id: string, index: number, c = 'a'): KvEntry => ({ key: `gateway/consumers/${id}`, value: JSON.stringify({ keyHash: hash(c) }), modifyIndex: index });
+
+  test('a document version change is named, with old and new version', () => {
+    const before = withKv([doc(10)]);
+    const after = withKv([doc(20)]);
+    const diff = diffSnapshots(before, after);
+    assert.equal(diff.policiesChanged.length, 1);
+    assert.match(diff.policiesChanged[0] ?? '', /^policies\/web: [0-9a-f]{16} -> [0-9a-f]{16}$/);
+  });
+
+  test('documents appearing and disappearing show "none" on the missing side', () => {
+    assert.match(diffSnapshots(withKv([]), withKv([doc(10)])).policiesChanged[0] ?? '', /^policies\/web: none -> /);
+    assert.match(diffSnapshots(withKv([doc(10)]), withKv([])).policiesChanged[0] ?? '', / -> none$/);
+  });
+
+  test('consumers added, removed and rewritten, by id and ModifyIndex, never with the key hash', () => {
+    const diff = diffSnapshots(withKv([consumer('alice', 5), consumer('bob', 6)]), withKv([consumer('alice', 9, 'b'), consumer('carol', 7)]));
+    assert.deepEqual(compactDiff(diff), { consumersAdded: ['carol'], consumersRemoved: ['bob'], consumersChanged: ['alice@9'] });
+    assert.ok(!JSON.stringify(diff).includes('sha256'));
   });
 });
