@@ -347,7 +347,7 @@ describe('resolvePolicies: consumers', () => {
 
   const invalid: { name: string; value: string | null; error: RegExp }[] = [
     { name: 'empty', value: null, error: /: value is empty$/ },
-    { name: 'not JSON (YAML is not accepted for consumers)', value: `keyHash: ${acme.keyHash}\n`, error: /: not JSON: / },
+    { name: 'not JSON (YAML is not accepted for consumers)', value: `keyHash: ${acme.keyHash}\n`, error: /: not JSON \(a consumer record is/ },
     { name: 'unknown field', value: json({ keyHash: acme.keyHash, key: 'secret' }), error: /: Unrecognized key: "key"$/ },
   ];
   for (const { name, value, error } of invalid) {
@@ -496,4 +496,11 @@ describe('effective policies: inheritance route → service → defaults', () =>
     assert.deepEqual(p.timeouts, { connect: 1000, request: 30_000 });
     assert.deepEqual(p.rateLimits, []);
   });
+});
+
+test('a consumer value that is not JSON is reported without quoting it (it may be a pasted key)', () => {
+  const pasted = `cgw_acme_${'ab'.repeat(32)}`;
+  const set = resolvePolicies([], [{ key: 'gateway/consumers/acme', value: pasted, modifyIndex: 4 }], 'gateway/', undefined);
+  assert.equal(set.problems.length, 1);
+  assert.ok(!(set.problems[0]?.message ?? '').includes('cgw_acme'), set.problems[0]?.message);
 });
