@@ -5,61 +5,19 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
-import { createServer, request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
 import { freePort } from '../helpers/ports.ts';
 import { startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
+import { send as sendRaw, type Reply, type SendOptions } from '../helpers/http.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
-interface Reply {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-}
+const send = (path: string, opts: SendOptions = {}): Promise<Reply> => sendRaw(gw.url, path, opts);
 
-/**
- * One request on a fresh connection. `chunks` are written one by one without Content-Length
- * (chunked transfer encoding). A reset after the answer arrived is ignored: the gateway may close
- * the connection while a refused body is still being written.
- */
-function send(
-  path: string,
-  opts: { method?: string; headers?: OutgoingHttpHeaders; body?: Buffer; chunks?: Buffer[] } = {},
-): Promise<Reply> {
-  const url = new URL(path, gw.url);
-  return new Promise((resolve, reject) => {
-    let answered = false;
-    const req = httpRequest(
-      { host: url.hostname, port: url.port, path: url.pathname + url.search, method: opts.method ?? 'GET', headers: opts.headers, agent: false },
-      (res) => {
-        answered = true;
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.once('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-        res.once('error', reject);
-      },
-    );
-    req.setTimeout(10_000, () => req.destroy(new Error(`timeout: ${opts.method ?? 'GET'} ${path}`)));
-    req.once('error', (err) => {
-      if (!answered) reject(err);
-    });
-    if (opts.chunks) {
-      void (async () => {
-        for (const c of opts.chunks ?? []) {
-          if (req.destroyed) return;
-          req.write(c);
-          await new Promise((r) => setImmediate(r));
-        }
-        req.end();
-      })();
-    } else {
-      req.end(opts.body);
-    }
-  });
-}
+
 
 function errorOf(r: Reply): { code: string; message: string; requestId: string } {
   assert.match(String(r.headers['content-type']), /application\/json/, `not JSON: ${r.status} ${r.body.toString()}`);

@@ -5,39 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
 import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
+import { send, type Reply } from '../helpers/http.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
-interface Reply {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-}
 
-/**
- * One request on a fresh connection through node:http (not undici/fetch, which refuse to send
- * a `Host` override or `Connection: <token>`, both of which these tests need).
- */
-function send(base: string, path: string, opts: { method?: string; headers?: OutgoingHttpHeaders; body?: Buffer } = {}): Promise<Reply> {
-  const url = new URL(path, base);
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(
-      { host: url.hostname, port: url.port, path: url.pathname + url.search, method: opts.method ?? 'GET', headers: opts.headers, agent: false },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.once('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-        res.once('error', reject);
-      },
-    );
-    req.setTimeout(10_000, () => req.destroy(new Error(`timeout: ${opts.method ?? 'GET'} ${path}`)));
-    req.once('error', reject);
-    req.end(opts.body);
-  });
-}
 
 interface Echo {
   upstream: string;
