@@ -67,14 +67,22 @@ function gcd(a: number, b: number): number {
 export class RoundRobinPicker<T> implements Picker<T> {
   private readonly items: T[];
   private readonly schedule: number[];
-  private position: number;
+  /**
+   * Two cursors over the schedule: [0] for first attempts, [1] for retries (picks with `exclude`).
+   * A retry that took a turn from the shared cursor would shift every later request by one, and
+   * with two endpoints the failing one would then get every first attempt (each request paying a
+   * failure and a retry, the retry budget spent twice as fast). A separate cursor keeps first
+   * attempts exactly on the weights and still spreads retries.
+   */
+  private readonly positions: [number, number];
 
   constructor(weighted: readonly Weighted<T>[], start = Math.random()) {
     const live = weighted.filter((w) => w.weight > 0);
     this.items = live.map((w) => w.item);
     this.schedule = smoothWeightedSchedule(live.map((w) => w.weight));
     // Gateways started together should not all hit the same endpoint first.
-    this.position = Math.floor(start * this.schedule.length);
+    const position = Math.floor(start * this.schedule.length);
+    this.positions = [position, position];
   }
 
   get size(): number {
@@ -84,32 +92,35 @@ export class RoundRobinPicker<T> implements Picker<T> {
   pick(exclude?: T, usable?: (item: T) => boolean): T | undefined {
     const n = this.schedule.length;
     if (n === 0) return undefined;
-    if (usable !== undefined) return this.pickUsable(n, exclude, usable);
+    const cursor = exclude === undefined ? 0 : 1;
+    if (usable !== undefined) return this.pickUsable(n, cursor, exclude, usable);
+    const positions = this.positions;
     for (let tries = 0; tries < n; tries++) {
-      const item = this.items[this.schedule[this.position++ % n] ?? 0];
-      if (this.position >= n) this.position = 0;
+      const item = this.items[this.schedule[positions[cursor]++ % n] ?? 0];
+      if (positions[cursor] >= n) positions[cursor] = 0;
       if (item !== exclude || this.items.length === 1) return item;
     }
     return undefined;
   }
 
   /** Walks at most one schedule cycle; skipped turns go to the next usable item. */
-  private pickUsable(n: number, exclude: T | undefined, usable: (item: T) => boolean): T | undefined {
+  private pickUsable(n: number, cursor: 0 | 1, exclude: T | undefined, usable: (item: T) => boolean): T | undefined {
+    const positions = this.positions;
     let fallback: T | undefined;
-    let fallbackNext = this.position;
+    let fallbackNext = positions[cursor];
     for (let tries = 0; tries < n; tries++) {
-      const item = this.items[this.schedule[this.position++ % n] ?? 0] as T;
-      if (this.position >= n) this.position = 0;
+      const item = this.items[this.schedule[positions[cursor]++ % n] ?? 0] as T;
+      if (positions[cursor] >= n) positions[cursor] = 0;
       if (item === exclude && this.items.length > 1) continue;
       if (usable(item)) return item;
       if (fallback === undefined) {
         fallback = item;
-        fallbackNext = this.position;
+        fallbackNext = positions[cursor];
       }
     }
     // Panic: a full cycle brought the position back where it was; resume after the fallback so panic picks
     // still rotate instead of all landing on the same item.
-    this.position = fallbackNext;
+    positions[cursor] = fallbackNext;
     return fallback;
   }
 }

@@ -1,7 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { Transform, type Duplex, type Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+import { Transform, type Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../core/logger.ts';
 import { listenOn } from '../core/net.ts';
@@ -22,6 +23,15 @@ export interface ProxyOptions {
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+/**
+ * undici runs headersTimeout on its "fast timers", which tick every ~500 ms: a 200 ms timeout
+ * fires after 500-1000 ms. Below this, the proxy keeps its own native timer per attempt so short
+ * policy timeouts hold; above it undici's error (< 1 s) is under 10 % and costs no timer. The
+ * native timer starts when the attempt is handed to the pool, so it also bounds a new
+ * connection's connect (a connect slower than the timeout counts as a timeout, not a connect
+ * failure; keep timeouts.connect below timeouts.responseHeaders).
+ */
+const PRECISE_HEADERS_TIMEOUT_BELOW_MS = 10_000;
 const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
 
 /**
@@ -47,16 +57,19 @@ export class ProxyServer {
         res.destroy();
       });
     });
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
   }
 
   /**
    * Node answers a head over maxHeaderSize itself, with an empty 431; answer with our JSON error
    * instead, so every refusal looks the same to clients.
    */
-  private onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     if (!socket.writable) return;
     if (err.code === 'HPE_HEADER_OVERFLOW') {
+      // No route is known yet: counted under route "" so the refusal is still visible.
+      this.options.metrics.requestLimitRejections.inc({ route: '', kind: 'headers' });
+      this.options.logger.warn({ client: socket.remoteAddress ?? null, limit: this.options.maxHeaderSize ?? 16_384 }, 'request head above --max-header-size refused with 431');
       const body = JSON.stringify(errorBody('headers_too_large', randomUUID(), `request headers exceed ${this.options.maxHeaderSize ?? 16_384} bytes`));
       socket.end(`HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
       return;
@@ -275,6 +288,7 @@ export class ProxyServer {
     }
     const maxAttempts = 1 + (retryableMethod && (!hasBody || Buffer.isBuffer(body)) ? retry.attempts : 0);
 
+    const precise = route.responseHeadersTimeoutMs < PRECISE_HEADERS_TIMEOUT_BELOW_MS;
     let timedOut = false;
     const deadline =
       route.requestTimeoutMs === null
@@ -289,6 +303,13 @@ export class ProxyServer {
         const attempted = endpoint;
         log.endpoint = attempted;
         attempted.inflight += 1;
+        let headersTimedOut = false;
+        const headersTimer = precise
+          ? setTimeout(() => {
+              headersTimedOut = true;
+              aborter.emit('abort');
+            }, route.responseHeadersTimeoutMs)
+          : undefined;
         try {
           const upstream = await attempted.pool.request({
             method: method as 'GET',
@@ -299,6 +320,7 @@ export class ProxyServer {
             headersTimeout: route.responseHeadersTimeoutMs,
             bodyTimeout: route.responseHeadersTimeoutMs,
           });
+          clearTimeout(headersTimer);
           const status = upstream.statusCode;
           outlier.record(attempted.key, outlier.isFailureStatus(status) ? 'failure' : 'success');
           if (retry.statuses.has(status) && attempt + 1 < maxAttempts) {
@@ -316,6 +338,7 @@ export class ProxyServer {
           await relay(upstream.body, res);
           return { status, outcome: route.resilience.breaker.isFailureStatus(status) ? 'failure' : 'success' };
         } catch (err) {
+          clearTimeout(headersTimer);
           if (clientGone && !timedOut) return { status: 499, outcome: 'none' };
           if (tooLarge.hit) {
             route.countSizeRejection('body');
@@ -324,7 +347,7 @@ export class ProxyServer {
           }
           outlier.record(attempted.key, 'failure');
           if (timedOut) break;
-          const kind = failureKind(err);
+          const kind = headersTimedOut ? 'timeout' : failureKind(err);
           const allowed = kind === 'connect-failure' ? retry.onConnectFailure : kind === 'reset' ? retry.onReset : kind === 'timeout' ? retry.onTimeout : false;
           if (allowed && attempt + 1 < maxAttempts) {
             const next = this.retryTarget(route, canary, attempted, describeError(err), requestId);
@@ -336,7 +359,7 @@ export class ProxyServer {
               continue;
             }
           }
-          const code: ErrorCode = classifyUpstreamError(err);
+          const code: ErrorCode = headersTimedOut ? 'upstream_timeout' : classifyUpstreamError(err);
           this.options.logger.warn({ requestId, endpoint: attempted.key, service: route.service, err: describeError(err) }, 'upstream request failed');
           return { status: sendError(res, code, requestId), outcome: 'failure' };
         } finally {
