@@ -19,6 +19,8 @@ import { ProxyServer } from './proxy/server.ts';
 import { createAdminServer } from './admin/server.ts';
 
 const CONNECTIONS_PER_ENDPOINT = 256;
+/** How long start waits for the first Redis connection; readiness must not hinge on Redis. */
+const REDIS_FIRST_CONNECT_MS = 2_000;
 
 function redisOptions(config: GatewayConfig): RedisOptions | undefined {
   if (config.redisCluster) return { cluster: config.redisCluster };
@@ -151,6 +153,9 @@ export class Gateway {
       this.policyFiles = documents;
       this.policyLoadErrors = errors;
       this.logger.info({ dir: this.config.policies, documents: documents.length, errors: errors.length }, 'policy files loaded');
+    }
+    if (this.limiter.state === 'local' && !(await this.limiter.whenConnected(REDIS_FIRST_CONNECT_MS))) {
+      this.logger.warn({ waitedMs: REDIS_FIRST_CONNECT_MS }, 'Redis not reachable at start; rate limits count locally (fail-open rules) or answer 503 (fail-closed) until it is');
     }
     this.adminPort = await listenOn(this.admin, this.config.admin.host, this.config.admin.port);
     this.proxyPort = await this.proxy.listen(this.config.listen.host, this.config.listen.port);

@@ -2,7 +2,7 @@ import { RollingCounts } from './circuit-breaker.ts';
 import { monotonicEpochNow } from './outlier.ts';
 
 /**
- * Envoy-style retry budget, one per service, kept across snapshots by the runtime: retries over
+ * Envoy-style retry budget, one per route (each route has its own retry policy), kept across snapshots by the runtime: retries over
  * the last 10 s may not exceed `max(ratio × requests, minPerSecond × 10)`, so retries can add at
  * most `ratio` load to a struggling service while a quiet one can still retry a few.
  * https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/cluster/v3/circuit_breaker.proto#config-cluster-v3-circuitbreakers-thresholds-retrybudget

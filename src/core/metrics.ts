@@ -6,10 +6,13 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  */
 export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
+  /** Set by the owners of lazily updated state, called when the matching metric is scraped. */
+  const hooks: { beforeCircuitScrape?: () => void } = {};
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cgw_process_' });
 
   const metrics = {
     registry,
+    hooks,
     requests: new Counter({
       name: 'cgw_requests_total',
       help: 'Proxied requests by route, service and HTTP status code',
@@ -124,7 +127,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     retryBudgetExhausted: new Counter({
       name: 'cgw_retry_budget_exhausted_total',
-      help: 'Retries not made because the service retry budget was spent',
+      help: 'Retries not made because the retry budget of the route was spent (labelled with its service)',
       labelNames: ['service'] as const,
       registers: [registry],
     }),
@@ -133,6 +136,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Circuit breaker state per service: 0 closed, 1 open, 2 half-open',
       labelNames: ['service'] as const,
       registers: [registry],
+      // Breakers move from open to half-open lazily, on the next request; a scrape must not show a
+      // circuit open for minutes on an idle service, so it asks them first.
+      collect() {
+        hooks.beforeCircuitScrape?.();
+      },
     }),
     circuitTransitions: new Counter({
       name: 'cgw_circuit_transitions_total',

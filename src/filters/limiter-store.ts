@@ -231,6 +231,26 @@ export class RateLimiterBackend {
     return this.#state;
   }
 
+  /**
+   * Resolves true once Redis answers, false after `timeoutMs`. The gateway waits on it (bounded)
+   * before it reports ready, so fail-closed routes do not answer 503 during the first connect.
+   */
+  whenConnected(timeoutMs: number): Promise<boolean> {
+    const client = this.#client;
+    if (!client) return Promise.resolve(false);
+    if (this.#state === 'redis') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(false), timeoutMs);
+      const onReady = (): void => done(true);
+      function done(connected: boolean): void {
+        clearTimeout(timer);
+        client?.off('ready', onReady);
+        resolve(connected);
+      }
+      client.once('ready', onReady);
+    });
+  }
+
   /** Resolves within about commandTimeoutMs whatever Redis does; never rejects. */
   async decide(key: string, quota: RateQuotaMs, failureMode: 'open' | 'closed'): Promise<RateDecision | 'unavailable'> {
     const gcraCommand = this.#gcra;

@@ -167,7 +167,7 @@ export function parseConsumerValue(text: string | null): { ok: true; record: Con
     json = JSON.parse(text);
   } catch {
     // Not V8's message: it quotes the input, which may be a key pasted where the record belongs.
-    return { ok: false, error: 'not JSON (a consumer record is {"keyHash": "sha256:...", ...}, written by `cgw consumer add`)' };
+    return { ok: false, error: 'not JSON (consumer records are written by `cgw consumer add`)' };
   }
   const parsed = consumerRecordSchema.safeParse(json);
   return parsed.success ? { ok: true, record: parsed.data } : { ok: false, error: formatZodIssues(parsed.error) };

@@ -26,7 +26,12 @@ export class ResilienceRegistry {
   constructor(
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    // Reading a breaker's state makes it notice that its open time is over (and report it).
+    metrics.hooks.beforeCircuitScrape = () => {
+      for (const entry of this.services.values()) void entry.breaker.state;
+    };
+  }
 
   forService(service: ServiceSnapshot): ServiceResilience {
     let entry = this.services.get(service.name);

@@ -149,7 +149,8 @@ before(async () => {
     secure: jwtPolicy('/secure', idp, { jwksCooldown: '30s' }),
     'secure-admin': jwtPolicy('/secure/admin', idp, { jwksCooldown: '30s' }, { scopes: ['admin'] }),
     rotating: jwtPolicy('/rotating', idp, { jwksCooldown: '0ms' }),
-    down: jwtPolicy('/down', downIdp, { jwksTimeout: '1s' }),
+    // No cooldown: the test brings the provider back and expects the very next request to use it.
+    down: jwtPolicy('/down', downIdp, { jwksTimeout: '1s', jwksCooldown: '0ms' }),
   };
   await Promise.all(Object.entries(files).map(([name, doc]) => writeFile(join(policyDir, `${name}.yaml`), toYaml(doc))));
   await consul.kvPut(`${PREFIX}policies/keys`, JSON.stringify({ appliesTo: { route: '/keys' }, auth: { methods: ['apiKey'] } }));

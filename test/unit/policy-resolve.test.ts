@@ -347,7 +347,7 @@ describe('resolvePolicies: consumers', () => {
 
   const invalid: { name: string; value: string | null; error: RegExp }[] = [
     { name: 'empty', value: null, error: /: value is empty$/ },
-    { name: 'not JSON (YAML is not accepted for consumers)', value: `keyHash: ${acme.keyHash}\n`, error: /: not JSON \(a consumer record is/ },
+    { name: 'not JSON (YAML is not accepted for consumers)', value: `keyHash: ${acme.keyHash}\n`, error: /: not JSON \(consumer records are written by/ },
     { name: 'unknown field', value: json({ keyHash: acme.keyHash, key: 'secret' }), error: /: Unrecognized key: "key"$/ },
   ];
   for (const { name, value, error } of invalid) {
