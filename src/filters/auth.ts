@@ -212,9 +212,16 @@ function compileJwt(policy: JwtPolicy, keys: JwtKeyCache): JwtCheck {
     return () => Promise.resolve('key_unavailable');
   }
   const options: JWTVerifyOptions = { ...base, algorithms: [...algorithms] };
+  const verified = new Map<string, { readonly result: Verified; readonly until: number }>();
 
   return async (token) => {
     if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return 'malformed_token';
+    const now = Date.now();
+    const hit = verified.get(token);
+    if (hit !== undefined) {
+      if (now < hit.until) return hit.result;
+      verified.delete(token);
+    }
     let payload: JWTPayload;
     try {
       payload = await verifyWithKey(token, getKey, options);
@@ -223,8 +230,29 @@ function compileJwt(policy: JwtPolicy, keys: JwtKeyCache): JwtCheck {
     }
     // Rate limits and logs key on the subject; a token that names nobody cannot be told apart.
     if (typeof payload.sub !== 'string' || payload.sub === '') return 'missing_claim';
-    return { identity: jwtIdentity(payload, payload.sub), claims: payload };
+    const result: Verified = { identity: jwtIdentity(payload, payload.sub), claims: payload };
+    remember(verified, token, result, typeof payload.exp === 'number' ? Math.min(payload.exp * 1000, now + VERIFIED_TOKEN_TTL_MS) : now + VERIFIED_TOKEN_TTL_MS);
+    return result;
   };
+}
+
+/**
+ * A signature check (RS256) costs more than the rest of the proxy path, and clients send the same
+ * token many times. A verified token is remembered per route for at most 30 s and never past its
+ * `exp`: a key the IdP withdraws stops working at most 30 s after the JWKS cache (jwksCacheMaxAge)
+ * lets go of it. The map is per compiled route, so a policy change starts empty. Rejections are
+ * never remembered.
+ */
+const VERIFIED_TOKEN_TTL_MS = 30_000;
+const VERIFIED_TOKENS_MAX = 10_000;
+
+function remember(cache: Map<string, { result: Verified; until: number }>, token: string, result: Verified, until: number): void {
+  if (cache.size >= VERIFIED_TOKENS_MAX) {
+    // Oldest first (a Map iterates in insertion order); a burst of distinct tokens cannot grow it.
+    const oldest = cache.keys().next();
+    if (!oldest.done) cache.delete(oldest.value);
+  }
+  cache.set(token, { result, until });
 }
 
 async function verifyWithKey(token: string, key: JWTVerifyGetKey | Uint8Array, options: JWTVerifyOptions): Promise<JWTPayload> {

@@ -275,7 +275,38 @@ describe('JWKS caching, cooldown and rotation', () => {
     const identity = accepted(await route.authenticate(bearer(await sign(newKey))));
     assert.equal(identity.subject, 'user-1');
     assert.equal(server.hits, 2);
-    rejected(await route.authenticate(bearer(await sign(oldKey))), 401, 'unknown_key');
+    // A token of the withdrawn key not seen before is refused (one seen before may be remembered for up to 30 s).
+    rejected(await route.authenticate(bearer(await sign(oldKey, { ...claims(), jti: 'fresh' }))), 401, 'unknown_key');
+  });
+
+  test('a verified token is remembered: repeating it costs no verification, and never outlives its exp', async (t) => {
+    const key = await signingKey('k');
+    const server = await startJwks([key.jwk]);
+    t.after(() => server.close());
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms', clockTolerance: '0s' }, { keys: new JwtKeyCache() });
+    const token = await sign(key, { ...claims(), exp: now() + 10 });
+    accepted(await route.authenticate(bearer(token)));
+    // The IdP withdraws every key: the remembered token still passes without a fetch...
+    server.keys = [];
+    accepted(await route.authenticate(bearer(token)));
+    assert.equal(server.hits, 1);
+    // ...until its exp, when it is verified again and refused.
+    t.mock.timers.tick(11_000);
+    rejected(await route.authenticate(bearer(token)), 401, 'token_expired');
+  });
+
+  test('a remembered token is forgotten after 30 s, so a withdrawn key stops working once the JWKS cache expires', async (t) => {
+    const key = await signingKey('k');
+    const server = await startJwks([key.jwk]);
+    t.after(() => server.close());
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms', jwksCacheMaxAge: '1s' }, { keys: new JwtKeyCache() });
+    const token = await sign(key, { ...claims(), exp: now() + 3600 });
+    accepted(await route.authenticate(bearer(token)));
+    server.keys = [];
+    t.mock.timers.tick(31_000);
+    rejected(await route.authenticate(bearer(token)), 401, 'unknown_key');
   });
 
   test('a token without kid is tried against every matching key (mid-rotation IdPs)', async (t) => {
