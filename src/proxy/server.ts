@@ -143,7 +143,8 @@ export class ProxyServer {
       this.options.logger.info(
         {
           method: req.method,
-          path: req.url,
+          // Without the query: clients put tokens there (?access_token=, ?api_key=).
+          path: pathOnly(req.url),
           route: route?.id ?? null,
           service: route?.service ?? null,
           endpoint: log.endpoint?.key ?? null,
@@ -400,6 +401,12 @@ interface RequestTarget {
   readonly path: string;
   readonly query: string;
   readonly host: string | undefined;
+}
+
+function pathOnly(url: string | undefined): string {
+  if (url === undefined) return '';
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
 }
 
 function contentLength(req: IncomingMessage): number | undefined {

@@ -447,6 +447,13 @@ describe('policy hot reload from KV (route /hot)', () => {
 });
 
 describe('credentials never reach the logs', () => {
+  test('credentials in a query string are not logged either (the access log drops the query)', async () => {
+    const t = await token();
+    const r = await get(`/public/q?access_token=${encodeURIComponent(t)}&api_key=${remember(`cgw_alice_${'9'.repeat(64)}`)}`);
+    assert.equal(r.status, 200, r.text);
+    await waitFor(() => gw.logs.some((l) => l.includes('"msg":"access"') && l.includes('"path":"/public/q"')), { timeoutMs: 5000, message: 'access line for /public/q' });
+  });
+
   test('after everything above, no gateway log line holds a token or API key used in this file', async () => {
     stopping = true;
     assert.equal(await gw.kill(), 0, 'clean shutdown');
