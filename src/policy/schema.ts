@@ -48,7 +48,14 @@ const pathPrefix = z
   .refine((p) => !/(^|\/)\.{1,2}(\/|$)/.test(p), 'must not contain . or .. segments')
   .transform((p) => (p.length > 1 ? p.replace(/\/+$/, '') : p));
 /** A route id as `cgw routes` shows it: `[host]/path`. */
-export const routeId = z.string().regex(/^([a-z0-9.-]+)?\/[^\s]*$/, 'route ids look like /path or host/path (as `cgw routes` shows them)');
+export const routeId = z
+  .string()
+  // As routes are normalised: host lower-cased (paths stay case-sensitive), no trailing slash.
+  .transform((id) => {
+    const slash = id.indexOf('/');
+    return slash === -1 ? id : id.slice(0, slash).toLowerCase() + id.slice(slash).replace(/(.)\/+$/, '$1');
+  })
+  .pipe(z.string().regex(/^([a-z0-9.-]+)?\/[^\s]*$/, 'route ids look like /path or host/path (as `cgw routes` shows them)'));
 export const planName = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'plan names are lower-case letters, digits, - and _');
 const scope = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,128}$/, 'scopes are printable characters without spaces, quotes or backslashes');
 

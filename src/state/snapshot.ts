@@ -135,6 +135,7 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
     };
   }
   const finalRoutes = routes.map((r) => finishRoute(r, services[r.service], index));
+  reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), services, problems);
   for (const [service, entry] of canaryValues) {
     if (!Object.hasOwn(services, service)) {
       problems.push({ kind: 'canary', subject: entry.key, message: `service "${service}" is not routed by the gateway; weights ignored` });
@@ -219,6 +220,16 @@ function dedupeRoutes(drafts: readonly DraftRoute[], problems: Problem[]): Draft
     }
   }
   return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** A policy whose target does not exist is in force but does nothing: most often a typo in appliesTo. */
+function reportUnusedPolicies(index: PolicyIndex, routeIds: ReadonlySet<string>, services: Readonly<Record<string, ServiceSnapshot>>, problems: Problem[]): void {
+  for (const [route, doc] of index.routes) {
+    if (!routeIds.has(route)) problems.push({ kind: 'policy', subject: doc.id, message: `applies to route ${route}, which does not exist (route ids as \`cgw routes\` shows them); it has no effect` });
+  }
+  for (const [service, doc] of index.services) {
+    if (!Object.hasOwn(services, service)) problems.push({ kind: 'policy', subject: doc.id, message: `applies to service "${service}", which is not routed; it has no effect until it is` });
+  }
 }
 
 const FRESHNESS: Record<ServicePolicy['discovery']['mode'], Freshness> = { watch: 'watched', poll: 'polled', pinned: 'pinned' };

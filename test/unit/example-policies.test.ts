@@ -32,7 +32,7 @@ describe('example policies in policies/', () => {
   });
 
   test('they do what their comments say', () => {
-    const snapshot = buildSnapshot({ catalog: { web: ['urlprefix-/web'] }, health: new Map(), kv: [] }, { allowWarning: false, kvPrefix: 'gateway/' }, undefined, set);
+    const snapshot = buildSnapshot({ catalog: { web: ['urlprefix-/web'], payments: ['urlprefix-/payments'] }, health: new Map(), kv: [] }, { allowWarning: false, kvPrefix: 'gateway/' }, undefined, set);
     assert.deepEqual(snapshot.problems, []);
 
     const legacy = snapshot.routes.find((r) => r.id === '/legacy');

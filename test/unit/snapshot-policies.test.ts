@@ -316,3 +316,28 @@ describe('buildSnapshot with policies: problems and versions', () => {
     assert.equal(buildSnapshot(WEB, OPTIONS, undefined, policies([])).version, buildSnapshot(WEB, OPTIONS).version);
   });
 });
+
+describe('policies whose target does not exist', () => {
+  const views = { catalog: { web: ['urlprefix-/web'] }, health: new Map(), kv: [] };
+  const resolveDocs = (docs: Record<string, object>) =>
+    resolvePolicies([], Object.entries(docs).map(([name, doc], i) => ({ key: `gateway/policies/${name}`, value: JSON.stringify(doc), modifyIndex: i + 1 })), 'gateway/', undefined);
+
+  test('a route policy for a route nobody serves is reported, not silently ignored', () => {
+    const snap = buildSnapshot(views, { allowWarning: false, kvPrefix: 'gateway/' }, undefined, resolveDocs({ typo: { appliesTo: { route: '/wbe' }, limits: { maxBodyBytes: 10 } } }));
+    assert.deepEqual(snap.problems.map((p) => [p.kind, p.subject]), [['policy', 'policies/typo']]);
+    assert.match(snap.problems[0]?.message ?? '', /route \/wbe, which does not exist/);
+  });
+
+  test('a trailing slash in appliesTo.route still names the route (paths stay case-sensitive)', () => {
+    const upper = buildSnapshot(views, { allowWarning: false, kvPrefix: 'gateway/' }, undefined, resolveDocs({ web: { appliesTo: { route: '/WEB' }, limits: { maxBodyBytes: 10 } } }));
+    assert.match(upper.problems[0]?.message ?? '', /route \/WEB, which does not exist/);
+    const snap = buildSnapshot(views, { allowWarning: false, kvPrefix: 'gateway/' }, undefined, resolveDocs({ web: { appliesTo: { route: '/web/' }, limits: { maxBodyBytes: 10 } } }));
+    assert.deepEqual(snap.problems, []);
+    assert.equal(snap.routes[0]?.policy.limits.maxBodyBytes, 10);
+  });
+
+  test('a service policy for a service that is not routed is reported', () => {
+    const snap = buildSnapshot(views, { allowWarning: false, kvPrefix: 'gateway/' }, undefined, resolveDocs({ pay: { appliesTo: { service: 'payments' }, limits: { maxBodyBytes: 10 } } }));
+    assert.match(snap.problems[0]?.message ?? '', /service "payments", which is not routed/);
+  });
+});
