@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { parseDuration } from './core/duration.ts';
+import { durationField } from './core/duration.ts';
 import { LOG_LEVELS } from './core/logger.ts';
 
 /**
@@ -18,18 +18,7 @@ const hostPort = z
   })
   .refine((a) => a.port <= 65535, 'port must be 0-65535');
 
-const duration = (min: number, max: number) =>
-  z
-    .string()
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `not a duration: "${text}" (use e.g. 500ms, 30s, 5m)` });
-        return z.NEVER;
-      }
-      return ms;
-    })
-    .refine((ms) => ms >= min && ms <= max, `must be between ${min}ms and ${max}ms`);
+const duration = durationField;
 
 const consulUrl = z
   .string()

@@ -20,10 +20,9 @@ export interface ConsumerAddOptions {
   readonly description?: string;
 }
 
-/** What `add` and `rotate` print: the key, once, and the record without its hash. */
-export interface IssuedKey {
+/** What the consumer commands print about a consumer: everything but its key hash. */
+interface ConsumerSummary {
   readonly id: string;
-  readonly key: string;
   readonly kvKey: string;
   readonly plan: string | null;
   readonly scopes: readonly string[];
@@ -32,15 +31,13 @@ export interface IssuedKey {
   readonly createdAt: string | null;
 }
 
-export interface ConsumerListing {
-  readonly id: string;
-  readonly kvKey: string;
+/** What `add` and `rotate` print: the key, once, and the record without its hash. */
+export interface IssuedKey extends ConsumerSummary {
+  readonly key: string;
+}
+
+export interface ConsumerListing extends ConsumerSummary {
   readonly modifyIndex: number;
-  readonly plan: string | null;
-  readonly scopes: readonly string[];
-  readonly limits: { readonly limit: number; readonly window: string; readonly burst?: number } | null;
-  readonly description: string | null;
-  readonly createdAt: string | null;
   /** Why the gateway refuses this record (it ignores it or keeps the last good one); null when valid. */
   readonly invalid: string | null;
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseDuration } from '../core/duration.ts';
+import { durationField } from '../core/duration.ts';
 
 /**
  * Policy and route documents: the data operators write in `policies/` and Consul KV. Every field
@@ -11,26 +11,6 @@ import { parseDuration } from '../core/duration.ts';
  * (route → service → defaults). Sections are never merged field by field, so every document is
  * valid on its own and a route can never end up with half of an auth setup.
  */
-
-export const durationField = (min: number, max: number) =>
-  z
-    .string()
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `not a duration: "${text}" (use e.g. 500ms, 30s, 5m)` });
-        return z.NEVER;
-      }
-      return ms;
-    })
-    .refine((ms) => ms >= min && ms <= max, `must be between ${formatMs(min)} and ${formatMs(max)}`);
-
-function formatMs(ms: number): string {
-  if (ms % 3_600_000 === 0 && ms > 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0 && ms > 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0 && ms > 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
-}
 
 /** Consul service names: DNS-compatible labels (Consul warns on anything else). */
 export const serviceName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/, 'service names are letters, digits, - and _');
