@@ -1,9 +1,10 @@
-import { createPublicKey, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { errors, jwtVerify } from 'jose';
 import type { CryptoKey, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from 'jose';
 import type { AuthPolicy, AuthorizePolicy, JwtPolicy } from '../policy/schema.ts';
 import { consumerIdOfKey, hashApiKey } from '../policy/consumers.ts';
+import { algorithmsForPem } from '../policy/keys.ts';
 import type { ConsumerRecord } from '../policy/consumers.ts';
 import type { JwtKeyCache } from './jwks-cache.ts';
 
@@ -311,35 +312,6 @@ function reasonOf(err: unknown): AuthReason {
       return 'malformed_token';
     default:
       return 'invalid_token';
-  }
-}
-
-/**
- * The JWS algorithms a static public key can verify, or undefined when the PEM does not parse.
- * Read once per compile with node:crypto, so a token naming an algorithm the key cannot do is
- * refused as alg_not_allowed rather than surfacing as a key import error.
- */
-function algorithmsForPem(pem: string): ReadonlySet<string> | undefined {
-  let key;
-  try {
-    key = createPublicKey(pem);
-  } catch {
-    return undefined;
-  }
-  switch (key.asymmetricKeyType) {
-    case 'rsa':
-      return new Set(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']);
-    case 'rsa-pss':
-      return new Set(['PS256', 'PS384', 'PS512']);
-    case 'ec': {
-      const curve = key.asymmetricKeyDetails?.namedCurve;
-      const alg = curve === 'prime256v1' ? 'ES256' : curve === 'secp384r1' ? 'ES384' : curve === 'secp521r1' ? 'ES512' : undefined;
-      return new Set(alg === undefined ? [] : [alg]);
-    }
-    case 'ed25519':
-      return new Set(['EdDSA']);
-    default:
-      return new Set();
   }
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { durationField } from '../core/duration.ts';
+import { algorithmsForPem } from './keys.ts';
 
 /**
  * Policy and route documents: the data operators write in `policies/` and Consul KV. Every field
@@ -73,6 +74,13 @@ export const jwtSchema = z
     }
     if (jwt.secret === undefined && symmetric.length > 0) {
       ctx.addIssue({ code: 'custom', path: ['algorithms'], message: `${symmetric.join(', ')} need a secret; public keys never verify HMAC tokens` });
+    }
+    if (jwt.publicKey !== undefined) {
+      const usable = algorithmsForPem(jwt.publicKey);
+      if (usable === undefined) ctx.addIssue({ code: 'custom', path: ['publicKey'], message: 'publicKey does not parse as an SPKI public key' });
+      else if (!jwt.algorithms.some((a) => usable.has(a))) {
+        ctx.addIssue({ code: 'custom', path: ['algorithms'], message: `the publicKey verifies ${[...usable].join(', ') || 'no JWT algorithm'}; none of these is listed` });
+      }
     }
   });
 

@@ -136,6 +136,7 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
   }
   const finalRoutes = routes.map((r) => finishRoute(r, services[r.service], index));
   reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), services, problems);
+  reportAuthorizeWithoutAuth(finalRoutes, problems);
   for (const [service, entry] of canaryValues) {
     if (!Object.hasOwn(services, service)) {
       problems.push({ kind: 'canary', subject: entry.key, message: `service "${service}" is not routed by the gateway; weights ignored` });
@@ -229,6 +230,20 @@ function reportUnusedPolicies(index: PolicyIndex, routeIds: ReadonlySet<string>,
   }
   for (const [service, doc] of index.services) {
     if (!Object.hasOwn(services, service)) problems.push({ kind: 'policy', subject: doc.id, message: `applies to service "${service}", which is not routed; it has no effect until it is` });
+  }
+}
+
+/** Requirements on a public route are never checked; an operator who wrote them meant to protect it. */
+function reportAuthorizeWithoutAuth(routes: readonly RouteSnapshot[], problems: Problem[]): void {
+  for (const r of routes) {
+    const { auth, authorize, sources } = r.policy;
+    const demands = authorize !== null && (authorize.scopes.length > 0 || Object.keys(authorize.claims).length > 0);
+    if (!demands || (auth !== null && auth.methods.length > 0)) continue;
+    problems.push({
+      kind: 'policy',
+      subject: sources.authorize ?? r.id,
+      message: `route ${r.id} is public (${sources.auth ? `auth.methods is empty in ${sources.auth}` : 'no auth section applies'}), so its authorize requirements are never checked`,
+    });
   }
 }
 

@@ -452,15 +452,23 @@ describe('JWT with static keys', () => {
     accepted(await route.authenticate(bearer(await sign(key))));
   });
 
+  // Validation refuses both documents below; the filter must still fail closed should such a
+  // policy ever reach it another way.
+  async function uncheckedRoute(publicKey: string, algorithms: string[]): Promise<RouteAuth> {
+    const valid = authSchema.parse({ methods: ['jwt'], jwt: { algorithms: ['RS256'], issuer: ISS, audience: AUD, publicKey: await exportSPKI((await signingKey('k')).publicKey) } });
+    const jwt = { ...(valid.jwt as NonNullable<typeof valid.jwt>), publicKey, algorithms: algorithms as NonNullable<typeof valid.jwt>['algorithms'] };
+    return compileRouteAuth({ ...valid, jwt }, null, { keys: new JwtKeyCache(), consumers: new Map() });
+  }
+
   test('a PEM that does not parse fails closed with 503', async () => {
     const key = await signingKey('k');
-    const route = jwtRoute({ publicKey: '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n' }, { keys: new JwtKeyCache() });
+    const route = await uncheckedRoute('-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n', ['RS256']);
     rejected(await route.authenticate(bearer(await sign(key))), 503, 'key_unavailable');
   });
 
   test('a key that fits none of the listed algorithms fails closed with 503', async () => {
     const key = await signingKey('k');
-    const route = jwtRoute({ publicKey: await exportSPKI(key.publicKey), algorithms: ['ES256'] }, { keys: new JwtKeyCache() });
+    const route = await uncheckedRoute(await exportSPKI(key.publicKey), ['ES256']);
     rejected(await route.authenticate(bearer(await sign(key))), 503, 'key_unavailable');
   });
 

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from 'node:crypto';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { formatZodIssues } from '../../src/policy/canary.ts';
@@ -27,7 +28,8 @@ function route(input: unknown): RouteDocument {
 }
 
 const SECRET = 'x'.repeat(32);
-const PEM = '-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n';
+const PEM = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+const RSA_PEM = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
 const jwtAuth = (jwt: Record<string, unknown>) => ({ appliesTo: 'defaults', auth: { methods: ['jwt'], jwt } });
 const limit = (extra: Record<string, unknown>) => ({ name: 'per-ip', by: 'ip', limit: 10, window: '1s', ...extra });
 
@@ -73,9 +75,11 @@ describe('policyDocumentSchema: rejected documents name the bad field', () => {
     { name: 'HS256 with a JWKS refused', input: jwtAuth({ jwksUrl: 'https://idp/jwks', algorithms: ['HS256'] }), error: 'auth.jwt.algorithms: HS256 need a secret; public keys never verify HMAC tokens' },
     { name: 'HS384 with a public key refused', input: jwtAuth({ publicKey: PEM, algorithms: ['ES256', 'HS384'] }), error: 'auth.jwt.algorithms: HS384 need a secret; public keys never verify HMAC tokens' },
     { name: 'no key source', input: jwtAuth({ algorithms: ['RS256'] }), error: 'auth.jwt: set exactly one of jwksUrl, publicKey, secret' },
-    { name: 'jwksUrl and publicKey', input: jwtAuth({ jwksUrl: 'https://idp/jwks', publicKey: PEM, algorithms: ['RS256'] }), error: 'auth.jwt: set exactly one of jwksUrl, publicKey, secret' },
+    { name: 'jwksUrl and publicKey', input: jwtAuth({ jwksUrl: 'https://idp/jwks', publicKey: PEM, algorithms: ['ES256'] }), error: 'auth.jwt: set exactly one of jwksUrl, publicKey, secret' },
     { name: 'secret too short', input: jwtAuth({ secret: 'short', algorithms: ['HS256'] }), error: 'auth.jwt.secret: secret must be at least 32 characters' },
     { name: 'jwksUrl not http(s)', input: jwtAuth({ jwksUrl: 'file:///etc/jwks.json', algorithms: ['RS256'] }), error: 'auth.jwt.jwksUrl: jwksUrl must be an http(s) URL' },
+    { name: 'publicKey that does not parse', input: jwtAuth({ publicKey: '-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n', algorithms: ['RS256'] }), error: 'auth.jwt.publicKey: publicKey does not parse as an SPKI public key' },
+    { name: 'publicKey fitting none of the algorithms', input: jwtAuth({ publicKey: RSA_PEM, algorithms: ['ES256'] }), error: /^auth\.jwt\.algorithms: the publicKey verifies RS256, .*; none of these is listed/ },
     { name: 'publicKey not SPKI PEM', input: jwtAuth({ publicKey: '-----BEGIN RSA PUBLIC KEY-----', algorithms: ['RS256'] }), error: /^auth\.jwt\.publicKey: publicKey must be an SPKI PEM/ },
     { name: 'clockTolerance above 5m', input: jwtAuth({ jwksUrl: 'https://idp/jwks', algorithms: ['RS256'], clockTolerance: '10m' }), error: 'auth.jwt.clockTolerance: must be between 0ms and 5m' },
     { name: 'apiKey header not a header name', input: { appliesTo: 'defaults', auth: { methods: ['apiKey'], apiKey: { header: 'x api key' } } }, error: 'auth.apiKey.header: not an HTTP header name' },

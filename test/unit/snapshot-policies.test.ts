@@ -341,3 +341,21 @@ describe('policies whose target does not exist', () => {
     assert.match(snap.problems[0]?.message ?? '', /service "payments", which is not routed/);
   });
 });
+
+describe('authorize on a public route', () => {
+  test('is reported, naming the document that made the route public', () => {
+    const kv = [
+      { key: 'gateway/policies/svc', value: JSON.stringify({ appliesTo: { service: 'web' }, authorize: { scopes: ['admin'] } }), modifyIndex: 1 },
+      { key: 'gateway/policies/open', value: JSON.stringify({ appliesTo: { route: '/web' }, auth: { methods: [] } }), modifyIndex: 2 },
+    ];
+    const snap = buildSnapshot({ catalog: { web: ['urlprefix-/web'] }, health: new Map(), kv }, { allowWarning: false, kvPrefix: 'gateway/' }, undefined, resolvePolicies([], kv, 'gateway/', undefined));
+    assert.deepEqual(snap.problems.map((p) => p.subject), ['policies/svc']);
+    assert.match(snap.problems[0]?.message ?? '', /route \/web is public \(auth.methods is empty in policies\/open\)/);
+  });
+
+  test('is fine once the route authenticates', () => {
+    const kv = [{ key: 'gateway/policies/svc', value: JSON.stringify({ appliesTo: { service: 'web' }, auth: { methods: ['apiKey'] }, authorize: { scopes: ['admin'] } }), modifyIndex: 1 }];
+    const snap = buildSnapshot({ catalog: { web: ['urlprefix-/web'] }, health: new Map(), kv }, { allowWarning: false, kvPrefix: 'gateway/' }, undefined, resolvePolicies([], kv, 'gateway/', undefined));
+    assert.deepEqual(snap.problems, []);
+  });
+});
