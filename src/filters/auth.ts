@@ -5,6 +5,7 @@ import type { CryptoKey, JWTPayload, JWTVerifyGetKey, JWTVerifyOptions } from 'j
 import type { AuthPolicy, AuthorizePolicy, JwtPolicy } from '../policy/schema.ts';
 import { consumerIdOfKey, hashApiKey } from '../policy/consumers.ts';
 import { algorithmsForPem } from '../policy/keys.ts';
+import { canonicalJson } from '../core/hash.ts';
 import type { ConsumerRecord } from '../policy/consumers.ts';
 import type { JwtKeyCache } from './jwks-cache.ts';
 
@@ -213,7 +214,7 @@ function compileJwt(policy: JwtPolicy, keys: JwtKeyCache): JwtCheck {
     return () => Promise.resolve('key_unavailable');
   }
   const options: JWTVerifyOptions = { ...base, algorithms: [...algorithms] };
-  const verified = new Map<string, { readonly result: Verified; readonly until: number }>();
+  const verified = keys.remembered<{ readonly result: Verified; readonly until: number }>(canonicalJson(policy));
 
   return async (token) => {
     if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) return 'malformed_token';
@@ -241,13 +242,13 @@ function compileJwt(policy: JwtPolicy, keys: JwtKeyCache): JwtCheck {
  * A signature check (RS256) costs more than the rest of the proxy path, and clients send the same
  * token many times. A verified token is remembered per route for at most 30 s and never past its
  * `exp`: a key the IdP withdraws stops working at most 30 s after the JWKS cache (jwksCacheMaxAge)
- * lets go of it. The map is per compiled route, so a policy change starts empty. Rejections are
- * never remembered.
+ * lets go of it. The map belongs to the jwt configuration (JwtKeyCache.remembered), so it survives
+ * snapshot rebuilds and a policy change starts empty. Rejections are never remembered.
  */
 const VERIFIED_TOKEN_TTL_MS = 30_000;
 const VERIFIED_TOKENS_MAX = 10_000;
 
-function remember(cache: Map<string, { result: Verified; until: number }>, token: string, result: Verified, until: number): void {
+function remember(cache: Map<string, { readonly result: Verified; readonly until: number }>, token: string, result: Verified, until: number): void {
   if (cache.size >= VERIFIED_TOKENS_MAX) {
     // Oldest first (a Map iterates in insertion order); a burst of distinct tokens cannot grow it.
     const oldest = cache.keys().next();

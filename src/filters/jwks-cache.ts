@@ -23,6 +23,7 @@ export class JwtKeyCache {
   readonly #fetchImpl: FetchImplementation | undefined;
   readonly #remote = new Map<string, RemoteJWKSet>();
   readonly #spki = new Map<string, Promise<CryptoKey>>();
+  readonly #remembered = new Map<string, Map<string, unknown>>();
 
   constructor(options: JwtKeyCacheOptions = {}) {
     this.#fetchImpl = options.fetchImpl;
@@ -59,6 +60,25 @@ export class JwtKeyCache {
     return key;
   }
 
+  /**
+   * The verified-token memory of one JWT configuration. It lives here, not in the compiled route,
+   * because routes are recompiled on every snapshot (any health change anywhere) and would
+   * otherwise start cold each time; keyed by the whole jwt policy, so a policy change starts
+   * empty. At most 64 configurations are kept (oldest dropped), so config churn cannot leak.
+   */
+  remembered<T>(configKey: string): Map<string, T> {
+    let map = this.#remembered.get(configKey);
+    if (map === undefined) {
+      if (this.#remembered.size >= 64) {
+        const oldest = this.#remembered.keys().next();
+        if (!oldest.done) this.#remembered.delete(oldest.value);
+      }
+      map = new Map<string, unknown>();
+      this.#remembered.set(configKey, map);
+    }
+    return map as Map<string, T>;
+  }
+
   /** Number of remote key sets held; lets tests and the admin view see sharing. */
   get remoteSets(): number {
     return this.#remote.size;
@@ -67,6 +87,7 @@ export class JwtKeyCache {
   close(): void {
     this.#remote.clear();
     this.#spki.clear();
+    this.#remembered.clear();
   }
 }
 

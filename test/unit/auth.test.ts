@@ -296,6 +296,20 @@ describe('JWKS caching, cooldown and rotation', () => {
     rejected(await route.authenticate(bearer(token)), 401, 'token_expired');
   });
 
+  test('the memory survives recompiling the route (every snapshot does), and a changed jwt policy starts empty', async (t) => {
+    const key = await signingKey('k');
+    const server = await startJwks([key.jwk]);
+    t.after(() => server.close());
+    const keys = new JwtKeyCache();
+    const token = await sign(key);
+    accepted(await jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms' }, { keys }).authenticate(bearer(token)));
+    server.mode = 'error';
+    // Rebuilt with the same policy: remembered, no verification needed.
+    accepted(await jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms' }, { keys }).authenticate(bearer(token)));
+    // Another jwt policy (a different audience list) must verify for itself: the token fails its audience check.
+    rejected(await jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms', audience: 'other-api' }, { keys }).authenticate(bearer(token)), 401, 'wrong_audience');
+  });
+
   test('a remembered token is forgotten after 30 s, so a withdrawn key stops working once the JWKS cache expires', async (t) => {
     const key = await signingKey('k');
     const server = await startJwks([key.jwk]);
