@@ -18,11 +18,13 @@ import { monotonicEpochNow } from './outlier.ts';
  *   (no growth: the outlier detector already backs off per endpoint). Other requests are refused
  *   while half-open, with `retryAfterMs = openFor` (the wait if the probes fail).
  * - Outcomes of requests admitted in another state (non-probes finishing after the breaker opened,
- *   probes of an earlier round) do not move the state.
+ *   probes of an earlier round) do not move the state. A probe carries the number of the half-open
+ *   round that admitted it, so a late probe of round n neither counts as a success nor frees a slot
+ *   in round n + 1.
  * - Disabled (`configure(null)` or `enabled: false`): always allowed, nothing recorded, closed.
  *   Reconfiguring keeps the state; a changed `window` empties the window (bucket size changed).
  *
- * Every allowed request must end in exactly one `record` or `release` with the `probe` flag it
+ * Every allowed request must end in exactly one `record` or `release` with the `probe` number it
  * was given, or a half-open breaker waits for its probe forever.
  */
 
@@ -42,7 +44,8 @@ export interface CircuitBreakerConfig {
 export type BreakerState = 'closed' | 'open' | 'half_open';
 export type BreakerOutcome = 'success' | 'failure';
 
-export type Acquired = { readonly allowed: true; readonly probe: boolean } | { readonly allowed: false; readonly retryAfterMs: number };
+/** `probe`: 0 for a request that is not a probe, n > 0 for a probe admitted by half-open round n. */
+export type Acquired = { readonly allowed: true; readonly probe: number } | { readonly allowed: false; readonly retryAfterMs: number };
 
 export interface CircuitBreakerStatus {
   readonly enabled: boolean;
@@ -64,9 +67,11 @@ export interface CircuitBreakerOptions {
 
 export type StateChangeListener = (state: BreakerState, previous: BreakerState) => void;
 
-// Shared, frozen: the allowed path does not allocate.
-const ALLOWED: Acquired = Object.freeze({ allowed: true, probe: false });
-const PROBE: Acquired = Object.freeze({ allowed: true, probe: true });
+/** `probe` value of a request that is not a probe. */
+export const NOT_A_PROBE = 0;
+
+// Shared, frozen: the allowed path does not allocate (probes share one constant per round).
+const ALLOWED: Acquired = Object.freeze({ allowed: true, probe: NOT_A_PROBE });
 
 /**
  * Counts in a ring of fixed-width time buckets, with running totals: adding and reading are O(1)
@@ -138,6 +143,10 @@ export class CircuitBreaker {
   private openedAt = 0;
   private probesInFlight = 0;
   private probesSucceeded = 0;
+  /** Number of the current (or last) half-open round; 0 before the first. */
+  private round = 0;
+  /** The permit handed to every probe of the current round. */
+  private probePermit: Acquired = ALLOWED;
   private readonly listeners = new Set<StateChangeListener>();
   private readonly now: () => number;
 
@@ -195,16 +204,16 @@ export class CircuitBreaker {
     if (this.current === 'open') return { allowed: false, retryAfterMs: Math.max(0, this.openedAt + config.openFor - now) };
     if (this.probesInFlight + this.probesSucceeded >= config.halfOpenProbes) return { allowed: false, retryAfterMs: config.openFor };
     this.probesInFlight++;
-    return PROBE;
+    return this.probePermit;
   }
 
   /** The outcome of an allowed request; `probe` as `tryAcquire` said. */
-  record(outcome: BreakerOutcome, probe: boolean): void {
+  record(outcome: BreakerOutcome, probe: number): void {
     const config = this.config;
     if (config === null || this.window === null) return;
     const now = this.now();
-    if (probe) {
-      if (this.current !== 'half_open') return;
+    if (probe !== NOT_A_PROBE) {
+      if (!this.isCurrentProbe(probe)) return;
       this.probesInFlight = Math.max(0, this.probesInFlight - 1);
       if (outcome === 'failure') {
         this.open(now);
@@ -222,8 +231,8 @@ export class CircuitBreaker {
   }
 
   /** An allowed request that ended without an outcome worth counting (the client went away). */
-  release(probe: boolean): void {
-    if (probe && this.current === 'half_open') this.probesInFlight = Math.max(0, this.probesInFlight - 1);
+  release(probe: number): void {
+    if (probe !== NOT_A_PROBE && this.isCurrentProbe(probe)) this.probesInFlight = Math.max(0, this.probesInFlight - 1);
   }
 
   status(): CircuitBreakerStatus {
@@ -242,6 +251,11 @@ export class CircuitBreaker {
     };
   }
 
+  /** A probe counts only in the half-open round that admitted it. */
+  private isCurrentProbe(probe: number): boolean {
+    return this.current === 'half_open' && probe === this.round;
+  }
+
   private refresh(now: number): void {
     if (this.current === 'open' && this.config !== null && now >= this.openedAt + this.config.openFor) this.transition('half_open');
   }
@@ -257,6 +271,7 @@ export class CircuitBreaker {
     this.probesSucceeded = 0;
     if (next === 'closed') this.window?.reset();
     if (next === previous) return;
+    if (next === 'half_open') this.probePermit = Object.freeze({ allowed: true, probe: ++this.round });
     this.current = next;
     for (const listener of this.listeners) listener(next, previous);
   }

@@ -107,8 +107,8 @@ describe('CircuitBreaker: open', () => {
   test('requests that were admitted before opening do not change the state', () => {
     const h = harness();
     h.open();
-    h.breaker.record('success', false);
-    h.breaker.record('failure', false);
+    h.breaker.record('success', 0);
+    h.breaker.record('failure', 0);
     assert.equal(h.breaker.state, 'open');
   });
 
@@ -133,7 +133,7 @@ describe('CircuitBreaker: half-open', () => {
   for (const probes of [1, 2, 3]) {
     test(`at most halfOpenProbes=${probes} probes at once; others refused`, () => {
       const h = halfOpen({ halfOpenProbes: probes });
-      for (let i = 0; i < probes; i++) assert.deepEqual(h.breaker.tryAcquire(), { allowed: true, probe: true });
+      for (let i = 0; i < probes; i++) assert.deepEqual(h.breaker.tryAcquire(), { allowed: true, probe: 1 });
       assert.deepEqual(h.breaker.tryAcquire(), { allowed: false, retryAfterMs: 5000 });
       assert.equal(h.breaker.status().probesInFlight, probes);
     });
@@ -143,13 +143,13 @@ describe('CircuitBreaker: half-open', () => {
     const h = halfOpen();
     const p1 = h.breaker.tryAcquire();
     const p2 = h.breaker.tryAcquire();
-    assert.ok(p1.allowed && p1.probe && p2.allowed && p2.probe);
-    h.breaker.record('success', true);
+    assert.ok(p1.allowed && p1.probe > 0 && p2.allowed && p2.probe > 0);
+    h.breaker.record('success', p1.probe);
     assert.equal(h.breaker.state, 'half_open');
-    h.breaker.record('success', true);
+    h.breaker.record('success', p2.probe);
     assert.equal(h.breaker.state, 'closed');
     assert.deepEqual([h.breaker.status().requests, h.breaker.status().failures, h.breaker.status().openedAt], [0, 0, null]);
-    assert.deepEqual(h.breaker.tryAcquire(), { allowed: true, probe: false });
+    assert.deepEqual(h.breaker.tryAcquire(), { allowed: true, probe: 0 });
     assert.deepEqual(h.changes, ['closed→open', 'open→half_open', 'half_open→closed']);
     h.send('FFFFFFFFF');
     assert.equal(h.breaker.state, 'closed', 'the failures before opening were forgotten');
@@ -160,20 +160,21 @@ describe('CircuitBreaker: half-open', () => {
     h.send('S');
     h.send('S');
     const third = h.breaker.tryAcquire();
-    assert.ok(third.allowed && third.probe);
+    assert.ok(third.allowed && third.probe > 0);
     assert.equal(h.breaker.tryAcquire().allowed, false);
-    h.breaker.record('success', true);
+    h.breaker.record('success', third.probe);
     assert.equal(h.breaker.state, 'closed');
   });
 
   test('one probe failure reopens for openFor', () => {
     const h = halfOpen();
     const t = h.clock.t;
-    h.breaker.tryAcquire();
-    h.breaker.tryAcquire();
-    h.breaker.record('success', true);
+    const p1 = h.breaker.tryAcquire();
+    const p2 = h.breaker.tryAcquire();
+    assert.ok(p1.allowed && p2.allowed);
+    h.breaker.record('success', p1.probe);
     h.clock.t += 100;
-    h.breaker.record('failure', true);
+    h.breaker.record('failure', p2.probe);
     assert.equal(h.breaker.state, 'open');
     assert.equal(h.breaker.status().openedAt, t + 100);
     assert.deepEqual(h.breaker.tryAcquire(), { allowed: false, retryAfterMs: 5000 });
@@ -185,23 +186,45 @@ describe('CircuitBreaker: half-open', () => {
   test('a released probe gives its slot back', () => {
     const h = halfOpen({ halfOpenProbes: 1 });
     const probe = h.breaker.tryAcquire();
-    assert.ok(probe.allowed && probe.probe);
+    assert.ok(probe.allowed && probe.probe > 0);
     assert.equal(h.breaker.tryAcquire().allowed, false);
-    h.breaker.release(true);
+    h.breaker.release(probe.probe);
     assert.equal(h.breaker.state, 'half_open');
     assert.ok(h.breaker.tryAcquire().allowed);
   });
 
+  test('a probe of an earlier round neither counts nor frees a slot in the next round', () => {
+    const h = halfOpen({ halfOpenProbes: 2 });
+    const late = h.breaker.tryAcquire(); // round 1, still in flight when round 1 fails
+    const failing = h.breaker.tryAcquire();
+    assert.ok(late.allowed && failing.allowed);
+    h.breaker.record('failure', failing.probe);
+    assert.equal(h.breaker.state, 'open');
+    h.clock.t += 5000;
+    const q1 = h.breaker.tryAcquire(); // round 2
+    const q2 = h.breaker.tryAcquire();
+    assert.ok(q1.allowed && q2.allowed);
+    h.breaker.release(late.probe); // a stale release gives back no slot of this round
+    assert.equal(h.breaker.tryAcquire().allowed, false);
+    h.breaker.record('success', late.probe); // a stale success counts for nothing
+    assert.deepEqual([h.breaker.status().probesInFlight, h.breaker.status().probesSucceeded], [2, 0]);
+    h.breaker.record('success', q1.probe);
+    assert.equal(h.breaker.state, 'half_open', 'one fresh success of two is not enough');
+    h.breaker.record('success', q2.probe);
+    assert.equal(h.breaker.state, 'closed');
+    assert.notEqual(q1.probe, late.probe, 'a probe carries its round');
+  });
+
   test('non-probe outcomes during half-open are ignored', () => {
     const h = halfOpen();
-    h.breaker.record('failure', false);
+    h.breaker.record('failure', 0);
     assert.equal(h.breaker.state, 'half_open');
   });
 
   test('a late probe of an earlier round cannot drive the count negative', () => {
     const h = halfOpen({ halfOpenProbes: 2 });
-    h.breaker.record('success', true); // nothing was admitted
-    h.breaker.release(true);
+    h.breaker.record('success', 1); // nothing was admitted
+    h.breaker.release(1);
     assert.equal(h.breaker.status().probesInFlight, 0);
   });
 });
@@ -216,8 +239,8 @@ describe('CircuitBreaker: configuration', () => {
       assert.equal(h.breaker.enabled, false);
       for (let i = 0; i < 50; i++) {
         const got = h.breaker.tryAcquire();
-        assert.deepEqual(got, { allowed: true, probe: false });
-        h.breaker.record('failure', false);
+        assert.deepEqual(got, { allowed: true, probe: 0 });
+        h.breaker.record('failure', 0);
       }
       assert.equal(h.breaker.state, 'closed');
       assert.deepEqual(h.changes, ['closed→open', 'open→closed']);
@@ -258,7 +281,7 @@ describe('CircuitBreaker: configuration', () => {
     const heard: BreakerState[] = [];
     const off = breaker.onStateChange((s) => heard.push(s));
     off();
-    breaker.record('failure', false);
+    breaker.record('failure', 0);
     assert.equal(breaker.state, 'open');
     assert.deepEqual(heard, []);
   });
