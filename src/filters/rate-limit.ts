@@ -49,7 +49,6 @@ interface Verdict {
   readonly decision: RateDecision | 'unavailable';
 }
 
-const HEADER_VALUE_MAX = 256;
 const HEADER_VALUE_RAW_MAX = 64;
 
 const NO_RULES: RouteRateLimits = Object.freeze({
@@ -101,9 +100,10 @@ function subjectOf(rule: CompiledRule, s: RateLimitSubject): string {
   const raw = s.headers[rule.by.header];
   const first = Array.isArray(raw) ? raw[0] : raw;
   if (first === undefined || first === '') return `ip:${s.ip}`;
-  const value = first.length > HEADER_VALUE_MAX ? first.slice(0, HEADER_VALUE_MAX) : first;
   // Long values (tokens, user agents) would bloat every key; a digest keeps keys short and distinct.
-  return value.length > HEADER_VALUE_RAW_MAX ? `hs:${createHash('sha256').update(value).digest('hex')}` : `h:${value}`;
+  // The whole value is hashed: JWTs of one issuer share a long common head, so any prefix would
+  // put different tokens on one counter (Node caps the header block, so the input stays bounded).
+  return first.length > HEADER_VALUE_RAW_MAX ? `hs:${createHash('sha256').update(first).digest('hex')}` : `h:${first}`;
 }
 
 /** A consumer's own limits beat its plan's, which beat the rule's; anonymous callers get the rule's. */

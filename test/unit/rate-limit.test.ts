@@ -244,7 +244,8 @@ describe('compileRateLimits', () => {
     assert.equal((await check(subject({ headers: { 'x-tenant': '' } })))[2], 'cgw:rl:{route:/a%3Ab:h:ip:203.0.113.7}', 'empty header too');
     const hashed = (await check(subject({ headers: { 'x-tenant': long } })))[2] ?? '';
     assert.match(hashed, /^cgw:rl:\{route:\/a%3Ab:h:hs:[0-9a-f]{64}\}$/, 'long values are hashed');
-    assert.equal((await check(subject({ headers: { 'x-tenant': `${long}-tail-beyond-256` } })))[2], hashed, 'after truncation to 256 chars');
+    assert.equal((await check(subject({ headers: { 'x-tenant': long } })))[2], hashed, 'the same value, the same key');
+    assert.notEqual((await check(subject({ headers: { 'x-tenant': `${long}-tail-beyond-256` } })))[2], hashed, 'the whole value is hashed');
     assert.equal((await check(subject({ consumer: 'ip:203.0.113.7' })))[0], 'cgw:rl:{route:/a%3Ab:c:c:ip:203.0.113.7}', 'a consumer cannot pose as an ip');
   });
 
@@ -256,6 +257,16 @@ describe('compileRateLimits', () => {
     assert.equal((await limits.check(subject())).ok, true);
     assert.equal((await limits.check(subject())).ok, false);
     assert.equal((await limits.check(subject({ ip: '198.51.100.1' }))).ok, true);
+  });
+
+  test('long header values that differ only after 256 chars count apart (JWTs share their header)', async () => {
+    const limits = compileRateLimits([rule({ name: 'token', by: 'header:authorization', limit: 1, window: 60_000 })], scope, new SpyBackend());
+    const common = `Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.${'e'.repeat(300)}`;
+    const alice = subject({ headers: { authorization: `${common}.alice-signature` } });
+    const bob = subject({ headers: { authorization: `${common}.bob-signature` } });
+    assert.equal((await limits.check(alice)).ok, true);
+    assert.equal((await limits.check(alice)).ok, false);
+    assert.equal((await limits.check(bob)).ok, true, 'bob has his own counter');
   });
 
   test('route scope counts per route, service scope across the routes of a service', async () => {
