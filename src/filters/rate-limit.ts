@@ -106,10 +106,25 @@ function subjectOf(rule: CompiledRule, s: RateLimitSubject): string {
   return first.length > HEADER_VALUE_RAW_MAX ? `hs:${createHash('sha256').update(first).digest('hex')}` : `h:${first}`;
 }
 
+/**
+ * A consumer's own quota, compiled once per limits object: the object belongs to the consumer
+ * record of a snapshot, so it is stable while the snapshot is in force and is collected with it.
+ */
+const ownQuotas = new WeakMap<NonNullable<RateLimitSubject['limits']>, CompiledQuota>();
+
+function ownQuotaOf(limits: NonNullable<RateLimitSubject['limits']>): CompiledQuota {
+  let quota = ownQuotas.get(limits);
+  if (quota === undefined) {
+    quota = compileQuota(limits.limit, limits.window, limits.burst);
+    ownQuotas.set(limits, quota);
+  }
+  return quota;
+}
+
 /** A consumer's own limits beat its plan's, which beat the rule's; anonymous callers get the rule's. */
 function quotaOf(rule: CompiledRule, s: RateLimitSubject): CompiledQuota {
   if (rule.by !== 'consumer' || s.consumer === null) return rule.quota;
-  if (s.limits) return compileQuota(s.limits.limit, s.limits.window, s.limits.burst);
+  if (s.limits) return ownQuotaOf(s.limits);
   if (s.plan !== null) return rule.plans.get(s.plan) ?? rule.quota;
   return rule.quota;
 }

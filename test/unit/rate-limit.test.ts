@@ -218,6 +218,24 @@ describe('compileRateLimits', () => {
     assert.equal(policy.headers['RateLimit-Policy'], '5;w=60;burst=5');
   });
 
+  test("a consumer's own limits are compiled once per limits object, not per request", async () => {
+    const quotas: RateQuotaMs[] = [];
+    class QuotaSpy extends SpyBackend {
+      override decide(key: string, quota: RateQuotaMs, mode: 'open' | 'closed') {
+        quotas.push(quota);
+        return super.decide(key, quota, mode);
+      }
+    }
+    const limits = compileRateLimits([rule({ name: 'per-consumer', by: 'consumer', limit: 3, window: 60_000 })], scope, new QuotaSpy());
+    const own = { limit: 7, window: 60_000 };
+    await limits.check(subject({ consumer: 'acme', limits: own }));
+    await limits.check(subject({ consumer: 'acme', limits: own }));
+    assert.deepEqual(quotas[0], { limit: 7, windowMs: 60_000, burst: 7 });
+    assert.equal(quotas[1], quotas[0], 'the same compiled quota');
+    await limits.check(subject({ consumer: 'acme', limits: { limit: 9, window: 60_000 } }));
+    assert.deepEqual(quotas[2], { limit: 9, windowMs: 60_000, burst: 9 }, 'another limits object, its own quota');
+  });
+
   test('subjects and key layout', async () => {
     const backend = new SpyBackend();
     const rules = [
