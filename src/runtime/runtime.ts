@@ -139,15 +139,9 @@ function compileRoute(
       budget: deps.resilience.budgetFor(route.id, retries),
     },
     resilience,
-    countAuthRejection(reason) {
-      metrics.authRejections.inc({ route: route.id, reason });
-    },
-    countRateLimit(result) {
-      metrics.rateLimitDecisions.inc({ route: route.id, result });
-    },
-    countSizeRejection(kind) {
-      metrics.requestLimitRejections.inc({ route: route.id, kind });
-    },
+    countAuthRejection: boundPerValue((reason: string) => metrics.authRejections.labels({ route: route.id, reason })),
+    countRateLimit: boundPerValue((result: 'allowed' | 'limited' | 'unavailable') => metrics.rateLimitDecisions.labels({ route: route.id, result })),
+    countSizeRejection: boundPerValue((kind: 'body' | 'headers') => metrics.requestLimitRejections.labels({ route: route.id, kind })),
     countResponse(status) {
       let child = byStatus.get(status);
       if (!child) {
@@ -159,6 +153,22 @@ function compileRoute(
     observeDuration(seconds) {
       duration.observe(seconds);
     },
+  };
+}
+
+/**
+ * A counter of one route whose last label takes a few values: each value's child is bound on its
+ * first use (like `countResponse` per status), so a request builds no label object.
+ */
+function boundPerValue<V extends string>(bind: (value: V) => { inc(): void }): (value: V) => void {
+  const children = new Map<V, { inc(): void }>();
+  return (value) => {
+    let child = children.get(value);
+    if (!child) {
+      child = bind(value);
+      children.set(value, child);
+    }
+    child.inc();
   };
 }
 

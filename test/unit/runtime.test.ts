@@ -1,0 +1,101 @@
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ConsulViews, ServiceInstance } from '../../src/core/types.ts';
+import { createLogger } from '../../src/core/logger.ts';
+import { createMetrics, type Metrics } from '../../src/core/metrics.ts';
+import { buildSnapshot, type Snapshot } from '../../src/state/snapshot.ts';
+import { UpstreamPools } from '../../src/balancer/upstream-pools.ts';
+import { JwtKeyCache } from '../../src/filters/auth.ts';
+import { RateLimiterBackend } from '../../src/filters/rate-limit.ts';
+import { buildRuntime, type CompiledRoute, type Runtime, type RuntimeDeps } from '../../src/runtime/runtime.ts';
+import { ResilienceRegistry } from '../../src/runtime/resilience.ts';
+
+const logger = createLogger('silent');
+// Pools are created lazily and never connect: no request is sent in these tests.
+const pools = new UpstreamPools({ connectTimeoutMs: 1000, connectionsPerEndpoint: 1 });
+after(() => pools.closeAll(0));
+
+function instance(port: number): ServiceInstance {
+  return {
+    id: `web-${port}`,
+    service: 'web',
+    node: 'node-1',
+    address: '127.0.0.1',
+    port,
+    tags: [],
+    weights: { passing: 1, warning: 1 },
+    checks: [{ id: `service:web-${port}`, status: 'passing', serviceId: `web-${port}` }],
+  };
+}
+
+function snapshot(ports: number[]): Snapshot {
+  const views: ConsulViews = { catalog: { web: ['urlprefix-/web'] }, health: new Map([['web', ports.map(instance)]]), kv: [] };
+  return buildSnapshot(views, { allowWarning: false, kvPrefix: 'gateway/' });
+}
+
+function deps(metrics: Metrics = createMetrics({ defaultMetrics: false })): RuntimeDeps {
+  return {
+    pools,
+    metrics,
+    pickerKind: 'round_robin',
+    keys: new JwtKeyCache(),
+    limiter: new RateLimiterBackend({ logger }),
+    resilience: new ResilienceRegistry(metrics, logger),
+    responseTimeoutMs: 30_000,
+    connectTimeoutMs: 1000,
+  };
+}
+
+function routeOf(runtime: Runtime): CompiledRoute {
+  const found = runtime.router.match(undefined, '/web');
+  assert.ok(found, 'route /web compiled');
+  return found;
+}
+
+/** Records the label set of every `inc` of a counter (children bound by `labels` call it too). */
+function spyInc(counter: { inc: (...args: never[]) => unknown }): unknown[] {
+  const seen: unknown[] = [];
+  const inc = counter.inc;
+  counter.inc = function (this: unknown, ...args: never[]) {
+    seen.push(args[0]);
+    return inc.apply(this, args);
+  };
+  return seen;
+}
+
+async function valueOf(metrics: Metrics, name: string, labels: Record<string, string>): Promise<number | undefined> {
+  const metric = metrics.registry.getSingleMetric(name);
+  assert.ok(metric);
+  const { values } = await metric.get();
+  return values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value;
+}
+
+describe('buildRuntime: per-route metrics', () => {
+  test('rate-limit, auth and size counters use label sets bound once per route and value, not built per request', async () => {
+    const metrics = createMetrics({ defaultMetrics: false });
+    const seen = {
+      rate: spyInc(metrics.rateLimitDecisions),
+      auth: spyInc(metrics.authRejections),
+      size: spyInc(metrics.requestLimitRejections),
+    };
+    const route = routeOf(buildRuntime(snapshot([34001]), undefined, deps(metrics)));
+    for (let i = 0; i < 3; i++) {
+      route.countRateLimit('allowed');
+      route.countRateLimit('limited');
+      route.countAuthRejection('token_expired');
+      route.countSizeRejection('body');
+    }
+    route.countSizeRejection('headers');
+    const distinct = (labels: unknown[]): number => new Set(labels).size;
+    assert.equal(seen.rate.length, 6);
+    assert.equal(distinct(seen.rate), 2, 'one label set per result');
+    assert.equal(distinct(seen.auth), 1, 'one label set per reason');
+    assert.equal(distinct(seen.size), 2, 'one label set per kind');
+
+    assert.equal(await valueOf(metrics, 'cgw_rate_limit_decisions_total', { route: route.id, result: 'allowed' }), 3);
+    assert.equal(await valueOf(metrics, 'cgw_rate_limit_decisions_total', { route: route.id, result: 'limited' }), 3);
+    assert.equal(await valueOf(metrics, 'cgw_auth_rejections_total', { route: route.id, reason: 'token_expired' }), 3);
+    assert.equal(await valueOf(metrics, 'cgw_request_limit_rejections_total', { route: route.id, kind: 'body' }), 3);
+    assert.equal(await valueOf(metrics, 'cgw_request_limit_rejections_total', { route: route.id, kind: 'headers' }), 1);
+  });
+});
