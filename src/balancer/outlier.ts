@@ -5,7 +5,7 @@
  * https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/outlier
  *
  * The detector outlives snapshots: the runtime keeps one per service name, `configure`s it with the
- * service's policy and the service balancer keeps its endpoint set current (`setEndpoints`). Its
+ * service's policy and keeps its endpoint set current (`setEndpoints`) on every build. Its
  * config type is declared here, structurally equal to `OutlierPolicy` (policy/schema.ts), because
  * the balancer room does not import policy.
  *

@@ -12,8 +12,9 @@ export type PickerKind = 'round_robin' | 'least_request';
  * choose a subset, then an endpoint inside it; `X-Canary: <tag>` skips the first step.
  *
  * With an outlier detector, picks skip ejected endpoints. The detector is long-lived (the runtime
- * keeps one per service and passes it to every balancer it builds for that service), is not part
- * of the fingerprint, and is told the endpoint set here, so its state follows each rebuild.
+ * keeps one per service and passes it to every balancer it builds for that service) and is not part
+ * of the fingerprint. Its endpoint set is kept by the runtime's resilience registry, which runs on
+ * every build, also when this balancer is reused; the balancer only reads it.
  */
 export class ServiceBalancer {
   /** Equal fingerprints mean an equal balancer, so the runtime keeps the old one (and its position). */
@@ -37,10 +38,7 @@ export class ServiceBalancer {
     this.fingerprint = ServiceBalancer.fingerprintOf(service, pickerKind, connectTimeoutMs);
     const poolIds = new Set<string>();
     this.poolIds = poolIds;
-    if (outlier) {
-      outlier.setEndpoints(service.endpoints.filter((e) => e.weight > 0).map((e) => e.key));
-      this.usable = (endpoint) => !outlier.isEjected(endpoint.key);
-    }
+    if (outlier) this.usable = (endpoint) => !outlier.isEjected(endpoint.key);
     const makePicker = (keys: ReadonlySet<string> | null): Picker<UpstreamEndpoint> => {
       const weighted: Weighted<UpstreamEndpoint>[] = service.endpoints
         .filter((e) => e.weight > 0 && (keys === null || keys.has(e.key)))

@@ -1,6 +1,6 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ConsulViews, ServiceInstance } from '../../src/core/types.ts';
+import type { ConsulViews, HealthStatus, ServiceInstance } from '../../src/core/types.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { createMetrics, type Metrics } from '../../src/core/metrics.ts';
 import { buildSnapshot, type Snapshot } from '../../src/state/snapshot.ts';
@@ -15,7 +15,7 @@ const logger = createLogger('silent');
 const pools = new UpstreamPools({ connectTimeoutMs: 1000, connectionsPerEndpoint: 1 });
 after(() => pools.closeAll(0));
 
-function instance(port: number): ServiceInstance {
+function instance(port: number, status: HealthStatus = 'passing'): ServiceInstance {
   return {
     id: `web-${port}`,
     service: 'web',
@@ -24,12 +24,13 @@ function instance(port: number): ServiceInstance {
     port,
     tags: [],
     weights: { passing: 1, warning: 1 },
-    checks: [{ id: `service:web-${port}`, status: 'passing', serviceId: `web-${port}` }],
+    checks: [{ id: `service:web-${port}`, status, serviceId: `web-${port}` }],
   };
 }
 
-function snapshot(ports: number[]): Snapshot {
-  const views: ConsulViews = { catalog: { web: ['urlprefix-/web'] }, health: new Map([['web', ports.map(instance)]]), kv: [] };
+function snapshot(ports: number[], critical: number[] = []): Snapshot {
+  const instances = [...ports.map((p) => instance(p)), ...critical.map((p) => instance(p, 'critical'))];
+  const views: ConsulViews = { catalog: { web: ['urlprefix-/web'] }, health: new Map([['web', instances]]), kv: [] };
   return buildSnapshot(views, { allowWarning: false, kvPrefix: 'gateway/' });
 }
 
@@ -97,5 +98,31 @@ describe('buildRuntime: per-route metrics', () => {
     assert.equal(await valueOf(metrics, 'cgw_auth_rejections_total', { route: route.id, reason: 'token_expired' }), 3);
     assert.equal(await valueOf(metrics, 'cgw_request_limit_rejections_total', { route: route.id, kind: 'body' }), 3);
     assert.equal(await valueOf(metrics, 'cgw_request_limit_rejections_total', { route: route.id, kind: 'headers' }), 1);
+  });
+});
+
+describe('buildRuntime: work per build', () => {
+  test('the outlier detector is told the endpoint set once per build, whether the balancer is new or reused', () => {
+    const d = deps();
+    const first = buildRuntime(snapshot([34101, 34102], [34103]), undefined, d);
+    const outlier = d.resilience.peek('web')?.outlier;
+    assert.ok(outlier);
+    assert.deepEqual(Object.keys(outlier.status()), ['127.0.0.1:34101', '127.0.0.1:34102'], 'healthy endpoints only');
+    const calls: string[][] = [];
+    const setEndpoints = outlier.setEndpoints.bind(outlier);
+    outlier.setEndpoints = (keys) => {
+      calls.push([...keys]);
+      setEndpoints(keys);
+    };
+
+    const changed = buildRuntime(snapshot([34101]), first, d);
+    assert.notEqual(changed.balancers.get('web'), first.balancers.get('web'), 'a new balancer');
+    assert.deepEqual(calls, [['127.0.0.1:34101']], 'once for a new balancer');
+    assert.deepEqual(Object.keys(outlier.status()), ['127.0.0.1:34101']);
+
+    calls.length = 0;
+    const same = buildRuntime(snapshot([34101]), changed, d);
+    assert.equal(same.balancers.get('web'), changed.balancers.get('web'), 'the balancer is reused');
+    assert.deepEqual(calls, [['127.0.0.1:34101']], 'once for a reused balancer');
   });
 });

@@ -277,16 +277,23 @@ describe('ServiceBalancer: outlier ejection', () => {
     return { outlier, clock, eject };
   }
 
-  test('the balancer tells the detector its endpoint set (healthy endpoints only)', () => {
+  /** As the runtime builds one: the resilience registry tells the detector the endpoint set first. */
+  function balancerWith(svc: ServiceSnapshot, kind: PickerKind, outlier: OutlierDetector): ServiceBalancer {
+    outlier.setEndpoints(svc.endpoints.filter((e) => e.weight > 0).map((e) => e.key));
+    return new ServiceBalancer(svc, pools, kind, outlier);
+  }
+
+  test('the balancer leaves the endpoint set to the registry (it runs on every build, reused balancers too)', () => {
     const { outlier } = detector();
+    outlier.setEndpoints([key(33001)]);
     new ServiceBalancer(service([{ port: 33001 }, { port: 33002 }, { port: 33003, status: 'critical' }]), pools, 'round_robin', outlier);
-    assert.deepEqual(Object.keys(outlier.status()), [key(33001), key(33002)]);
+    assert.deepEqual(Object.keys(outlier.status()), [key(33001)]);
   });
 
   for (const kind of PICKERS) {
     test(`an ejected endpoint is not picked until it returns (${kind})`, () => {
       const { outlier, clock, eject } = detector();
-      const balancer = new ServiceBalancer(service([{ port: 33101 }, { port: 33102 }, { port: 33103 }]), pools, kind, outlier);
+      const balancer = balancerWith(service([{ port: 33101 }, { port: 33102 }, { port: 33103 }]), kind, outlier);
       eject(33102);
       assert.deepEqual([...tally(balancer, 60).keys()].sort(), [key(33101), key(33103)]);
       clock.t += 1000;
@@ -295,14 +302,14 @@ describe('ServiceBalancer: outlier ejection', () => {
 
     test(`exclude and ejection together leave the third endpoint (${kind})`, () => {
       const { outlier, eject } = detector();
-      const balancer = new ServiceBalancer(service([{ port: 33201 }, { port: 33202 }, { port: 33203 }]), pools, kind, outlier);
+      const balancer = balancerWith(service([{ port: 33201 }, { port: 33202 }, { port: 33203 }]), kind, outlier);
       eject(33201);
       assert.deepEqual([...tally(balancer, 30, undefined, pools.get({ key: key(33202), address: '127.0.0.1', port: 33202 })).keys()], [key(33203)]);
     });
 
     test(`panic: every endpoint ejected still picks, honouring exclude (${kind})`, () => {
       const { outlier, eject } = detector();
-      const balancer = new ServiceBalancer(service([{ port: 33301 }, { port: 33302 }]), pools, kind, outlier);
+      const balancer = balancerWith(service([{ port: 33301 }, { port: 33302 }]), kind, outlier);
       eject(33301, 33302);
       assert.equal(outlier.ejectedCount, 2);
       assert.equal(tally(balancer, 20).size, 2);
@@ -311,7 +318,7 @@ describe('ServiceBalancer: outlier ejection', () => {
 
     test(`a canary subset whose endpoints are all ejected sends its share elsewhere (${kind})`, () => {
       const { outlier, eject } = detector();
-      const balancer = new ServiceBalancer(service(CANARY_SPECS, { v1: 90, v2: 10 }), pools, kind, outlier);
+      const balancer = balancerWith(service(CANARY_SPECS, { v1: 90, v2: 10 }), kind, outlier);
       eject(31003);
       assert.deepEqual(bySubset(tally(balancer, 100), CANARY_SUBSETS), { v1: 100, v2: 0 });
       assert.deepEqual(bySubset(tally(balancer, 20, 'v2'), CANARY_SUBSETS), { v1: 20, v2: 0 }, 'even when forced by X-Canary');
@@ -319,7 +326,7 @@ describe('ServiceBalancer: outlier ejection', () => {
 
     test(`inside a canary subset, ejected endpoints are skipped (${kind})`, () => {
       const { outlier, eject } = detector();
-      const balancer = new ServiceBalancer(service(CANARY_SPECS, { v1: 90, v2: 10 }), pools, kind, outlier);
+      const balancer = balancerWith(service(CANARY_SPECS, { v1: 90, v2: 10 }), kind, outlier);
       eject(31001);
       const counts = tally(balancer, 100);
       assert.equal(counts.get(key(31001)), undefined);
@@ -330,16 +337,16 @@ describe('ServiceBalancer: outlier ejection', () => {
 
   test('the ejection cap keeps endpoints in rotation', () => {
     const { outlier, eject } = detector({ maxEjectedPercent: 50 });
-    const balancer = new ServiceBalancer(service([{ port: 33401 }, { port: 33402 }]), pools, 'round_robin', outlier);
+    const balancer = balancerWith(service([{ port: 33401 }, { port: 33402 }]), 'round_robin', outlier);
     eject(33401, 33402);
     assert.deepEqual([...tally(balancer, 20).keys()], [key(33402)]);
   });
 
   test('a rebuild without an endpoint forgets its state; the same detector carries the rest', () => {
     const { outlier, eject } = detector();
-    new ServiceBalancer(service([{ port: 33501 }, { port: 33502 }, { port: 33503 }]), pools, 'round_robin', outlier);
+    balancerWith(service([{ port: 33501 }, { port: 33502 }, { port: 33503 }]), 'round_robin', outlier);
     eject(33501, 33502);
-    const rebuilt = new ServiceBalancer(service([{ port: 33502 }, { port: 33503 }]), pools, 'round_robin', outlier);
+    const rebuilt = balancerWith(service([{ port: 33502 }, { port: 33503 }]), 'round_robin', outlier);
     assert.deepEqual(Object.keys(outlier.status()), [key(33502), key(33503)]);
     assert.deepEqual([...tally(rebuilt, 20).keys()], [key(33503)], 'still ejected after the rebuild');
   });
