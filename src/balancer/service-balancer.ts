@@ -34,8 +34,13 @@ export class ServiceBalancer {
     readonly outlier?: OutlierDetector,
     /** The service's connect timeout; endpoints with a non-default one get their own pool. */
     connectTimeoutMs?: number,
+    /**
+     * `fingerprintOf(service, pickerKind, connectTimeoutMs)` when the caller has computed it already
+     * (the runtime does, to decide on reuse), so a build hashes each service once.
+     */
+    fingerprint?: string,
   ) {
-    this.fingerprint = ServiceBalancer.fingerprintOf(service, pickerKind, connectTimeoutMs);
+    this.fingerprint = fingerprint ?? ServiceBalancer.fingerprintOf(service, pickerKind, connectTimeoutMs);
     const poolIds = new Set<string>();
     this.poolIds = poolIds;
     if (outlier) this.usable = (endpoint) => !outlier.isEjected(endpoint.key);

@@ -86,9 +86,11 @@ export function buildRuntime(snapshot: Snapshot, previous: Runtime | undefined, 
     const state = deps.resilience.forService(service);
     resilience.set(service.name, state);
     const connectTimeoutMs = service.policy.connectTimeout ?? deps.connectTimeoutMs;
+    // Hashed once: compared with the old balancer's, then handed to the new one.
+    const fingerprint = ServiceBalancer.fingerprintOf(service, deps.pickerKind, connectTimeoutMs);
     const old = previous?.balancers.get(service.name);
-    const reuse = old && old.fingerprint === ServiceBalancer.fingerprintOf(service, deps.pickerKind, connectTimeoutMs);
-    balancers.set(service.name, reuse ? old : new ServiceBalancer(service, deps.pools, deps.pickerKind, state.outlier, connectTimeoutMs));
+    const reuse = old && old.fingerprint === fingerprint;
+    balancers.set(service.name, reuse ? old : new ServiceBalancer(service, deps.pools, deps.pickerKind, state.outlier, connectTimeoutMs, fingerprint));
   }
   const consumers: ConsumerIndex = new Map(Object.values(snapshot.policies.consumers).map((c) => [c.id, c.record]));
   const routes = snapshot.routes.flatMap((r) => {

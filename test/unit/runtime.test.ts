@@ -5,6 +5,7 @@ import { createLogger } from '../../src/core/logger.ts';
 import { createMetrics, type Metrics } from '../../src/core/metrics.ts';
 import { buildSnapshot, type Snapshot } from '../../src/state/snapshot.ts';
 import { UpstreamPools } from '../../src/balancer/upstream-pools.ts';
+import { ServiceBalancer } from '../../src/balancer/service-balancer.ts';
 import { JwtKeyCache } from '../../src/filters/auth.ts';
 import { RateLimiterBackend } from '../../src/filters/rate-limit.ts';
 import { buildRuntime, type CompiledRoute, type Runtime, type RuntimeDeps } from '../../src/runtime/runtime.ts';
@@ -124,5 +125,26 @@ describe('buildRuntime: work per build', () => {
     const same = buildRuntime(snapshot([34101]), changed, d);
     assert.equal(same.balancers.get('web'), changed.balancers.get('web'), 'the balancer is reused');
     assert.deepEqual(calls, [['127.0.0.1:34101']], 'once for a reused balancer');
+  });
+
+  test("a service's fingerprint is hashed once per build, whether its balancer is new or reused", (t) => {
+    const d = deps();
+    let hashed = 0;
+    const fingerprintOf = ServiceBalancer.fingerprintOf;
+    t.mock.method(ServiceBalancer, 'fingerprintOf', (...args: Parameters<typeof fingerprintOf>) => {
+      hashed++;
+      return fingerprintOf(...args);
+    });
+    const first = buildRuntime(snapshot([34201, 34202]), undefined, d);
+    assert.equal(hashed, 1, 'first build');
+    hashed = 0;
+    const changed = buildRuntime(snapshot([34201]), first, d);
+    assert.notEqual(changed.balancers.get('web'), first.balancers.get('web'), 'a new balancer');
+    assert.equal(hashed, 1, 'a changed service');
+    hashed = 0;
+    const same = buildRuntime(snapshot([34201]), changed, d);
+    assert.equal(same.balancers.get('web'), changed.balancers.get('web'), 'the balancer is reused');
+    assert.equal(hashed, 1, 'an unchanged service');
+    assert.equal(same.balancers.get('web')?.fingerprint, fingerprintOf(snapshot([34201]).services.web!, 'round_robin', 1000));
   });
 });
