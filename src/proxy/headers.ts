@@ -29,6 +29,20 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
  */
 export const IDENTITY_PREFIX = 'x-cgw-';
 
+/**
+ * Node's server has already answered `Expect: 100-continue`; undici refuses to send the header at
+ * all, and that local refusal must not read as a failing upstream.
+ */
+const EXPECT = 'expect';
+
+/**
+ * Also `x_cgw_subject` and other spellings with underscores: CGI-style frameworks (Rack, PHP,
+ * WSGI) map `-` and `_` alike to `HTTP_X_CGW_SUBJECT`, so either spelling would forge the header.
+ */
+function isIdentityHeader(name: string): boolean {
+  return name.length > 6 && (name.charCodeAt(0) | 0x20) === 0x78 && name.slice(0, 6).replace(/_/g, '-') === IDENTITY_PREFIX;
+}
+
 export interface ForwardedIdentity {
   readonly method: string;
   readonly subject: string;
@@ -52,7 +66,7 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
   const out: Record<string, string | string[]> = {};
   for (const name in incoming) {
     const value = incoming[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || name.startsWith(IDENTITY_PREFIX)) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || isIdentityHeader(name) || name === EXPECT) continue;
     out[name] = value;
   }
   if (ctx.drop) for (const name of ctx.drop) delete out[name];

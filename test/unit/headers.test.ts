@@ -187,3 +187,18 @@ describe('upstreamRequestHeaders: identity', () => {
     assert.equal(out.accept, 'x');
   });
 });
+
+describe('upstreamRequestHeaders: what the gateway answers or owns', () => {
+  test('identity headers spelled with underscores are dropped too (CGI maps - and _ alike)', () => {
+    const out = upstreamRequestHeaders({ x_cgw_subject: 'admin', 'x_cgw-scopes': 'payments', x_cgwother: 'kept' }, CTX);
+    assert.equal(out.x_cgw_subject, undefined);
+    assert.equal(out['x_cgw-scopes'], undefined);
+    assert.equal(out.x_cgwother, 'kept');
+  });
+
+  test('Expect is not forwarded: Node already answered 100 Continue', () => {
+    const out = upstreamRequestHeaders({ expect: '100-continue', accept: 'x' }, CTX);
+    assert.equal(out.expect, undefined);
+    assert.equal(out.accept, 'x');
+  });
+});
