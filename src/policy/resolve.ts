@@ -1,6 +1,5 @@
 import { contentHash } from '../core/hash.ts';
 import type { KvEntry, Problem } from '../core/types.ts';
-import { describeError } from '../core/errors.ts';
 import { formatZodIssues } from './canary.ts';
 import { consumerIdSchema, consumerRecordSchema, type ConsumerRecord } from './consumers.ts';
 import { documentOfKvKey, documentId, parseDocumentText, type DocumentKind, type DocumentOrigin, type ParsedDocument, type RawDocument } from './documents.ts';

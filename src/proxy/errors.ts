@@ -28,6 +28,14 @@ export function isRetryable(err: unknown): boolean {
   return isConnectFailure(err) || (typeof code === 'string' && RETRYABLE_IF_IDEMPOTENT.has(code));
 }
 
+/** undici refused the request before sending anything (e.g. a header it will not send). */
+const LOCAL_REFUSALS = new Set(['UND_ERR_NOT_SUPPORTED', 'UND_ERR_INVALID_ARG']);
+
+export function isLocalRefusal(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && LOCAL_REFUSALS.has(code);
+}
+
 export function classifyUpstreamError(err: unknown): ErrorCode {
   const code = (err as { code?: unknown } | null)?.code;
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'upstream_timeout';

@@ -2,7 +2,6 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { Transform, type Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../core/logger.ts';
 import { listenOn } from '../core/net.ts';
@@ -10,7 +9,10 @@ import type { Metrics } from '../core/metrics.ts';
 import { describeError, errorBody, type ErrorCode } from '../core/errors.ts';
 import type { CompiledRoute, Identity, Runtime, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
-import { classifyUpstreamError, isConnectFailure, isRetryable, sendError, type ErrorExtras } from './errors.ts';
+import type { Readable } from 'node:stream';
+import { requestTarget, type RequestTarget } from './target.ts';
+import { isRetryableMethod, prepareBody, type PreparedBody } from './body.ts';
+import { classifyUpstreamError, isConnectFailure, isLocalRefusal, isRetryable, sendError, type ErrorExtras } from './errors.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
@@ -22,7 +24,6 @@ export interface ProxyOptions {
   readonly maxHeaderSize?: number;
 }
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 /**
  * undici runs headersTimeout on its "fast timers", which tick every ~500 ms: a 200 ms timeout
  * fires after 500-1000 ms. Below this, the proxy keeps its own native timer per attempt so short
@@ -32,7 +33,6 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
  * failure; keep timeouts.connect below timeouts.responseHeaders).
  */
 const PRECISE_HEADERS_TIMEOUT_BELOW_MS = 10_000;
-const DOT_SEGMENT = /(^|\/)(\.|%2e){1,2}(\/|$)/i;
 
 /**
  * The data plane. One request is: read the runtime once, match, pick, forward, report. Nothing here
@@ -218,6 +218,13 @@ export class ProxyServer {
       for (const name in limited.headers) res.setHeader(name, limited.headers[name] as string);
     }
 
+    // The body is prepared before the breaker is asked: a client that trickles its body must hold
+    // neither a half-open probe nor an upstream connection, and the request deadline covers it.
+    const deadlineAt = route.requestTimeoutMs === null ? null : performance.now() + route.requestTimeoutMs;
+    const body = await prepareBody(req, route, hasBody, declaredLength, deadlineAt);
+    if (body === 'gone') return 499;
+    if (body === 'timeout') return refuse('request_timeout', `the request body did not arrive within ${route.requestTimeoutMs ?? 0} ms`);
+
     const { breaker } = route.resilience;
     const permit = breaker.tryAcquire();
     if (!permit.allowed) {
@@ -228,7 +235,7 @@ export class ProxyServer {
     // Every permit ends in exactly one record or release, or a half-open breaker waits forever.
     let outcome: 'success' | 'failure' | 'none' = 'none';
     try {
-      const result = await this.forward(req, res, route, target, { requestId, clientIp, identity, hasBody, declaredLength }, log);
+      const result = await this.forward(req, res, route, target, { requestId, clientIp, identity, body, deadlineAt }, log);
       outcome = result.outcome;
       return result.status;
     } finally {
@@ -242,10 +249,11 @@ export class ProxyServer {
     res: ServerResponse,
     route: CompiledRoute,
     target: RequestTarget,
-    exchange: { requestId: string; clientIp: string; identity: Identity | null; hasBody: boolean; declaredLength: number | undefined },
+    exchange: { requestId: string; clientIp: string; identity: Identity | null; body: PreparedBody; deadlineAt: number | null },
     log: ExchangeLog,
   ): Promise<{ status: number; outcome: 'success' | 'failure' | 'none' }> {
-    const { requestId, hasBody, declaredLength } = exchange;
+    const { requestId, deadlineAt } = exchange;
+    const { body, replayable, tooLarge } = exchange.body;
     const canaryHeader = req.headers['x-canary'];
     const canary = typeof canaryHeader === 'string' ? canaryHeader : undefined;
     let endpoint = route.balancer.pick(canary);
@@ -254,7 +262,7 @@ export class ProxyServer {
     const method = req.method ?? 'GET';
     const { retry } = route;
     const { outlier } = route.resilience;
-    const retryableMethod = IDEMPOTENT.has(method) || retry.nonIdempotent;
+    const retryableMethod = isRetryableMethod(method, retry.nonIdempotent);
     const headers = upstreamRequestHeaders(req.headers, {
       requestId,
       clientIp: exchange.clientIp,
@@ -275,29 +283,20 @@ export class ProxyServer {
     };
     res.once('close', onClientGone);
 
-    // A body can be sent again only if we kept it: small bodies of retryable requests are buffered.
-    let body: Buffer | Readable | null = null;
-    const tooLarge = { hit: false };
-    if (hasBody) {
-      if (retry.attempts > 0 && retryableMethod && declaredLength !== undefined && declaredLength <= retry.maxBodyBytes) {
-        const buffered = await readBody(req, declaredLength);
-        if (!buffered) return { status: 499, outcome: 'none' };
-        body = buffered;
-      } else {
-        body = route.maxBodyBytes !== null && declaredLength === undefined ? limitBody(req, route.maxBodyBytes, tooLarge) : req;
-      }
-    }
-    const maxAttempts = 1 + (retryableMethod && (!hasBody || Buffer.isBuffer(body)) ? retry.attempts : 0);
+    const maxAttempts = 1 + (retryableMethod && replayable ? retry.attempts : 0);
 
     const precise = route.responseHeadersTimeoutMs < PRECISE_HEADERS_TIMEOUT_BELOW_MS;
     let timedOut = false;
     const deadline =
-      route.requestTimeoutMs === null
+      deadlineAt === null
         ? undefined
-        : setTimeout(() => {
-            timedOut = true;
-            aborter.emit('abort');
-          }, route.requestTimeoutMs);
+        : setTimeout(
+            () => {
+              timedOut = true;
+              aborter.emit('abort');
+            },
+            Math.max(0, deadlineAt - performance.now()),
+          );
     retry.budget.recordRequest();
     try {
       for (let attempt = 0; ; attempt++) {
@@ -328,7 +327,7 @@ export class ProxyServer {
             const next = this.retryTarget(route, canary, attempted, `status ${status}`, requestId);
             if (next) {
               upstream.body.dump().catch(() => undefined);
-              await backoffDelay(retry, attempt);
+              await backoffDelay(retry, attempt, aborter);
               if (clientGone || timedOut) break;
               endpoint = next;
               log.retries += 1;
@@ -346,6 +345,16 @@ export class ProxyServer {
             log.reason = 'payload_too_large';
             return { status: sendError(res, 'payload_too_large', requestId, `request body exceeds ${route.maxBodyBytes ?? 0} bytes`, { close: true }), outcome: 'none' };
           }
+          if (isLocalRefusal(err)) {
+            // undici refused the request itself (nothing was sent): the request's fault, not the upstream's.
+            log.reason = 'bad_request';
+            return { status: sendError(res, 'bad_request', requestId, `the request cannot be forwarded: ${describeError(err)}`), outcome: 'none' };
+          }
+          if (headersTimedOut && body !== null && !Buffer.isBuffer(body) && !req.complete) {
+            // Still waiting for the client's body: the upstream is not slow, the client is.
+            log.reason = 'request_timeout';
+            return { status: sendError(res, 'request_timeout', requestId, 'the request body did not arrive in time', { close: true }), outcome: 'none' };
+          }
           outlier.record(attempted.key, 'failure');
           if (timedOut) break;
           const kind = headersTimedOut ? 'timeout' : failureKind(err);
@@ -353,7 +362,7 @@ export class ProxyServer {
           if (allowed && attempt + 1 < maxAttempts) {
             const next = this.retryTarget(route, canary, attempted, describeError(err), requestId);
             if (next) {
-              await backoffDelay(retry, attempt);
+              await backoffDelay(retry, attempt, aborter);
               if (clientGone || timedOut) break;
               endpoint = next;
               log.retries += 1;
@@ -397,11 +406,6 @@ interface ExchangeLog {
   reason: string | null;
 }
 
-interface RequestTarget {
-  readonly path: string;
-  readonly query: string;
-  readonly host: string | undefined;
-}
 
 function pathOnly(url: string | undefined): string {
   if (url === undefined) return '';
@@ -424,37 +428,6 @@ function headerBytes(req: IncomingMessage): number {
   return total;
 }
 
-/** Reads a body of known length into memory so it can be sent again; undefined if the client went away. */
-function readBody(req: IncomingMessage, length: number): Promise<Buffer | undefined> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.once('end', () => resolve(Buffer.concat(chunks, length)));
-    req.once('error', () => resolve(undefined));
-    req.once('close', () => {
-      if (!req.complete) resolve(undefined);
-    });
-  });
-}
-
-/** A chunked body is counted as it streams; past the limit the upload is cut and the client gets 413. */
-function limitBody(req: IncomingMessage, limit: number, flag: { hit: boolean }): Readable {
-  let seen = 0;
-  const counted = new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      seen += chunk.length;
-      if (seen > limit) {
-        flag.hit = true;
-        done(new Error('request body too large'));
-        return;
-      }
-      done(null, chunk);
-    },
-  });
-  req.on('error', (err) => counted.destroy(err));
-  return req.pipe(counted);
-}
-
 function failureKind(err: unknown): 'connect-failure' | 'reset' | 'timeout' | null {
   const code = (err as { code?: unknown } | null)?.code;
   if (isConnectFailure(err)) return 'connect-failure';
@@ -463,11 +436,20 @@ function failureKind(err: unknown): 'connect-failure' | 'reset' | 'timeout' | nu
   return null;
 }
 
-/** Full jitter, as for Consul watches: spreads the retries of many requests that failed together. */
-function backoffDelay(retry: CompiledRoute['retry'], attempt: number): Promise<void> {
+/** Full jitter, as for Consul watches; cut short when the client leaves or the deadline passes. */
+function backoffDelay(retry: CompiledRoute['retry'], attempt: number, aborter: EventEmitter): Promise<void> {
   const ceiling = Math.min(retry.backoffMaxMs, retry.backoffBaseMs * 2 ** attempt);
   const ms = Math.random() * ceiling;
-  return ms < 1 ? Promise.resolve() : new Promise((resolve) => setTimeout(resolve, ms));
+  if (ms < 1) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      aborter.off('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    aborter.once('abort', done);
+  });
 }
 
 /**
@@ -486,26 +468,6 @@ function relay(body: Readable, res: ServerResponse): Promise<void> {
     res.once('close', done);
     body.pipe(res);
   });
-}
-
-/** Splits the request target; rejects what no route should ever see. */
-function requestTarget(req: IncomingMessage): RequestTarget | undefined {
-  let url = req.url ?? '';
-  let host = req.headers.host;
-  if (/^https?:\/\//i.test(url)) {
-    try {
-      const absolute = new URL(url);
-      host = absolute.host;
-      url = absolute.pathname + absolute.search;
-    } catch {
-      return undefined;
-    }
-  }
-  if (!url.startsWith('/')) return undefined;
-  const q = url.indexOf('?');
-  const path = q === -1 ? url : url.slice(0, q);
-  if (DOT_SEGMENT.test(path)) return undefined;
-  return { path, query: q === -1 ? '' : url.slice(q), host };
 }
 
 function upstreamPath(route: CompiledRoute, path: string): string {
