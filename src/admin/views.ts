@@ -126,6 +126,7 @@ export function routesView(src: AdminSources) {
     /** The tag, or the document id with its file path or KV key. */
     origin: r.source.kind === 'tag' ? r.source.tag : r.source.kind === 'file' ? `${r.source.document} (${r.source.path})` : `${r.source.document} (${r.source.key})`,
     refresh: r.freshness,
+    heldBy: r.heldBy,
     /** Documents that shape this route: its own sections and its service's (breaker, discovery, ...). */
     policies: [...new Set([...Object.values(r.policy.sources), ...Object.values(snapshot.services[r.service]?.policy.sources ?? {})])].sort(),
     endpointsHealthy: snapshot.services[r.service]?.healthy ?? 0,

@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   circuit_open: { status: 503, message: 'the service is failing; requests are refused until it recovers' },
   payload_too_large: { status: 413, message: 'the request body is larger than this route accepts' },
   headers_too_large: { status: 431, message: 'the request headers are larger than this route accepts' },
+  policy_unavailable: { status: 503, message: 'the policy of this route is invalid and no good version is known' },
   request_timeout: { status: 408, message: 'the request body did not arrive in time' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

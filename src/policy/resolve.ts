@@ -2,6 +2,8 @@ import { contentHash } from '../core/hash.ts';
 import type { KvEntry, Problem } from '../core/types.ts';
 import { formatZodIssues } from './canary.ts';
 import { consumerIdSchema, consumerRecordSchema, type ConsumerRecord } from './consumers.ts';
+import { parse as parseYaml } from 'yaml';
+import { appliesToSchema, type AppliesTo } from './schema.ts';
 import { documentOfKvKey, documentId, parseDocumentText, type DocumentKind, type DocumentOrigin, type ParsedDocument, type RawDocument } from './documents.ts';
 
 /**
@@ -41,9 +43,20 @@ export interface PolicySet {
   readonly status: readonly DocumentStatus[];
   readonly consumers: Readonly<Record<string, ConsumerInForce>>;
   readonly problems: readonly Problem[];
+  /**
+   * Targets of rejected policy documents that have no good version at all (typically: a gateway
+   * started after the document was broken). Their routes answer 503 rather than run without the
+   * policy, which may have been the one that required authentication.
+   */
+  readonly held: readonly HeldTarget[];
 }
 
-export const EMPTY_POLICY_SET: PolicySet = { documents: [], status: [], consumers: {}, problems: [] };
+export interface HeldTarget {
+  readonly document: string;
+  readonly target: AppliesTo;
+}
+
+export const EMPTY_POLICY_SET: PolicySet = { documents: [], status: [], consumers: {}, problems: [], held: [] };
 
 export function resolvePolicies(
   files: readonly RawDocument[],
@@ -67,6 +80,8 @@ export function resolvePolicies(
   }
   const fromFiles = new Map(files.map((f) => [f.id, f]));
   const previousById = new Map((previous?.documents ?? []).map((d) => [d.id, d]));
+  const previousStatus = new Map((previous?.status ?? []).map((d) => [d.id, d]));
+  const held: HeldTarget[] = [];
 
   const documents: DocumentInForce[] = [];
   const status: DocumentStatus[] = [];
@@ -76,19 +91,30 @@ export function resolvePolicies(
     const newest = (kvDoc ?? file) as RawDocument;
     let inForce: DocumentInForce | undefined;
     let rejected: DocumentStatus['rejected'] = null;
-    const parsed = parseDocumentText(newest.text, newest.kind);
-    if (parsed.ok) {
-      inForce = { id, kind: newest.kind, name: newest.name, origin: newest.origin, version: contentHash(parsed.value), parsed: parsed.value };
+    // Every rebuild (any health change) resolves again: a document seen before is not parsed again.
+    const previousDoc = previousById.get(id);
+    const previousRejection = previousStatus.get(id)?.rejected;
+    if (previousDoc && sameOrigin(previousDoc.origin, newest.origin)) {
+      inForce = previousDoc;
     } else {
-      rejected = { origin: newest.origin, error: parsed.error };
-      // Last good: what was in force for this id, else (first sight of a bad KV value) the file it overrides.
-      inForce = previousById.get(id) ?? (kvDoc && file ? parsedFile(file) : undefined);
-      problems.push({
-        kind: 'policy',
-        subject: id,
-        message: `${describeOrigin(newest.origin)} rejected: ${parsed.error}`,
-        keptLastGood: inForce !== undefined,
-      });
+      const parsed = previousRejection && sameOrigin(previousRejection.origin, newest.origin) ? ({ ok: false, error: previousRejection.error } as const) : parseDocumentText(newest.text, newest.kind);
+      if (parsed.ok) {
+        inForce = { id, kind: newest.kind, name: newest.name, origin: newest.origin, version: contentHash(parsed.value), parsed: parsed.value };
+      } else {
+        rejected = { origin: newest.origin, error: parsed.error };
+        // Last good: what was in force for this id, else (first sight of a bad KV value) the file it overrides.
+        inForce = previousDoc ?? (kvDoc && file ? parsedFile(file) : undefined);
+        const target = inForce === undefined && newest.kind === 'policy' ? intendedTarget(newest.text) : undefined;
+        if (target !== undefined) held.push({ document: id, target });
+        problems.push({
+          kind: 'policy',
+          subject: id,
+          message:
+            `${describeOrigin(newest.origin)} rejected: ${parsed.error}` +
+            (target !== undefined ? `; no good version is known, so the routes of ${describeTarget(target)} answer 503 until a valid one is pushed` : ''),
+          keptLastGood: inForce !== undefined,
+        });
+      }
     }
     if (inForce) documents.push(inForce);
     status.push({
@@ -106,7 +132,32 @@ export function resolvePolicies(
     status,
     consumers: resolveConsumers(consumerEntries, kvPrefix, previous?.consumers ?? {}, problems),
     problems,
+    held,
   };
+}
+
+function sameOrigin(a: DocumentOrigin, b: DocumentOrigin): boolean {
+  if (a.kind === 'file') return b.kind === 'file' && a.path === b.path;
+  return b.kind === 'kv' && a.key === b.key && a.modifyIndex === b.modifyIndex;
+}
+
+/**
+ * What a rejected document meant to apply to, read leniently: the rest of it may be broken, but if
+ * its `appliesTo` is readable, its routes must not run as if it did not exist.
+ */
+function intendedTarget(text: string | null): AppliesTo | undefined {
+  if (text === null) return undefined;
+  try {
+    const data = parseYaml(text, { maxAliasCount: 0, prettyErrors: false }) as { appliesTo?: unknown } | null;
+    const target = appliesToSchema.safeParse(data?.appliesTo);
+    return target.success ? target.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function describeTarget(target: AppliesTo): string {
+  return target === 'defaults' ? 'every route (defaults)' : 'service' in target ? `service "${target.service}"` : `route ${target.route}`;
 }
 
 function parsedFile(file: RawDocument): DocumentInForce | undefined {
@@ -147,12 +198,17 @@ function resolveConsumers(
       problems.push({ kind: 'consumer', subject: entry.key, message: 'consumer ids are 1-64 lower-case letters, digits and -; key ignored' });
       continue;
     }
+    const known = previous[id];
+    if (known && known.modifyIndex === entry.modifyIndex) {
+      out[id] = known;
+      continue;
+    }
     const checked = parseConsumerValue(entry.value);
     if (checked.ok) {
       out[id] = { id, record: checked.record, modifyIndex: entry.modifyIndex };
       continue;
     }
-    const kept = previous[id];
+    const kept = known;
     if (kept) out[id] = kept;
     problems.push({ kind: 'consumer', subject: entry.key, message: `invalid consumer record at ModifyIndex ${entry.modifyIndex}: ${checked.error}`, keptLastGood: kept !== undefined });
   }

@@ -180,6 +180,9 @@ export class ProxyServer {
       return sendError(res, code, requestId, message, { ...extras, close: hasBody });
     };
 
+    if (route.heldBy !== null) {
+      return refuse('policy_unavailable', `policy document ${route.heldBy} for this route is invalid and no good version is known`);
+    }
     if (route.maxHeaderBytes !== null && headerBytes(req) > route.maxHeaderBytes) {
       route.countSizeRejection('headers');
       return refuse('headers_too_large', `request headers exceed ${route.maxHeaderBytes} bytes`);

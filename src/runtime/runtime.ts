@@ -39,6 +39,8 @@ export interface CompiledRoute {
   readonly service: string;
   readonly strip: string | null;
   readonly balancer: ServiceBalancer;
+  /** The rejected policy document that holds this route (503), or null. */
+  readonly heldBy: string | null;
   readonly auth: RouteAuth;
   readonly rateLimits: RouteRateLimits;
   readonly maxBodyBytes: number | null;
@@ -122,6 +124,7 @@ function compileRoute(
     service: route.service,
     strip: route.strip,
     balancer,
+    heldBy: route.heldBy,
     auth: compileRouteAuth(policy.auth, policy.authorize, { keys: deps.keys, consumers }),
     rateLimits: compileRateLimits(policy.rateLimits, { routeId: route.id, service: route.service }, deps.limiter),
     maxBodyBytes: policy.limits.maxBodyBytes ?? null,

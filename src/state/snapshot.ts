@@ -76,6 +76,8 @@ export interface RouteSnapshot {
   readonly source: RouteSource;
   readonly freshness: Freshness;
   readonly policy: RoutePolicy;
+  /** A rejected policy document with no good version targets this route: it answers 503. */
+  readonly heldBy: string | null;
 }
 
 export interface Snapshot {
@@ -134,7 +136,7 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
       policy,
     };
   }
-  const finalRoutes = routes.map((r) => finishRoute(r, services[r.service], index));
+  const finalRoutes = routes.map((r) => finishRoute(r, services[r.service], index, policies.held));
   reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), services, problems);
   reportAuthorizeWithoutAuth(finalRoutes, problems);
   for (const [service, entry] of canaryValues) {
@@ -147,7 +149,7 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
   return deepFreeze({ version: contentHash(body), ...body });
 }
 
-type DraftRoute = Omit<RouteSnapshot, 'freshness' | 'policy'>;
+type DraftRoute = Omit<RouteSnapshot, 'freshness' | 'policy' | 'heldBy'>;
 
 interface NamedRouteDocument extends RouteDocument {
   readonly id: string;
@@ -249,9 +251,10 @@ function reportAuthorizeWithoutAuth(routes: readonly RouteSnapshot[], problems: 
 
 const FRESHNESS: Record<ServicePolicy['discovery']['mode'], Freshness> = { watch: 'watched', poll: 'polled', pinned: 'pinned' };
 
-function finishRoute(route: DraftRoute, service: ServiceSnapshot | undefined, index: PolicyIndex): RouteSnapshot {
+function finishRoute(route: DraftRoute, service: ServiceSnapshot | undefined, index: PolicyIndex, held: PolicySet['held']): RouteSnapshot {
   const freshness: Freshness = service?.kind === 'static' ? 'static' : FRESHNESS[service?.policy.discovery.mode ?? 'watch'];
-  return { ...route, freshness, policy: routePolicy(index, route.service, route.id) };
+  const holder = held.find(({ target }) => target === 'defaults' || ('service' in target ? target.service === route.service : target.route === route.id));
+  return { ...route, freshness, policy: routePolicy(index, route.service, route.id), heldBy: holder?.document ?? null };
 }
 
 function staticEndpoints(upstreams: NonNullable<RouteDocument['upstreams']>): EndpointSnapshot[] {

@@ -140,3 +140,20 @@ test('a client trickling its body gets 408 within the request timeout and holds 
   assert.match(text, /"code":"request_timeout"/);
   assert.ok(Date.now() - started < 2500, `answered after ${Date.now() - started} ms (request timeout 1s)`);
 });
+
+test('a policy with no good version at all (a gateway started after it broke) holds its route with 503', async () => {
+  const hits = app.hits;
+  // Meant to require a JWT on /api, but invalid: this gateway never saw a good version.
+  await consul.kvPut('gateway/policies/api-lock', JSON.stringify({ appliesTo: { route: '/api' }, auth: { methods: ['jwt'] } }));
+  await waitFor(async () => (await send(gw.url, '/api/public')).status === 503, { timeoutMs: 5000, message: '/api held' });
+  const held = await send(gw.url, '/api/public');
+  assert.equal(codeOf(held), 'policy_unavailable');
+  assert.equal(app.hits, hits, 'the held route let nothing through');
+  const problems = (await (await fetch(`${gw.adminUrl}/v1/problems`)).json()) as { subject: string; message: string }[];
+  assert.match(problems.find((p) => p.subject === 'policies/api-lock')?.message ?? '', /routes of route \/api answer 503/);
+  // A valid version releases the route, with the protection it meant.
+  await consul.kvPut('gateway/policies/api-lock', JSON.stringify({ appliesTo: { route: '/api' }, auth: { methods: ['apiKey'] } }));
+  await waitFor(async () => (await send(gw.url, '/api/public')).status === 401, { timeoutMs: 5000, message: '/api protected' });
+  assert.equal((await send(gw.url, '/api/public', { headers: { 'x-api-key': aliceKey } })).status, 200);
+  await consul.kvDelete('gateway/policies/api-lock');
+});

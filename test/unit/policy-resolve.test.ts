@@ -322,7 +322,7 @@ describe('resolvePolicies: which version is in force', () => {
 
   test('a KV value under another folder is not a document', () => {
     const set = resolvePolicies([], [kv('canary/web', '{"weights":{"v1":100}}'), kv('policies/', null), kv('policies/a/b', SERVICE_A('1s'))], PREFIX, undefined);
-    assert.deepEqual(set, { documents: [], status: [], consumers: {}, problems: [] });
+    assert.deepEqual(set, { documents: [], status: [], consumers: {}, problems: [], held: [] });
   });
 });
 
@@ -503,4 +503,39 @@ test('a consumer value that is not JSON is reported without quoting it (it may b
   const set = resolvePolicies([], [{ key: 'gateway/consumers/acme', value: pasted, modifyIndex: 4 }], 'gateway/', undefined);
   assert.equal(set.problems.length, 1);
   assert.ok(!(set.problems[0]?.message ?? '').includes('cgw_acme'), set.problems[0]?.message);
+});
+
+describe('resolvePolicies: a rejected document with no good version holds its target', () => {
+  const P = 'gateway/';
+  const entry = (name: string, value: string, modifyIndex = 1) => ({ key: `${P}policies/${name}`, value, modifyIndex });
+
+  test('a readable appliesTo is held, and the problem says the routes answer 503', () => {
+    const set = resolvePolicies([], [entry('pay', 'appliesTo: {service: payments}\nauth: {methods: [jwt]}\n')], P, undefined);
+    assert.deepEqual(set.held, [{ document: 'policies/pay', target: { service: 'payments' } }]);
+    assert.match(set.problems[0]?.message ?? '', /routes of service "payments" answer 503/);
+  });
+
+  test('route targets are normalised like route ids; defaults hold every route', () => {
+    const set = resolvePolicies([], [entry('r', '{"appliesTo": {"route": "/api/"}, "limits": 5}'), entry('d', '{"appliesTo": "defaults", "bogus": 1}')], P, undefined);
+    assert.deepEqual(set.held, [
+      { document: 'policies/d', target: 'defaults' },
+      { document: 'policies/r', target: { route: '/api' } },
+    ]);
+  });
+
+  test('nothing is held while a good version is in force, or when the target cannot be read', () => {
+    const good = resolvePolicies([], [entry('pay', '{"appliesTo": {"service": "payments"}, "limits": {"maxBodyBytes": 1}}', 1)], P, undefined);
+    const broken = resolvePolicies([], [entry('pay', '{"appliesTo": {"service": "payments"}, "limits": 5}', 2)], P, good);
+    assert.deepEqual(broken.held, []);
+    assert.equal(broken.documents.length, 1);
+    assert.deepEqual(resolvePolicies([], [entry('x', 'not: [valid')], P, undefined).held, []);
+  });
+
+  test('a document seen before is not parsed again: the in-force object is reused as is', () => {
+    const first = resolvePolicies([], [entry('pay', '{"appliesTo": {"service": "payments"}, "limits": {"maxBodyBytes": 1}}', 7)], P, undefined);
+    const again = resolvePolicies([], [entry('pay', '{"appliesTo": {"service": "payments"}, "limits": {"maxBodyBytes": 1}}', 7)], P, first);
+    assert.equal(again.documents[0], first.documents[0]);
+    const changed = resolvePolicies([], [entry('pay', '{"appliesTo": {"service": "payments"}, "limits": {"maxBodyBytes": 2}}', 8)], P, again);
+    assert.notEqual(changed.documents[0], first.documents[0]);
+  });
 });

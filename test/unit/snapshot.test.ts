@@ -196,7 +196,7 @@ describe('buildSnapshot: routes', () => {
 
   test('route fields: host, path, strip, service, source tag and freshness', () => {
     const snap = buildSnapshot(views({ api: ['urlprefix-Api.Example.com:443/v1/ strip=/v1'] }, { api: [] }), OPTIONS);
-    assert.deepEqual(snap.routes.map(({ policy: _policy, ...rest }) => rest), [
+    assert.deepEqual(snap.routes.map(({ policy: _policy, heldBy: _heldBy, ...rest }) => rest), [
       {
         id: 'api.example.com/v1',
         host: 'api.example.com',
