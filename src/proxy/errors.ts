@@ -1,46 +1,34 @@
 import type { ServerResponse } from 'node:http';
 import { ERROR_CODES, errorBody, type ErrorCode } from '../core/errors.ts';
 
-const RETRYABLE_CONNECT_CODES = new Set([
-  'ECONNREFUSED',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EADDRNOTAVAIL',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_CLOSED',
-  'UND_ERR_DESTROYED',
-]);
-
-/** Errors raised before anything reached the upstream application: safe to try elsewhere. */
-export function isConnectFailure(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && RETRYABLE_CONNECT_CODES.has(code);
-}
+/** Raised before anything reached the upstream application: safe to try elsewhere. */
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED']);
 
 /**
  * A keep-alive connection the upstream closed just as we reused it fails like this before any
  * response byte; repeating an idempotent request is then safe (RFC 9110 §9.2.2).
  */
-const RETRYABLE_IF_IDEMPOTENT = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+const RESETS = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
 
-export function isRetryable(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return isConnectFailure(err) || (typeof code === 'string' && RETRYABLE_IF_IDEMPOTENT.has(code));
-}
+const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
 /** undici refused the request before sending anything (e.g. a header it will not send). */
 const LOCAL_REFUSALS = new Set(['UND_ERR_NOT_SUPPORTED', 'UND_ERR_INVALID_ARG']);
 
-export function isLocalRefusal(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && LOCAL_REFUSALS.has(code);
-}
+export type FailureKind = 'connect-failure' | 'reset' | 'timeout' | 'local' | 'other';
 
-export function classifyUpstreamError(err: unknown): ErrorCode {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'upstream_timeout';
-  if (isConnectFailure(err)) return 'upstream_unreachable';
-  return 'upstream_error';
+/**
+ * One reading of an upstream error: what kind of failure it is (which retry rule applies, whether
+ * the endpoint is to blame) and the error code the client gets if it is not retried.
+ */
+export function classifyFailure(err: unknown): { readonly kind: FailureKind; readonly code: ErrorCode } {
+  const raw = (err as { code?: unknown } | null)?.code;
+  const code = typeof raw === 'string' ? raw : '';
+  if (CONNECT_FAILURES.has(code)) return { kind: 'connect-failure', code: 'upstream_unreachable' };
+  if (RESETS.has(code)) return { kind: 'reset', code: 'upstream_error' };
+  if (TIMEOUTS.has(code)) return { kind: code === 'UND_ERR_HEADERS_TIMEOUT' ? 'timeout' : 'other', code: 'upstream_timeout' };
+  if (LOCAL_REFUSALS.has(code)) return { kind: 'local', code: 'bad_request' };
+  return { kind: 'other', code: 'upstream_error' };
 }
 
 export interface ErrorExtras {

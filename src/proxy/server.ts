@@ -12,7 +12,7 @@ import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders } fr
 import type { Readable } from 'node:stream';
 import { requestTarget, type RequestTarget } from './target.ts';
 import { isRetryableMethod, prepareBody, type PreparedBody } from './body.ts';
-import { classifyUpstreamError, isConnectFailure, isLocalRefusal, isRetryable, sendError, type ErrorExtras } from './errors.ts';
+import { classifyFailure, sendError, type ErrorExtras } from './errors.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
@@ -348,19 +348,20 @@ export class ProxyServer {
             log.reason = 'payload_too_large';
             return { status: sendError(res, 'payload_too_large', requestId, `request body exceeds ${route.maxBodyBytes ?? 0} bytes`, { close: true }), outcome: 'none' };
           }
-          if (isLocalRefusal(err)) {
+          const failure = headersTimedOut ? ({ kind: 'timeout', code: 'upstream_timeout' } as const) : classifyFailure(err);
+          if (failure.kind === 'local') {
             // undici refused the request itself (nothing was sent): the request's fault, not the upstream's.
             log.reason = 'bad_request';
             return { status: sendError(res, 'bad_request', requestId, `the request cannot be forwarded: ${describeError(err)}`), outcome: 'none' };
           }
-          if (headersTimedOut && body !== null && !Buffer.isBuffer(body) && !req.complete) {
+          if (failure.kind === 'timeout' && body !== null && !Buffer.isBuffer(body) && !req.complete) {
             // Still waiting for the client's body: the upstream is not slow, the client is.
             log.reason = 'request_timeout';
             return { status: sendError(res, 'request_timeout', requestId, 'the request body did not arrive in time', { close: true }), outcome: 'none' };
           }
           outlier.record(attempted.key, 'failure');
           if (timedOut) break;
-          const kind = headersTimedOut ? 'timeout' : failureKind(err);
+          const { kind } = failure;
           const allowed = kind === 'connect-failure' ? retry.onConnectFailure : kind === 'reset' ? retry.onReset : kind === 'timeout' ? retry.onTimeout : false;
           if (allowed && attempt + 1 < maxAttempts) {
             const next = this.retryTarget(route, canary, attempted, describeError(err), requestId);
@@ -372,9 +373,8 @@ export class ProxyServer {
               continue;
             }
           }
-          const code: ErrorCode = headersTimedOut ? 'upstream_timeout' : classifyUpstreamError(err);
           this.options.logger.warn({ requestId, endpoint: attempted.key, service: route.service, err: describeError(err) }, 'upstream request failed');
-          return { status: sendError(res, code, requestId), outcome: 'failure' };
+          return { status: sendError(res, failure.code, requestId), outcome: 'failure' };
         } finally {
           attempted.inflight -= 1;
         }
@@ -429,14 +429,6 @@ function headerBytes(req: IncomingMessage): number {
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i++) total += (raw[i]?.length ?? 0) + 2;
   return total;
-}
-
-function failureKind(err: unknown): 'connect-failure' | 'reset' | 'timeout' | null {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (isConnectFailure(err)) return 'connect-failure';
-  if (code === 'UND_ERR_HEADERS_TIMEOUT') return 'timeout';
-  if (isRetryable(err)) return 'reset';
-  return null;
 }
 
 /** Full jitter, as for Consul watches; cut short when the client leaves or the deadline passes. */
