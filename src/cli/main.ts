@@ -64,6 +64,7 @@ Environment:
   CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
   CONSUL_TLS_SERVER_NAME  as for the consul CLI (flags win)
   CGW_ADMIN               default for --admin
+  CGW_REDIS               default for cgw start --redis
 
 Commands by what they talk to:
   admin API (--admin)   status, services, endpoints, routes, policies
