@@ -177,7 +177,7 @@ export function policiesView(src: AdminSources) {
       modifyIndex: st.inForce?.origin.kind === 'kv' ? st.inForce.origin.modifyIndex : null,
       overriddenFile: st.overriddenFile,
       rejected: st.rejected ? { source: originText(st.rejected.origin), error: st.rejected.error } : null,
-      conflict: snapshot.problems.find((p) => p.kind === 'policy' && p.subject === st.id && /first by name wins/.test(p.message))?.message ?? null,
+      conflict: st.conflict ?? null,
     };
   });
 }

@@ -30,6 +30,8 @@ export interface DocumentStatus {
   readonly rejected: { readonly origin: DocumentOrigin; readonly error: string } | null;
   /** A file hidden by a KV document of the same id. */
   readonly overriddenFile: string | null;
+  /** Why this document is not applied although valid: another one holds the same target. */
+  readonly conflict?: string;
 }
 
 export interface ConsumerInForce {
@@ -99,7 +101,7 @@ export function resolvePolicies(
     } else {
       const parsed = previousRejection && sameOrigin(previousRejection.origin, newest.origin) ? ({ ok: false, error: previousRejection.error } as const) : parseDocumentText(newest.text, newest.kind);
       if (parsed.ok) {
-        inForce = { id, kind: newest.kind, name: newest.name, origin: newest.origin, version: contentHash(parsed.value), parsed: parsed.value };
+        inForce = inForceOf(newest, parsed.value);
       } else {
         rejected = { origin: newest.origin, error: parsed.error };
         // Last good: what was in force for this id, else (first sight of a bad KV value) the file it overrides.
@@ -126,10 +128,14 @@ export function resolvePolicies(
       overriddenFile: kvDoc && file && file.origin.kind === 'file' ? file.origin.path : null,
     });
   }
+  const { applied, losers } = withoutConflicts(documents, problems);
 
   return {
-    documents: withoutConflicts(documents, problems),
-    status,
+    documents: applied,
+    status: losers.size === 0 ? status : status.map((st) => {
+          const conflict = losers.get(st.id);
+          return conflict === undefined ? st : { ...st, conflict };
+        }),
     consumers: resolveConsumers(consumerEntries, kvPrefix, previous?.consumers ?? {}, problems),
     problems,
     held,
@@ -162,24 +168,32 @@ function describeTarget(target: AppliesTo): string {
 
 function parsedFile(file: RawDocument): DocumentInForce | undefined {
   const parsed = parseDocumentText(file.text, file.kind);
-  return parsed.ok ? { id: file.id, kind: file.kind, name: file.name, origin: file.origin, version: contentHash(parsed.value), parsed: parsed.value } : undefined;
+  return parsed.ok ? inForceOf(file, parsed.value) : undefined;
+}
+
+function inForceOf(raw: RawDocument, parsed: ParsedDocument): DocumentInForce {
+  return { id: raw.id, kind: raw.kind, name: raw.name, origin: raw.origin, version: contentHash(parsed), parsed };
 }
 
 /** Two policy documents for the same target: the first id in sort order wins, the other is reported. */
-function withoutConflicts(documents: DocumentInForce[], problems: Problem[]): DocumentInForce[] {
+function withoutConflicts(documents: DocumentInForce[], problems: Problem[]): { applied: DocumentInForce[]; losers: Map<string, string> } {
   const byTarget = new Map<string, string>();
-  return documents.filter((d) => {
+  const losers = new Map<string, string>();
+  const applied = documents.filter((d) => {
     if (d.parsed.kind !== 'policy') return true;
     const a = d.parsed.doc.appliesTo;
     const target = a === 'defaults' ? 'defaults' : 'service' in a ? `service ${a.service}` : `route ${a.route}`;
     const winner = byTarget.get(target);
     if (winner) {
-      problems.push({ kind: 'policy', subject: d.id, message: `${target} already has policy ${winner} (first by name wins); this document is not applied` });
+      const message = `${target} already has policy ${winner} (first by name wins); this document is not applied`;
+      losers.set(d.id, message);
+      problems.push({ kind: 'policy', subject: d.id, message });
       return false;
     }
     byTarget.set(target, d.id);
     return true;
   });
+  return { applied, losers };
 }
 
 function resolveConsumers(
