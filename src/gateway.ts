@@ -5,7 +5,7 @@ import { createLogger, type Logger } from './core/logger.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
 import { ConsulClient } from './consul/client.ts';
 import { ConsulSupervisor } from './consul/supervisor.ts';
-import { buildSnapshot, discoveryModes, servicesNamedByRoutes } from './state/snapshot.ts';
+import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type Snapshot } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
 import { isUrlprefixTag } from './state/tags.ts';
 import { UpstreamPools } from './balancer/upstream-pools.ts';
@@ -199,7 +199,7 @@ export class Gateway {
     for (const s of ['redis', 'local', 'none'] as const) this.metrics.rateLimitBackend.set({ state: s }, s === state ? 1 : 0);
   }
 
-  private countDocuments(snapshot: { policies: { documents: readonly { kind: string; origin: { kind: string } }[]; consumers: Readonly<Record<string, unknown>> } }): void {
+  private countDocuments(snapshot: Snapshot): void {
     this.metrics.policyDocuments.reset();
     for (const d of snapshot.policies.documents) this.metrics.policyDocuments.inc({ kind: d.kind, origin: d.origin.kind });
     this.metrics.consumers.set(Object.keys(snapshot.policies.consumers).length);

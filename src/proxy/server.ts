@@ -115,7 +115,7 @@ export class ProxyServer {
     res.setHeader('x-request-id', requestId);
     if (this.draining) res.setHeader('connection', 'close');
 
-    const log: ExchangeLog = { endpoint: undefined, retries: 0, subject: null, consumer: null, reason: null };
+    const log: ExchangeLog = { requestId, bodyUnread: false, endpoint: undefined, retries: 0, subject: null, consumer: null, reason: null };
     let route: CompiledRoute | undefined;
     let status = 0;
     try {
@@ -174,22 +174,18 @@ export class ProxyServer {
   ): Promise<number> {
     const declaredLength = contentLength(req);
     const hasBody = req.headers['transfer-encoding'] !== undefined || (declaredLength !== undefined && declaredLength > 0);
-    // Refusing without reading the body: the connection cannot be reused for the next request.
-    const refuse = (code: ErrorCode, message?: string, extras?: ErrorExtras): number => {
-      log.reason ??= extras?.reason ?? code;
-      return sendError(res, code, requestId, message, { ...extras, close: hasBody });
-    };
+    log.bodyUnread = hasBody;
 
     if (route.heldBy !== null) {
-      return refuse('policy_unavailable', `policy document ${route.heldBy} for this route is invalid and no good version is known`);
+      return refuse(res, log, 'policy_unavailable', `policy document ${route.heldBy} for this route is invalid and no good version is known`);
     }
     if (route.maxHeaderBytes !== null && headerBytes(req) > route.maxHeaderBytes) {
       route.countSizeRejection('headers');
-      return refuse('headers_too_large', `request headers exceed ${route.maxHeaderBytes} bytes`);
+      return refuse(res, log, 'headers_too_large', `request headers exceed ${route.maxHeaderBytes} bytes`);
     }
     if (route.maxBodyBytes !== null && declaredLength !== undefined && declaredLength > route.maxBodyBytes) {
       route.countSizeRejection('body');
-      return refuse('payload_too_large', `request body exceeds ${route.maxBodyBytes} bytes`);
+      return refuse(res, log, 'payload_too_large', `request body exceeds ${route.maxBodyBytes} bytes`);
     }
 
     let identity: Identity | null = null;
@@ -197,7 +193,7 @@ export class ProxyServer {
       const outcome = await route.auth.authenticate(req.headers);
       if (!outcome.ok) {
         route.countAuthRejection(outcome.reason);
-        return refuse(outcome.code, outcome.message, { reason: outcome.reason, headers: outcome.challenge ? { 'www-authenticate': outcome.challenge } : undefined });
+        return refuse(res, log, outcome.code, outcome.message, { reason: outcome.reason, headers: outcome.challenge ? { 'www-authenticate': outcome.challenge } : undefined });
       }
       identity = outcome.identity;
       log.subject = identity?.subject ?? null;
@@ -215,7 +211,7 @@ export class ProxyServer {
       });
       if (!limited.ok) {
         route.countRateLimit(limited.status === 429 ? 'limited' : 'unavailable');
-        return refuse(limited.code, limited.message, { headers: limited.headers });
+        return refuse(res, log, limited.code, limited.message, { headers: limited.headers });
       }
       route.countRateLimit('allowed');
       for (const name in limited.headers) res.setHeader(name, limited.headers[name] as string);
@@ -226,12 +222,12 @@ export class ProxyServer {
     const deadlineAt = route.requestTimeoutMs === null ? null : performance.now() + route.requestTimeoutMs;
     const body = await prepareBody(req, route, hasBody, declaredLength, deadlineAt);
     if (body === 'gone') return 499;
-    if (body === 'timeout') return refuse('request_timeout', `the request body did not arrive within ${route.requestTimeoutMs ?? 0} ms`);
+    if (body === 'timeout') return refuse(res, log, 'request_timeout', `the request body did not arrive within ${route.requestTimeoutMs ?? 0} ms`);
 
     const { breaker } = route.resilience;
     const permit = breaker.tryAcquire();
     if (!permit.allowed) {
-      return refuse('circuit_open', `service "${route.service}" is failing; retry later`, {
+      return refuse(res, log, 'circuit_open', `service "${route.service}" is failing; retry later`, {
         headers: { 'retry-after': String(Math.max(1, Math.ceil(permit.retryAfterMs / 1000))) },
       });
     }
@@ -401,7 +397,11 @@ export class ProxyServer {
   }
 }
 
+/** One exchange's facts, for the access log and for refusals; one object per request. */
 interface ExchangeLog {
+  readonly requestId: string;
+  /** The request has a body we have not read: after a refusal the connection cannot be reused. */
+  bodyUnread: boolean;
   endpoint: UpstreamEndpoint | undefined;
   retries: number;
   subject: string | null;
@@ -414,6 +414,12 @@ function pathOnly(url: string | undefined): string {
   if (url === undefined) return '';
   const q = url.indexOf('?');
   return q === -1 ? url : url.slice(0, q);
+}
+
+/** Answers from the gateway before forwarding, remembering why for the access log. */
+function refuse(res: ServerResponse, log: ExchangeLog, code: ErrorCode, message?: string, extras?: ErrorExtras): number {
+  log.reason ??= extras?.reason ?? code;
+  return sendError(res, code, log.requestId, message, { ...extras, close: log.bodyUnread });
 }
 
 function contentLength(req: IncomingMessage): number | undefined {

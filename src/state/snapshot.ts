@@ -110,6 +110,7 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
   const problems: Problem[] = [...policies.problems];
   const index = indexPolicies(policies);
   const routeDocuments = routeDocumentsOf(policies);
+  const staticByService = new Map(routeDocuments.filter((d) => d.upstreams).map((d) => [d.service, d]));
   const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...collectRoutes(views, problems)];
   const routes = dedupeRoutes(draftRoutes, problems);
   const routedServices = [...new Set(routes.map((r) => r.service))].sort();
@@ -118,14 +119,14 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
   const services: Record<string, ServiceSnapshot> = {};
   for (const name of routedServices) {
     const policy = servicePolicy(index, name);
-    const staticDoc = routeDocuments.find((d) => d.service === name);
+    const staticDoc = staticByService.get(name);
     if (staticDoc?.upstreams) {
       const endpoints = staticEndpoints(staticDoc.upstreams);
       services[name] = { name, kind: 'static', tags: [], endpoints, healthy: endpoints.length, canary: null, policy };
       continue;
     }
     const endpoints = buildEndpoints(views.health.get(name) ?? [], options);
-    const canary = resolveCanary(name, canaryValues.get(name), endpoints, previous?.services[name]?.canary ?? null, problems);
+    const canary = resolveCanary(canaryValues.get(name), endpoints, previous?.services[name]?.canary ?? null, problems);
     services[name] = {
       name,
       kind: 'consul',
@@ -327,7 +328,6 @@ function readCanaryKeys(views: ConsulViews, prefix: string): Map<string, CanaryK
 }
 
 function resolveCanary(
-  service: string,
   entry: CanaryKey | undefined,
   endpoints: readonly EndpointSnapshot[],
   previous: CanarySnapshot | null,
