@@ -1,6 +1,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ConsulViews, HealthStatus, ServiceInstance } from '../../src/core/types.ts';
+import type { ConsulViews } from '../../src/core/types.ts';
+import { webInstance } from '../helpers/instances.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { createMetrics, type Metrics } from '../../src/core/metrics.ts';
 import { buildSnapshot, type Snapshot } from '../../src/state/snapshot.ts';
@@ -16,21 +17,9 @@ const logger = createLogger('silent');
 const pools = new UpstreamPools({ connectTimeoutMs: 1000, connectionsPerEndpoint: 1 });
 after(() => pools.closeAll(0));
 
-function instance(port: number, status: HealthStatus = 'passing'): ServiceInstance {
-  return {
-    id: `web-${port}`,
-    service: 'web',
-    node: 'node-1',
-    address: '127.0.0.1',
-    port,
-    tags: [],
-    weights: { passing: 1, warning: 1 },
-    checks: [{ id: `service:web-${port}`, status, serviceId: `web-${port}` }],
-  };
-}
 
 function snapshot(ports: number[], critical: number[] = []): Snapshot {
-  const instances = [...ports.map((p) => instance(p)), ...critical.map((p) => instance(p, 'critical'))];
+  const instances = [...ports.map((port) => webInstance({ port })), ...critical.map((port) => webInstance({ port, status: 'critical' }))];
   const views: ConsulViews = { catalog: { web: ['urlprefix-/web'] }, health: new Map([['web', instances]]), kv: [] };
   return buildSnapshot(views, { allowWarning: false, kvPrefix: 'gateway/' });
 }

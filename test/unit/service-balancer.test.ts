@@ -1,6 +1,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ConsulViews, HealthStatus, KvEntry, ServiceInstance } from '../../src/core/types.ts';
+import type { ConsulViews, KvEntry } from '../../src/core/types.ts';
+import { webInstance, type InstanceSpec } from '../helpers/instances.ts';
 import { buildSnapshot, type ServiceSnapshot } from '../../src/state/snapshot.ts';
 import { ServiceBalancer, type PickerKind } from '../../src/balancer/service-balancer.ts';
 import { UpstreamPools, type UpstreamEndpoint } from '../../src/balancer/upstream-pools.ts';
@@ -10,27 +11,9 @@ import { OutlierDetector, type OutlierConfig } from '../../src/balancer/outlier.
 const pools = new UpstreamPools({ connectTimeoutMs: 1000, connectionsPerEndpoint: 1 });
 after(() => pools.closeAll(0));
 
-interface Spec {
-  readonly port: number;
-  readonly tags?: string[];
-  readonly status?: HealthStatus;
-  readonly passing?: number;
-}
+const instance = webInstance;
 
-function instance({ port, tags = [], status = 'passing', passing = 1 }: Spec): ServiceInstance {
-  return {
-    id: `web-${port}`,
-    service: 'web',
-    node: 'node-1',
-    address: '127.0.0.1',
-    port,
-    tags,
-    weights: { passing, warning: 1 },
-    checks: [{ id: `service:web-${port}`, status, serviceId: `web-${port}` }],
-  };
-}
-
-function service(specs: Spec[], canary?: Record<string, number>): ServiceSnapshot {
+function service(specs: InstanceSpec[], canary?: Record<string, number>): ServiceSnapshot {
   const kv: KvEntry[] = canary ? [{ key: 'gateway/canary/web', value: JSON.stringify({ weights: canary }), modifyIndex: 1 }] : [];
   const views: ConsulViews = { catalog: { web: ['urlprefix-/web'] }, health: new Map([['web', specs.map(instance)]]), kv };
   const snap = buildSnapshot(views, { allowWarning: false, kvPrefix: 'gateway/' });
@@ -58,7 +41,7 @@ function bySubset(counts: Map<string, number>, subsets: Record<string, number[]>
   return out;
 }
 
-const CANARY_SPECS: Spec[] = [
+const CANARY_SPECS: InstanceSpec[] = [
   { port: 31001, tags: ['v1'] },
   { port: 31002, tags: ['v1'] },
   { port: 31003, tags: ['v2'] },
@@ -99,7 +82,7 @@ describe('ServiceBalancer: canary split', () => {
   for (const tag of fallbackTags) {
     test(`X-Canary: ${tag} (empty or unknown subset) falls back to the weighted choice`, () => {
       // v3 has only a critical endpoint: effective weights become 62.5 / 37.5, i.e. 5:3.
-      const specs: Spec[] = [
+      const specs: InstanceSpec[] = [
         { port: 31101, tags: ['v1'] },
         { port: 31102, tags: ['v2'] },
         { port: 31103, tags: ['v3'], status: 'critical' },
@@ -115,7 +98,7 @@ describe('ServiceBalancer: canary split', () => {
   }
 
   test('a canary in fallback balances over all healthy endpoints by weight', () => {
-    const specs: Spec[] = [
+    const specs: InstanceSpec[] = [
       { port: 31201, passing: 3 },
       { port: 31202, passing: 1 },
       { port: 31203, tags: ['v2'], status: 'critical' },
@@ -205,7 +188,7 @@ describe('ServiceBalancer: exclude (retry elsewhere)', () => {
 });
 
 describe('ServiceBalancer.fingerprint', () => {
-  const base: Spec[] = [
+  const base: InstanceSpec[] = [
     { port: 32001, tags: ['v1'] },
     { port: 32002, tags: ['v2'] },
   ];
