@@ -26,7 +26,8 @@ interface JwksServer {
   close(): Promise<void>;
 }
 
-async function startJwks(keys: JWK[]): Promise<JwksServer> {
+/** A JWKS server; given a test context `t`, closed when that test ends (else the caller closes it). */
+async function startJwks(keys: JWK[], t?: { after(fn: () => Promise<void>): void }): Promise<JwksServer> {
   const server = createServer((_req, res) => {
     state.hits++;
     if (state.mode === 'hang') return;
@@ -47,6 +48,7 @@ async function startJwks(keys: JWK[]): Promise<JwksServer> {
         server.close(() => resolve());
       }),
   };
+  t?.after(() => state.close());
   return state;
 }
 
@@ -230,8 +232,7 @@ describe('JWKS caching, cooldown and rotation', () => {
   test('an unknown kid refetches the JWKS once; a flood of them during the cooldown fetches no more', async (t) => {
     const known = await signingKey('known');
     const stranger = await signingKey('stranger');
-    const server = await startJwks([known.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([known.jwk], t);
     // jose measures the cooldown with Date.now(); moving the clock replaces waiting 30 s.
     t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
     const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '30s' }, { keys: new JwtKeyCache() });
@@ -254,8 +255,7 @@ describe('JWKS caching, cooldown and rotation', () => {
   test('without a cooldown every unknown kid refetches (control for the test above)', async (t) => {
     const known = await signingKey('known');
     const stranger = await signingKey('stranger');
-    const server = await startJwks([known.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([known.jwk], t);
     const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms' }, { keys: new JwtKeyCache() });
     accepted(await route.authenticate(bearer(await sign(known))));
     const unknown = await sign(stranger);
@@ -266,8 +266,7 @@ describe('JWKS caching, cooldown and rotation', () => {
   test('key rotation: a token with a new kid verifies once the IdP publishes the key', async (t) => {
     const oldKey = await signingKey('2024');
     const newKey = await signingKey('2025');
-    const server = await startJwks([oldKey.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([oldKey.jwk], t);
     const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms' }, { keys: new JwtKeyCache() });
 
     accepted(await route.authenticate(bearer(await sign(oldKey))));
@@ -281,8 +280,7 @@ describe('JWKS caching, cooldown and rotation', () => {
 
   test('a verified token is remembered: repeating it costs no verification, and never outlives its exp', async (t) => {
     const key = await signingKey('k');
-    const server = await startJwks([key.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([key.jwk], t);
     t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
     const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms', clockTolerance: '0s' }, { keys: new JwtKeyCache() });
     const token = await sign(key, { ...claims(), exp: now() + 10 });
@@ -298,8 +296,7 @@ describe('JWKS caching, cooldown and rotation', () => {
 
   test('the memory survives recompiling the route (every snapshot does), and a changed jwt policy starts empty', async (t) => {
     const key = await signingKey('k');
-    const server = await startJwks([key.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([key.jwk], t);
     const keys = new JwtKeyCache();
     const token = await sign(key);
     accepted(await jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms' }, { keys }).authenticate(bearer(token)));
@@ -312,8 +309,7 @@ describe('JWKS caching, cooldown and rotation', () => {
 
   test('a remembered token is forgotten after 30 s, so a withdrawn key stops working once the JWKS cache expires', async (t) => {
     const key = await signingKey('k');
-    const server = await startJwks([key.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([key.jwk], t);
     t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
     const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms', jwksCacheMaxAge: '1s' }, { keys: new JwtKeyCache() });
     const token = await sign(key, { ...claims(), exp: now() + 3600 });
@@ -327,8 +323,7 @@ describe('JWKS caching, cooldown and rotation', () => {
     const a = await signingKey('a');
     const b = await signingKey('b');
     const outsider = await signingKey('c');
-    const server = await startJwks([a.jwk, b.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([a.jwk, b.jwk], t);
     const route = jwtRoute({ jwksUrl: server.url }, { keys: new JwtKeyCache() });
     accepted(await route.authenticate(bearer(await sign({ privateKey: b.privateKey, alg: 'RS256' }))));
     rejected(await route.authenticate(bearer(await sign({ privateKey: outsider.privateKey, alg: 'RS256' }))), 401, 'bad_signature');
@@ -336,8 +331,7 @@ describe('JWKS caching, cooldown and rotation', () => {
 
   test('rebuilding a route with the same JwtKeyCache keeps the fetched keys; a new cache refetches', async (t) => {
     const key = await signingKey('k');
-    const server = await startJwks([key.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([key.jwk], t);
     const keys = new JwtKeyCache();
     const token = await sign(key);
 
@@ -383,8 +377,7 @@ describe('JWKS unavailable → 503, never let through', () => {
   for (const c of cases) {
     test(c.name, async (t) => {
       const key = await signingKey('k');
-      const server = await startJwks([key.jwk]);
-      t.after(() => server.close());
+      const server = await startJwks([key.jwk], t);
       await c.setup(server);
       const route = jwtRoute({ jwksUrl: server.url, ...c.jwt }, { keys: new JwtKeyCache() });
       const r = rejected(await route.authenticate(bearer(await sign(key))), 503, 'jwks_unavailable');
@@ -394,8 +387,7 @@ describe('JWKS unavailable → 503, never let through', () => {
 
   test('the IdP coming back heals the route without a rebuild', async (t) => {
     const key = await signingKey('k');
-    const server = await startJwks([key.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([key.jwk], t);
     server.mode = 'error';
     const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms' }, { keys: new JwtKeyCache() });
     const token = await sign(key);
@@ -406,8 +398,7 @@ describe('JWKS unavailable → 503, never let through', () => {
 
   test('a failing IdP is asked again only after the cooldown, not on every request', async (t) => {
     const key = await signingKey('k');
-    const server = await startJwks([key.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([key.jwk], t);
     server.mode = 'error';
     t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
     const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '30s' }, { keys: new JwtKeyCache() });
@@ -422,8 +413,7 @@ describe('JWKS unavailable → 503, never let through', () => {
 
   test('keys already fetched keep verifying while the IdP is down, even past cacheMaxAge', async (t) => {
     const key = await signingKey('k');
-    const server = await startJwks([key.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([key.jwk], t);
     t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
     const route = jwtRoute({ jwksUrl: server.url, jwksCacheMaxAge: '1s', jwksCooldown: '30s' }, { keys: new JwtKeyCache() });
     accepted(await route.authenticate(bearer(await sign(key))));
@@ -437,8 +427,7 @@ describe('JWKS unavailable → 503, never let through', () => {
 
   test('an invalid JWKS document is not kept as last good', async (t) => {
     const key = await signingKey('k');
-    const server = await startJwks([key.jwk]);
-    t.after(() => server.close());
+    const server = await startJwks([key.jwk], t);
     server.mode = 'garbage';
     const route = jwtRoute({ jwksUrl: server.url, jwksCooldown: '0ms' }, { keys: new JwtKeyCache() });
     rejected(await route.authenticate(bearer(await sign(key))), 503, 'jwks_unavailable');
