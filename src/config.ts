@@ -8,15 +8,28 @@ import { LOG_LEVELS } from './core/logger.ts';
  * defaults; the CLI passes raw strings here and zod turns them into typed values or a clear error.
  */
 
+/**
+ * A listen address: `host:port`, `[v6]:port`, or `:port` for every interface (as fabio and Go tools
+ * write it; host '' means Node's default, dual-stack when the machine has IPv6).
+ */
 const hostPort = z
   .string()
-  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080')
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected host:port or :port, e.g. 127.0.0.1:8080')
   .transform((text) => {
     const cut = text.lastIndexOf(':');
     const host = text.slice(0, cut).replace(/^\[|\]$/g, '');
     return { host, port: Number(text.slice(cut + 1)) };
   })
   .refine((a) => a.port <= 65535, 'port must be 0-65535');
+
+/** `--admin` also takes the URL the CLI uses (`http://127.0.0.1:9901`), so one value serves both. */
+const listenAddress = z
+  .string()
+  .transform((text) => {
+    const m = /^http:\/\/([^/]+?)\/?$/i.exec(text.trim());
+    return m?.[1] ?? text.trim();
+  })
+  .pipe(hostPort);
 
 const duration = durationField;
 
@@ -44,8 +57,8 @@ export const gatewayConfigSchema = z.object({
   consistency: z.enum(['default', 'stale']).default('default'),
   wait: duration(1000, 600_000).prefault('5m'),
   consulMaxConns: z.coerce.number().int().min(8).max(190).default(64),
-  listen: hostPort.prefault('0.0.0.0:8080'),
-  admin: hostPort.prefault('127.0.0.1:9901'),
+  listen: listenAddress.prefault('0.0.0.0:8080'),
+  admin: listenAddress.prefault('127.0.0.1:9901'),
   kvPrefix: z
     .string()
     .regex(/^[A-Za-z0-9_./-]*$/, 'KV prefix may hold letters, digits and _ . / -')
@@ -68,6 +81,18 @@ export const gatewayConfigSchema = z.object({
   redisCluster: hostPortList.optional(),
   /** Largest request head Node accepts at all (per-route limits can only be lower). */
   maxHeaderSize: z.coerce.number().int().min(1024).max(1024 * 1024).default(65_536),
+  /** More header fields than this are refused (431), never silently cut. */
+  maxHeaderCount: z.coerce.number().int().min(16).max(10_000).default(200),
+  /** Client connections open at once; beyond it new connections are closed at once and counted. */
+  maxConnections: z.coerce.number().int().min(16).max(1_000_000).optional(),
+  /** Concurrent requests per upstream endpoint (also its pool size); beyond it 503 upstream_busy. */
+  maxRequestsPerEndpoint: z.coerce.number().int().min(1).max(65_536).default(256),
+  /** A request head must arrive within this (408). */
+  clientHeaderTimeout: duration(100, 600_000).prefault('10s'),
+  /** Longest pause between two pieces of a request body (408). */
+  clientBodyTimeout: duration(100, 3_600_000).prefault('30s'),
+  /** Bodies up to this size are read completely before an upstream is picked, so slow senders hold no upstream connection. */
+  requestBufferSize: z.coerce.number().int().min(0).max(64 * 1024 * 1024).default(65_536),
   caFile: z.string().min(1).optional(),
   certFile: z.string().min(1).optional(),
   keyFile: z.string().min(1).optional(),

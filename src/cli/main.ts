@@ -109,6 +109,12 @@ program
   .option('--redis-sentinel-name <name>', 'Sentinel master name', 'mymaster')
   .option('--redis-cluster <host:port,...>', 'use a Redis Cluster instead of --redis')
   .option('--max-header-size <bytes>', 'largest request head accepted at all (431 beyond)', '65536')
+  .option('--max-header-count <n>', 'most header fields a request may have (431 beyond)', '200')
+  .option('--max-connections <n>', 'client connections open at once (default: half the open-file limit, at most 10000)')
+  .option('--max-requests-per-endpoint <n>', 'concurrent requests per upstream endpoint (503 upstream_busy beyond)', '256')
+  .option('--client-header-timeout <duration>', 'time a client has to send its request head (408)', '10s')
+  .option('--client-body-timeout <duration>', 'longest pause between two pieces of a request body (408)', '30s')
+  .option('--request-buffer-size <bytes>', 'bodies up to this size are read completely before an upstream is picked', '65536')
   .action(async (flags: StartFlags) => {
     keepRunning = true;
     // Loaded here: the gateway pulls in every room (pino, prom-client, ioredis, ...), which

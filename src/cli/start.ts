@@ -28,6 +28,12 @@ export interface StartFlags {
   redisSentinelName?: string;
   redisCluster?: string;
   maxHeaderSize?: string;
+  maxHeaderCount?: string;
+  maxConnections?: string;
+  maxRequestsPerEndpoint?: string;
+  clientHeaderTimeout?: string;
+  clientBodyTimeout?: string;
+  requestBufferSize?: string;
 }
 
 /** Flags win over CONSUL_* environment variables, which win over defaults. */

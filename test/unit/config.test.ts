@@ -35,6 +35,11 @@ describe('parseGatewayConfig: defaults', () => {
       resyncInterval: 300_000,
       redisSentinelName: 'mymaster',
       maxHeaderSize: 65_536,
+      maxHeaderCount: 200,
+      maxRequestsPerEndpoint: 256,
+      clientHeaderTimeout: 10_000,
+      clientBodyTimeout: 30_000,
+      requestBufferSize: 65_536,
     };
     assert.deepEqual(config, expected);
   });
@@ -60,6 +65,9 @@ describe('parseGatewayConfig: accepted values', () => {
     { name: 'host name listen address', input: { listen: 'localhost:80' }, check: { listen: { host: 'localhost', port: 80 } } },
     { name: 'bracketed IPv6 listen address', input: { listen: '[::1]:80' }, check: { listen: { host: '::1', port: 80 } } },
     { name: 'bracketed IPv6 admin address', input: { admin: '[fd00::1]:9901' }, check: { admin: { host: 'fd00::1', port: 9901 } } },
+    { name: 'all interfaces, Go style', input: { listen: ':8080' }, check: { listen: { host: '', port: 8080 } } },
+    { name: 'admin as the URL the CLI uses', input: { admin: 'http://127.0.0.1:9901' }, check: { admin: { host: '127.0.0.1', port: 9901 } } },
+    { name: 'admin URL with a trailing slash', input: { admin: 'http://[::1]:9901/' }, check: { admin: { host: '::1', port: 9901 } } },
     { name: 'port 0 (pick a free port)', input: { listen: '127.0.0.1:0' }, check: { listen: { host: '127.0.0.1', port: 0 } } },
     { name: 'port 65535', input: { admin: '127.0.0.1:65535' }, check: { admin: { host: '127.0.0.1', port: 65535 } } },
     { name: 'kv prefix gets a trailing slash', input: { kvPrefix: 'edge' }, check: { kvPrefix: 'edge/' } },
@@ -97,7 +105,8 @@ describe('parseGatewayConfig: rejected values name the flag', () => {
     { name: 'listen without port', input: { listen: 'localhost' }, error: /^--listen: expected host:port/ },
     { name: 'listen port too large', input: { listen: '127.0.0.1:99999' }, error: /^--listen: port must be 0-65535/ },
     { name: 'unbracketed IPv6', input: { listen: '::1:80' }, error: /^--listen: expected host:port/ },
-    { name: 'admin with a scheme', input: { admin: 'http://127.0.0.1:9901' }, error: /^--admin: expected host:port/ },
+    { name: 'admin URL with a path', input: { admin: 'http://127.0.0.1:9901/v1' }, error: /^--admin: expected host:port/ },
+    { name: 'admin with an https scheme', input: { admin: 'https://127.0.0.1:9901' }, error: /^--admin: expected host:port/ },
     { name: 'kv prefix with spaces', input: { kvPrefix: 'my prefix' }, error: /^--kv-prefix: KV prefix may hold/ },
     { name: 'consul with a non-http scheme', input: { consul: 'ftp://consul:21' }, error: /^--consul: expected an http\(s\) URL/ },
     { name: 'too many consul connections', input: { consulMaxConns: 500 }, error: /^--consul-max-conns: / },
