@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes a fresh checkout runnable: npm dependencies and a Consul binary (and, as root, the Debian
-# packages the tests use). Quick and silent when everything is already there; `npm test` and
-# `npm run demo` call it first.
+# Makes a fresh checkout runnable: npm dependencies and a Consul binary (scripts/install-consul.sh;
+# an existing `consul` on PATH wins). No system packages: the demo runs without Redis, and the
+# packages only the tests need come from scripts/test-deps.sh. Quick and silent when everything is
+# already there; `npm run demo` and `npm test` call it first.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,17 +14,4 @@ fi
 
 if ! command -v consul >/dev/null 2>&1 && [ ! -x .tools/bin/consul ]; then
   bash scripts/install-consul.sh
-fi
-
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing ${missing[*]} from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "setup: ${missing[*]} not found; install them (apt-get install ${missing[*]}) for the full test suite" >&2
-  fi
 fi
