@@ -3,11 +3,13 @@
  *
  *   node --import tsx scripts/demo-service.ts --name web --id web-1 --port 0 \
  *     --tags "urlprefix-/web,v1" [--consul URL] [--color blue] [--version v1] \
- *     [--address 127.0.0.1] [--listen-host 127.0.0.1]
+ *     [--address 127.0.0.1] [--listen-host 127.0.0.1] [--exit-with-parent]
  *
  * Serves JSON `{service, id, version, color, path, time}` on every path, registers itself in
  * Consul (CONSUL_HTTP_ADDR or --consul; X-Consul-Token from CONSUL_HTTP_TOKEN) with a TTL check
  * (CheckID `service:<id>`, TTL 10s) that it passes every 3 s, and deregisters on SIGINT/SIGTERM.
+ * With --exit-with-parent it does the same once the process that started it is gone (checked
+ * every second), so a demo script killed with SIGKILL leaves no service behind in Consul.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,7 +17,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 
 const USAGE = `usage: demo-service --name NAME [--id ID] [--port N] [--tags "t1,t2"] [--consul URL]
-                    [--color C] [--version V] [--address ADDR] [--listen-host HOST] [--no-register]`;
+                    [--color C] [--version V] [--address ADDR] [--listen-host HOST] [--no-register]
+                    [--exit-with-parent]`;
 
 function fail(msg: string): never {
   console.error(`demo-service: ${msg}\n${USAGE}`);
@@ -37,6 +40,8 @@ function parse() {
       'listen-host': { type: 'string', default: '127.0.0.1' },
       // A backend that is not in Consul, for static routes (policies/routes/*.yaml).
       'no-register': { type: 'boolean', default: false },
+      // Deregister and exit once the parent process is gone (scripts/demo.sh passes it).
+      'exit-with-parent': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -173,12 +178,33 @@ const heartbeat = setInterval(() => {
   })();
 }, 3000);
 
-async function shutdown(signal: string): Promise<void> {
+// The parent is gone once this process has been handed to another one (init or a subreaper).
+const parentPid = process.ppid;
+const parentWatch = opts['exit-with-parent']
+  ? setInterval(() => {
+      if (process.ppid !== parentPid || !isAlive(parentPid)) void shutdown('parent exited');
+    }, 1000)
+  : undefined;
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function shutdown(reason: string): Promise<void> {
   if (stopping) {
-    process.exit(1); // second signal: give up on a clean exit
+    // A second Ctrl-C gives up on a clean exit. Anything else (the demo script's SIGTERM after
+    // this process noticed it was orphaned, say) lets the clean shutdown, bounded below, finish.
+    if (reason === 'SIGINT') process.exit(1);
+    return;
   }
   stopping = true;
   clearInterval(heartbeat);
+  clearInterval(parentWatch);
   if (registering) {
     try {
       const res = await consul('PUT', `/v1/agent/service/deregister/${encodeURIComponent(serviceId)}`);
@@ -194,7 +220,7 @@ async function shutdown(signal: string): Promise<void> {
   server.closeIdleConnections();
   await Promise.race([closed, delay(5000)]);
   server.closeAllConnections();
-  console.log(`demo-service: ${serviceId} stopped (${signal})`);
+  console.log(`demo-service: ${serviceId} stopped (${reason})`);
   process.exit(0);
 }
 process.on('SIGINT', () => void shutdown('SIGINT'));

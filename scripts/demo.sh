@@ -11,6 +11,13 @@
 #   - runs the gateway in the foreground on 127.0.0.1:8080 (admin 127.0.0.1:9901) with the example
 #     policies in policies/.
 # Ctrl-C (or SIGTERM) stops the gateway, the demo services and the Consul this script started.
+#
+# One demo at a time: .demo/demo.pid names the running one, and a second `npm run demo` (or anything
+# else on 127.0.0.1:8080 or :9901) makes this script refuse before it starts anything. Every
+# process it starts is recorded in .demo/children (PID, start time, role); a small watcher stops
+# exactly those, by PID, within a couple of seconds if this script dies without cleaning up (even
+# by SIGKILL, where traps do not run), and the demo services also deregister and exit on their own
+# once this script is gone (--exit-with-parent).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,18 +39,88 @@ consul_pid=""
 gateway_pid=""
 redis_pid=""
 service_pids=()
+service_ids=()
+pidfile="$demo/demo.pid"
+children="$demo/children"
+owns_pidfile=""
+
+# Identity of a live process: its start time in clock ticks since boot (field 22 of
+# /proc/PID/stat), so that a PID reused by an unrelated process is never taken for one of ours.
+# Prints nothing (and fails) when the PID is gone or a zombie; "-" where there is no /proc.
+proc_start() {
+  local pid=$1 stat rest
+  if [ -d /proc/self ]; then
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    rest=${stat##*) } # the fields after "(comm)", which may itself hold spaces
+    set -- $rest
+    [ "$1" != Z ] || return 1
+    echo "${20}"
+  else
+    kill -0 "$pid" 2>/dev/null || return 1
+    echo -
+  fi
+}
+# Whether PID is still the process recorded with start time START.
+same_proc() { local now; now=$(proc_start "$1") && [ "$now" = "$2" ]; }
+
+# Remember a process this script started (for the watcher and for a later demo's clean-up).
+record() { local start; start=$(proc_start "$1") || start=-; echo "$1 $start $2" >>"$children"; }
+
+# Wait until a process is gone (up to $2 tenths of a second), then SIGKILL it. Works for processes
+# that are not our children too (the watcher's case), treating a zombie as gone.
+await_pid() {
+  local pid=$1 tenths=$2 start i
+  start=$(proc_start "$pid") || { wait "$pid" 2>/dev/null || true; return 0; }
+  for ((i = 0; i < tenths; i++)); do
+    same_proc "$pid" "$start" || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  same_proc "$pid" "$start" && kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
 
 # Stop one process we started, by PID: SIGTERM, wait up to ~5 s, then SIGKILL.
 stop_pid() {
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    sleep 0.1
+  kill -0 "$1" 2>/dev/null || return 0
+  kill -TERM "$1" 2>/dev/null || return 0
+  await_pid "$1" 50
+}
+
+# Stop what .demo/children lists, by PID and only while the PID still is the process recorded:
+# gateway, then demo services (signalled together; each deregisters, then exits), then redis and
+# consul. Used by the watcher after this script died, and at start for a demo that left no
+# watcher behind either.
+stop_recorded() {
+  local file=$1 pid start role
+  [ -s "$file" ] || return 0
+  for role in gateway service redis consul; do
+    local pids=()
+    while read -r pid start r; do
+      [ "$r" = "$role" ] || continue
+      if [ "$start" = - ]; then kill -0 "$pid" 2>/dev/null || continue; else same_proc "$pid" "$start" || continue; fi
+      echo "stopping $role (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+    done <"$file"
+    # A demo service needs a moment to deregister before Consul may go.
+    for pid in ${pids[@]+"${pids[@]}"}; do await_pid "$pid" 100; done
   done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+}
+
+# The watcher: a background subshell (own process group, output to .demo/watcher.log) that polls
+# this script's PID once a second; once it is gone without having cleaned up, it stops what the
+# script had started. After a normal exit it finds .demo/children gone and just ends.
+watch_demo() {
+  local demo_pid=$1 demo_start
+  set +e
+  demo_start=$(proc_start "$demo_pid") || exit 0
+  while same_proc "$demo_pid" "$demo_start"; do sleep 1; done
+  if [ -s "$children" ]; then
+    echo "demo (pid $demo_pid) is gone; stopping what it started"
+    stop_recorded "$children"
+    rm -f "$children"
+  fi
+  [ "$(cat "$pidfile" 2>/dev/null)" = "$demo_pid" ] && rm -f "$pidfile"
+  exit 0
 }
 
 cleanup() {
@@ -52,14 +129,18 @@ cleanup() {
   if [ -n "$gateway_pid" ]; then stop_pid "$gateway_pid"; fi
   if [ "${#service_pids[@]}" -gt 0 ]; then
     say "stopping demo services"
-    # Signal them all first (each deregisters itself), then wait for each.
+    # Signal them all once (each deregisters itself, then exits), then wait for each.
     for pid in "${service_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${service_pids[@]}"; do stop_pid "$pid"; done
+    for pid in "${service_pids[@]}"; do await_pid "$pid" 100; done
   fi
   if [ -n "$redis_pid" ]; then stop_pid "$redis_pid"; fi
   if [ -n "$consul_pid" ]; then
     say "stopping consul (pid $consul_pid)"
     stop_pid "$consul_pid"
+  fi
+  if [ -n "$owns_pidfile" ]; then
+    rm -f "$children"
+    [ "$(cat "$pidfile" 2>/dev/null)" = "$$" ] && rm -f "$pidfile"
   fi
   exit "$status"
 }
@@ -87,6 +168,45 @@ node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(
 [ -d node_modules/tsx ] || die "dependencies are missing: run 'npm ci' first"
 mkdir -p "$demo"
 
+# --- one demo at a time --------------------------------------------------------------------------
+# Whether PID is a live `scripts/demo.sh` other than this one.
+is_demo() {
+  local pid=$1 args
+  [ -n "$pid" ] && [ "$pid" != "$$" ] && kill -0 "$pid" 2>/dev/null || return 1
+  args=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || ps -o args= -p "$pid" 2>/dev/null) || return 1
+  [[ $args == *scripts/demo.sh* ]]
+}
+# Whether something accepts TCP connections on 127.0.0.1:PORT.
+port_busy() {
+  node -e 'const s = require("net").connect(Number(process.argv[1]), "127.0.0.1");
+    s.on("connect", () => process.exit(0)).on("error", () => process.exit(1));
+    setTimeout(() => process.exit(1), 2000)' "$1"
+}
+# Create .demo/demo.pid only if it does not exist yet (two demos starting at once: one wins).
+claim() { (set -o noclobber; echo "$$" >"$pidfile") 2>/dev/null; }
+
+if ! claim; then
+  other=$(cat "$pidfile" 2>/dev/null || true)
+  if is_demo "$other"; then
+    die "a demo is already running (pid $other, see .demo/demo.pid): use it, or stop it first (Ctrl-C in its terminal, or kill $other)"
+  fi
+  rm -f "$pidfile" # that demo is gone
+  claim || die "another demo is starting right now (.demo/demo.pid); stop it first"
+fi
+owns_pidfile=1
+# A demo that died together with its watcher may have left processes behind: stop exactly those.
+if [ -s "$children" ]; then
+  say "stopping what an earlier demo left running"
+  stop_recorded "$children" | sed 's/^/  /'
+fi
+: >"$children"
+for port in "${listen##*:}" "${admin##*:}"; do
+  if port_busy "$port"; then
+    die "127.0.0.1:$port is already in use (another demo or cgw?); stop it first"
+  fi
+done
+watch_demo "$$" </dev/null >"$demo/watcher.log" 2>&1 &
+
 bash scripts/install-consul.sh
 if command -v consul >/dev/null 2>&1; then
   consul_bin=$(command -v consul)
@@ -104,6 +224,7 @@ else
   "$consul_bin" agent -dev -client 127.0.0.1 -bind 127.0.0.1 -http-port "$consul_port" \
     -data-dir "$demo/consul-data" -hcl 'disable_update_check = true' >"$demo/consul.log" 2>&1 &
   consul_pid=$!
+  record "$consul_pid" consul
 fi
 for ((i = 0; i < 300; i++)); do # up to ~30 s
   consul_has_leader && break
@@ -121,9 +242,11 @@ export CONSUL_HTTP_ADDR="127.0.0.1:$consul_port"
 start_service() {
   local id=$1
   shift
-  node --import tsx scripts/demo-service.ts --consul "$consul_addr" --id "$id" --port 0 "$@" \
+  node --import tsx scripts/demo-service.ts --consul "$consul_addr" --id "$id" --port 0 --exit-with-parent "$@" \
     >"$demo/$id.log" 2>&1 &
   service_pids+=("$!")
+  service_ids+=("$id")
+  record "$!" service
 }
 say "starting demo services (logs: .demo/<id>.log)"
 start_service web-v1-1 --name web --tags "urlprefix-/web,v1" --color blue
@@ -143,8 +266,8 @@ for ((i = 0; i < 300; i++)); do # up to ~30 s
   [ "$missing" -eq 0 ] && break
   for j in "${!service_pids[@]}"; do
     if ! kill -0 "${service_pids[$j]}" 2>/dev/null; then
-      cat "$demo/${ids[$j]}.log" >&2 || true
-      die "demo service ${ids[$j]} exited during startup"
+      cat "$demo/${service_ids[$j]}.log" >&2 || true
+      die "demo service ${service_ids[$j]} exited during startup"
     fi
   done
   sleep 0.1
@@ -159,6 +282,7 @@ if command -v redis-server >/dev/null 2>&1; then
   say "starting redis-server on 127.0.0.1:$redis_port for shared rate limits (log: .demo/redis.log)"
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$demo/redis.log" 2>&1 &
   redis_pid=$!
+  record "$redis_pid" redis
   redis_args=(--redis "redis://127.0.0.1:$redis_port")
 else
   say "redis-server not installed: rate limits are counted per gateway (apt-get install redis-server)"
@@ -191,6 +315,7 @@ EOF
 node --import tsx src/cli/main.ts start --consul "$consul_addr" --listen "$listen" --admin "$admin" \
   --policies policies "${redis_args[@]}" &
 gateway_pid=$!
+record "$gateway_pid" gateway
 set +e
 wait "$gateway_pid"
 status=$?
