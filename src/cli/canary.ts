@@ -6,7 +6,8 @@ import { describeError } from '../core/errors.ts';
 /**
  * `cgw canary` writes KV with check-and-set on the key's ModifyIndex (Consul docs, KV store
  * endpoint, `?cas=`), through the `consul` package: one-off reads and CAS writes are what it does
- * well (shared/CONSUL-NOTES.md). Values are validated with the gateway's own schema first.
+ * well (docs/consul-notes.md, "The `consul` npm package"). Values are validated with the
+ * gateway's own schema first.
  */
 export interface KvTarget {
   readonly consul: string;

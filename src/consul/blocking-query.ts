@@ -9,7 +9,7 @@ export type { WatchStatus };
 
 /**
  * The one blocking-query loop every watch uses (Consul docs, "Blocking Queries"; measured
- * behaviour in shared/CONSUL-NOTES.md). Hand-written rather than the `consul` package's `watch()`,
+ * behaviour in docs/consul-notes.md). Hand-written rather than the `consul` package's `watch()`,
  * which has no rate limit, keeps stale indexes after errors and re-emits unchanged content.
  */
 export interface BlockingQueryOptions<T> {
@@ -48,7 +48,7 @@ const FIRST_READ_TIMEOUT_MS = 15_000;
  * Under churn every blocking call returns at once. A watch then makes at most 4 calls in a burst
  * and one per 250 ms after that: a change waits at most 250 ms (changes in between are coalesced
  * into that one read), and a constantly changing service costs Consul 4 reads a second, not
- * hundreds (shared/CONSUL-NOTES.md, "Hot loops").
+ * hundreds (docs/consul-notes.md, "Hot loops").
  */
 export const WATCH_BURST = 4;
 export const WATCH_INTERVAL_MS = 250;

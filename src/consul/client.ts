@@ -4,7 +4,8 @@ import type { Dispatcher } from 'undici';
 /**
  * A small Consul HTTP client for watches, over one undici Pool. The `consul` npm package is used
  * for one-off reads and CAS writes (CLI) but not here: its transport has no connection budget and
- * hides `X-Consul-Index` / `X-Consul-LastContact` / `X-Consul-KnownLeader` (shared/CONSUL-NOTES.md).
+ * hides `X-Consul-Index` / `X-Consul-LastContact` / `X-Consul-KnownLeader` (docs/consul-notes.md,
+ * "The `consul` npm package").
  *
  * The pool's `connections` is the connection budget: the agent resets connections beyond
  * `limits.http_max_conns_per_client` (200), and each parked HTTP/1.1 blocking query holds one.

@@ -161,7 +161,8 @@ export class ConsulSupervisor {
     const empty = Object.keys(catalog).length === 0;
     if (empty && this.catalog && Object.keys(this.catalog).length > 0) {
       // Every real datacenter lists at least the `consul` service; an empty answer is how an ACL
-      // problem looks (shared/CONSUL-NOTES.md), so draining everything on it would be an outage.
+      // problem looks (docs/consul-notes.md, "Empty answers"), so draining everything on it would
+      // be an outage.
       if (!this.suspectEmptyCatalog) {
         this.options.logger.warn('Consul catalog read returned no services; keeping the last known services');
         this.options.metrics.configRejected.inc({ kind: 'catalog' });

@@ -1,6 +1,6 @@
 /**
  * A real, throwaway Consul agent for integration tests (single server, bootstrap, loopback only,
- * every port freshly allocated). See /work/shared/CONSUL-NOTES.md, "Starting a throwaway agent".
+ * every port freshly allocated). See docs/consul-notes.md, "Starting a throwaway agent for tests".
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';

@@ -5,7 +5,7 @@ import { join, relative, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
- * The house map (shared/ARCHITECTURE.md) as a test: which room may import which. Data flows one
+ * The house map (docs/architecture.md) as a test: which room may import which. Data flows one
  * way; an import pointing up the table fails here with the offending file and line.
  */
 const ALLOWED: Record<string, readonly string[]> = {
