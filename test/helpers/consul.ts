@@ -68,8 +68,8 @@ export interface ConsulAgent {
 }
 
 const NODE = 'test';
-const READY_TIMEOUT_MS = 20_000;
-const SYNC_TIMEOUT_MS = 10_000;
+const READY_TIMEOUT_MS = 30_000;
+const SYNC_TIMEOUT_MS = 15_000;
 const POLL_MS = 50;
 
 /** `consul` on PATH first, then `<repo>/.tools/bin/consul`. */

@@ -10,7 +10,8 @@ export { waitFor } from './wait.ts';
 export type { WaitForOptions } from './wait.ts';
 
 const CLI = join(repoRoot, 'src', 'cli', 'main.ts');
-const READY_TIMEOUT_MS = 20_000;
+/** Start-up of a child gateway (tsx compiles on the fly) on a busy machine can take a while. */
+const READY_TIMEOUT_MS = 30_000;
 
 export interface GatewayOptions {
   /** Consul HTTP address, e.g. agent.addr. */
@@ -24,7 +25,7 @@ export interface GatewayOptions {
   adminPort?: number;
   /** Wait until /-/readyz answers 200 (default true). With false, resolves once spawned. */
   waitReady?: boolean;
-  /** Readiness bound (default 20000 ms). */
+  /** Readiness bound (default 30000 ms). */
   readyTimeoutMs?: number;
 }
 
@@ -100,7 +101,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
       throw new Error(`gateway exited (code ${child.exitCode}, signal ${child.signalCode}) before it was ready\n${logs.join('\n')}`);
     }
     try {
-      const res = await fetch(`${gw.adminUrl}/-/readyz`, { signal: AbortSignal.timeout(2000) });
+      const res = await fetch(`${gw.adminUrl}/-/readyz`, { signal: AbortSignal.timeout(10_000) });
       const body = await res.text();
       if (res.status === 200) return gw;
       last = `${res.status} ${body.slice(0, 200)}`;

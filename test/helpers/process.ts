@@ -69,7 +69,7 @@ export function exitOf(child: ChildProcess): Promise<number | null> {
 export async function terminate(
   child: ChildProcess,
   signal: NodeJS.Signals = 'SIGTERM',
-  killAfterMs = 5000,
+  killAfterMs = 15_000,
 ): Promise<number | null> {
   const exited = exitOf(child);
   if (hasExited(child) || child.pid === undefined) return exited;

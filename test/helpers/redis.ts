@@ -20,7 +20,7 @@ export interface RedisServer {
 }
 
 const READY_LINE = 'Ready to accept connections';
-const READY_TIMEOUT_MS = 10_000;
+const READY_TIMEOUT_MS = 20_000;
 
 export async function startRedis(): Promise<RedisServer> {
   const port = await freePort();

@@ -1,7 +1,11 @@
 import { setTimeout as delay } from 'node:timers/promises';
 
 export interface WaitForOptions {
-  /** Give up after this long (default 5000 ms). */
+  /**
+   * Give up after this long (default 15000 ms). A deadline, not a delay: waitFor returns as soon as
+   * the condition holds, so a generous bound costs passing tests nothing and keeps a loaded machine
+   * (process start-up, Consul propagation, scheduling) from failing them.
+   */
   timeoutMs?: number;
   /** Delay between attempts (default 25 ms). */
   intervalMs?: number;
@@ -18,7 +22,7 @@ export async function waitFor<T>(
   fn: () => Promise<T | undefined | false> | T | undefined | false,
   opts: WaitForOptions = {},
 ): Promise<T> {
-  const timeoutMs = opts.timeoutMs ?? 5000;
+  const timeoutMs = opts.timeoutMs ?? 15_000;
   const intervalMs = opts.intervalMs ?? 25;
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -69,7 +73,7 @@ export async function propagationMs(write: () => Promise<void>, converged: () =>
       startedAt = Date.now();
       return converged();
     },
-    { timeoutMs: 10_000, intervalMs: 10, message: what },
+    { timeoutMs: 15_000, intervalMs: 10, message: what },
   );
   return startedAt - written;
 }
