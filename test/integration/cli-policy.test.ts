@@ -81,7 +81,7 @@ function cell(table: string, first: string, header: string): string | undefined 
 }
 
 function keyed(key?: string): Promise<Response> {
-  return fetch(`${gw.url}/keyed/orders`, { headers: key === undefined ? {} : { 'x-api-key': key }, signal: AbortSignal.timeout(5000) });
+  return fetch(`${gw.url}/keyed/orders`, { headers: key === undefined ? {} : { 'x-api-key': key }, signal: AbortSignal.timeout(15_000) });
 }
 
 async function status(key?: string): Promise<number> {
@@ -217,7 +217,7 @@ describe('cgw policies', () => {
     const first = await waitFor(async () => {
       const rs = await list();
       return byId(rs, 'policies/orders')?.applied ? rs : undefined;
-    }, { timeoutMs: 10_000, message: 'policies/orders applied' });
+    }, { timeoutMs: 15_000, message: 'policies/orders applied' });
     assert.equal(byId(first, 'policies/keyed-auth')?.source, `file:${join(policyDir, 'keyed-auth.yaml')}`);
     assert.equal(byId(first, 'routes/keyed')?.source, `file:${join(policyDir, 'routes', 'keyed.yaml')}`);
     assert.equal(byId(first, 'policies/orders')?.source, 'kv:gateway/policies/orders');
@@ -225,7 +225,7 @@ describe('cgw policies', () => {
     assert.ok(goodVersion);
 
     await consul.kvPut('gateway/policies/orders', 'appliesTo: {service: orders}\nretries: {attempts: 99}\n');
-    await waitFor(async () => byId(await list(), 'policies/orders')?.rejected, { timeoutMs: 10_000, message: 'policies/orders rejected' });
+    await waitFor(async () => byId(await list(), 'policies/orders')?.rejected, { timeoutMs: 15_000, message: 'policies/orders rejected' });
     const [json, table] = await Promise.all([ok(['policies', '--json', ...admin()]), ok(['policies', ...admin()])]);
     const orders = byId(JSON.parse(json) as Row[], 'policies/orders');
     assert.equal(orders?.applied, true, 'the last good version stays in force');
@@ -276,7 +276,7 @@ describe('cgw consumer and cgw consumers', () => {
     assert.ok(!stored.value.includes(acmeKey.slice(-64)), 'the key must never be stored');
     assert.deepEqual([record.plan, record.scopes, record.limits, record.description], ['gold', ['orders:read', 'orders:write'], { limit: 100, window: '1m' }, 'Acme Corp']);
 
-    await waitFor(async () => (await status(acmeKey)) === 200, { timeoutMs: 5000, message: 'the new key is accepted' });
+    await waitFor(async () => (await status(acmeKey)) === 200, { timeoutMs: 15_000, message: 'the new key is accepted' });
     const res = await keyed(acmeKey);
     const echoed = (await res.json()) as { headers: Record<string, string> };
     assert.equal(echoed.headers['x-cgw-consumer'], 'acme');
@@ -321,7 +321,7 @@ describe('cgw consumer and cgw consumers', () => {
     const out = await ok(['consumer', 'rotate', 'acme', ...kvFlags()]);
     const fresh = /^(cgw_acme_[0-9a-f]{64})$/m.exec(out)?.[1];
     assert.ok(fresh && fresh !== acmeKey, out);
-    await waitFor(async () => (await status(acmeKey)) === 401 && (await status(fresh)) === 200, { timeoutMs: 5000, message: 'rotation applied' });
+    await waitFor(async () => (await status(acmeKey)) === 401 && (await status(fresh)) === 200, { timeoutMs: 15_000, message: 'rotation applied' });
     const record = JSON.parse((await consul.kvGet('gateway/consumers/acme'))?.value ?? '{}') as Record<string, unknown>;
     assert.deepEqual([record.keyHash, record.plan, record.scopes], [hashApiKey(fresh), 'gold', ['orders:read', 'orders:write']]);
     acmeKey = fresh;

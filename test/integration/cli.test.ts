@@ -203,7 +203,7 @@ describe('error paths', () => {
       [['--consul-max-conns', '3'], '--consul-max-conns'],
     ];
     for (const [args, flag] of cases) {
-      const r = await runCli(['start', '--consul', consul.addr, '--admin', `127.0.0.1:${await freePort()}`, ...args], { timeoutMs: 15_000 });
+      const r = await runCli(['start', '--consul', consul.addr, '--admin', `127.0.0.1:${await freePort()}`, ...args], { timeoutMs: 30_000 });
       assert.equal(r.code, 2, `cgw start ${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
       assert.ok(r.stderr.includes(flag), `stderr should name ${flag}: ${r.stderr}`);
     }

@@ -104,7 +104,7 @@ describe('more routed services than the per-service watch budget', () => {
     await consul.register({ id: 'svc5-b', name: 'svc5', port: u.port, tags: ['urlprefix-/svc5'] });
     // Two instances in round robin: one of any two requests lands on the new one.
     await waitFor(async () => [(await get('/svc5')).upstream, (await get('/svc5')).upstream].includes('svc5-b'), {
-      timeoutMs: 5000,
+      timeoutMs: 15_000,
       message: 'svc5-b receives traffic',
     });
     const seen = new Set<string>();
@@ -133,7 +133,8 @@ describe('back under the budget', () => {
         const st = await status();
         return st.consul.healthMode === 'per-service' && st.consul.routedServices === 3 ? st : undefined;
       },
-      { timeoutMs: 10_000, intervalMs: 200, message: 'per-service mode with 3 routed services' },
+      // Each probe runs the CLI (a process start-up), so allow for slow starts.
+      { timeoutMs: 30_000, intervalMs: 200, message: 'per-service mode with 3 routed services' },
     );
     assert.equal(s.consul.healthMode, 'per-service');
     const w = await watches();

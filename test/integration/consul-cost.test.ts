@@ -100,7 +100,8 @@ test('--consistency stale and --dc are honoured: the named datacenter routes, an
         const s = await json<{ ready: boolean; consul: { watchesFailing: { name: string; error: string }[] } }>(`${lost.adminUrl}/v1/status`);
         return s.consul.watchesFailing.length > 0 ? s : undefined;
       },
-      { message: 'watches against an unknown datacenter fail' },
+      // The gateway was just spawned (waitReady: false): its admin API comes up with it.
+      { timeoutMs: 30_000, message: 'watches against an unknown datacenter fail' },
     );
     assert.equal(status.ready, false);
     assert.match(status.consul.watchesFailing[0]?.error ?? '', /datacenter|500/i);

@@ -348,7 +348,7 @@ describe('API keys from Consul KV (route /keys)', () => {
   test('a consumer written to KV: its key works, the upstream sees the consumer, not the key', async () => {
     await refused('/keys', { 'x-api-key': key }, { status: 401, code: 'unauthorized', reason: 'invalid_api_key', challenge: API_KEY_CHALLENGE });
     await consul.kvPut(CONSUMER, JSON.stringify(record));
-    await waitFor(async () => (await get('/keys', { 'x-api-key': key })).status === 200, { timeoutMs: 5000, message: 'alice key accepted' });
+    await waitFor(async () => (await get('/keys', { 'x-api-key': key })).status === 200, { timeoutMs: 15_000, message: 'alice key accepted' });
     const seen = await accepted('/keys/orders', { 'x-api-key': key });
     assert.equal(seen['x-cgw-auth-method'], 'apiKey');
     assert.equal(seen['x-cgw-consumer'], 'alice');
@@ -380,7 +380,7 @@ describe('API keys from Consul KV (route /keys)', () => {
     const modifyIndex = (await consul.kvGet(CONSUMER))?.modifyIndex;
     await waitFor(
       async () => (await adminJson<Problem[]>('/v1/problems')).find((p) => p.kind === 'consumer' && p.message.includes(`ModifyIndex ${modifyIndex}`)),
-      { timeoutMs: 5000, message: `consumer problem for ModifyIndex ${modifyIndex}` },
+      { timeoutMs: 15_000, message: `consumer problem for ModifyIndex ${modifyIndex}` },
     );
     const problem = (await cliStatus()).problems.find((p) => p.kind === 'consumer' && p.subject === CONSUMER);
     assert.ok(problem, 'cgw status --json lists the consumer problem');
@@ -412,7 +412,7 @@ describe('policy hot reload from KV (route /hot)', () => {
     const seen = await accepted('/hot');
     assert.equal(seen['x-cgw-subject'], undefined);
     await consul.kvPut(KEY, toYaml(jwtHot()));
-    await waitFor(async () => (await get('/hot')).status === 401, { timeoutMs: 5000, message: '/hot requires a token' });
+    await waitFor(async () => (await get('/hot')).status === 401, { timeoutMs: 15_000, message: '/hot requires a token' });
     await refused('/hot', {}, { status: 401, code: 'unauthorized', reason: 'missing_credentials', challenge: 'Bearer realm="cgw"' });
     assert.equal((await accepted('/hot', bearer(await token())))['x-cgw-subject'], 'user-1');
   });
@@ -425,7 +425,7 @@ describe('policy hot reload from KV (route /hot)', () => {
     const badIndex = (await consul.kvGet(KEY))?.modifyIndex;
     await waitFor(
       async () => (await adminJson<Problem[]>('/v1/problems')).find((p) => p.kind === 'policy' && p.subject === 'policies/hot' && p.message.includes(`ModifyIndex ${badIndex}`)),
-      { timeoutMs: 5000, message: `policy problem for ModifyIndex ${badIndex}` },
+      { timeoutMs: 15_000, message: `policy problem for ModifyIndex ${badIndex}` },
     );
 
     type PolicyView = { id: string; applied: boolean; modifyIndex: number | null; rejected: { source: string; error: string } | null };
@@ -451,7 +451,7 @@ describe('credentials never reach the logs', () => {
     const t = await token();
     const r = await get(`/public/q?access_token=${encodeURIComponent(t)}&api_key=${remember(`cgw_alice_${'9'.repeat(64)}`)}`);
     assert.equal(r.status, 200, r.text);
-    await waitFor(() => gw.logs.some((l) => l.includes('"msg":"access"') && l.includes('"path":"/public/q"')), { timeoutMs: 5000, message: 'access line for /public/q' });
+    await waitFor(() => gw.logs.some((l) => l.includes('"msg":"access"') && l.includes('"path":"/public/q"')), { timeoutMs: 15_000, message: 'access line for /public/q' });
   });
 
   test('after everything above, no gateway log line holds a token or API key used in this file', async () => {

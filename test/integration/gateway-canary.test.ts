@@ -63,7 +63,7 @@ async function applied(expected: Record<string, number> | null): Promise<void> {
       if (expected === null) return v === undefined;
       return v !== undefined && JSON.stringify(v.weights) === JSON.stringify(expected);
     },
-    { timeoutMs: 5000, message: `gateway weights ${JSON.stringify(expected)}` },
+    { timeoutMs: 15_000, message: `gateway weights ${JSON.stringify(expected)}` },
   );
 }
 
@@ -137,7 +137,7 @@ describe('weights', () => {
     await consul.kvPut(KEY, JSON.stringify({ weights: { v1: 50, v2: 50 } }));
     await applied({ v1: 50, v2: 50 });
     await consul.setCheck('web-v2', 'critical');
-    await waitFor(async () => (await shares(10)).v1 === 100, { timeoutMs: 5000, message: 'all traffic on v1' });
+    await waitFor(async () => (await shares(10)).v1 === 100, { timeoutMs: 15_000, message: 'all traffic on v1' });
     assert.equal((await shares(100)).v1, 100, 'traffic went into the empty v2 subset');
     assert.equal((await shares(20, { 'x-canary': 'v2' })).v1, 100, 'X-Canary: v2 must not reach a critical instance');
     const v = await canaryView();
@@ -145,7 +145,7 @@ describe('weights', () => {
     assert.equal(v?.subsets.find((s) => s.tag === 'v2')?.effective, 0);
 
     await consul.setCheck('web-v2', 'passing');
-    await waitFor(async () => (await shares(10)).v2 > 0, { timeoutMs: 5000, message: 'v2 back' });
+    await waitFor(async () => (await shares(10)).v2 > 0, { timeoutMs: 15_000, message: 'v2 back' });
     near((await shares(100)).v2, 50, 5, 'v2 share once healthy again');
   });
 });
@@ -172,7 +172,7 @@ describe('invalid KV values', () => {
       const problem = await waitFor(
         async () =>
           (await status()).problems.find((p) => p.kind === 'canary' && p.subject === KEY && p.message.includes(`ModifyIndex ${modifyIndex}`)),
-        { timeoutMs: 5000, message: `canary problem for ModifyIndex ${modifyIndex}` },
+        { timeoutMs: 15_000, message: `canary problem for ModifyIndex ${modifyIndex}` },
       );
       assert.equal(problem.keptLastGood, true);
       assert.ok((await rejectedCount()) > rejectedBefore, 'cgw_config_rejected_total{kind="canary"} did not increase');

@@ -120,9 +120,9 @@ test('a client trickling its body gets 408 within the request timeout and holds 
   };
   fragile.set({ status: 500 });
   // Failures until the ratio over the window (which holds the successes above) opens the circuit.
-  await waitFor(async () => (await send(gw.url, '/fragile/x')).status === 503 && (await circuit()) !== 'closed', { timeoutMs: 5000, message: 'circuit opened' });
+  await waitFor(async () => (await send(gw.url, '/fragile/x')).status === 503 && (await circuit()) !== 'closed', { timeoutMs: 15_000, message: 'circuit opened' });
   fragile.set({ status: 200 });
-  await waitFor(async () => (await circuit()) === 'half_open', { timeoutMs: 3000, message: 'circuit half-open after openFor' });
+  await waitFor(async () => (await circuit()) === 'half_open', { timeoutMs: 15_000, message: 'circuit half-open after openFor' });
   // A PUT declaring 10 bytes and sending 5: buffered for retries, so read before the breaker is asked.
   const socket = connect(gw.listenPort, '127.0.0.1');
   const started = Date.now();
@@ -145,7 +145,7 @@ test('a policy with no good version at all (a gateway started after it broke) ho
   const hits = app.hits;
   // Meant to require a JWT on /api, but invalid: this gateway never saw a good version.
   await consul.kvPut('gateway/policies/api-lock', JSON.stringify({ appliesTo: { route: '/api' }, auth: { methods: ['jwt'] } }));
-  await waitFor(async () => (await send(gw.url, '/api/public')).status === 503, { timeoutMs: 5000, message: '/api held' });
+  await waitFor(async () => (await send(gw.url, '/api/public')).status === 503, { timeoutMs: 15_000, message: '/api held' });
   const held = await send(gw.url, '/api/public');
   assert.equal(codeOf(held), 'policy_unavailable');
   assert.equal(app.hits, hits, 'the held route let nothing through');
@@ -153,7 +153,7 @@ test('a policy with no good version at all (a gateway started after it broke) ho
   assert.match(problems.find((p) => p.subject === 'policies/api-lock')?.message ?? '', /routes of route \/api answer 503/);
   // A valid version releases the route, with the protection it meant.
   await consul.kvPut('gateway/policies/api-lock', JSON.stringify({ appliesTo: { route: '/api' }, auth: { methods: ['apiKey'] } }));
-  await waitFor(async () => (await send(gw.url, '/api/public')).status === 401, { timeoutMs: 5000, message: '/api protected' });
+  await waitFor(async () => (await send(gw.url, '/api/public')).status === 401, { timeoutMs: 15_000, message: '/api protected' });
   assert.equal((await send(gw.url, '/api/public', { headers: { 'x-api-key': aliceKey } })).status, 200);
   await consul.kvDelete('gateway/policies/api-lock');
 });

@@ -151,6 +151,6 @@ test('--max-header-size 4096: a 10 KB header gets a JSON 431 from the server, an
   assert.match(e.message, /4096 bytes/);
   assert.equal(r.headers.connection, 'close');
 
-  await waitFor(async () => (await send('/lim')).status === 200, { timeoutMs: 2000, message: 'gateway serves after a server-level 431' });
+  await waitFor(async () => (await send('/lim')).status === 200, { timeoutMs: 15_000, message: 'gateway serves after a server-level 431' });
   assert.equal((await fetch(`${gw.adminUrl}/-/readyz`)).status, 200);
 });

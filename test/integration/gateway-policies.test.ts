@@ -166,7 +166,7 @@ describe('static route from a file', () => {
         const e = await ejectedEndpoint();
         return e?.ejected ? e : undefined;
       },
-      { timeoutMs: 5000, intervalMs: 0, message: 'static-2 ejected' },
+      { timeoutMs: 15_000, intervalMs: 0, message: 'static-2 ejected' },
     );
     assert.ok(ejected.ejected);
 

@@ -62,7 +62,7 @@ interface Answer {
 
 async function call(gw: GatewayProcess, path: string, headers: Record<string, string> = {}): Promise<Answer> {
   const started = performance.now();
-  const r = await request(`${gw.url}${path}`, { dispatcher: client, headers, headersTimeout: 5000, bodyTimeout: 5000 });
+  const r = await request(`${gw.url}${path}`, { dispatcher: client, headers, headersTimeout: 15_000, bodyTimeout: 15_000 });
   const text = await r.body.text();
   const ms = performance.now() - started;
   const code = r.statusCode === 200 ? undefined : (JSON.parse(text) as { error?: { code?: string } }).error?.code;
@@ -122,10 +122,10 @@ before(async () => {
         const consumers = (await (await request(`${gw.adminUrl}/v1/consumers`)).body.json()) as Array<{ id: string }>;
         return SERVICES.every((s) => routes.find((r) => r.route === `/${s}`)?.endpointsHealthy === 1) && consumers.length === 2;
       },
-      { timeoutMs: 10_000, message: 'routes and consumers in force' },
+      { timeoutMs: 20_000, message: 'routes and consumers in force' },
     );
   }
-  await bothOn('redis', 5000);
+  await bothOn('redis', 15_000);
 });
 
 after(async () => {
@@ -205,11 +205,11 @@ describe('Redis outage', () => {
       for (let i = 0; !stop; i++) during.push(await call(i % 2 === 0 ? gwA : gwB, '/rl-open', { 'x-client': `load-${i}` }));
     })();
     try {
-      await waitFor(() => during.length >= 10, { timeoutMs: 5000, message: 'traffic flowing before the outage' });
+      await waitFor(() => during.length >= 10, { timeoutMs: 15_000, message: 'traffic flowing before the outage' });
       await redis.stop();
       const stoppedAt = during.length;
-      await bothOn('local', 5000);
-      await waitFor(() => during.length >= stoppedAt + 20, { timeoutMs: 10_000, message: 'traffic flowing during the outage' });
+      await bothOn('local', 15_000);
+      await waitFor(() => during.length >= stoppedAt + 20, { timeoutMs: 20_000, message: 'traffic flowing during the outage' });
     } finally {
       stop = true;
       await traffic;
@@ -242,7 +242,7 @@ describe('Redis outage', () => {
 
   test('Redis started again → the backend returns to redis by itself and limits are global again', async () => {
     await redis.start();
-    await bothOn('redis', 15_000);
+    await bothOn('redis', 30_000);
     for (const gw of [gwA, gwB]) assert.equal(await metricValue(gw, 'cgw_rate_limit_backend', 'state="redis"'), 1);
 
     const shared = await alternate('/rl-open', 8, { 'x-client': 'after-restart' });

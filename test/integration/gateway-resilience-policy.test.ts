@@ -179,7 +179,7 @@ before(async () => {
       const rows = await admin<ServiceRow[]>('/v1/services');
       return [...expected].every(([name, n]) => rows.find((r) => r.name === name)?.endpointsHealthy === n);
     },
-    { timeoutMs: 10_000, message: 'every service routed with all its endpoints' },
+    { timeoutMs: 20_000, message: 'every service routed with all its endpoints' },
   );
   const policies = await admin<Array<{ id: string; applied: boolean; rejected: unknown }>>('/v1/policies');
   for (const name of Object.keys(POLICIES)) {
@@ -276,7 +276,7 @@ describe('outlier detection', () => {
     assert.equal(bad.hits, hitsWhileEjected, 'no request reached the ejected instance');
 
     await waitFor(async () => !(await admin<EndpointRow[]>('/v1/services/outl/endpoints')).some((r) => r.ejected), {
-      timeoutMs: 5000,
+      timeoutMs: 15_000,
       intervalMs: 100,
       message: 'outl-bad back in rotation',
     });
@@ -313,7 +313,7 @@ describe('circuit breaker', () => {
         const a = await call('/cb');
         return a.status === 500 ? a : undefined;
       },
-      { timeoutMs: 4000, intervalMs: 100, message: 'a probe went through after openFor' },
+      { timeoutMs: 15_000, intervalMs: 100, message: 'a probe went through after openFor' },
     );
     assert.match(failedProbe.who, /^500$/);
     assert.equal(hitsOf(names), hits + 1, 'one probe reached the upstream');
@@ -328,7 +328,7 @@ describe('circuit breaker', () => {
         const a = await call('/cb');
         return a.status === 200 ? a : undefined;
       },
-      { timeoutMs: 4000, intervalMs: 100, message: 'a successful probe after openFor' },
+      { timeoutMs: 15_000, intervalMs: 100, message: 'a successful probe after openFor' },
     );
     assert.match(probe.who, /^cb-[12]$/);
     assert.equal(hitsOf(names), hits + 1, 'exactly one request (the probe) reached the upstream');

@@ -84,7 +84,7 @@ describe('Consul outage', () => {
         const st = await adminStatus(gw);
         return st.consul.watchesFailing.length > 0 ? st : undefined;
       },
-      { timeoutMs: 15_000, intervalMs: 100, message: 'watches reported failing' },
+      { timeoutMs: 20_000, intervalMs: 100, message: 'watches reported failing' },
     );
     const names = s.consul.watchesFailing.map((w) => w.name);
     assert.ok(names.includes('catalog'), `failing watches: ${names.join(', ')}`);
@@ -109,7 +109,7 @@ describe('Consul outage', () => {
     const before = (await adminStatus(gw)).consul.watchesFailing.find((w) => w.name === 'catalog')?.consecutiveErrors ?? 0;
     await waitFor(
       async () => ((await adminStatus(gw)).consul.watchesFailing.find((w) => w.name === 'catalog')?.consecutiveErrors ?? 0) > before,
-      { timeoutMs: 15_000, intervalMs: 200, message: 'another failed retry' },
+      { timeoutMs: 30_000, intervalMs: 200, message: 'another failed retry' },
     );
     assert.deepEqual(new Set(await sample(gw.url, '/web', 6)), new Set(['web-1', 'web-2']));
     assert.equal((await fetch(`${gw.adminUrl}/-/readyz`)).status, 200);
@@ -118,7 +118,7 @@ describe('Consul outage', () => {
   test('Consul started again → watches recover by themselves and new changes are reflected', async () => {
     await consul.start();
     await waitFor(async () => (await adminStatus(gw)).consul.watchesFailing.length === 0, {
-      timeoutMs: 20_000,
+      timeoutMs: 30_000,
       intervalMs: 200,
       message: 'no failing watches after Consul returned',
     });
@@ -128,13 +128,13 @@ describe('Consul outage', () => {
     // back critical (Consul persists only updated TTL state), so set both to a known state first.
     await consul.setCheck('web-1', 'passing');
     await consul.setCheck('web-2', 'passing');
-    await waitFor(async () => new Set(await sample(gw.url, '/web', 6)).size === 2, { timeoutMs: 5000, message: 'web-1 and web-2 routed after the restart' });
+    await waitFor(async () => new Set(await sample(gw.url, '/web', 6)).size === 2, { timeoutMs: 15_000, message: 'web-1 and web-2 routed after the restart' });
 
     // Changes made after the restart: a new instance, and a check flip.
     await consul.register({ id: 'web-3', name: 'web', port: (await upstream('web-3')).port, tags: ['urlprefix-/web'] });
-    await waitFor(async () => (await sample(gw.url, '/web', 6)).includes('web-3'), { timeoutMs: 5000, message: 'web-3 routed after the restart' });
+    await waitFor(async () => (await sample(gw.url, '/web', 6)).includes('web-3'), { timeoutMs: 15_000, message: 'web-3 routed after the restart' });
     await consul.setCheck('web-1', 'critical');
-    await waitFor(async () => !(await sample(gw.url, '/web', 6)).includes('web-1'), { timeoutMs: 5000, message: 'web-1 dropped after the restart' });
+    await waitFor(async () => !(await sample(gw.url, '/web', 6)).includes('web-1'), { timeoutMs: 15_000, message: 'web-1 dropped after the restart' });
     assert.deepEqual(new Set(await sample(gw.url, '/web', 6)), new Set(['web-2', 'web-3']));
     await consul.setCheck('web-1', 'passing');
   });
@@ -179,7 +179,7 @@ describe('SIGTERM', () => {
     let signalled = false;
     reportCrash(g, 'draining gateway', () => signalled);
     await waitFor(async () => (await fetch(`${g.adminUrl}/v1/routes`).then((r) => r.json() as Promise<Array<{ route: string }>>)).some((r) => r.route === '/slow'), {
-      timeoutMs: 5000,
+      timeoutMs: 15_000,
       message: '/slow routed',
     });
 
@@ -189,13 +189,14 @@ describe('SIGTERM', () => {
       () => (settled = true),
       () => (settled = true),
     );
-    await waitFor(() => slow.hits === 1, { timeoutMs: 5000, message: 'slow request reached the upstream' });
+    await waitFor(() => slow.hits === 1, { timeoutMs: 15_000, message: 'slow request reached the upstream' });
 
     const t0 = Date.now();
     signalled = true;
     const exitCode = g.kill('SIGTERM', DRAIN_MS + 10_000);
 
-    await waitFor(() => refused(g.listenPort), { timeoutMs: 1000, intervalMs: 20, message: 'new connections refused while draining' });
+    // Whether this happened while the request was still in flight is the assertion right below.
+    await waitFor(() => refused(g.listenPort), { timeoutMs: 10_000, intervalMs: 20, message: 'new connections refused while draining' });
     assert.equal(settled, false, 'the in-flight request ended before new connections were refused');
 
     const res = await inFlight;
@@ -220,7 +221,7 @@ describe('SIGTERM', () => {
       (r) => `status ${r.status}`,
       (err: NodeJS.ErrnoException) => `error ${err.code ?? err.message}`,
     );
-    await waitFor(() => stuck.hits === 1, { timeoutMs: 5000, message: 'request reached the stuck upstream' });
+    await waitFor(() => stuck.hits === 1, { timeoutMs: 15_000, message: 'request reached the stuck upstream' });
     const t0 = Date.now();
     signalled = true;
     // Escalation to SIGKILL (exit code null) would mean the bound was not honoured.
@@ -254,12 +255,12 @@ describe('clients that hang up', () => {
       });
       req.once('error', () => undefined);
       req.end(body);
-      await waitFor(() => slow.hits > hitsBefore, { timeoutMs: 5000, message: `${method} reached the upstream` });
+      await waitFor(() => slow.hits > hitsBefore, { timeoutMs: 15_000, message: `${method} reached the upstream` });
       req.destroy();
       // The gateway notices the hang-up and finishes its bookkeeping for that request; then it
       // must still be serving.
       await waitFor(async () => (await fetch(`${g.adminUrl}/v1/services/hangup/endpoints`).then((r) => r.json() as Promise<Array<{ inflight: number }>>))[0]?.inflight === 0, {
-        timeoutMs: 5000,
+        timeoutMs: 15_000,
         message: `${method} request released`,
       });
       const r = await slowRequest(g.url, '/hangup/after');

@@ -241,11 +241,11 @@ describe('streaming bodies', () => {
     });
     req.write(first);
     // The upload is still open: the first part must already have made the round trip.
-    await waitFor(() => failure ?? receivedBytes >= first.length, { timeoutMs: 5000, message: 'first part echoed while the upload is open' });
+    await waitFor(() => failure ?? receivedBytes >= first.length, { timeoutMs: 15_000, message: 'first part echoed while the upload is open' });
     assert.equal(failure, undefined);
     assert.equal(ended, false);
     req.end(rest);
-    await waitFor(() => failure ?? ended, { timeoutMs: 10_000, message: 'response ended' });
+    await waitFor(() => failure ?? ended, { timeoutMs: 20_000, message: 'response ended' });
     assert.equal(failure, undefined);
     assert.ok(Buffer.concat(received).equals(Buffer.concat([first, rest])), 'echoed body differs');
   });
