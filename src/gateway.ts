@@ -1,12 +1,14 @@
 import type { Server } from 'node:http';
 import { consulTls, type GatewayConfig } from './config.ts';
-import { listenOn } from './core/net.ts';
+import { formatAddress, listenOn } from './core/net.ts';
+import { defaultMaxConnections, openFileLimit } from './core/limits.ts';
 import { createLogger, type Logger } from './core/logger.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
 import { ConsulClient } from './consul/client.ts';
 import { ConsulSupervisor } from './consul/supervisor.ts';
 import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type Snapshot } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
+import { BuildHealth } from './state/build-health.ts';
 import { isUrlprefixTag } from './state/tags.ts';
 import { UpstreamPools } from './balancer/upstream-pools.ts';
 import { RuntimeHolder } from './runtime/runtime.ts';
@@ -18,7 +20,6 @@ import { resolvePolicies } from './policy/resolve.ts';
 import { ProxyServer } from './proxy/server.ts';
 import { createAdminServer } from './admin/server.ts';
 
-const CONNECTIONS_PER_ENDPOINT = 256;
 /** How long start waits for the first Redis connection; readiness must not hinge on Redis. */
 const REDIS_FIRST_CONNECT_MS = 2_000;
 
@@ -46,6 +47,7 @@ export class Gateway {
   private readonly keys: JwtKeyCache;
   private readonly limiter: RateLimiterBackend;
   private readonly resilience: ResilienceRegistry;
+  private readonly build = new BuildHealth();
   private policyFiles: readonly RawDocument[] = [];
   private policyLoadErrors: readonly { path: string; error: string }[] = [];
   private rebuildScheduled = false;
@@ -79,7 +81,7 @@ export class Gateway {
       onChange: () => this.ring(),
     });
     this.store = new SnapshotStore(this.logger, this.metrics);
-    this.pools = new UpstreamPools({ connectTimeoutMs: config.connectTimeout, connectionsPerEndpoint: CONNECTIONS_PER_ENDPOINT });
+    this.pools = new UpstreamPools({ connectTimeoutMs: config.connectTimeout, connectionsPerEndpoint: config.maxRequestsPerEndpoint });
     this.keys = new JwtKeyCache();
     this.limiter = new RateLimiterBackend({
       redis: redisOptions(config),
@@ -101,15 +103,15 @@ export class Gateway {
       },
       this.logger,
     );
-    this.store.onPublish((snapshot) => {
-      const first = this.runtime.current === undefined;
-      this.runtime.apply(snapshot);
-      this.countDocuments(snapshot);
-      if (first) this.logger.info({ version: snapshot.version }, 'first snapshot in force; gateway ready');
-    });
+    this.store.onPublish((snapshot) => this.countDocuments(snapshot));
     this.proxy = new ProxyServer({
       runtime: () => this.runtime.current,
       maxHeaderSize: config.maxHeaderSize,
+      maxHeaderCount: config.maxHeaderCount,
+      maxConnections: config.maxConnections ?? defaultMaxConnections(openFileLimit()),
+      clientHeaderTimeoutMs: config.clientHeaderTimeout,
+      clientBodyTimeoutMs: config.clientBodyTimeout,
+      requestBufferSize: config.requestBufferSize,
       accessLog: config.accessLog,
       logger: this.logger,
       metrics: this.metrics,
@@ -123,7 +125,9 @@ export class Gateway {
         ready: () => this.ready,
         endpointInflight: (key) => this.pools.inflight(key),
         discovery: () => this.supervisor.status(),
-        discoveryProblems: () => this.supervisor.problems(),
+        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems()],
+        buildFailure: () => this.build.view(),
+        limits: () => this.proxy.limits.view(),
         resilience: (service) => this.resilience.peek(service),
         rateLimiter: () => this.limiter.state,
         settings: {
@@ -138,6 +142,10 @@ export class Gateway {
         },
       },
       this.metrics.registry,
+      (err) => {
+        this.metrics.internalErrors.inc({ component: 'admin' });
+        this.logger.error({ err }, 'admin API request failed');
+      },
     );
   }
 
@@ -161,7 +169,7 @@ export class Gateway {
     this.proxyPort = await this.proxy.listen(this.config.listen.host, this.config.listen.port);
     this.supervisor.start();
     this.logger.info(
-      { listen: `${this.config.listen.host}:${this.proxyPort}`, admin: `${this.config.admin.host}:${this.adminPort}`, consul: this.config.consul },
+      { listen: formatAddress(this.config.listen.host, this.proxyPort), admin: formatAddress(this.config.admin.host, this.adminPort), consul: this.config.consul },
       'gateway started',
     );
   }
@@ -179,20 +187,46 @@ export class Gateway {
   private rebuild(): void {
     const kv = this.supervisor.kvView();
     if (!kv) return;
+    const previous = this.store.current?.snapshot;
+    let snapshot: Snapshot;
     try {
-      const previous = this.store.current?.snapshot;
       const policies = resolvePolicies(this.policyFiles, kv, this.config.kvPrefix, previous?.policies, this.policyLoadErrors);
       // Route documents can name services to watch and policies can change how; the supervisor
       // re-plans its watches and rings again once the new services have been read.
       this.supervisor.setDemand({ services: servicesNamedByRoutes(policies), modes: discoveryModes(policies) });
       const views = this.supervisor.views();
       if (!views) return;
-      const snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, previous, policies);
-      this.store.publish(snapshot);
+      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, previous, policies);
     } catch (err) {
-      // A bug here must not take the data plane down: the last good runtime keeps serving.
-      this.logger.error({ err }, 'snapshot build failed; last known good configuration stays in force');
+      this.buildFailed('snapshot', err);
+      return;
     }
+    if (previous?.version === snapshot.version) {
+      this.build.succeeded();
+      return;
+    }
+    // Compiled before anything is published: a snapshot the data plane cannot run is never half in force.
+    let runtime;
+    try {
+      runtime = this.runtime.prepare(snapshot);
+    } catch (err) {
+      this.buildFailed('runtime', err);
+      return;
+    }
+    const first = this.runtime.current === undefined;
+    this.runtime.swap(runtime);
+    this.store.publish(snapshot);
+    this.proxy.limits.retainServices(new Set(Object.keys(snapshot.services)));
+    this.build.succeeded();
+    if (first) this.logger.info({ version: snapshot.version }, 'first snapshot in force; gateway ready');
+  }
+
+  /** A bug must not take the data plane down: the last good runtime keeps serving, and it shows. */
+  private buildFailed(phase: 'snapshot' | 'runtime', err: unknown): void {
+    this.build.failed(phase, err);
+    this.metrics.snapshotBuildFailures.inc();
+    this.metrics.internalErrors.inc({ component: 'snapshot' });
+    this.logger.error({ err, phase }, 'configuration build failed; Consul changes are not applied, the last good configuration stays in force');
   }
 
   private showLimiterState(state: BackendState): void {

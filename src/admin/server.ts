@@ -1,4 +1,4 @@
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import { canaryView, consumersView, endpointsView, policiesView, problemsView, redactedJson, routesView, servicesView, statusView, type AdminSources } from './views.ts';
 
@@ -6,15 +6,36 @@ import { canaryView, consumersView, endpointsView, policiesView, problemsView, r
  * Admin HTTP on its own listener (default 127.0.0.1:9901): probes, Prometheus metrics and read-only
  * JSON views. The CLI's inspection commands read only this API.
  */
-export function createAdminServer(src: AdminSources, registry: Registry): Server {
-  return createServer((req, res) => {
+export function createAdminServer(src: AdminSources, registry: Registry, onFailure: (err: unknown) => void): Server {
+  const server = createServer((req, res) => {
+    try {
+      route(req, res);
+    } catch (err) {
+      // One admin call can never end the process: a bug answers 500 and is logged and counted.
+      onFailure(err);
+      if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal_error', message: 'internal error in the admin API' } });
+      else res.destroy();
+    }
+  });
+  // Accept errors (EMFILE) would otherwise be an unhandled 'error' event.
+  server.on('error', onFailure);
+  server.on('clientError', (_err, socket) => socket.destroy());
+  return server;
+
+  function route(req: IncomingMessage, res: ServerResponse): void {
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'admin API is read-only' } });
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     switch (path) {
       case '/-/healthz':
         return sendJson(res, 200, { status: 'ok' });
-      case '/-/readyz':
-        return src.ready() ? sendJson(res, 200, { status: 'ready' }) : sendJson(res, 503, { status: 'starting' });
+      case '/-/readyz': {
+        // Ready stays 200 while the newest configuration fails to build: the last good one serves,
+        // and a fleet whose every gateway met the same bad entry must not leave its load balancer.
+        // The body says that changes are not being applied.
+        const failure = src.buildFailure();
+        const detail = failure ? { configurationStale: true, buildFailure: failure } : {};
+        return src.ready() ? sendJson(res, 200, { status: 'ready', ...detail }) : sendJson(res, 503, { status: 'not_ready', ...detail });
+      }
       case '/metrics':
         registry.metrics().then(
           (text) => {
@@ -45,12 +66,22 @@ export function createAdminServer(src: AdminSources, registry: Registry): Server
     }
     const m = /^\/v1\/services\/([^/]+)\/endpoints$/.exec(path);
     if (m) {
-      const name = decodeURIComponent(m[1] ?? '');
+      const name = decodePathSegment(m[1] ?? '');
+      if (name === undefined) return sendJson(res, 400, { error: { code: 'bad_request', message: 'the service name in the path is not valid percent-encoded UTF-8' } });
       const view = endpointsView(src, name);
-      return view ? sendJson(res, 200, view) : sendJson(res, 404, { error: { code: 'service_not_found', message: `no routed service named "${name}"` } });
+      return view ? sendJson(res, 200, view) : sendJson(res, 404, { error: { code: 'service_not_found', message: `no routed service named ${JSON.stringify(name)}` } });
     }
-    return sendJson(res, 404, { error: { code: 'not_found', message: `no admin endpoint ${path}` } });
-  });
+    return sendJson(res, 404, { error: { code: 'not_found', message: `no admin endpoint ${JSON.stringify(path.slice(0, 200))}` } });
+  }
+}
+
+/** decodeURIComponent throws URIError on `%`, `%zz` or broken UTF-8; a path from outside must not. */
+function decodePathSegment(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {

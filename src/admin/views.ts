@@ -1,4 +1,7 @@
 import type { Problem, WatchStatus } from '../core/types.ts';
+import { own } from '../core/own.ts';
+import type { BuildFailureView } from '../state/build-health.ts';
+import type { ListenerLimitsView } from '../core/types.ts';
 import type { PublishedSnapshot } from '../state/store.ts';
 import type { Snapshot } from '../state/snapshot.ts';
 import type { Runtime } from '../runtime/runtime.ts';
@@ -24,6 +27,10 @@ export interface AdminSources {
   readonly resilience: (service: string) => ServiceResilience | undefined;
   /** Where rate-limit decisions are made now: redis, local (Redis unreachable) or none (no --redis). */
   readonly rateLimiter: () => string;
+  /** The newest configuration failed to build (the last good one serves), or null. */
+  readonly buildFailure: () => BuildFailureView | null;
+  /** Connection cap and per-endpoint request cap: configured values and when they were reached. */
+  readonly limits: () => ListenerLimitsView;
 }
 
 export interface DiscoveryView {
@@ -33,6 +40,8 @@ export interface DiscoveryView {
   readonly openConnections: number;
   readonly watches: readonly WatchStatus[];
   readonly bulk: unknown;
+  /** Consul refusing connections (per-client connection limit) now: since, refusals, last one (epoch ms). */
+  readonly refusing: { readonly since: number; readonly count: number; readonly lastAt: number; readonly waiting: number } | null;
 }
 
 export function problemsView(src: AdminSources): Problem[] {
@@ -57,8 +66,15 @@ export function statusView(src: AdminSources) {
       openConnections: discovery.openConnections,
       watches: discovery.watches.length,
       watchesFailing: failing.map((w) => ({ name: w.name, error: w.lastError, consecutiveErrors: w.consecutiveErrors })),
-      leaderKnown: !discovery.watches.some((w) => w.knownLeader === false),
-      maxLastContactMs: Math.max(0, ...discovery.watches.map((w) => w.lastContactMs ?? 0)),
+      refusing: discovery.refusing && { ...discovery.refusing, since: new Date(discovery.refusing.since).toISOString(), lastAt: new Date(discovery.refusing.lastAt).toISOString() },
+      // From watches answering now whose answers carried X-Consul-KnownLeader / X-Consul-LastContact:
+      // a failing watch's last header is old news. null = unknown (no such answer, or all failing).
+      leaderKnown: ((live) => (live.length === 0 ? null : !live.some((w) => w.knownLeader === false)))(
+        discovery.watches.filter((w) => w.state !== 'failing' && w.knownLeader !== null),
+      ),
+      maxLastContactMs: ((ms) => (ms.length === 0 ? null : Math.max(...ms)))(
+        discovery.watches.flatMap((w) => (w.state !== 'failing' && w.lastContactMs !== null ? [w.lastContactMs] : [])),
+      ),
     },
     policies: snapshot
       ? {
@@ -68,6 +84,8 @@ export function statusView(src: AdminSources) {
         }
       : null,
     rateLimiter: { backend: src.rateLimiter() },
+    buildFailure: src.buildFailure(),
+    limits: src.limits(),
     circuitsNotClosed: snapshot ? Object.keys(snapshot.services).filter((name) => (src.resilience(name)?.breaker.state ?? 'closed') !== 'closed') : [],
     problems: problemsView(src),
     settings: src.settings,
@@ -93,7 +111,8 @@ export function servicesView(src: AdminSources) {
 }
 
 export function endpointsView(src: AdminSources, service: string) {
-  const s = src.published()?.snapshot.services[service];
+  const services = src.published()?.snapshot.services;
+  const s = services ? own(services, service) : undefined;
   if (!s) return undefined;
   const outlier = src.resilience(service)?.outlier.status() ?? {};
   return s.endpoints.map((e) => ({
@@ -127,9 +146,10 @@ export function routesView(src: AdminSources) {
     origin: r.source.kind === 'tag' ? r.source.tag : r.source.kind === 'file' ? `${r.source.document} (${r.source.path})` : `${r.source.document} (${r.source.key})`,
     refresh: r.freshness,
     heldBy: r.heldBy,
+    holdReason: r.holdReason,
     /** Documents that shape this route: its own sections and its service's (breaker, discovery, ...). */
-    policies: [...new Set([...Object.values(r.policy.sources), ...Object.values(snapshot.services[r.service]?.policy.sources ?? {})])].sort(),
-    endpointsHealthy: snapshot.services[r.service]?.healthy ?? 0,
+    policies: [...new Set([...Object.values(r.policy.sources), ...Object.values(own(snapshot.services, r.service)?.policy.sources ?? {})])].sort(),
+    endpointsHealthy: own(snapshot.services, r.service)?.healthy ?? 0,
   }));
 }
 

@@ -22,10 +22,14 @@ export class ServiceBalancer {
   private readonly all: Picker<UpstreamEndpoint>;
   private readonly subsetPicker: Picker<Picker<UpstreamEndpoint>> | undefined;
   private readonly forced = new Map<string, Picker<UpstreamEndpoint>>();
+  /** Tags instances carry that have no weights subset, for `X-Canary`; pickers made on first use. */
+  private readonly taggable = new Set<string>();
+  private readonly makePicker: (keys: ReadonlySet<string> | null) => Picker<UpstreamEndpoint>;
   /** Pools this balancer sends to; the runtime keeps exactly these open. */
   readonly poolIds: ReadonlySet<string>;
   /** Built once so a pick allocates no closure. */
   private readonly usable: ((endpoint: UpstreamEndpoint) => boolean) | undefined;
+  private readonly unsaturated: (endpoint: UpstreamEndpoint) => boolean;
 
   constructor(
     readonly service: ServiceSnapshot,
@@ -44,6 +48,7 @@ export class ServiceBalancer {
     const poolIds = new Set<string>();
     this.poolIds = poolIds;
     if (outlier) this.usable = (endpoint) => !outlier.isEjected(endpoint.key);
+    this.unsaturated = outlier ? (endpoint) => !endpoint.saturated && !outlier.isEjected(endpoint.key) : (endpoint) => !endpoint.saturated;
     const makePicker = (keys: ReadonlySet<string> | null): Picker<UpstreamEndpoint> => {
       const weighted: Weighted<UpstreamEndpoint>[] = service.endpoints
         .filter((e) => e.weight > 0 && (keys === null || keys.has(e.key)))
@@ -57,6 +62,7 @@ export class ServiceBalancer {
         : new RoundRobinPicker(weighted);
     };
 
+    this.makePicker = makePicker;
     this.all = makePicker(null);
     const canary = service.canary;
     if (canary && !canary.fallback) {
@@ -69,6 +75,7 @@ export class ServiceBalancer {
       }
       this.subsetPicker = new RoundRobinPicker(subsets);
     }
+    for (const e of service.endpoints) if (e.weight > 0) for (const t of e.tags) if (!this.forced.has(t)) this.taggable.add(t);
   }
 
   static fingerprintOf(service: ServiceSnapshot, pickerKind: PickerKind, connectTimeoutMs?: number): string {
@@ -94,11 +101,41 @@ export class ServiceBalancer {
   pick(canaryTag?: string, exclude?: UpstreamEndpoint): UpstreamEndpoint | undefined {
     // No endpoint ejected (the common case): the plain pickers, no predicate calls.
     const usable = this.outlier?.hasEjected ? this.usable : undefined;
-    if (!this.subsetPicker) return this.all.pick(exclude, usable);
-    const subset = (canaryTag !== undefined ? this.forced.get(canaryTag) : undefined) ?? this.subsetPicker.pick();
+    const forced = canaryTag !== undefined ? this.forcedPicker(canaryTag) : undefined;
+    if (!this.subsetPicker && !forced) return this.all.pick(exclude, usable);
+    const subset = forced ?? this.subsetPicker?.pick();
     const endpoint = subset?.pick(exclude, usable);
     // A retry whose subset has no other endpoint, or a subset whose endpoints are all ejected, goes
     // anywhere healthy rather than fail.
     return endpoint !== undefined && endpoint !== exclude && (usable === undefined || usable(endpoint)) ? endpoint : this.all.pick(exclude, usable);
+  }
+
+  /**
+   * The picker `X-Canary: <tag>` forces: a weights subset, or, for any other tag healthy instances
+   * carry (also when no weights are set), one built on first use. Only tags that exist get one, so
+   * the header cannot grow this map.
+   */
+  private forcedPicker(tag: string): Picker<UpstreamEndpoint> | undefined {
+    const known = this.forced.get(tag);
+    if (known || !this.taggable.has(tag)) return known;
+    const keys = new Set(this.service.endpoints.filter((e) => e.weight > 0 && e.tags.includes(tag)).map((e) => e.key));
+    const picker = this.makePicker(keys);
+    this.forced.set(tag, picker);
+    return picker;
+  }
+
+  /**
+   * The slow path when the first pick is at its request cap: an endpoint below its cap (preferring
+   * the requested subset, then any), or undefined when every one is full. Unlike ejection, a full
+   * endpoint is never chosen in panic: waiting behind it would have no deadline.
+   */
+  pickUnsaturated(canaryTag?: string, exclude?: UpstreamEndpoint): UpstreamEndpoint | undefined {
+    const accept = this.unsaturated;
+    const subset = (canaryTag !== undefined ? this.forcedPicker(canaryTag) : undefined) ?? this.subsetPicker?.pick();
+    for (const picker of subset ? [subset, this.all] : [this.all]) {
+      const endpoint = picker.pick(exclude, accept);
+      if (endpoint !== undefined && endpoint !== exclude && !endpoint.saturated) return endpoint;
+    }
+    return undefined;
   }
 }

@@ -16,6 +16,11 @@ export class UpstreamEndpoint {
   /** Requests dispatched and not yet finished; the least-request picker reads it. */
   inflight = 0;
   readonly pool: Pool;
+  /**
+   * Concurrent requests allowed; the pool has exactly this many connections, so a request that is
+   * let through always finds a free connection and never waits in undici's queue without a deadline.
+   */
+  readonly cap: number;
 
   constructor(
     /** The endpoint (`address:port`, or `https://host:port`): outlier state and logs use it. */
@@ -25,6 +30,7 @@ export class UpstreamEndpoint {
     /** The key, plus the connect timeout when it is not the default: one pool per combination. */
     readonly poolId: string = key,
   ) {
+    this.cap = options.connectionsPerEndpoint;
     this.pool = new Pool(origin, {
       connections: options.connectionsPerEndpoint,
       connectTimeout: options.connectTimeoutMs,
@@ -32,6 +38,11 @@ export class UpstreamEndpoint {
       keepAliveMaxTimeout: 60_000,
       pipelining: 1,
     });
+  }
+
+  /** At its cap: the next request must go elsewhere or be refused. */
+  get saturated(): boolean {
+    return this.inflight >= this.cap;
   }
 }
 

@@ -52,6 +52,15 @@ export function configFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv) {
 export async function runStart(flags: StartFlags): Promise<void> {
   const config = configFromFlags(flags, process.env);
   const gateway = new Gateway(config);
+  // The last line of defence: every stream, socket and handler has its own error handling, and
+  // a failure that still escapes belongs to one request or one watch, never to the whole gateway.
+  // It is logged with its stack and counted, and the gateway keeps serving.
+  const escaped = (kind: string) => (err: unknown) => {
+    gateway.metrics.internalErrors.inc({ component: 'process' });
+    gateway.logger.error({ err, kind }, 'error escaped its handler; the gateway keeps running');
+  };
+  process.on('uncaughtException', escaped('uncaughtException'));
+  process.on('unhandledRejection', escaped('unhandledRejection'));
   try {
     await gateway.start();
   } catch (err) {

@@ -20,7 +20,8 @@ export const ERROR_CODES = {
   payload_too_large: { status: 413, message: 'the request body is larger than this route accepts' },
   headers_too_large: { status: 431, message: 'the request headers are larger than this route accepts' },
   policy_unavailable: { status: 503, message: 'the policy of this route is invalid and no good version is known' },
-  request_timeout: { status: 408, message: 'the request body did not arrive in time' },
+  request_timeout: { status: 408, message: 'the request did not arrive in time' },
+  upstream_busy: { status: 503, message: 'every endpoint of the service is at its limit of concurrent requests' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -8,7 +8,9 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   /** Set by the owners of lazily updated state, called when the matching metric is scraped. */
   const hooks: { beforeCircuitScrape?: () => void } = {};
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'cgw_process_' });
+  // Standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...), so stock Node.js
+  // dashboards work unchanged.
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
 
   const metrics = {
     registry,
@@ -72,6 +74,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       name: 'cgw_watches',
       help: 'Active Consul watches by kind',
       labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    consulRefusals: new Counter({
+      name: 'cgw_consul_refusals_total',
+      help: 'Consul requests refused by the agent\'s per-client connection limit (reset at once, or 429)',
       registers: [registry],
     }),
     configRejected: new Counter({
@@ -169,6 +176,33 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     consumers: new Gauge({
       name: 'cgw_consumers',
       help: 'API-key consumers in force',
+      registers: [registry],
+    }),
+    internalErrors: new Counter({
+      name: 'cgw_internal_errors_total',
+      help: 'Bugs caught before they could end the process, by component (proxy, admin, snapshot, process)',
+      labelNames: ['component'] as const,
+      registers: [registry],
+    }),
+    clientConnections: new Gauge({
+      name: 'cgw_client_connections',
+      help: 'Client connections open on the proxy listener',
+      registers: [registry],
+    }),
+    clientConnectionsRefused: new Counter({
+      name: 'cgw_client_connections_refused_total',
+      help: 'Client connections closed at once because --max-connections were open',
+      registers: [registry],
+    }),
+    upstreamBusy: new Counter({
+      name: 'cgw_upstream_busy_total',
+      help: 'Requests refused with 503 upstream_busy: every endpoint of the service was at --max-requests-per-endpoint',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    snapshotBuildFailures: new Counter({
+      name: 'cgw_snapshot_build_failures_total',
+      help: 'Snapshot builds or runtime compilations that failed; the last good configuration stayed in force',
       registers: [registry],
     }),
   };

@@ -2,7 +2,7 @@
 
 export type HealthStatus = 'passing' | 'warning' | 'critical';
 
-export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer';
+export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer' | 'instance' | 'service' | 'build' | 'kv';
 
 /**
  * Something from outside that was rejected. Problems never stop the rest of a snapshot: the bad
@@ -68,4 +68,19 @@ export interface WatchStatus {
   /** `X-Consul-LastContact`: ms since the answering server last heard from the leader. */
   readonly lastContactMs: number | null;
   readonly state: 'starting' | 'ok' | 'failing';
+}
+
+/** How often a limit was reached and when last, for `cgw status`. */
+export interface LimitHits {
+  readonly count: number;
+  readonly lastAt: string | null;
+}
+
+/** The proxy listener's limits as operators see them. */
+export interface ListenerLimitsView {
+  readonly maxConnections: number | null;
+  readonly openConnections: number;
+  readonly connectionsRefused: LimitHits;
+  /** Per service: requests refused with 503 upstream_busy. */
+  readonly upstreamBusy: Readonly<Record<string, LimitHits>>;
 }

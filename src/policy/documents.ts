@@ -5,6 +5,7 @@ import type { z } from 'zod';
 import { describeError } from '../core/errors.ts';
 import { formatZodIssues, type ParseResult } from './canary.ts';
 import { policyDocumentSchema, routeDocumentSchema, type PolicyDocument, type RouteDocument } from './schema.ts';
+import { checkYamlBounds, ParseMemo } from './value-bounds.ts';
 
 /**
  * Where documents live. The file tree mirrors the KV tree, so `cgw policy push <dir>` is a plain
@@ -49,15 +50,37 @@ export function kvKeyOfDocument(kind: DocumentKind, name: string, kvPrefix: stri
   return `${kvPrefix}${documentId(kind, name)}`;
 }
 
+const policyMemo = new ParseMemo<ParseResult<ParsedDocument>>();
+const routeMemo = new ParseMemo<ParseResult<ParsedDocument>>();
+
 /** JSON or YAML (YAML is a superset of JSON, so one parser reads both). */
 export function parseDocumentText(text: string | null, kind: DocumentKind): ParseResult<ParsedDocument> {
   if (text === null || text.trim() === '') return { ok: false, error: 'document is empty' };
-  if (Buffer.byteLength(text) > MAX_DOCUMENT_BYTES) return { ok: false, error: `document is larger than ${MAX_DOCUMENT_BYTES} bytes` };
-  let data: unknown;
+  return (kind === 'policy' ? policyMemo : routeMemo).get(text, (t) => parseBoundedDocument(t, kind));
+}
+
+/**
+ * YAML text parsed without aliases, once it is known not to be too large or deep for the parser.
+ * Also used to read a rejected document's `appliesTo` leniently.
+ */
+export function readYamlSafely(text: string): { ok: true; data: unknown } | { ok: false; error: string; err?: unknown } {
+  const bounds = checkYamlBounds(text, MAX_DOCUMENT_BYTES);
+  if (!bounds.ok) return { ok: false, error: `document is ${bounds.error}; refused before parsing` };
   try {
     // Aliases are refused: a few lines of YAML anchors can expand to gigabytes ("billion laughs").
-    data = parseYaml(text, { maxAliasCount: 0, prettyErrors: false, uniqueKeys: true });
+    return { ok: true, data: parseYaml(text, { maxAliasCount: 0, prettyErrors: false, uniqueKeys: true }) };
   } catch (err) {
+    return { ok: false, error: '', err };
+  }
+}
+
+function parseBoundedDocument(text: string, kind: DocumentKind): ParseResult<ParsedDocument> {
+  const read = readYamlSafely(text);
+  let data: unknown;
+  if (read.ok) data = read.data;
+  else if (read.err === undefined) return { ok: false, error: read.error };
+  else {
+    const err = read.err;
     // With prettyErrors off the parser never sets linePos, so the position is counted from err.pos.
     const before = err instanceof YAMLParseError && err.pos[0] >= 0 ? text.slice(0, err.pos[0]).split('\n') : undefined;
     const where = before ? ` (line ${before.length}, column ${(before.at(-1) ?? '').length + 1})` : '';

@@ -2,9 +2,9 @@ import { contentHash } from '../core/hash.ts';
 import type { KvEntry, Problem } from '../core/types.ts';
 import { formatZodIssues } from './canary.ts';
 import { consumerIdSchema, consumerRecordSchema, type ConsumerRecord } from './consumers.ts';
-import { parse as parseYaml } from 'yaml';
 import { appliesToSchema, type AppliesTo } from './schema.ts';
-import { documentOfKvKey, documentId, parseDocumentText, type DocumentKind, type DocumentOrigin, type ParsedDocument, type RawDocument } from './documents.ts';
+import { checkJsonBounds, ParseMemo } from './value-bounds.ts';
+import { documentOfKvKey, documentId, parseDocumentText, readYamlSafely, type DocumentKind, type DocumentOrigin, type ParsedDocument, type RawDocument } from './documents.ts';
 
 /**
  * Which version of each document is in force. Pure: files read at start + the KV view + the
@@ -153,13 +153,11 @@ function sameOrigin(a: DocumentOrigin, b: DocumentOrigin): boolean {
  */
 function intendedTarget(text: string | null): AppliesTo | undefined {
   if (text === null) return undefined;
-  try {
-    const data = parseYaml(text, { maxAliasCount: 0, prettyErrors: false }) as { appliesTo?: unknown } | null;
-    const target = appliesToSchema.safeParse(data?.appliesTo);
-    return target.success ? target.data : undefined;
-  } catch {
-    return undefined;
-  }
+  const read = readYamlSafely(text);
+  if (!read.ok) return undefined;
+  const data = read.data as { appliesTo?: unknown } | null;
+  const target = appliesToSchema.safeParse(data !== null && typeof data === 'object' ? data.appliesTo : undefined);
+  return target.success ? target.data : undefined;
 }
 
 function describeTarget(target: AppliesTo): string {
@@ -229,8 +227,20 @@ function resolveConsumers(
   return out;
 }
 
-export function parseConsumerValue(text: string | null): { ok: true; record: ConsumerRecord } | { ok: false; error: string } {
+/** A consumer record is a key hash, a plan, up to 64 scopes and a short description. */
+const MAX_CONSUMER_BYTES = 32 * 1024;
+const consumerMemo = new ParseMemo<ConsumerParse>();
+
+type ConsumerParse = { ok: true; record: ConsumerRecord } | { ok: false; error: string };
+
+export function parseConsumerValue(text: string | null): ConsumerParse {
   if (text === null || text.trim() === '') return { ok: false, error: 'value is empty' };
+  return consumerMemo.get(text, parseConsumerText);
+}
+
+function parseConsumerText(text: string): ConsumerParse {
+  const bounds = checkJsonBounds(text, MAX_CONSUMER_BYTES);
+  if (!bounds.ok) return { ok: false, error: `value is ${bounds.error}; refused before parsing` };
   let json: unknown;
   try {
     json = JSON.parse(text);

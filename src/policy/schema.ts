@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { durationField } from '../core/duration.ts';
 import { algorithmsForPem } from './keys.ts';
+import { unmatchableRoutePath } from '../core/url-path.ts';
 
 /**
  * Policy and route documents: the data operators write in `policies/` and Consul KV. Every field
@@ -27,7 +28,11 @@ const pathPrefix = z
   .string()
   .regex(/^\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$/, 'must start with / and hold only URL path characters')
   .refine((p) => !/(^|\/)\.{1,2}(\/|$)/.test(p), 'must not contain . or .. segments')
-  .transform((p) => (p.length > 1 ? p.replace(/\/+$/, '') : p));
+  .transform((p) => (p.length > 1 ? p.replace(/\/+$/, '') : p))
+  .superRefine((p, ctx) => {
+    const problem = unmatchableRoutePath(p);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
 /** A route id as `cgw routes` shows it: `[host]/path`. */
 export const routeId = z
   .string()

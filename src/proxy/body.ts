@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
-import { Transform, type Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
+import { Readable } from 'node:stream';
 import type { CompiledRoute } from '../runtime/runtime.ts';
 
 /** RFC 9110 §9.2.2: repeating these has the same effect as sending them once. */
@@ -10,72 +10,164 @@ export function isRetryableMethod(method: string, nonIdempotentAllowed: boolean)
   return nonIdempotentAllowed || IDEMPOTENT.has(method);
 }
 
+/** How a streamed body ended badly; read by the forward step to answer 413, 408 or 499. */
+export interface BodyState {
+  /** The body grew past the route's `limits.maxBodyBytes` while streaming. */
+  tooLarge: boolean;
+  /** No body bytes for `--client-body-timeout`. */
+  idle: boolean;
+  /** The client connection failed while its body was read. */
+  broken: boolean;
+}
+
 export interface PreparedBody {
   /** null: no body; a Buffer can be sent again, a stream only once. */
   readonly body: Buffer | Readable | null;
   readonly replayable: boolean;
-  /** Set when a chunked body grew past the route's limit while streaming. */
-  readonly tooLarge: { hit: boolean };
+  readonly state: BodyState;
+}
+
+export type BodyRefusal = 'gone' | 'timeout' | 'idle' | 'too_large';
+
+export interface BodyLimits {
+  /** Bodies up to this many bytes are read completely before an upstream is picked. */
+  readonly bufferBytes: number;
+  /** `limits.maxBodyBytes` of the route, or null. */
+  readonly maxBodyBytes: number | null;
+  /** `--client-body-timeout`: the longest pause between two pieces of the body. */
+  readonly idleMs: number;
 }
 
 /**
- * A body can be sent again only if we kept it: small bodies (Content-Length up to the retry
- * policy's `maxBodyBytes`) of requests that may be retried are read into memory, within the
- * request deadline. Others stream through, counted against `limits.maxBodyBytes` when chunked.
+ * Request bodies are buffered like nginx's `proxy_request_buffering`: a body up to the buffer size
+ * (the larger of `--request-buffer-size` and, for a retryable request, `retries.maxBodyBytes`) is
+ * read completely before any upstream is picked, so a client that trickles its body holds a
+ * gateway socket and a little memory, never an upstream connection or a breaker probe. A larger
+ * body streams through after its first buffer-full has arrived, counted against
+ * `limits.maxBodyBytes` and watched for idleness; the per-endpoint request cap bounds what such
+ * uploads can hold upstream.
  */
 export async function prepareBody(
   req: IncomingMessage,
   route: CompiledRoute,
+  limits: BodyLimits,
   hasBody: boolean,
   declaredLength: number | undefined,
   deadlineAt: number | null,
-): Promise<PreparedBody | 'gone' | 'timeout'> {
-  const tooLarge = { hit: false };
-  if (!hasBody) return { body: null, replayable: true, tooLarge };
-  const { retry } = route;
-  if (retry.attempts > 0 && isRetryableMethod(req.method ?? 'GET', retry.nonIdempotent) && declaredLength !== undefined && declaredLength <= retry.maxBodyBytes) {
-    const buffered = await readBody(req, declaredLength, deadlineAt);
-    return typeof buffered === 'string' ? buffered : { body: buffered, replayable: true, tooLarge };
-  }
-  const body = route.maxBodyBytes !== null && declaredLength === undefined ? limitBody(req, route.maxBodyBytes, tooLarge) : req;
-  return { body, replayable: false, tooLarge };
+): Promise<PreparedBody | BodyRefusal> {
+  const state: BodyState = { tooLarge: false, idle: false, broken: false };
+  if (!hasBody) return { body: null, replayable: true, state };
+  const retryable = route.retry.attempts > 0 && isRetryableMethod(req.method ?? 'GET', route.retry.nonIdempotent);
+  const bufferBytes = retryable ? Math.max(limits.bufferBytes, route.retry.maxBodyBytes) : limits.bufferBytes;
+  // A declared length above the route's limit was refused before; one within the buffer is read whole.
+  const wanted = declaredLength !== undefined && declaredLength <= bufferBytes ? declaredLength : bufferBytes;
+  const read = await readUpTo(req, wanted, limits, deadlineAt);
+  if (typeof read === 'string') return read;
+  if (read.complete) return { body: read.body, replayable: true, state };
+  // More than a buffer-full is coming: stream it, the part read so far first.
+  const stream = Readable.from(streamRest(req, read.chunks, read.bytes, limits, state), { objectMode: false });
+  // undici listens while it sends; after it is done (an early answer, a retry) an error of this
+  // stream must still have a listener, or it would end the process. `state` carries the reason.
+  stream.on('error', ignore);
+  return { body: stream, replayable: false, state };
 }
 
-function readBody(req: IncomingMessage, length: number, deadlineAt: number | null): Promise<Buffer | 'gone' | 'timeout'> {
+interface PartialRead {
+  readonly complete: boolean;
+  readonly body: Buffer;
+  readonly chunks: Buffer[];
+  readonly bytes: number;
+}
+
+/**
+ * Reads until the body ends or more than `wanted` bytes arrived. Past `maxBodyBytes` it stops with
+ * 'too_large' (the rest is never read; the caller closes the connection after its 413).
+ */
+function readUpTo(req: IncomingMessage, wanted: number, limits: BodyLimits, deadlineAt: number | null): Promise<{ complete: boolean; body: Buffer; chunks: Buffer[]; bytes: number } | BodyRefusal> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
-    const timer = deadlineAt === null ? undefined : setTimeout(() => finish('timeout'), Math.max(0, deadlineAt - performance.now()));
-    function finish(result: Buffer | 'gone' | 'timeout'): void {
-      clearTimeout(timer);
+    let bytes = 0;
+    let settled = false;
+    let lastDataAt = performance.now();
+    const deadline = deadlineAt === null ? undefined : setTimeout(() => finish('timeout'), Math.max(0, deadlineAt - performance.now()));
+    let idleTimer = setTimeout(onIdleTimer, limits.idleMs);
+    function onIdleTimer(): void {
+      const quiet = performance.now() - lastDataAt;
+      if (quiet >= limits.idleMs) finish('idle');
+      else idleTimer = setTimeout(onIdleTimer, limits.idleMs - quiet);
+    }
+    function finish(result: PartialRead | BodyRefusal): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      clearTimeout(idleTimer);
       req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+      if (typeof result !== 'string' && !result.complete) req.pause();
       resolve(result);
     }
-    const onData = (c: Buffer): void => {
-      chunks.push(c);
+    const onData = (chunk: Buffer): void => {
+      lastDataAt = performance.now();
+      chunks.push(chunk);
+      bytes += chunk.length;
+      if (limits.maxBodyBytes !== null && bytes > limits.maxBodyBytes) finish('too_large');
+      else if (bytes > wanted) finish({ complete: false, body: EMPTY, chunks, bytes });
+    };
+    const onEnd = (): void => finish({ complete: true, body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, bytes), chunks, bytes });
+    const onError = (): void => finish('gone');
+    const onClose = (): void => {
+      if (!req.complete) finish('gone');
     };
     req.on('data', onData);
-    req.once('end', () => finish(Buffer.concat(chunks, length)));
-    req.once('error', () => finish('gone'));
-    req.once('close', () => {
-      if (!req.complete) finish('gone');
-    });
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
   });
 }
 
-/** A chunked body is counted as it streams; past the limit the upload is cut and the client gets 413. */
-function limitBody(req: IncomingMessage, limit: number, flag: { hit: boolean }): Readable {
-  let seen = 0;
-  const counted = new Transform({
-    transform(chunk: Buffer, _enc, done) {
+const EMPTY = Buffer.alloc(0);
+
+function ignore(): void {}
+
+class BodyStreamError extends Error {}
+
+/**
+ * The rest of a large body as an async iterable for undici: what was read already, then the
+ * socket's data, counted and watched for idleness. Failing here makes undici abort the upstream
+ * request; `state` tells the forward step why. Every error of the client stream ends up here, so
+ * none can escape as an unhandled 'error' event.
+ */
+async function* streamRest(req: IncomingMessage, first: readonly Buffer[], firstBytes: number, limits: BodyLimits, state: BodyState): AsyncGenerator<Buffer> {
+  let seen = firstBytes;
+  let lastDataAt = performance.now();
+  let idleTimer: NodeJS.Timeout | undefined;
+  const onIdleTimer = (): void => {
+    const quiet = performance.now() - lastDataAt;
+    if (quiet < limits.idleMs) {
+      idleTimer = setTimeout(onIdleTimer, limits.idleMs - quiet);
+      return;
+    }
+    state.idle = true;
+    req.destroy(new BodyStreamError('request body idle'));
+  };
+  idleTimer = setTimeout(onIdleTimer, limits.idleMs);
+  try {
+    for (const chunk of first) yield chunk;
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      lastDataAt = performance.now();
       seen += chunk.length;
-      if (seen > limit) {
-        flag.hit = true;
-        done(new Error('request body too large'));
-        return;
+      if (limits.maxBodyBytes !== null && seen > limits.maxBodyBytes) {
+        state.tooLarge = true;
+        throw new BodyStreamError('request body too large');
       }
-      done(null, chunk);
-    },
-  });
-  req.on('error', (err) => counted.destroy(err));
-  return req.pipe(counted);
+      yield chunk;
+    }
+  } catch (err) {
+    if (!state.tooLarge && !state.idle) state.broken = true;
+    throw err;
+  } finally {
+    clearTimeout(idleTimer);
+  }
 }

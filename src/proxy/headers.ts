@@ -13,13 +13,19 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+/**
+ * Fields a client may not remove by naming them in `Connection`: the Host routing used (RFC 9110
+ * §7.2: the upstream must see the same authority) and the framing of the body being forwarded.
+ */
+const NOT_HOP_BY_HOP = new Set(['host', 'content-length']);
+
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   if (value === undefined) return undefined;
   const text = Array.isArray(value) ? value.join(',') : value;
   const tokens = text
     .split(',')
     .map((t) => t.trim().toLowerCase())
-    .filter((t) => t !== '' && t !== 'close' && t !== 'keep-alive');
+    .filter((t) => t !== '' && t !== 'close' && t !== 'keep-alive' && !NOT_HOP_BY_HOP.has(t));
   return tokens.length > 0 ? new Set(tokens) : undefined;
 }
 
@@ -78,12 +84,25 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
     if (id.scopes.length > 0) out['x-cgw-scopes'] = id.scopes.map(scopeSafe).join(' ');
     if (id.plan !== null) out['x-cgw-plan'] = headerSafe(id.plan);
   }
+  // The client's chain is kept and our hop appended (X-Forwarded-For and RFC 7239 Forwarded
+  // alike); X-Real-IP names one address, so a client's value is replaced, never passed on.
   const prior = incoming['x-forwarded-for'];
   out['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${ctx.clientIp}` : ctx.clientIp;
   out['x-forwarded-proto'] = ctx.proto;
   if (incoming.host) out['x-forwarded-host'] = incoming.host;
+  out['x-real-ip'] = ctx.clientIp;
+  const forwarded = forwardedElement(ctx.clientIp, incoming.host, ctx.proto);
+  const priorForwarded = incoming.forwarded;
+  out.forwarded = priorForwarded ? `${Array.isArray(priorForwarded) ? priorForwarded.join(', ') : priorForwarded}, ${forwarded}` : forwarded;
   out['x-request-id'] = ctx.requestId;
   return out;
+}
+
+/** RFC 7239 §4: one `for=...;host=...;proto=...` element; IPv6 nodes and odd hosts are quoted. */
+function forwardedElement(clientIp: string, host: string | undefined, proto: string): string {
+  const node = clientIp.includes(':') ? `"[${clientIp}]"` : clientIp || 'unknown';
+  const hostPart = host && /^[A-Za-z0-9.\-:[\]]+$/.test(host) ? (/^[A-Za-z0-9.\-]+$/.test(host) ? `;host=${host}` : `;host="${host}"`) : '';
+  return `for=${node}${hostPart};proto=${proto}`;
 }
 
 /** Response headers for the client: hop-by-hop removed; Node sets framing itself. */

@@ -11,8 +11,10 @@ import type { CompiledRoute, Identity, Runtime, UpstreamEndpoint } from '../runt
 import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders } from './headers.ts';
 import type { Readable } from 'node:stream';
 import { requestTarget, type RequestTarget } from './target.ts';
-import { isRetryableMethod, prepareBody, type PreparedBody } from './body.ts';
+import { isRetryableMethod, prepareBody, type BodyLimits, type PreparedBody } from './body.ts';
 import { classifyFailure, sendError, type ErrorExtras } from './errors.ts';
+import { checkHead, contentLength, refusalOfParserError, writeRawRefusal, type HeadLimits } from './client-errors.ts';
+import { ListenerLimits } from './listener-limits.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
@@ -22,7 +24,21 @@ export interface ProxyOptions {
   readonly metrics: Metrics;
   /** Largest request head accepted at all; per-route limits can only be lower. */
   readonly maxHeaderSize?: number;
+  /** More header fields than this are refused (431). */
+  readonly maxHeaderCount?: number;
+  /** Client connections open at once; more are closed at once and counted. */
+  readonly maxConnections?: number;
+  /** A request head must arrive within this (408). */
+  readonly clientHeaderTimeoutMs?: number;
+  /** Longest pause between two pieces of a request body (408). */
+  readonly clientBodyTimeoutMs?: number;
+  /** Bodies up to this size are read completely before an upstream is picked. */
+  readonly requestBufferSize?: number;
 }
+
+const DEFAULT_HEADER_TIMEOUT_MS = 10_000;
+const DEFAULT_BODY_TIMEOUT_MS = 30_000;
+const DEFAULT_BUFFER_BYTES = 65_536;
 
 /**
  * undici runs headersTimeout on its "fast timers", which tick every ~500 ms: a 200 ms timeout
@@ -44,37 +60,85 @@ export class ProxyServer {
   private inflight = 0;
   private idleWaiters: (() => void)[] = [];
 
+  private readonly head: HeadLimits;
+  private readonly bodyTimeoutMs: number;
+  private readonly bufferBytes: number;
+  /** Counters for answers given before a route is known (route and service labels ""). */
+  private readonly unrouted = new Map<number, { inc(): void }>();
+  /** Connection cap and per-endpoint saturation, for metrics and `cgw status`. */
+  readonly limits: ListenerLimits;
+
   constructor(private readonly options: ProxyOptions) {
-    this.server = createServer({ keepAliveTimeout: 5_000, maxHeaderSize: options.maxHeaderSize }, (req, res) => {
-      this.inflight += 1;
-      res.once('close', () => {
-        this.inflight -= 1;
-        if (this.inflight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
-      });
-      this.handle(req, res).catch((err: unknown) => {
-        // Nothing a single request does may end the process.
-        this.options.logger.error({ err }, 'request handler failed');
-        res.destroy();
-      });
-    });
+    const headerTimeoutMs = options.clientHeaderTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
+    this.head = { maxHeaderCount: options.maxHeaderCount ?? 200, maxHeaderSize: options.maxHeaderSize ?? 16_384, headerTimeoutMs };
+    this.bodyTimeoutMs = options.clientBodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS;
+    this.bufferBytes = options.requestBufferSize ?? DEFAULT_BUFFER_BYTES;
+    this.server = createServer(
+      {
+        keepAliveTimeout: 5_000,
+        maxHeaderSize: options.maxHeaderSize,
+        headersTimeout: headerTimeoutMs,
+        // Bodies are timed by their idleness (--client-body-timeout) and the route's request
+        // timeout; Node's whole-request timer would cut legitimate long uploads.
+        requestTimeout: 0,
+        // Node checks head timeouts on this period; its 30 s default answered after 40-90 s.
+        connectionsCheckingInterval: Math.min(1_000, Math.max(100, Math.floor(headerTimeoutMs / 4))),
+      },
+      (req, res) => this.onRequest(req, res, false),
+    );
+    // One more than the limit, so a head over it is seen (and refused) rather than cut.
+    this.server.maxHeadersCount = this.head.maxHeaderCount + 1;
+    // Without this listener Node answers `Expect: 100-continue` itself, before authentication.
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, true));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    this.limits = new ListenerLimits(this.server, options.maxConnections, options.metrics, options.logger);
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    this.inflight += 1;
+    res.once('close', () => {
+      this.inflight -= 1;
+      if (this.inflight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+    });
+    this.handle(req, res, expectsContinue).catch((err: unknown) => this.onHandlerFailure(err, res));
+  }
+
+  /** Nothing a single request does may end the process: a bug answers 500, is logged and counted. */
+  private onHandlerFailure(err: unknown, res: ServerResponse): void {
+    this.options.metrics.internalErrors.inc({ component: 'proxy' });
+    this.options.logger.error({ err }, 'request handler failed');
+    try {
+      if (!res.headersSent) sendError(res, 'internal_error', String(res.getHeader('x-request-id') ?? randomUUID()), undefined, { close: true });
+      else res.destroy();
+    } catch {
+      res.destroy();
+    }
   }
 
   /**
-   * Node answers a head over maxHeaderSize itself, with an empty 431; answer with our JSON error
-   * instead, so every refusal looks the same to clients.
+   * Heads Node's parser refuses (malformed, too large, too slow): Node would answer a bare 400 or
+   * 431 (or nothing); answer with our JSON error instead, so every refusal looks the same.
    */
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-    if (!socket.writable) return;
-    if (err.code === 'HPE_HEADER_OVERFLOW') {
-      // No route is known yet: counted under route "" so the refusal is still visible.
-      this.options.metrics.requestLimitRejections.inc({ route: '', kind: 'headers' });
-      this.options.logger.warn({ client: socket.remoteAddress ?? null, limit: this.options.maxHeaderSize ?? 16_384 }, 'request head above --max-header-size refused with 431');
-      const body = JSON.stringify(errorBody('headers_too_large', randomUUID(), `request headers exceed ${this.options.maxHeaderSize ?? 16_384} bytes`));
-      socket.end(`HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    const refusal = refusalOfParserError(err, this.head);
+    // A response already under way on this connection must not be interleaved with ours.
+    const inProgress = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (!refusal || !socket.writable || (inProgress && inProgress.headersSent)) {
+      socket.destroy();
       return;
     }
-    socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    if (refusal.code === 'headers_too_large') this.options.metrics.requestLimitRejections.inc({ route: '', kind: 'headers' });
+    this.options.logger.warn({ client: socket.remoteAddress ?? null, code: err.code ?? null }, `request refused before parsing completed: ${refusal.message}`);
+    this.countUnrouted(writeRawRefusal(socket, refusal));
+  }
+
+  private countUnrouted(status: number): void {
+    let child = this.unrouted.get(status);
+    if (!child) {
+      child = this.options.metrics.requests.labels({ route: '', service: '', code: String(status) });
+      this.unrouted.set(status, child);
+    }
+    child.inc();
   }
 
   get requestsInFlight(): number {
@@ -107,7 +171,7 @@ export class ProxyServer {
     return { unfinished };
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async handle(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): Promise<void> {
     const started = performance.now();
     // Read now: once a request body stream is destroyed (client hung up), req.socket is null.
     const clientIp = req.socket.remoteAddress ?? '';
@@ -115,28 +179,35 @@ export class ProxyServer {
     res.setHeader('x-request-id', requestId);
     if (this.draining) res.setHeader('connection', 'close');
 
-    const log: ExchangeLog = { requestId, bodyUnread: false, endpoint: undefined, retries: 0, subject: null, consumer: null, reason: null };
+    const declaredLength = contentLength(req);
+    const hasBody = req.headers['transfer-encoding'] !== undefined || (declaredLength !== undefined && declaredLength > 0);
+    const log: ExchangeLog = { requestId, bodyUnread: hasBody, expectsContinue, endpoint: undefined, retries: 0, subject: null, consumer: null, reason: null };
     let route: CompiledRoute | undefined;
     let status = 0;
     try {
       const runtime = this.options.runtime();
-      const target = requestTarget(req);
-      if (!runtime) status = sendError(res, 'not_ready', requestId);
-      else if (!target) status = sendError(res, 'bad_request', requestId, 'request target must be an absolute path without dot segments');
+      const invalid = checkHead(req, this.head);
+      const target = invalid ? undefined : requestTarget(req);
+      if (invalid) status = refuse(res, log, invalid.code, invalid.message);
+      else if (!runtime) status = refuse(res, log, 'not_ready');
+      else if (!target) status = refuse(res, log, 'bad_request', 'request target must be an absolute path without dot segments, escaped slashes or broken escapes');
       else {
         route = runtime.router.match(target.host, target.path);
-        if (!route) status = sendError(res, 'route_not_found', requestId);
-        else status = await this.serve(req, res, route, target, requestId, clientIp, log);
+        if (!route) status = refuse(res, log, 'route_not_found');
+        else status = await this.serve(req, res, route, target, requestId, clientIp, log, declaredLength);
       }
     } catch (err) {
+      this.options.metrics.internalErrors.inc({ component: 'proxy' });
       this.options.logger.error({ err, requestId }, 'unexpected error in request pipeline');
-      status = sendError(res, 'internal_error', requestId);
+      status = sendError(res, 'internal_error', requestId, undefined, { close: true });
     }
 
     const seconds = (performance.now() - started) / 1000;
     if (route) {
       route.countResponse(status);
       route.observeDuration(seconds);
+    } else {
+      this.countUnrouted(status);
     }
     if (this.options.accessLog) {
       // Named fields only: headers (and so credentials) never reach the access log.
@@ -162,7 +233,7 @@ export class ProxyServer {
     }
   }
 
-  /** The pipeline in its fixed order: size limits → authentication → rate limit → circuit breaker → forward. */
+  /** The pipeline in its fixed order: size limits → authentication → rate limit → body → circuit breaker → forward. */
   private async serve(
     req: IncomingMessage,
     res: ServerResponse,
@@ -171,13 +242,11 @@ export class ProxyServer {
     requestId: string,
     clientIp: string,
     log: ExchangeLog,
+    declaredLength: number | undefined,
   ): Promise<number> {
-    const declaredLength = contentLength(req);
-    const hasBody = req.headers['transfer-encoding'] !== undefined || (declaredLength !== undefined && declaredLength > 0);
-    log.bodyUnread = hasBody;
-
-    if (route.heldBy !== null) {
-      return refuse(res, log, 'policy_unavailable', `policy document ${route.heldBy} for this route is invalid and no good version is known`);
+    const hasBody = log.bodyUnread;
+    if (route.holdReason !== null) {
+      return refuse(res, log, 'policy_unavailable', route.holdReason);
     }
     if (route.maxHeaderBytes !== null && headerBytes(req) > route.maxHeaderBytes) {
       route.countSizeRejection('headers');
@@ -217,12 +286,21 @@ export class ProxyServer {
       for (const name in limited.headers) res.setHeader(name, limited.headers[name] as string);
     }
 
-    // The body is prepared before the breaker is asked: a client that trickles its body must hold
-    // neither a half-open probe nor an upstream connection, and the request deadline covers it.
+    // Only now, with the request authenticated and within its limits, may the client send its body.
+    if (log.expectsContinue && hasBody) res.writeContinue();
+    // The body is prepared before an endpoint or the breaker is involved: a client that trickles
+    // its body must hold neither an upstream connection nor a half-open probe.
     const deadlineAt = route.requestTimeoutMs === null ? null : performance.now() + route.requestTimeoutMs;
-    const body = await prepareBody(req, route, hasBody, declaredLength, deadlineAt);
+    const limits: BodyLimits = { bufferBytes: this.bufferBytes, maxBodyBytes: route.maxBodyBytes, idleMs: this.bodyTimeoutMs };
+    const body = await prepareBody(req, route, limits, hasBody, declaredLength, deadlineAt);
     if (body === 'gone') return 499;
     if (body === 'timeout') return refuse(res, log, 'request_timeout', `the request body did not arrive within ${route.requestTimeoutMs ?? 0} ms`);
+    if (body === 'idle') return refuse(res, log, 'request_timeout', `the request body paused for more than ${this.bodyTimeoutMs} ms`);
+    if (body === 'too_large') {
+      route.countSizeRejection('body');
+      return refuse(res, log, 'payload_too_large', `request body exceeds ${route.maxBodyBytes ?? 0} bytes`);
+    }
+    log.bodyUnread = !body.replayable;
 
     const { breaker } = route.resilience;
     const permit = breaker.tryAcquire();
@@ -252,11 +330,16 @@ export class ProxyServer {
     log: ExchangeLog,
   ): Promise<{ status: number; outcome: 'success' | 'failure' | 'none' }> {
     const { requestId, deadlineAt } = exchange;
-    const { body, replayable, tooLarge } = exchange.body;
+    const { body, replayable, state: bodyState } = exchange.body;
     const canaryHeader = req.headers['x-canary'];
     const canary = typeof canaryHeader === 'string' ? canaryHeader : undefined;
     let endpoint = route.balancer.pick(canary);
-    if (!endpoint) return { status: sendError(res, 'no_healthy_upstream', requestId, `service "${route.service}" has no healthy endpoint`), outcome: 'none' };
+    if (!endpoint) return { status: refuse(res, log, 'no_healthy_upstream', `service "${route.service}" has no healthy endpoint`), outcome: 'none' };
+    if (endpoint.saturated) {
+      // Never queue behind a full endpoint without a deadline: another one, or a clear 503 now.
+      endpoint = route.balancer.pickUnsaturated(canary);
+      if (!endpoint) return { status: this.refuseBusy(res, log, route), outcome: 'none' };
+    }
 
     const method = req.method ?? 'GET';
     const { retry } = route;
@@ -338,22 +421,23 @@ export class ProxyServer {
           return { status, outcome: route.resilience.breaker.isFailureStatus(status) ? 'failure' : 'success' };
         } catch (err) {
           clearTimeout(headersTimer);
-          if (clientGone && !timedOut) return { status: 499, outcome: 'none' };
-          if (tooLarge.hit) {
+          // The client's own stream failed (too large, idle, cut): its fault, not the upstream's.
+          if (bodyState.tooLarge) {
             route.countSizeRejection('body');
-            log.reason = 'payload_too_large';
-            return { status: sendError(res, 'payload_too_large', requestId, `request body exceeds ${route.maxBodyBytes ?? 0} bytes`, { close: true }), outcome: 'none' };
+            return { status: refuse(res, log, 'payload_too_large', `request body exceeds ${route.maxBodyBytes ?? 0} bytes`), outcome: 'none' };
           }
+          if (bodyState.idle) {
+            return { status: refuse(res, log, 'request_timeout', `the request body paused for more than ${this.bodyTimeoutMs} ms`), outcome: 'none' };
+          }
+          if (bodyState.broken || (clientGone && !timedOut)) return { status: 499, outcome: 'none' };
           const failure = headersTimedOut ? ({ kind: 'timeout', code: 'upstream_timeout' } as const) : classifyFailure(err);
           if (failure.kind === 'local') {
             // undici refused the request itself (nothing was sent): the request's fault, not the upstream's.
-            log.reason = 'bad_request';
-            return { status: sendError(res, 'bad_request', requestId, `the request cannot be forwarded: ${describeError(err)}`), outcome: 'none' };
+            return { status: refuse(res, log, 'bad_request', `the request cannot be forwarded: ${describeError(err)}`), outcome: 'none' };
           }
           if (failure.kind === 'timeout' && body !== null && !Buffer.isBuffer(body) && !req.complete) {
             // Still waiting for the client's body: the upstream is not slow, the client is.
-            log.reason = 'request_timeout';
-            return { status: sendError(res, 'request_timeout', requestId, 'the request body did not arrive in time', { close: true }), outcome: 'none' };
+            return { status: refuse(res, log, 'request_timeout', 'the request body did not arrive in time'), outcome: 'none' };
           }
           outlier.record(attempted.key, 'failure');
           if (timedOut) break;
@@ -370,22 +454,31 @@ export class ProxyServer {
             }
           }
           this.options.logger.warn({ requestId, endpoint: attempted.key, service: route.service, err: describeError(err) }, 'upstream request failed');
-          return { status: sendError(res, failure.code, requestId), outcome: 'failure' };
+          return { status: sendError(res, failure.code, requestId, undefined, { close: log.bodyUnread }), outcome: 'failure' };
         } finally {
           attempted.inflight -= 1;
         }
       }
       if (clientGone && !timedOut) return { status: 499, outcome: 'none' };
       this.options.logger.warn({ requestId, service: route.service, timeoutMs: route.requestTimeoutMs }, 'request timeout reached');
-      return { status: sendError(res, 'upstream_timeout', requestId, `no complete answer within ${route.requestTimeoutMs ?? 0} ms`), outcome: 'failure' };
+      return { status: sendError(res, 'upstream_timeout', requestId, `no complete answer within ${route.requestTimeoutMs ?? 0} ms`, { close: log.bodyUnread }), outcome: 'failure' };
     } finally {
       clearTimeout(deadline);
     }
   }
 
+  /** Every endpoint of the service is at --max-requests-per-endpoint. */
+  private refuseBusy(res: ServerResponse, log: ExchangeLog, route: CompiledRoute): number {
+    this.limits.endpointsBusy(route.service);
+    return refuse(res, log, 'upstream_busy', `every endpoint of service "${route.service}" is at its limit of concurrent requests; retry shortly`, {
+      headers: { 'retry-after': '1' },
+    });
+  }
+
   /** Another endpoint for a retry, if the budget allows one; undefined means answer with what we have. */
   private retryTarget(route: CompiledRoute, canary: string | undefined, failed: UpstreamEndpoint, why: string, requestId: string): UpstreamEndpoint | undefined {
-    const next = route.balancer.pick(canary, failed);
+    let next = route.balancer.pick(canary, failed);
+    if (next?.saturated) next = route.balancer.pickUnsaturated(canary, failed);
     if (!next || next === failed) return undefined;
     if (!route.retry.budget.tryRetry()) {
       this.options.metrics.retryBudgetExhausted.inc({ service: route.service });
@@ -402,6 +495,8 @@ interface ExchangeLog {
   readonly requestId: string;
   /** The request has a body we have not read: after a refusal the connection cannot be reused. */
   bodyUnread: boolean;
+  /** The client sent `Expect: 100-continue` and waits for our go-ahead before its body. */
+  readonly expectsContinue: boolean;
   endpoint: UpstreamEndpoint | undefined;
   retries: number;
   subject: string | null;
@@ -420,13 +515,6 @@ function pathOnly(url: string | undefined): string {
 function refuse(res: ServerResponse, log: ExchangeLog, code: ErrorCode, message?: string, extras?: ErrorExtras): number {
   log.reason ??= extras?.reason ?? code;
   return sendError(res, code, log.requestId, message, { ...extras, close: log.bodyUnread });
-}
-
-function contentLength(req: IncomingMessage): number | undefined {
-  const raw = req.headers['content-length'];
-  if (raw === undefined) return undefined;
-  const n = Number(raw);
-  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 /** Size of the request head as received: request line plus every header line. */

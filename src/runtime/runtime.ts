@@ -39,8 +39,8 @@ export interface CompiledRoute {
   readonly service: string;
   readonly strip: string | null;
   readonly balancer: ServiceBalancer;
-  /** The rejected policy document that holds this route (503), or null. */
-  readonly heldBy: string | null;
+  /** Why this route answers 503 policy_unavailable (see RouteSnapshot.heldBy), or null. */
+  readonly holdReason: string | null;
   readonly auth: RouteAuth;
   readonly rateLimits: RouteRateLimits;
   readonly maxBodyBytes: number | null;
@@ -124,7 +124,7 @@ function compileRoute(
     service: route.service,
     strip: route.strip,
     balancer,
-    heldBy: route.heldBy,
+    holdReason: route.heldBy === null ? null : (route.holdReason ?? `policy document ${route.heldBy} holds this route`),
     auth: compileRouteAuth(policy.auth, policy.authorize, { keys: deps.keys, consumers }),
     rateLimits: compileRateLimits(policy.rateLimits, { routeId: route.id, service: route.service }, deps.limiter),
     maxBodyBytes: policy.limits.maxBodyBytes ?? null,
@@ -189,11 +189,21 @@ export class RuntimeHolder {
     private readonly logger: Logger,
   ) {}
 
-  apply(snapshot: Snapshot): Runtime {
+  /** Compiles without swapping: a snapshot that cannot be compiled leaves the one in force alone. */
+  prepare(snapshot: Snapshot): Runtime {
+    return buildRuntime(snapshot, this.current, this.deps);
+  }
+
+  /** Puts a prepared runtime in force (one assignment), then tidies what the old one used. */
+  swap(next: Runtime): void {
     const previous = this.current;
-    const next = buildRuntime(snapshot, previous, this.deps);
     this.current = next;
     this.afterSwap(previous, next);
+  }
+
+  apply(snapshot: Snapshot): Runtime {
+    const next = this.prepare(snapshot);
+    this.swap(next);
     return next;
   }
 
@@ -210,7 +220,7 @@ export class RuntimeHolder {
 
     if (!previous) return;
     for (const name of Object.keys(previous.snapshot.services)) {
-      if (next.snapshot.services[name]) continue;
+      if (Object.hasOwn(next.snapshot.services, name)) continue;
       metrics.endpointsHealthy.remove({ service: name });
       metrics.endpointsTotal.remove({ service: name });
       void removeSeriesMatching(metrics.upstreamRetries, { service: name });

@@ -1,52 +1,27 @@
-import type { ConsulViews, HealthStatus, Problem, ServiceInstance } from '../core/types.ts';
+import type { ConsulViews, Problem } from '../core/types.ts';
 import { contentHash } from '../core/hash.ts';
-import { parseCanaryValue, type CanaryWeights } from '../policy/canary.ts';
+import { isPrototypeName, own } from '../core/own.ts';
 import { EMPTY_POLICY_SET, type PolicySet } from '../policy/resolve.ts';
 import { indexPolicies, routePolicy, servicePolicy, type PolicyIndex, type RoutePolicy, type ServicePolicy } from '../policy/effective.ts';
 import type { RouteDocument } from '../policy/schema.ts';
 import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
+import { buildEndpoints, staticEndpoints, type EndpointSnapshot } from './endpoints.ts';
+import { readCanaryKeys, resolveCanary, type CanarySnapshot } from './canary.ts';
+import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
 
 export type { RoutePolicy, ServicePolicy } from '../policy/effective.ts';
 export type { PolicySet } from '../policy/resolve.ts';
+export type { EndpointSnapshot } from './endpoints.ts';
+export type { CanarySnapshot, CanarySubset } from './canary.ts';
+export { instanceStatus } from './endpoints.ts';
+export { canaryFor } from './canary.ts';
+export type { RouteGuard } from './route-owners.ts';
 
 /**
  * The snapshot: everything the data plane needs, as plain frozen data. It is built by a pure
  * function of the watchers' views, the options and the previous snapshot (for last-known-good
  * values), so it can be tested without Consul and shipped to worker processes as JSON.
  */
-export interface EndpointSnapshot {
-  readonly id: string;
-  readonly node: string;
-  readonly address: string;
-  readonly port: number;
-  /** `address:port`; endpoints with the same key share one connection pool. */
-  readonly key: string;
-  readonly tags: readonly string[];
-  readonly status: HealthStatus;
-  /** Traffic weight: Consul's `Weights.Passing` or `Weights.Warning`, 0 when not admitted. */
-  readonly weight: number;
-  /** Only static upstreams can be https; absent means http. */
-  readonly scheme?: 'https';
-}
-
-export interface CanarySubset {
-  readonly tag: string;
-  readonly configuredWeight: number;
-  /** Share after empty subsets were removed and the rest renormalised to 100; 0 when empty. */
-  readonly effectiveWeight: number;
-  /** Keys of the admitted endpoints carrying the tag. */
-  readonly endpoints: readonly string[];
-}
-
-export interface CanarySnapshot {
-  readonly key: string;
-  readonly modifyIndex: number;
-  readonly weights: CanaryWeights['weights'];
-  readonly subsets: readonly CanarySubset[];
-  /** True when no subset has a healthy endpoint, so plain balancing over all endpoints applies. */
-  readonly fallback: boolean;
-}
-
 export interface ServiceSnapshot {
   readonly name: string;
   /** `static`: upstream URLs from a route document (named `static:<document>`), health is passive only. */
@@ -76,8 +51,13 @@ export interface RouteSnapshot {
   readonly source: RouteSource;
   readonly freshness: Freshness;
   readonly policy: RoutePolicy;
-  /** A rejected policy document with no good version targets this route: it answers 503. */
+  /**
+   * The document that holds this route (it answers 503 policy_unavailable): a rejected policy
+   * with no good version, or the policy that protected the route before another service took it.
+   */
   readonly heldBy: string | null;
+  /** Why the route is held, as the client and `cgw status` are told. */
+  readonly holdReason: string | null;
 }
 
 export interface Snapshot {
@@ -88,6 +68,8 @@ export interface Snapshot {
   readonly problems: readonly Problem[];
   /** Policy and route documents and consumers in force (the next build's last-known-good). */
   readonly policies: PolicySet;
+  /** Routes protected by a policy of the service serving them (see route-owners.ts). */
+  readonly routeGuards: Readonly<Record<string, RouteGuard>>;
 }
 
 export const STATIC_SERVICE_PREFIX = 'static:';
@@ -97,22 +79,17 @@ export interface BuildOptions {
   readonly kvPrefix: string;
 }
 
-const STATUS_RANK: Record<HealthStatus, number> = { passing: 0, warning: 1, critical: 2 };
-
-/** An instance is as healthy as its worst check: service checks, node checks, maintenance. */
-export function instanceStatus(instance: ServiceInstance): HealthStatus {
-  let worst: HealthStatus = 'passing';
-  for (const c of instance.checks) if (STATUS_RANK[c.status] > STATUS_RANK[worst]) worst = c.status;
-  return worst;
-}
-
 export function buildSnapshot(views: ConsulViews, options: BuildOptions, previous?: Snapshot, policies: PolicySet = EMPTY_POLICY_SET): Snapshot {
   const problems: Problem[] = [...policies.problems];
   const index = indexPolicies(policies);
   const routeDocuments = routeDocumentsOf(policies);
   const staticByService = new Map(routeDocuments.filter((d) => d.upstreams).map((d) => [d.service, d]));
+  const memory: OwnershipMemory = {
+    owners: new Map((previous?.routes ?? []).map((r) => [r.id, r.service])),
+    guards: previous?.routeGuards ?? {},
+  };
   const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...collectRoutes(views, problems)];
-  const routes = dedupeRoutes(draftRoutes, problems);
+  const routes = chooseOwners(draftRoutes, memory, index, problems);
   const routedServices = [...new Set(routes.map((r) => r.service))].sort();
   const canaryValues = readCanaryKeys(views, options.kvPrefix);
 
@@ -125,19 +102,22 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
       services[name] = { name, kind: 'static', tags: [], endpoints, healthy: endpoints.length, canary: null, policy };
       continue;
     }
-    const endpoints = buildEndpoints(views.health.get(name) ?? [], options);
-    const canary = resolveCanary(canaryValues.get(name), endpoints, previous?.services[name]?.canary ?? null, problems);
+    const endpoints = buildEndpoints(name, views.health.get(name) ?? [], options.allowWarning, problems);
+    const canary = resolveCanary(canaryValues.get(name), endpoints, (previous && own(previous.services, name)?.canary) ?? null, problems);
     services[name] = {
       name,
       kind: 'consul',
-      tags: [...(views.catalog[name] ?? [])],
+      tags: [...(own(views.catalog, name) ?? [])],
       endpoints,
       healthy: endpoints.filter((e) => e.weight > 0).length,
       canary,
       policy,
     };
   }
-  const finalRoutes = routes.map((r) => finishRoute(r, services[r.service], index, policies.held));
+  const policyRoutes = routes.map((r) => ({ ...r, policy: routePolicy(index, r.service, r.id) }));
+  const { guards, holds } = guardRoutes(policyRoutes, memory, index);
+  const finalRoutes = policyRoutes.map((r) => finishRoute(r, own(services, r.service), policies.held, holds.get(r.id)));
+  for (const [id, hold] of holds) problems.push({ kind: 'route', subject: id, message: hold.reason });
   reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), services, problems);
   reportAuthorizeWithoutAuth(finalRoutes, problems);
   for (const [service, entry] of canaryValues) {
@@ -146,11 +126,11 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
     }
   }
 
-  const body = { services, routes: finalRoutes, problems: sortProblems(problems), policies };
+  const body = { services, routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards };
   return deepFreeze({ version: contentHash(body), ...body });
 }
 
-type DraftRoute = Omit<RouteSnapshot, 'freshness' | 'policy' | 'heldBy'>;
+type DraftRoute = Omit<RouteSnapshot, 'freshness' | 'policy' | 'heldBy' | 'holdReason'>;
 
 interface NamedRouteDocument extends RouteDocument {
   readonly id: string;
@@ -183,7 +163,12 @@ function collectDocumentRoutes(docs: readonly NamedRouteDocument[]): DraftRoute[
 function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {
   const out: DraftRoute[] = [];
   for (const service of Object.keys(views.catalog).sort()) {
-    for (const tag of views.catalog[service] ?? []) {
+    const tags = own(views.catalog, service) ?? [];
+    if (isPrototypeName(service)) {
+      if (tags.some(isUrlprefixTag)) problems.push({ kind: 'service', subject: service, message: `service name "${service}" cannot be routed (it is reserved in JavaScript objects); its tags are ignored` });
+      continue;
+    }
+    for (const tag of tags) {
       if (!isUrlprefixTag(tag)) continue;
       const parsed = parseUrlprefixTag(tag);
       if (!parsed.ok) {
@@ -195,35 +180,6 @@ function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {
     }
   }
   return out;
-}
-
-/** Documents come first, so a declared route wins over a tag; between tags, the first service by name. */
-function dedupeRoutes(drafts: readonly DraftRoute[], problems: Problem[]): DraftRoute[] {
-  const byId = new Map<string, DraftRoute>();
-  for (const route of drafts) {
-    const existing = byId.get(route.id);
-    if (!existing) {
-      byId.set(route.id, route);
-      continue;
-    }
-    const what = route.source.kind === 'tag' ? `tag "${route.source.tag}"` : `document ${route.source.document}`;
-    if (existing.source.kind !== 'tag') {
-      problems.push({
-        kind: 'route',
-        subject: route.source.kind === 'tag' ? route.service : route.source.document,
-        message: `route ${route.id} is declared by document ${existing.source.document}; ${what} ignored`,
-      });
-    } else if (existing.service !== route.service) {
-      problems.push({
-        kind: 'route',
-        subject: route.service,
-        message: `route ${route.id} is already served by service "${existing.service}" (first by name wins); ${what} ignored`,
-      });
-    } else if (route.source.kind === 'tag' && existing.source.tag !== route.source.tag) {
-      problems.push({ kind: 'tag', subject: route.service, message: `tag "${route.source.tag}" repeats route ${route.id} with other options; ignored` });
-    }
-  }
-  return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 /** A policy whose target does not exist is in force but does nothing: most often a typo in appliesTo. */
@@ -252,31 +208,17 @@ function reportAuthorizeWithoutAuth(routes: readonly RouteSnapshot[], problems: 
 
 const FRESHNESS: Record<ServicePolicy['discovery']['mode'], Freshness> = { watch: 'watched', poll: 'polled', pinned: 'pinned' };
 
-function finishRoute(route: DraftRoute, service: ServiceSnapshot | undefined, index: PolicyIndex, held: PolicySet['held']): RouteSnapshot {
+function finishRoute(
+  route: DraftRoute & { readonly policy: RoutePolicy },
+  service: ServiceSnapshot | undefined,
+  held: PolicySet['held'],
+  takeover: { readonly document: string; readonly reason: string } | undefined,
+): RouteSnapshot {
   const freshness: Freshness = service?.kind === 'static' ? 'static' : FRESHNESS[service?.policy.discovery.mode ?? 'watch'];
   const holder = held.find(({ target }) => target === 'defaults' || ('service' in target ? target.service === route.service : target.route === route.id));
-  return { ...route, freshness, policy: routePolicy(index, route.service, route.id), heldBy: holder?.document ?? null };
-}
-
-function staticEndpoints(upstreams: NonNullable<RouteDocument['upstreams']>): EndpointSnapshot[] {
-  return upstreams.map((u) => {
-    const url = new URL(u.url);
-    const https = url.protocol === 'https:';
-    const address = url.hostname.replace(/^\[|\]$/g, '');
-    const port = url.port ? Number(url.port) : https ? 443 : 80;
-    const hostPort = `${url.hostname}:${port}`;
-    return {
-      id: u.url,
-      node: '',
-      address,
-      port,
-      key: https ? `https://${hostPort}` : hostPort,
-      tags: [],
-      status: 'passing',
-      weight: u.weight,
-      ...(https ? { scheme: 'https' as const } : {}),
-    };
-  });
+  const heldBy = holder?.document ?? takeover?.document ?? null;
+  const holdReason = holder ? `policy document ${holder.document} for this route is invalid and no good version is known` : (takeover?.reason ?? null);
+  return { ...route, freshness, heldBy, holdReason };
 }
 
 /** Consul services the snapshot needs beyond those with urlprefix- tags: the ones route documents name. */
@@ -295,76 +237,6 @@ export function discoveryModes(policies: PolicySet): Map<string, ServicePolicy['
     if (policy.discovery.mode !== 'watch') out.set(name, policy.discovery);
   }
   return out;
-}
-
-function buildEndpoints(instances: readonly ServiceInstance[], options: BuildOptions): EndpointSnapshot[] {
-  // Sorted so the version does not depend on the order Consul lists instances in.
-  return instances
-    .map((i) => {
-      const status = instanceStatus(i);
-      const weight =
-        status === 'passing' ? i.weights.passing : status === 'warning' && options.allowWarning ? i.weights.warning : 0;
-      return { id: i.id, node: i.node, address: i.address, port: i.port, key: `${i.address}:${i.port}`, tags: [...i.tags], status, weight };
-    })
-    .sort((a, b) => (a.node + '\u0000' + a.id < b.node + '\u0000' + b.id ? -1 : a.node === b.node && a.id === b.id ? 0 : 1));
-}
-
-interface CanaryKey {
-  readonly key: string;
-  readonly value: string | null;
-  readonly modifyIndex: number;
-}
-
-function readCanaryKeys(views: ConsulViews, prefix: string): Map<string, CanaryKey> {
-  const canaryPrefix = `${prefix}canary/`;
-  const out = new Map<string, CanaryKey>();
-  for (const entry of views.kv) {
-    if (!entry.key.startsWith(canaryPrefix)) continue;
-    const service = entry.key.slice(canaryPrefix.length);
-    if (service === '' || service.includes('/')) continue;
-    out.set(service, entry);
-  }
-  return out;
-}
-
-function resolveCanary(
-  entry: CanaryKey | undefined,
-  endpoints: readonly EndpointSnapshot[],
-  previous: CanarySnapshot | null,
-  problems: Problem[],
-): CanarySnapshot | null {
-  // Deleting the key returns the service to plain balancing.
-  if (!entry) return null;
-  const parsed = parseCanaryValue(entry.value);
-  if (parsed.ok) return canaryFor(entry.key, entry.modifyIndex, parsed.value.weights, endpoints);
-  const kept = previous && previous.key === entry.key ? previous : null;
-  problems.push({
-    kind: 'canary',
-    subject: entry.key,
-    message: `invalid canary weights at ModifyIndex ${entry.modifyIndex}: ${parsed.error}`,
-    keptLastGood: kept !== null,
-  });
-  // The last good weights stay, re-applied to today's endpoints (health may have moved since).
-  return kept ? canaryFor(kept.key, kept.modifyIndex, kept.weights, endpoints) : null;
-}
-
-export function canaryFor(
-  key: string,
-  modifyIndex: number,
-  weights: CanaryWeights['weights'],
-  endpoints: readonly EndpointSnapshot[],
-): CanarySnapshot {
-  const tags = Object.keys(weights).sort();
-  const members = tags.map((tag) => endpoints.filter((e) => e.weight > 0 && e.tags.includes(tag)).map((e) => e.key));
-  // An empty subset gets no traffic: its share is spread over the others in proportion.
-  const liveTotal = tags.reduce((sum, tag, i) => sum + ((members[i]?.length ?? 0) > 0 ? (weights[tag] ?? 0) : 0), 0);
-  const subsets = tags.map((tag, i) => {
-    const keys = members[i] ?? [];
-    const configured = weights[tag] ?? 0;
-    const effective = keys.length > 0 && liveTotal > 0 ? (configured * 100) / liveTotal : 0;
-    return { tag, configuredWeight: configured, effectiveWeight: Math.round(effective * 1000) / 1000, endpoints: keys };
-  });
-  return { key, modifyIndex, weights, subsets, fallback: liveTotal === 0 };
 }
 
 function sortProblems(problems: Problem[]): Problem[] {

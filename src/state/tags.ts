@@ -1,3 +1,5 @@
+import { unmatchableRoutePath } from '../core/url-path.ts';
+
 /**
  * Routes from service tags, in fabio's syntax so fabio users can switch without retagging:
  * `urlprefix-[host]/path [option=value ...]`. Hand-written: a regex-sized grammar, and the
@@ -42,6 +44,8 @@ export function parseUrlprefixTag(tag: string): TagParse {
   const pathError = checkPath(rawPath);
   if (pathError) return { ok: false, error: pathError };
   const path = normalisePath(rawPath);
+  const unmatchable = unmatchableRoutePath(path);
+  if (unmatchable) return { ok: false, error: unmatchable };
 
   let strip: string | null = null;
   for (const option of options) {
@@ -54,6 +58,8 @@ export function parseUrlprefixTag(tag: string): TagParse {
     const stripError = checkPath(value);
     if (stripError) return { ok: false, error: `strip: ${stripError}` };
     strip = normalisePath(value);
+    const stripUnmatchable = unmatchableRoutePath(strip);
+    if (stripUnmatchable) return { ok: false, error: `strip: ${stripUnmatchable}` };
     if (strip === '/') return { ok: false, error: 'strip=/ would strip nothing' };
     if (!isPathPrefix(strip, path)) return { ok: false, error: `strip=${strip} is not a prefix of the route path ${path}` };
   }

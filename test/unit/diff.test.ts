@@ -137,8 +137,8 @@ describe('diffSnapshots', () => {
     },
     {
       name: 'canary added',
-      next: { ...BASE, canary: { ...BASE.canary, api: { v1: 100 } } },
-      expected: { canaryChanged: ['api'] },
+      next: { ...BASE, canary: { ...BASE.canary, web: { v1: 50, v2: 50 } } },
+      expected: { canaryChanged: ['web'] },
     },
     {
       name: 'canary subset emptied by health',

@@ -102,6 +102,7 @@ describe('ServiceBalancer: canary split', () => {
       { port: 31201, passing: 3 },
       { port: 31202, passing: 1 },
       { port: 31203, tags: ['v2'], status: 'critical' },
+      { port: 31204, tags: ['v1'], status: 'critical' },
     ];
     const svc = service(specs, { v1: 50, v2: 50 });
     assert.equal(svc.canary?.fallback, true);

@@ -196,7 +196,7 @@ describe('buildSnapshot: routes', () => {
 
   test('route fields: host, path, strip, service, source tag and freshness', () => {
     const snap = buildSnapshot(views({ api: ['urlprefix-Api.Example.com:443/v1/ strip=/v1'] }, { api: [] }), OPTIONS);
-    assert.deepEqual(snap.routes.map(({ policy: _policy, heldBy: _heldBy, ...rest }) => rest), [
+    assert.deepEqual(snap.routes.map(({ policy: _policy, heldBy: _heldBy, holdReason: _holdReason, ...rest }) => rest), [
       {
         id: 'api.example.com/v1',
         host: 'api.example.com',
@@ -228,7 +228,7 @@ describe('buildSnapshot: routes', () => {
     const [problem] = snap.problems;
     assert.equal(problem?.kind, 'route');
     assert.equal(problem?.subject, 'beta');
-    assert.match(problem?.message ?? '', /\/shared is already served by service "alpha"/);
+    assert.match(problem?.message ?? '', /route \/shared is served by service "alpha" \(first by name\); tag "urlprefix-\/shared" of service "beta" ignored/);
   });
 
   test('the same route twice in one service with other options is reported and the first kept', () => {
@@ -290,7 +290,7 @@ describe('buildSnapshot: canary', () => {
 
   test('all subsets empty → fallback', () => {
     const snap = buildSnapshot(
-      views({ web: ['urlprefix-/web'] }, { web: [instance('a', { tags: ['v1'], status: 'critical' }), instance('b', { tags: ['other'] })] }, [
+      views({ web: ['urlprefix-/web'] }, { web: [instance('a', { tags: ['v1'], status: 'critical' }), instance('b', { tags: ['other'] }), instance('c', { tags: ['v2'], status: 'critical' })] }, [
         canaryKv('web', { v1: 50, v2: 50 }),
       ]),
       OPTIONS,

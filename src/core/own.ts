@@ -1,0 +1,12 @@
+/**
+ * A record's own value for `key`, never an inherited one: names from outside (Consul service
+ * names, admin paths, KV keys) can be `constructor`, `toString` or `__proto__`.
+ */
+export function own<V>(record: Readonly<Record<string, V>>, key: string): V | undefined {
+  return Object.hasOwn(record, key) ? record[key] : undefined;
+}
+
+/** Names that cannot be keys of plain objects without changing their prototype. */
+export function isPrototypeName(name: string): boolean {
+  return name === '__proto__';
+}

@@ -1,0 +1,83 @@
+import type { IncomingMessage } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { ERROR_CODES, errorBody, type ErrorCode } from '../core/errors.ts';
+
+/**
+ * What the listener refuses before a request reaches the pipeline: heads Node's parser rejects
+ * (answered here, since Node would write a bare 400 or 431) and heads that parse but that no
+ * route should see. Every refusal is the same JSON error, with an `x-request-id`, as any other.
+ */
+
+export interface HeadLimits {
+  /** More header fields than this are refused; Node would otherwise drop the rest silently. */
+  readonly maxHeaderCount: number;
+  readonly maxHeaderSize: number;
+  readonly headerTimeoutMs: number;
+}
+
+export interface HeadRefusal {
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+/** Node's parser errors → our codes. Anything else it refuses is a malformed request (400). */
+export function refusalOfParserError(err: NodeJS.ErrnoException, limits: HeadLimits): HeadRefusal | undefined {
+  switch (err.code) {
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'ETIMEDOUT':
+      return undefined; // the client is gone: nothing to answer
+    case 'HPE_HEADER_OVERFLOW':
+      return { code: 'headers_too_large', message: `request headers exceed ${limits.maxHeaderSize} bytes` };
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return { code: 'request_timeout', message: `the request head did not arrive within ${limits.headerTimeoutMs} ms` };
+    default:
+      return { code: 'bad_request', message: `malformed HTTP request${err.code ? ` (${err.code})` : ''}` };
+  }
+}
+
+/** Writes a refusal straight to the socket and closes it (no request object exists yet). */
+export function writeRawRefusal(socket: Socket, refusal: HeadRefusal): number {
+  const status = ERROR_CODES[refusal.code].status;
+  const requestId = randomUUID();
+  const body = JSON.stringify(errorBody(refusal.code, requestId, refusal.message));
+  socket.end(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+  );
+  return status;
+}
+
+const REASONS: Record<number, string> = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' };
+
+const DIGITS = /^\d+$/;
+
+/**
+ * Checks a parsed head that Node accepts but a proxy must not pass on: ambiguous or oversized
+ * framing, two Host headers (which one did the client mean?), more fields than the limit.
+ */
+export function checkHead(req: IncomingMessage, limits: HeadLimits): HeadRefusal | undefined {
+  const raw = req.rawHeaders;
+  if (raw.length / 2 > limits.maxHeaderCount) {
+    return { code: 'headers_too_large', message: `the request has more than ${limits.maxHeaderCount} header fields` };
+  }
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) {
+      return { code: 'bad_request', message: 'the request has more than one Host header' };
+    }
+  }
+  const length = req.headers['content-length'];
+  if (length !== undefined && (!DIGITS.test(length) || !Number.isSafeInteger(Number(length)))) {
+    return { code: 'bad_request', message: 'Content-Length is not a whole number below 2^53' };
+  }
+  return undefined;
+}
+
+/** The declared body length (already checked by checkHead), or undefined without one. */
+export function contentLength(req: IncomingMessage): number | undefined {
+  const raw = req.headers['content-length'];
+  return raw === undefined ? undefined : Number(raw);
+}

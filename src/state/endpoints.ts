@@ -1,0 +1,106 @@
+import { isIP } from 'node:net';
+import type { HealthStatus, Problem, ServiceInstance } from '../core/types.ts';
+import type { RouteDocument } from '../policy/schema.ts';
+
+/** One instance as the data plane dials it. */
+export interface EndpointSnapshot {
+  readonly id: string;
+  readonly node: string;
+  readonly address: string;
+  readonly port: number;
+  /** `address:port` (`[v6]:port`); endpoints with the same key share one connection pool. */
+  readonly key: string;
+  readonly tags: readonly string[];
+  readonly status: HealthStatus;
+  /** Traffic weight: Consul's `Weights.Passing` or `Weights.Warning`, 0 when not admitted. */
+  readonly weight: number;
+  /** Only static upstreams can be https; absent means http. */
+  readonly scheme?: 'https';
+}
+
+const STATUS_RANK: Record<HealthStatus, number> = { passing: 0, warning: 1, critical: 2 };
+
+/** An instance is as healthy as its worst check: service checks, node checks, maintenance. */
+export function instanceStatus(instance: ServiceInstance): HealthStatus {
+  let worst: HealthStatus = 'passing';
+  for (const c of instance.checks) if (STATUS_RANK[c.status] > STATUS_RANK[worst]) worst = c.status;
+  return worst;
+}
+
+const LABEL = '[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?';
+const HOST_NAME = new RegExp(`^(?=.{1,253}\\.?$)${LABEL}(?:\\.${LABEL})*\\.?$`);
+/** Largest weight honoured; Consul does not bound it, and a schedule has to be built from it. */
+const MAX_WEIGHT = 1_000_000;
+
+/**
+ * Why an address and port cannot be dialled, or null. Consul accepts any string as an address
+ * (`127.0.0.1:9`, `http://x`, a blank) and any port; one such instance must be skipped, never
+ * allowed to fail the build of every service.
+ */
+export function undialable(address: string, port: number): string | null {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return `port ${String(port)} is not 1-65535`;
+  if (address === '') return 'no address (neither the service nor its node has one)';
+  const family = isIP(address);
+  if (family === 0) {
+    // A name whose last label is all digits is read as a (bad) IPv4 address by URL parsers.
+    if (!HOST_NAME.test(address) || /(^|\.)\d+\.?$/.test(address)) return `address "${truncate(address)}" is not an IP address or host name`;
+  } else if (address.includes('%')) {
+    return `address "${truncate(address)}" has a zone id, which cannot be used in a URL`;
+  }
+  try {
+    new URL(`http://${family === 6 ? `[${address}]` : address}:${port}`);
+  } catch {
+    return `address "${truncate(address)}" cannot be used in a URL`;
+  }
+  return null;
+}
+
+export function endpointKey(address: string, port: number): string {
+  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function truncate(text: string): string {
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/**
+ * The instances of one service as endpoints, sorted so the version does not depend on the order
+ * Consul lists them in. Instances that cannot be dialled are left out and reported.
+ */
+export function buildEndpoints(service: string, instances: readonly ServiceInstance[], allowWarning: boolean, problems: Problem[]): EndpointSnapshot[] {
+  const out: EndpointSnapshot[] = [];
+  for (const i of instances) {
+    const why = undialable(i.address, i.port);
+    if (why !== null) {
+      problems.push({ kind: 'instance', subject: `${service}/${i.id}`, message: `${why}; instance skipped (node ${i.node})` });
+      continue;
+    }
+    const status = instanceStatus(i);
+    const raw = status === 'passing' ? i.weights.passing : status === 'warning' && allowWarning ? i.weights.warning : 0;
+    const weight = Number.isFinite(raw) && raw > 0 ? Math.min(MAX_WEIGHT, Math.floor(raw)) : 0;
+    out.push({ id: i.id, node: i.node, address: i.address, port: i.port, key: endpointKey(i.address, i.port), tags: [...i.tags], status, weight });
+  }
+  return out.sort((a, b) => (a.node + '\u0000' + a.id < b.node + '\u0000' + b.id ? -1 : a.node === b.node && a.id === b.id ? 0 : 1));
+}
+
+/** Upstream URLs of a route document (validated by its schema) as endpoints. */
+export function staticEndpoints(upstreams: NonNullable<RouteDocument['upstreams']>): EndpointSnapshot[] {
+  return upstreams.map((u) => {
+    const url = new URL(u.url);
+    const https = url.protocol === 'https:';
+    const address = url.hostname.replace(/^\[|\]$/g, '');
+    const port = url.port ? Number(url.port) : https ? 443 : 80;
+    const hostPort = `${url.hostname}:${port}`;
+    return {
+      id: u.url,
+      node: '',
+      address,
+      port,
+      key: https ? `https://${hostPort}` : hostPort,
+      tags: [],
+      status: 'passing',
+      weight: u.weight,
+      ...(https ? { scheme: 'https' as const } : {}),
+    };
+  });
+}

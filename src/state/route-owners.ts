@@ -1,0 +1,135 @@
+import type { Problem } from '../core/types.ts';
+import type { PolicyIndex } from '../policy/effective.ts';
+import type { RoutePolicy } from '../policy/effective.ts';
+
+/**
+ * Who serves a route when several claim it, and what keeps a protected route from being taken
+ * over. Registering a service is not an act of authority over the routes others already serve:
+ * a newcomer's `urlprefix-/admin` must not take `/admin` (and so the API keys its owner's policy
+ * demands) away from the service that has it.
+ */
+
+export type RouteSourceKind = 'tag' | 'file' | 'kv';
+
+export interface ClaimedRoute {
+  readonly id: string;
+  readonly service: string;
+  readonly source: { readonly kind: 'tag'; readonly tag: string } | { readonly kind: 'file' | 'kv'; readonly document: string };
+}
+
+/** A route whose authentication came from a policy of the service that served it. */
+export interface RouteGuard {
+  readonly service: string;
+  readonly document: string;
+}
+
+export interface OwnershipMemory {
+  /** Route id → service, from the snapshot before. */
+  readonly owners: ReadonlyMap<string, string>;
+  readonly guards: Readonly<Record<string, RouteGuard>>;
+}
+
+/**
+ * One claim per route id. Documents win over tags (an operator declared the route). Between
+ * services claiming by tag: the service a guard protects, then the one that served the route
+ * before (the incumbent), then one that a service policy targets, then the first by name. Every
+ * losing claim is a problem; the claim, not the incumbent, is what is wrong.
+ */
+export function chooseOwners<R extends ClaimedRoute>(claims: readonly R[], memory: OwnershipMemory, index: PolicyIndex, problems: Problem[]): R[] {
+  const byId = new Map<string, R[]>();
+  for (const claim of claims) {
+    const list = byId.get(claim.id);
+    if (list) list.push(claim);
+    else byId.set(claim.id, [claim]);
+  }
+  const winners: R[] = [];
+  for (const [id, group] of byId) {
+    const declared = group.find((c) => c.source.kind !== 'tag');
+    const { winner, why } = declared ? { winner: declared, why: `declared by document ${documentOf(declared)}` } : chooseTagOwner(id, group, memory, index);
+    winners.push(winner);
+    for (const loser of group) {
+      if (loser === winner || sameClaim(winner, loser)) continue;
+      problems.push(losingClaim(id, winner, loser, why));
+    }
+  }
+  return winners.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+function chooseTagOwner<R extends ClaimedRoute>(id: string, group: readonly R[], memory: OwnershipMemory, index: PolicyIndex): { winner: R; why: string } {
+  const first = (service: string | undefined): R | undefined => (service === undefined ? undefined : group.find((c) => c.service === service));
+  const guard = Object.hasOwn(memory.guards, id) ? memory.guards[id] : undefined;
+  const guarded = first(guard?.service);
+  if (guarded && guard) return { winner: guarded, why: `protected by policy ${guard.document}` };
+  const incumbent = first(memory.owners.get(id));
+  if (incumbent) return { winner: incumbent, why: 'it served the route first' };
+  const targeted = group.find((c) => index.services.has(c.service));
+  if (targeted) return { winner: targeted, why: `policy ${index.services.get(targeted.service)?.id ?? ''} targets it` };
+  return { winner: group[0] as R, why: 'first by name' };
+}
+
+function losingClaim(id: string, winner: ClaimedRoute, loser: ClaimedRoute, why: string): Problem {
+  const what = loser.source.kind === 'tag' ? `tag "${loser.source.tag}"` : `document ${loser.source.document}`;
+  const subject = loser.source.kind === 'tag' ? loser.service : loser.source.document;
+  if (winner.source.kind !== 'tag') return { kind: 'route', subject, message: `route ${id} is declared by document ${documentOf(winner)}; ${what} ignored` };
+  if (winner.service !== loser.service) {
+    return { kind: 'route', subject, message: `route ${id} is served by service "${winner.service}" (${why}); ${what} of service "${loser.service}" ignored` };
+  }
+  return { kind: 'tag', subject, message: `${what} repeats route ${id} with other options; ignored` };
+}
+
+/** The same tag of the same service, listed twice: nothing to report. */
+function sameClaim(a: ClaimedRoute, b: ClaimedRoute): boolean {
+  return a.service === b.service && a.source.kind === 'tag' && b.source.kind === 'tag' && a.source.tag === b.source.tag;
+}
+
+function documentOf(claim: ClaimedRoute): string {
+  return claim.source.kind === 'tag' ? claim.source.tag : claim.source.document;
+}
+
+export interface GuardedRoute {
+  readonly id: string;
+  readonly service: string;
+  readonly source: ClaimedRoute['source'];
+  readonly policy: RoutePolicy;
+}
+
+/**
+ * Guards for the next snapshot, and the routes to hold now. A route gets a guard while its
+ * authentication comes from a policy of its own service. When another service takes it over by
+ * tag (the owner left the catalog, or the gateway learned of the claim first) and brings no
+ * authentication of its own, the route answers 503 instead of running open; the guard lasts as
+ * long as that policy exists and protects the old service.
+ */
+export function guardRoutes(routes: readonly GuardedRoute[], memory: OwnershipMemory, index: PolicyIndex): { guards: Record<string, RouteGuard>; holds: Map<string, { document: string; reason: string }> } {
+  const guards: Record<string, RouteGuard> = {};
+  const holds = new Map<string, { document: string; reason: string }>();
+  const current = new Map(routes.map((r) => [r.id, r]));
+  for (const r of routes) {
+    const from = r.policy.sources.auth;
+    if (isProtected(r.policy) && from !== undefined && index.services.get(r.service)?.id === from) guards[r.id] = { service: r.service, document: from };
+  }
+  for (const [id, guard] of Object.entries(memory.guards)) {
+    if (Object.hasOwn(guards, id)) continue;
+    const doc = index.services.get(guard.service);
+    // The protecting policy was deleted or no longer authenticates: the protection was withdrawn.
+    if (doc?.id !== guard.document || doc.parsed.kind !== 'policy' || !doc.parsed.doc.auth || doc.parsed.doc.auth.methods.length === 0) continue;
+    const route = current.get(id);
+    if (route === undefined) {
+      guards[id] = guard; // the route is gone for now; a later claim meets the guard
+      continue;
+    }
+    if (route.service === guard.service || route.source.kind !== 'tag' || isProtected(route.policy)) continue;
+    guards[id] = guard;
+    holds.set(id, {
+      document: guard.document,
+      reason:
+        `route ${id} was protected by ${guard.document} (service "${guard.service}"); service "${route.service}" claims it without authentication, ` +
+        `so it answers 503 until that service has an auth policy, "${guard.service}" serves the route again, or ${guard.document} is deleted`,
+    });
+  }
+  return { guards, holds };
+}
+
+function isProtected(policy: RoutePolicy): boolean {
+  return policy.auth !== null && policy.auth.methods.length > 0;
+}
