@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { consulSettingsFromEnv, readConsulTls, type ConsulTlsMaterial } from './consul/connection.ts';
 import { durationField } from './core/duration.ts';
 import { LOG_LEVELS } from './core/logger.ts';
 
@@ -102,18 +102,20 @@ export const gatewayConfigSchema = z.object({
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
 
-/** Environment variables Consul's own tools read, so cgw behaves like `consul` on the same box. */
+/**
+ * Environment variables Consul's own tools read, so cgw behaves like `consul` on the same box.
+ * Resolved by consul/connection.ts, the one resolver the CLI uses too; the token file is read here
+ * (a bad address, CONSUL_HTTP_SSL value or unreadable token file throws a ConsulSettingError).
+ */
 export function consulEnvDefaults(env: NodeJS.ProcessEnv): Partial<GatewayConfigInput> {
+  const settings = consulSettingsFromEnv(env);
   const out: Partial<GatewayConfigInput> = {};
-  if (env.CONSUL_HTTP_ADDR) {
-    const scheme = env.CONSUL_HTTP_SSL === 'true' ? 'https' : 'http';
-    out.consul = /^[a-z]+:\/\//i.test(env.CONSUL_HTTP_ADDR) ? env.CONSUL_HTTP_ADDR : `${scheme}://${env.CONSUL_HTTP_ADDR}`;
-  }
-  if (env.CONSUL_HTTP_TOKEN) out.token = env.CONSUL_HTTP_TOKEN;
-  if (env.CONSUL_CACERT) out.caFile = env.CONSUL_CACERT;
-  if (env.CONSUL_CLIENT_CERT) out.certFile = env.CONSUL_CLIENT_CERT;
-  if (env.CONSUL_CLIENT_KEY) out.keyFile = env.CONSUL_CLIENT_KEY;
-  if (env.CONSUL_TLS_SERVER_NAME) out.tlsServerName = env.CONSUL_TLS_SERVER_NAME;
+  if (settings.address !== undefined) out.consul = settings.address;
+  if (settings.token !== undefined) out.token = settings.token;
+  if (settings.tls.caFile !== undefined) out.caFile = settings.tls.caFile;
+  if (settings.tls.certFile !== undefined) out.certFile = settings.tls.certFile;
+  if (settings.tls.keyFile !== undefined) out.keyFile = settings.tls.keyFile;
+  if (settings.tls.serverName !== undefined) out.tlsServerName = settings.tls.serverName;
   return out;
 }
 
@@ -132,13 +134,10 @@ export function formatConfigError(error: z.ZodError): string {
     .join('\n');
 }
 
-/** TLS material for an https Consul address, read once at boot (CONSUL_CACERT and friends). */
-export function consulTls(config: GatewayConfig): { ca?: string; cert?: string; key?: string; servername?: string } | undefined {
-  if (!config.caFile && !config.certFile && !config.keyFile && !config.tlsServerName) return undefined;
-  return {
-    ca: config.caFile ? readFileSync(config.caFile, 'utf8') : undefined,
-    cert: config.certFile ? readFileSync(config.certFile, 'utf8') : undefined,
-    key: config.keyFile ? readFileSync(config.keyFile, 'utf8') : undefined,
-    servername: config.tlsServerName,
-  };
+/**
+ * TLS material for an https Consul address, read once at boot (CONSUL_CACERT and friends): each
+ * file must be readable PEM of its kind, or a ConsulSettingError names the variable and the path.
+ */
+export function consulTls(config: GatewayConfig): ConsulTlsMaterial | undefined {
+  return readConsulTls({ caFile: config.caFile, certFile: config.certFile, keyFile: config.keyFile, serverName: config.tlsServerName });
 }

@@ -1,40 +1,76 @@
 import { request } from 'undici';
 import { describeError } from '../core/errors.ts';
 
+/**
+ * A failure the CLI reports as one line and an exit code (README, "Exit codes"): 1 failure,
+ * 2 invalid input, 3 a lost check-and-set. `details` are added to the JSON error of `--json`.
+ */
 export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode = 1,
+    readonly details?: Readonly<Record<string, unknown>>,
   ) {
     super(message);
     this.name = 'CliError';
   }
 }
 
-/** GET a JSON view from the admin API; connection problems become one clear line. */
-export async function fetchAdmin<T>(adminUrl: string, path: string): Promise<T> {
+export const DEFAULT_ADMIN = '127.0.0.1:9901';
+
+const SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
+
+/**
+ * `--admin`, else `CGW_ADMIN`, else 127.0.0.1:9901 → `http://host:port`. Takes the forms
+ * `cgw start --admin` takes (`host:port`, `:port`, `[v6]:port`) and URLs (`http://host:port`).
+ */
+export function resolveAdminAddress(flag: string | undefined, env: NodeJS.ProcessEnv): string {
+  const fromEnv = env.CGW_ADMIN?.trim() ? env.CGW_ADMIN : undefined;
+  const [raw, setting] = flag !== undefined ? [flag, '--admin'] : fromEnv !== undefined ? [fromEnv, 'CGW_ADMIN'] : [DEFAULT_ADMIN, '--admin'];
+  const text = raw.trim();
+  const bad = (why: string): CliError => new CliError(`${setting}: "${raw}" ${why} (e.g. 127.0.0.1:9901 or http://127.0.0.1:9901)`, 2);
+  if (text === '') throw bad('is empty');
+  const scheme = SCHEME.exec(text)?.[1]?.toLowerCase();
+  if (scheme !== undefined && scheme !== 'http' && scheme !== 'https') throw bad(`has scheme ${scheme}://; the admin API speaks http`);
+  // ":9901" is how a listener is written for every interface; a client asks the local one.
+  const withHost = scheme === undefined && text.startsWith(':') ? `127.0.0.1${text}` : text;
   let url: URL;
   try {
-    url = new URL(path, adminUrl.endsWith('/') ? adminUrl : `${adminUrl}/`);
+    url = new URL(scheme === undefined ? `http://${withHost}` : withHost);
   } catch {
-    throw new CliError(`--admin: "${adminUrl}" is not a URL (e.g. http://127.0.0.1:9901)`, 2);
+    throw bad('is not host:port or a URL');
   }
+  if (url.hostname === '') throw bad('has no host');
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash || url.username || url.password) throw bad('must be only scheme, host and port');
+  return url.origin;
+}
+
+/** GET a JSON view from the admin API (`admin` as resolveAdminAddress returns it); problems become one clear line. */
+export async function fetchAdmin<T>(admin: string, path: string): Promise<T> {
+  const url = new URL(path, `${admin}/`);
   let res;
   try {
     res = await request(url, { method: 'GET', headersTimeout: 5_000, bodyTimeout: 5_000 });
   } catch (err) {
-    throw new CliError(`cannot reach the gateway admin API at ${url.origin}: ${describeError(err)}`);
+    const code = (err as { code?: string }).code;
+    const why =
+      code === 'ECONNREFUSED'
+        ? 'connection refused (is the gateway running, and is this its admin address?)'
+        : code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
+          ? 'no answer within 5 s'
+          : describeError(err);
+    throw new CliError(`cannot reach the gateway admin API at ${url.origin}: ${why}`);
   }
   const text = await res.body.text();
   let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
-    throw new CliError(`admin API answered ${res.statusCode} with non-JSON content from ${url.href}`);
+    throw new CliError(`${url.origin} is not a cgw admin API: GET ${url.pathname} answered ${res.statusCode} with non-JSON content`);
   }
   if (res.statusCode !== 200) {
-    const message = (body as { error?: { message?: string } })?.error?.message ?? `HTTP ${res.statusCode}`;
-    throw new CliError(message);
+    const message = (body as { error?: { message?: unknown } } | null)?.error?.message;
+    throw new CliError(typeof message === 'string' ? message : `the admin API at ${url.origin} answered ${res.statusCode} to GET ${url.pathname}`);
   }
   return body as T;
 }

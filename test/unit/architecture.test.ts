@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
  */
 const ALLOWED: Record<string, readonly string[]> = {
   core: [],
-  'config.ts': ['core'],
+  // consul/connection.ts is the one resolver of CONSUL_* settings, for the gateway and the CLI alike.
+  'config.ts': ['core', 'consul'],
   consul: ['core'],
   policy: ['core'],
   state: ['core', 'policy'],
@@ -20,7 +21,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   runtime: ['core', 'state', 'router', 'balancer', 'filters'],
   proxy: ['core', 'runtime'],
   admin: ['core', 'state', 'runtime'],
-  cli: ['core', 'config.ts', 'policy', 'gateway.ts'],
+  cli: ['core', 'config.ts', 'consul', 'policy', 'gateway.ts'],
   'gateway.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'router', 'balancer', 'filters', 'runtime', 'proxy', 'admin'],
 };
 
