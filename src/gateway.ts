@@ -15,7 +15,7 @@ import { RuntimeHolder } from './runtime/runtime.ts';
 import { ResilienceRegistry } from './runtime/resilience.ts';
 import { JwtKeyCache } from './filters/auth.ts';
 import { RateLimiterBackend, type BackendState, type RedisOptions } from './filters/rate-limit.ts';
-import { readPolicyDir, type RawDocument } from './policy/documents.ts';
+import { parseDocumentText, readPolicyDir, type RawDocument } from './policy/documents.ts';
 import { resolvePolicies } from './policy/resolve.ts';
 import { ProxyServer } from './proxy/server.ts';
 import { createAdminServer } from './admin/server.ts';
@@ -160,7 +160,16 @@ export class Gateway {
       const { documents, errors } = readPolicyDir(this.config.policies);
       this.policyFiles = documents;
       this.policyLoadErrors = errors;
-      this.logger.info({ dir: this.config.policies, documents: documents.length, errors: errors.length }, 'policy files loaded');
+      // Validated here too, so the start-up line counts what will really be refused.
+      const invalid = documents.flatMap((d) => {
+        const parsed = parseDocumentText(d.text, d.kind);
+        return parsed.ok ? [] : [{ path: d.origin.kind === 'file' ? d.origin.path : d.id, error: parsed.error }];
+      });
+      for (const e of [...errors, ...invalid]) this.logger.warn({ file: e.path, error: e.error }, `policy file refused: ${e.error}`);
+      this.logger[invalid.length + errors.length > 0 ? 'warn' : 'info'](
+        { dir: this.config.policies, files: documents.length + errors.length, valid: documents.length - invalid.length, invalid: invalid.length + errors.length },
+        'policy files loaded',
+      );
     }
     if (this.limiter.state === 'local' && !(await this.limiter.whenConnected(REDIS_FIRST_CONNECT_MS))) {
       this.logger.warn({ waitedMs: REDIS_FIRST_CONNECT_MS }, 'Redis not reachable at start; rate limits count locally (fail-open rules) or answer 503 (fail-closed) until it is');
@@ -190,7 +199,7 @@ export class Gateway {
     const previous = this.store.current?.snapshot;
     let snapshot: Snapshot;
     try {
-      const policies = resolvePolicies(this.policyFiles, kv, this.config.kvPrefix, previous?.policies, this.policyLoadErrors);
+      const policies = resolvePolicies(this.policyFiles, kv, this.config.kvPrefix, previous?.policies, this.policyLoadErrors, this.supervisor.kvResets);
       // Route documents can name services to watch and policies can change how; the supervisor
       // re-plans its watches and rings again once the new services have been read.
       this.supervisor.setDemand({ services: servicesNamedByRoutes(policies), modes: discoveryModes(policies) });

@@ -1,4 +1,5 @@
 import { contentHash } from '../core/hash.ts';
+import { own } from '../core/own.ts';
 import type { KvEntry, Problem } from '../core/types.ts';
 import { formatZodIssues } from './canary.ts';
 import { consumerIdSchema, consumerRecordSchema, type ConsumerRecord } from './consumers.ts';
@@ -51,6 +52,10 @@ export interface PolicySet {
    * policy, which may have been the one that required authentication.
    */
   readonly held: readonly HeldTarget[];
+  /** Times Consul's KV index went backwards, as the KV watch counted them when this was resolved. */
+  readonly kvResets: number;
+  /** Ids of KV documents kept in force although they vanished with such a reset. */
+  readonly vanished: readonly string[];
 }
 
 export interface HeldTarget {
@@ -58,7 +63,7 @@ export interface HeldTarget {
   readonly target: AppliesTo;
 }
 
-export const EMPTY_POLICY_SET: PolicySet = { documents: [], status: [], consumers: {}, problems: [], held: [] };
+export const EMPTY_POLICY_SET: PolicySet = { documents: [], status: [], consumers: {}, problems: [], held: [], kvResets: 0, vanished: [] };
 
 export function resolvePolicies(
   files: readonly RawDocument[],
@@ -67,6 +72,8 @@ export function resolvePolicies(
   previous: PolicySet | undefined,
   /** Files that could not be read or are misplaced in the policy directory. */
   loadErrors: readonly { readonly path: string; readonly error: string }[] = [],
+  /** Times the KV watch saw Consul's index go backwards (see `vanished`). */
+  kvResets = 0,
 ): PolicySet {
   const problems: Problem[] = loadErrors.map((e) => ({ kind: 'policy', subject: e.path, message: e.error }));
   const fromKv = new Map<string, RawDocument>();
@@ -84,12 +91,25 @@ export function resolvePolicies(
   const previousById = new Map((previous?.documents ?? []).map((d) => [d.id, d]));
   const previousStatus = new Map((previous?.status ?? []).map((d) => [d.id, d]));
   const held: HeldTarget[] = [];
+  const vanished = vanishedDocuments(previous, fromKv, kvResets);
 
   const documents: DocumentInForce[] = [];
   const status: DocumentStatus[] = [];
-  for (const id of [...new Set([...fromFiles.keys(), ...fromKv.keys()])].sort()) {
+  for (const id of [...new Set([...fromFiles.keys(), ...fromKv.keys(), ...vanished.keys()])].sort()) {
     const kvDoc = fromKv.get(id);
     const file = fromFiles.get(id);
+    const kept = kvDoc === undefined ? vanished.get(id) : undefined;
+    if (kept) {
+      documents.push(kept);
+      status.push({ id, kind: kept.kind, name: kept.name, inForce: { origin: kept.origin, version: kept.version }, rejected: null, overriddenFile: file?.origin.kind === 'file' ? file.origin.path : null });
+      problems.push({
+        kind: 'policy',
+        subject: id,
+        message: `${describeOrigin(kept.origin)} vanished when Consul's KV index went backwards (Consul lost its data, or was restored from an older snapshot); its last version stays in force until it is written again (cgw policy push) or the gateway restarts`,
+        keptLastGood: true,
+      });
+      continue;
+    }
     const newest = (kvDoc ?? file) as RawDocument;
     let inForce: DocumentInForce | undefined;
     let rejected: DocumentStatus['rejected'] = null;
@@ -131,6 +151,8 @@ export function resolvePolicies(
   const { applied, losers } = withoutConflicts(documents, problems);
 
   return {
+    kvResets,
+    vanished: [...vanished.keys()],
     documents: applied,
     status: losers.size === 0 ? status : status.map((st) => {
           const conflict = losers.get(st.id);
@@ -140,6 +162,24 @@ export function resolvePolicies(
     problems,
     held,
   };
+}
+
+/**
+ * KV documents that disappeared together with a backwards jump of Consul's index. Deleting a
+ * document moves the index forward; losing the KV store moves it back, and a policy that
+ * required authentication must not vanish with the data (the routes it protected would run
+ * open). Once kept, a document stays kept until its key is written again.
+ */
+function vanishedDocuments(previous: PolicySet | undefined, fromKv: ReadonlyMap<string, RawDocument>, kvResets: number): Map<string, DocumentInForce> {
+  const out = new Map<string, DocumentInForce>();
+  if (!previous) return out;
+  const reset = kvResets > previous.kvResets;
+  const keptBefore = new Set(previous.vanished);
+  for (const d of previous.documents) {
+    if (d.origin.kind !== 'kv' || fromKv.has(d.id)) continue;
+    if (reset || keptBefore.has(d.id)) out.set(d.id, d);
+  }
+  return out;
 }
 
 function sameOrigin(a: DocumentOrigin, b: DocumentOrigin): boolean {
@@ -210,7 +250,8 @@ function resolveConsumers(
       problems.push({ kind: 'consumer', subject: entry.key, message: 'consumer ids are 1-64 lower-case letters, digits and -; key ignored' });
       continue;
     }
-    const known = previous[id];
+    // own(): `constructor` is a valid consumer id, and previous[id] would be Object itself.
+    const known = own(previous, id);
     if (known && known.modifyIndex === entry.modifyIndex) {
       out[id] = known;
       continue;

@@ -65,7 +65,7 @@ export async function prepareBody(
   if (typeof read === 'string') return read;
   if (read.complete) return { body: read.body, replayable: true, state };
   // More than a buffer-full is coming: stream it, the part read so far first.
-  const stream = Readable.from(streamRest(req, read.chunks, read.bytes, limits, state), { objectMode: false });
+  const stream = streamRest(req, read.chunks, read.bytes, limits, state);
   // undici listens while it sends; after it is done (an early answer, a retry) an error of this
   // stream must still have a listener, or it would end the process. `state` carries the reason.
   stream.on('error', ignore);
@@ -134,40 +134,57 @@ function ignore(): void {}
 class BodyStreamError extends Error {}
 
 /**
- * The rest of a large body as an async iterable for undici: what was read already, then the
- * socket's data, counted and watched for idleness. Failing here makes undici abort the upstream
- * request; `state` tells the forward step why. Every error of the client stream ends up here, so
- * none can escape as an unhandled 'error' event.
+ * The rest of a large body as a stream for undici: what was read already, then the socket's data
+ * with backpressure, counted and watched for idleness. Failing here (too large, idle, client
+ * gone) destroys only this stream, so undici aborts the upstream request while the client
+ * connection stays usable for the 413/408 answer; `state` tells the forward step why.
  */
-async function* streamRest(req: IncomingMessage, first: readonly Buffer[], firstBytes: number, limits: BodyLimits, state: BodyState): AsyncGenerator<Buffer> {
+function streamRest(req: IncomingMessage, first: readonly Buffer[], firstBytes: number, limits: BodyLimits, state: BodyState): Readable {
   let seen = firstBytes;
   let lastDataAt = performance.now();
   let idleTimer: NodeJS.Timeout | undefined;
+  const body = new Readable({
+    read() {
+      req.resume();
+    },
+    destroy(err, done) {
+      clearTimeout(idleTimer);
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onBroken);
+      req.off('close', onClose);
+      req.pause();
+      done(err);
+    },
+  });
+  const fail = (why: 'tooLarge' | 'idle' | 'broken', message: string): void => {
+    state[why] = true;
+    body.destroy(new BodyStreamError(message));
+  };
   const onIdleTimer = (): void => {
     const quiet = performance.now() - lastDataAt;
-    if (quiet < limits.idleMs) {
-      idleTimer = setTimeout(onIdleTimer, limits.idleMs - quiet);
-      return;
-    }
-    state.idle = true;
-    req.destroy(new BodyStreamError('request body idle'));
+    if (quiet < limits.idleMs) idleTimer = setTimeout(onIdleTimer, limits.idleMs - quiet);
+    else fail('idle', 'request body idle');
   };
-  idleTimer = setTimeout(onIdleTimer, limits.idleMs);
-  try {
-    for (const chunk of first) yield chunk;
-    for await (const chunk of req as AsyncIterable<Buffer>) {
-      lastDataAt = performance.now();
-      seen += chunk.length;
-      if (limits.maxBodyBytes !== null && seen > limits.maxBodyBytes) {
-        state.tooLarge = true;
-        throw new BodyStreamError('request body too large');
-      }
-      yield chunk;
-    }
-  } catch (err) {
-    if (!state.tooLarge && !state.idle) state.broken = true;
-    throw err;
-  } finally {
+  const onData = (chunk: Buffer): void => {
+    lastDataAt = performance.now();
+    seen += chunk.length;
+    if (limits.maxBodyBytes !== null && seen > limits.maxBodyBytes) fail('tooLarge', 'request body too large');
+    else if (!body.push(chunk)) req.pause();
+  };
+  const onEnd = (): void => {
     clearTimeout(idleTimer);
-  }
+    body.push(null);
+  };
+  const onBroken = (): void => fail('broken', 'client connection failed while sending its body');
+  const onClose = (): void => {
+    if (!req.complete) onBroken();
+  };
+  for (const chunk of first) body.push(chunk);
+  req.on('data', onData);
+  req.once('end', onEnd);
+  req.once('error', onBroken);
+  req.once('close', onClose);
+  idleTimer = setTimeout(onIdleTimer, limits.idleMs);
+  return body;
 }

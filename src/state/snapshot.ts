@@ -120,6 +120,7 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
   for (const [id, hold] of holds) problems.push({ kind: 'route', subject: id, message: hold.reason });
   reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), services, problems);
   reportAuthorizeWithoutAuth(finalRoutes, problems);
+  reportUnknownPlans(policies, problems);
   for (const [service, entry] of canaryValues) {
     if (!Object.hasOwn(services, service)) {
       problems.push({ kind: 'canary', subject: entry.key, message: `service "${service}" is not routed by the gateway; weights ignored` });
@@ -202,6 +203,24 @@ function reportAuthorizeWithoutAuth(routes: readonly RouteSnapshot[], problems: 
       kind: 'policy',
       subject: sources.authorize ?? r.id,
       message: `route ${r.id} is public (${sources.auth ? `auth.methods is empty in ${sources.auth}` : 'no auth section applies'}), so its authorize requirements are never checked`,
+    });
+  }
+}
+
+/** A consumer's plan that no rate limit defines gets each rule's own limit: usually a typo. */
+function reportUnknownPlans(policies: PolicySet, problems: Problem[]): void {
+  const defined = new Set<string>();
+  for (const d of policies.documents) {
+    if (d.parsed.kind !== 'policy') continue;
+    for (const rule of d.parsed.doc.rateLimits ?? []) for (const plan of Object.keys(rule.plans ?? {})) defined.add(plan);
+  }
+  for (const c of Object.values(policies.consumers)) {
+    const plan = c.record.plan;
+    if (plan === undefined || defined.has(plan)) continue;
+    problems.push({
+      kind: 'consumer',
+      subject: c.id,
+      message: `plan "${plan}" is not defined by any rate limit in force (${defined.size > 0 ? `plans: ${[...defined].sort().join(', ')}` : 'no policy defines plans'}); the consumer gets each rule's own limit`,
     });
   }
 }

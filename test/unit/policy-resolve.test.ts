@@ -322,7 +322,7 @@ describe('resolvePolicies: which version is in force', () => {
 
   test('a KV value under another folder is not a document', () => {
     const set = resolvePolicies([], [kv('canary/web', '{"weights":{"v1":100}}'), kv('policies/', null), kv('policies/a/b', SERVICE_A('1s'))], PREFIX, undefined);
-    assert.deepEqual(set, { documents: [], status: [], consumers: {}, problems: [], held: [] });
+    assert.deepEqual(set, { documents: [], status: [], consumers: {}, problems: [], held: [], kvResets: 0, vanished: [] });
   });
 });
 
@@ -537,5 +537,32 @@ describe('resolvePolicies: a rejected document with no good version holds its ta
     assert.equal(again.documents[0], first.documents[0]);
     const changed = resolvePolicies([], [entry('pay', '{"appliesTo": {"service": "payments"}, "limits": {"maxBodyBytes": 2}}', 8)], P, again);
     assert.notEqual(changed.documents[0], first.documents[0]);
+  });
+});
+
+describe('resolvePolicies: documents that vanish when Consul loses its KV data', () => {
+  const PROTECT = 'appliesTo: {service: admin}\nauth: {methods: [apiKey], apiKey: {header: x-api-key}}\n';
+  const known = resolvePolicies([], [kv('policies/admin', PROTECT, 7), kv('policies/other', SERVICE_A('1s'), 8)], PREFIX, undefined, [], 0);
+  const cases: { name: string; kv: KvEntry[]; resets: number; inForce: string[]; kept: string[] }[] = [
+    { name: 'deleted while the index moves forward: gone', kv: [kv('policies/other', SERVICE_A('1s'), 8)], resets: 0, inForce: ['policies/other'], kept: [] },
+    { name: 'the whole prefix emptied by an index reset: both kept', kv: [], resets: 1, inForce: ['policies/admin', 'policies/other'], kept: ['policies/admin', 'policies/other'] },
+    { name: 'one written again after the reset: that one is the KV version, the other kept', kv: [kv('policies/other', SERVICE_A('2s'), 3)], resets: 1, inForce: ['policies/admin', 'policies/other'], kept: ['policies/admin'] },
+  ];
+  for (const c of cases) {
+    test(c.name, () => {
+      const after = resolvePolicies([], c.kv, PREFIX, known, [], c.resets);
+      assert.deepEqual(after.documents.map((d) => d.id).sort(), c.inForce);
+      assert.deepEqual([...after.vanished].sort(), c.kept);
+      for (const id of c.kept) assert.ok(after.problems.some((p) => p.subject === id && p.keptLastGood && /vanished when Consul's KV index went backwards/.test(p.message)));
+    });
+  }
+
+  test('a kept document stays kept in later builds without another reset, until its key is written', () => {
+    const lost = resolvePolicies([], [], PREFIX, known, [], 1);
+    const later = resolvePolicies([], [kv('canary/web', '{}', 20)], PREFIX, lost, [], 1);
+    assert.deepEqual(later.documents.map((d) => d.id).sort(), ['policies/admin', 'policies/other']);
+    const rewritten = resolvePolicies([], [kv('policies/admin', PROTECT, 21)], PREFIX, later, [], 1);
+    assert.deepEqual(rewritten.vanished, ['policies/other']);
+    assert.equal(rewritten.documents.find((d) => d.id === 'policies/admin')?.origin.kind, 'kv');
   });
 });
