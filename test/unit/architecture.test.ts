@@ -25,6 +25,9 @@ const ALLOWED: Record<string, readonly string[]> = {
   'gateway.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'router', 'balancer', 'filters', 'runtime', 'proxy', 'admin'],
 };
 
+/** `import x from`, `import type { a,\n b } from`, `export * from`, `import './x'`: every relative module a file loads. */
+const IMPORT = /^\s*(?:import|export)\s+(?:type\s+)?(?:(?:\{[^}]*\}|\*(?:\s+as\s+\w+)?|\w+(?:\s*,\s*\{[^}]*\})?)\s+from\s+)?['"](\.{1,2}\/[^'"]+)['"]/gm;
+
 const src = resolve(dirname(fileURLToPath(import.meta.url)), '../../src');
 
 function files(dir: string): string[] {
@@ -45,14 +48,25 @@ test('every import in src/ follows the house map', () => {
     const room = roomOf(file);
     const allowed = ALLOWED[room];
     assert.ok(allowed, `${relative(src, file)} is in no room of the house map`);
-    readFileSync(file, 'utf8')
-      .split('\n')
-      .forEach((line, i) => {
-        const m = /^\s*(?:import|export)\b[^'"]*from\s+['"](\.{1,2}\/[^'"]+)['"]/.exec(line);
-        if (!m?.[1]) return;
-        const target = roomOf(resolve(dirname(file), m[1]));
-        if (target !== room && !allowed.includes(target)) violations.push(`${relative(src, file)}:${i + 1} (${room}) imports ${target}`);
-      });
+    const text = readFileSync(file, 'utf8');
+    // Whole statements, so an import whose braces span several lines is checked too.
+    for (const m of text.matchAll(IMPORT)) {
+      const target = roomOf(resolve(dirname(file), m[1] as string));
+      const line = text.slice(0, m.index).split('\n').length;
+      if (target !== room && !allowed.includes(target)) violations.push(`${relative(src, file)}:${line} (${room}) imports ${target}`);
+    }
   }
   assert.deepEqual(violations, []);
+});
+
+test('the import scanner sees every form, including imports spread over several lines', () => {
+  const cases: { text: string; modules: string[] }[] = [
+    { text: "import a from './a.ts';", modules: ['./a.ts'] },
+    { text: "import type { A } from '../x/a.ts';", modules: ['../x/a.ts'] },
+    { text: "import {\n  a,\n  b,\n} from '../y/b.ts';", modules: ['../y/b.ts'] },
+    { text: "export * from './c.ts';\nexport { d } from './d.ts';", modules: ['./c.ts', './d.ts'] },
+    { text: "import './side.ts';\nimport e, { f } from './e.ts';", modules: ['./side.ts', './e.ts'] },
+    { text: "import { z } from 'zod';\nexport const x = 1;\nconst s = \"from './not-an-import.ts'\";", modules: [] },
+  ];
+  for (const c of cases) assert.deepEqual([...c.text.matchAll(IMPORT)].map((m) => m[1]), c.modules, c.text);
 });
