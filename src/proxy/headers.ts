@@ -89,7 +89,10 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
   const prior = incoming['x-forwarded-for'];
   out['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${ctx.clientIp}` : ctx.clientIp;
   out['x-forwarded-proto'] = ctx.proto;
+  // Ours alone, like X-Real-IP: without a Host (HTTP/1.0, or an empty one) a client's value must
+  // not pass as the host the gateway was asked for.
   if (incoming.host) out['x-forwarded-host'] = incoming.host;
+  else delete out['x-forwarded-host'];
   out['x-real-ip'] = ctx.clientIp;
   const forwarded = forwardedElement(ctx.clientIp, incoming.host, ctx.proto);
   const priorForwarded = incoming.forwarded;

@@ -85,6 +85,14 @@ describe('upstreamRequestHeaders: forwarding headers', () => {
     assert.equal(out.host, 'Shop.Example.com:8080');
   });
 
+  for (const host of [undefined, '']) {
+    test(`a client's X-Forwarded-Host is not forwarded when Host is ${host === undefined ? 'missing' : 'empty'}`, () => {
+      const incoming: IncomingHttpHeaders = { 'x-forwarded-host': 'spoofed.test' };
+      if (host !== undefined) incoming.host = host;
+      assert.equal(upstreamRequestHeaders(incoming, CTX)['x-forwarded-host'], undefined);
+    });
+  }
+
   test('X-Request-Id is set from the context, replacing the incoming one', () => {
     const out = upstreamRequestHeaders({ host: 'example.com', 'x-request-id': 'client-chosen' }, { ...CTX, requestId: 'gw-42' });
     assert.equal(out['x-request-id'], 'gw-42');
