@@ -54,8 +54,16 @@ const REASONS: Record<number, string> = { 400: 'Bad Request', 408: 'Request Time
 const DIGITS = /^\d+$/;
 
 /**
+ * RFC 9112 §3.2 / RFC 3986 §3.2.2: `uri-host [ ":" port ]`, where uri-host is an IP literal in
+ * brackets or a reg-name (unreserved, sub-delims and %HH escapes; IPv4 addresses are reg-names
+ * too). Empty is allowed: a target without an authority is sent with an empty Host.
+ */
+const HOST = /^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$/;
+
+/**
  * Checks a parsed head that Node accepts but a proxy must not pass on: ambiguous or oversized
- * framing, two Host headers (which one did the client mean?), more fields than the limit.
+ * framing, a Host that is missing, repeated (which one did the client mean?) or not a host at
+ * all (RFC 9112 §3.2 requires 400 for each), more fields than the limit.
  */
 export function checkHead(req: IncomingMessage, limits: HeadLimits): HeadRefusal | undefined {
   const raw = req.rawHeaders;
@@ -68,6 +76,18 @@ export function checkHead(req: IncomingMessage, limits: HeadLimits): HeadRefusal
     if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) {
       return { code: 'bad_request', message: 'the request has more than one Host header' };
     }
+  }
+  const host = req.headers.host;
+  if (host === undefined) {
+    // Node answers this itself (a bare 400) unless its server runs with requireHostHeader: false.
+    if (req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) return { code: 'bad_request', message: 'an HTTP/1.1 request must have a Host header' };
+  } else if (!HOST.test(host)) {
+    return { code: 'bad_request', message: 'the Host header is not a valid host[:port]' };
+  }
+  if (req.headers['transfer-encoding'] !== undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing. A front end
+    // that follows HTTP/1.0 ignores the field and would read the chunked body as the next request.
+    return { code: 'bad_request', message: 'Transfer-Encoding is not allowed in an HTTP/1.0 request' };
   }
   const length = req.headers['content-length'];
   if (length !== undefined && (!DIGITS.test(length) || !Number.isSafeInteger(Number(length)))) {
