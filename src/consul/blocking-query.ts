@@ -3,7 +3,8 @@ import { describeError } from '../core/errors.ts';
 import { formatConsulWait } from '../core/duration.ts';
 import { contentHash } from '../core/hash.ts';
 import type { WatchStatus } from '../core/types.ts';
-import type { ConsulClient } from './client.ts';
+import { ConsulRefusedError, type ConsulClient, type ConsulResponse } from './client.ts';
+import type { Admission, RefusalGate } from './refusal-gate.ts';
 
 export type { WatchStatus };
 
@@ -23,6 +24,12 @@ export interface BlockingQueryOptions<T> {
   /** Calls allowed at once before pacing starts, and the pace after that. */
   readonly rate?: { readonly burst: number; readonly intervalMs: number };
   readonly backoff?: { readonly baseMs: number; readonly capMs: number };
+  /**
+   * Shared by every watch of a gateway: admits reads that cannot block and paces them while Consul
+   * refuses connections. Without one, a refused watch backs off on its own (`refusalBackoff`).
+   */
+  readonly gate?: RefusalGate;
+  readonly refusalBackoff?: { readonly baseMs: number; readonly capMs: number };
   /** Plain reads this far apart instead of blocking queries (for stable services: no held connection). */
   readonly pollIntervalMs?: number;
   /** End after the first successful read (a service pinned to its last known endpoints). */
@@ -43,6 +50,9 @@ export function blockingTimeoutMs(waitMs: number): number {
 }
 
 const FIRST_READ_TIMEOUT_MS = 15_000;
+
+/** A refused watch without a gate: longer than for other errors, an agent at its limit needs time. */
+const REFUSAL_BACKOFF = { baseMs: 1_000, capMs: 30_000 };
 
 /**
  * Under churn every blocking call returns at once. A watch then makes at most 4 calls in a burst
@@ -106,30 +116,50 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<WatchUpdate<T>> {
-    const { client, path, waitMs, parse, name } = this.options;
-    const bucket = new TokenBucket(this.options.rate?.burst ?? WATCH_BURST, this.options.rate?.intervalMs ?? WATCH_INTERVAL_MS);
+    const { name } = this.options;
     const backoff = new Backoff(this.options.backoff?.baseMs ?? 250, this.options.backoff?.capMs ?? 10_000);
+    const refusalBackoff = new Backoff(
+      this.options.refusalBackoff?.baseMs ?? REFUSAL_BACKOFF.baseMs,
+      this.options.refusalBackoff?.capMs ?? REFUSAL_BACKOFF.capMs,
+    );
+    try {
+      yield* this.loop(backoff, refusalBackoff);
+    } finally {
+      // A stopped watch no longer waits for Consul to accept it.
+      this.options.gate?.forget(name);
+    }
+  }
+
+  private async *loop(backoff: Backoff, refusalBackoff: Backoff): AsyncGenerator<WatchUpdate<T>> {
+    const { path, waitMs, parse, name } = this.options;
+    const bucket = new TokenBucket(this.options.rate?.burst ?? WATCH_BURST, this.options.rate?.intervalMs ?? WATCH_INTERVAL_MS);
 
     while (!this.signal.aborted) {
       await delay(bucket.take(), this.signal);
       if (this.signal.aborted) return;
+      // Index 0 never blocks, and a blocking read on index 0 would return at once anyway.
+      const polling = this.options.pollIntervalMs !== undefined;
+      const blocking = this.index > 0 && !polling;
+      // Reads that cannot block open connections in groups, and one at a time while Consul refuses.
+      const admission = blocking ? undefined : await this.options.gate?.admit(this.signal);
+      if (this.signal.aborted) {
+        admission?.done('error');
+        return;
+      }
 
       const controller = new AbortController();
       const onAbort = (): void => controller.abort(this.signal.reason);
       this.signal.addEventListener('abort', onAbort, { once: true });
       this.inFlight = controller;
       this.lastActivityAt = Date.now();
-      // Index 0 never blocks, and a blocking read on index 0 would return at once anyway.
-      const polling = this.options.pollIntervalMs !== undefined;
-      const blocking = this.index > 0 && !polling;
       let pause = 0;
       try {
         this.mutable.requests += 1;
         this.options.onRequest?.(name);
-        const res = await client.get(
-          path,
+        const res = await this.send(
           { ...this.options.query, index: blocking ? String(this.index) : undefined, wait: blocking ? formatConsulWait(waitMs) : undefined },
           { signal: controller.signal, timeoutMs: blocking ? blockingTimeoutMs(waitMs) : FIRST_READ_TIMEOUT_MS },
+          admission,
         );
         this.lastActivityAt = Date.now();
         const value = parse(res.body);
@@ -138,6 +168,7 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
         if (res.index < this.index) this.index = 0;
         else this.index = Math.max(1, res.index);
         backoff.reset();
+        refusalBackoff.reset();
         this.mutable.consecutiveErrors = 0;
         this.mutable.lastError = null;
         this.mutable.lastSuccessAt = Date.now();
@@ -166,13 +197,39 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
         this.mutable.consecutiveErrors += 1;
         this.mutable.lastError = describeError(err);
         this.options.onError?.(name, err);
-        await delay(backoff.next(), this.signal);
+        // A refusal is paced by the gate (one probe at a time for the whole gateway).
+        if (!(err instanceof ConsulRefusedError)) await delay(backoff.next(), this.signal);
+        else if (!this.options.gate) await delay(refusalBackoff.next(), this.signal);
       } finally {
+        admission?.done('error');
         this.signal.removeEventListener('abort', onAbort);
         if (this.inFlight === controller) this.inFlight = undefined;
       }
       // Outside the request: a poll pause is not a silent watch for the watchdog.
       if (pause > 0) await delay(pause, this.signal);
+    }
+  }
+
+  /** One request; tells the gate at once whether Consul accepted it, before anything is handed on. */
+  private async send(
+    query: Record<string, string | undefined>,
+    opts: { signal: AbortSignal; timeoutMs: number },
+    admission: Admission | undefined,
+  ): Promise<ConsulResponse> {
+    const { gate, name } = this.options;
+    try {
+      const res = await this.options.client.get(this.options.path, query, opts);
+      gate?.succeeded(name);
+      admission?.done('ok');
+      return res;
+    } catch (err) {
+      if (err instanceof ConsulRefusedError) {
+        gate?.refused(name);
+        admission?.done('refused');
+      } else {
+        admission?.done('error');
+      }
+      throw err;
     }
   }
 }

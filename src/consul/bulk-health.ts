@@ -1,7 +1,8 @@
 import { Backoff } from '../core/backoff.ts';
 import type { CatalogView, ServiceInstance } from '../core/types.ts';
 import type { BlockingQuery, WatchHandle } from './blocking-query.ts';
-import type { ConsulClient } from './client.ts';
+import { ConsulRefusedError, type ConsulClient } from './client.ts';
+import type { RefusalGate } from './refusal-gate.ts';
 import { healthServiceSchema, healthStateSchema, type HealthStateCheck } from './schemas.ts';
 
 /**
@@ -25,6 +26,8 @@ export interface BulkHealthOptions {
   readonly current: (service: string) => readonly ServiceInstance[] | undefined;
   readonly onHealth: (service: string, instances: readonly ServiceInstance[]) => void;
   readonly onFetchError: (service: string, error: unknown) => void;
+  /** Admits fetches with the watches' first reads, and paces them while Consul refuses connections. */
+  readonly gate?: RefusalGate;
 }
 
 export interface BulkStatus {
@@ -82,6 +85,7 @@ export class BulkHealthSync {
       if (!next.has(name)) {
         this.tags.delete(name);
         this.dirty.delete(name);
+        this.options.gate?.forget(fetchKey(name));
         clearTimeout(this.retryTimers.get(name));
         this.retryTimers.delete(name);
       }
@@ -102,6 +106,7 @@ export class BulkHealthSync {
 
   close(): void {
     this.stop.abort();
+    for (const name of this.services) this.options.gate?.forget(fetchKey(name));
     clearInterval(this.resyncTimer);
     for (const t of this.retryTimers.values()) clearTimeout(t);
     this.retryTimers.clear();
@@ -168,20 +173,36 @@ export class BulkHealthSync {
   }
 
   private async fetch(name: string): Promise<void> {
+    const { gate } = this.options;
+    const admission = await gate?.admit(this.signal);
     try {
+      if (this.signal.aborted) return;
       this.fetches += 1;
       const res = await this.options.client.get(
         `/v1/health/service/${encodeURIComponent(name)}`,
         {},
         { signal: this.signal, timeoutMs: FETCH_TIMEOUT_MS },
       );
+      gate?.succeeded(fetchKey(name));
+      admission?.done('ok');
       const instances = healthServiceSchema.parse(res.body);
       this.retryBackoff.delete(name);
       if (this.services.has(name)) this.options.onHealth(name, instances);
     } catch (err) {
-      if (this.signal.aborted || !this.services.has(name)) return;
+      const stale = this.signal.aborted || !this.services.has(name);
+      if (err instanceof ConsulRefusedError) {
+        gate?.refused(fetchKey(name));
+        admission?.done('refused');
+        if (stale) gate?.forget(fetchKey(name));
+      }
+      if (stale) return;
       this.fetchErrors += 1;
       this.options.onFetchError(name, err);
+      if (err instanceof ConsulRefusedError && gate) {
+        // Queued again at once: the gate decides when Consul is asked again.
+        this.dirty.add(name);
+        return;
+      }
       const backoff = this.retryBackoff.get(name) ?? new Backoff(250, 30_000);
       this.retryBackoff.set(name, backoff);
       clearTimeout(this.retryTimers.get(name));
@@ -193,8 +214,15 @@ export class BulkHealthSync {
       }, backoff.next());
       timer.unref();
       this.retryTimers.set(name, timer);
+    } finally {
+      admission?.done('error');
     }
   }
+}
+
+/** The gate's name for the fetches of one service (watches are `health:<name>`). */
+function fetchKey(name: string): string {
+  return `fetch:${name}`;
 }
 
 function fingerprints(groups: Map<string, string[]>): Map<string, string> {

@@ -1,4 +1,4 @@
-import { Pool, errors as undiciErrors } from 'undici';
+import { Client, errors as undiciErrors } from 'undici';
 import type { Dispatcher } from 'undici';
 
 /**
@@ -7,8 +7,9 @@ import type { Dispatcher } from 'undici';
  * hides `X-Consul-Index` / `X-Consul-LastContact` / `X-Consul-KnownLeader` (docs/consul-notes.md,
  * "The `consul` npm package").
  *
- * The pool's `connections` is the connection budget: the agent resets connections beyond
+ * `maxConnections` is the connection budget: the agent resets connections beyond
  * `limits.http_max_conns_per_client` (200), and each parked HTTP/1.1 blocking query holds one.
+ * Such a refusal is thrown as ConsulRefusedError, distinct from other failures.
  */
 export interface ConsulClientOptions {
   readonly address: string;
@@ -40,21 +41,173 @@ export class ConsulHttpError extends Error {
   }
 }
 
+/**
+ * The agent refused the request: it accepted the connection and dropped it at once because this
+ * client IP already has `limits.http_max_conns_per_client` connections open (1.8: a reset or a close
+ * before any response byte; newer agents: 429). Orphaned blocking queries of a killed gateway count
+ * until they return, so this can last up to `wait` after a restart (docs/consul-notes.md, "Limits").
+ */
+export class ConsulRefusedError extends Error {
+  constructor(
+    readonly path: string,
+    cause: unknown,
+  ) {
+    super(`${REFUSED_TEXT}: ${describeCause(cause)}`, { cause });
+    this.name = 'ConsulRefusedError';
+  }
+}
+
+export const REFUSED_TEXT = 'Consul refused the connection (per-client connection limit, http_max_conns_per_client?)';
+
+/**
+ * A refused connection fails within milliseconds of being opened; a reset after this long is a
+ * request that had a chance to block (an agent restart, a proxy cutting an idle socket), not a refusal.
+ */
+export const REFUSAL_WINDOW_MS = 3_000;
+
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET']);
+
+/**
+ * Whether a failed request was refused by the agent's per-client connection limit rather than
+ * failing for another reason: HTTP 429, or a reset / close (`other side closed`) before any
+ * response byte arrived on that socket, on a request that failed within REFUSAL_WINDOW_MS.
+ * ECONNREFUSED (agent down), timeouts and aborts are not refusals.
+ */
+export function isRefusal(err: unknown, elapsedMs: number): boolean {
+  if (err instanceof ConsulHttpError) return err.status === 429;
+  if (elapsedMs > REFUSAL_WINDOW_MS) return false;
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 3; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code !== 'string' || !RESET_CODES.has(code)) continue;
+    // undici reports the socket's counters with `other side closed`: a socket that already
+    // delivered bytes was a kept-alive connection the agent accepted earlier, not a refusal.
+    const bytesRead = (e as { socket?: { bytesRead?: unknown } }).socket?.bytesRead;
+    return !(typeof bytesRead === 'number' && bytesRead > 0);
+  }
+  return false;
+}
+
+function describeCause(cause: unknown): string {
+  if (cause instanceof ConsulHttpError) return `HTTP ${cause.status}`;
+  if (!(cause instanceof Error)) return String(cause);
+  const code = (cause as { code?: unknown }).code;
+  return typeof code === 'string' && !cause.message.includes(code) ? `${code} ${cause.message}` : cause.message;
+}
+
 export interface GetOptions {
   readonly signal?: AbortSignal;
   /** Maximum time to wait for response headers; must exceed `wait` plus Consul's jitter. */
   readonly timeoutMs: number;
 }
 
+/**
+ * At most `max` connections, one request each at a time, and a request always goes to a connection
+ * already open when one is free. undici's Pool picks the first client in its list that is not busy,
+ * even one whose connection the agent just refused; at the agent's limit that turns a watch's next
+ * read into another refusal while its own idle connection, still counted by the agent, goes unused.
+ * A connection is handed back when its response has been read whole, so a watch's next blocking
+ * read reuses it instead of opening a second one.
+ */
+class Connections {
+  /** Open and free, most recently used last. */
+  private readonly idle: Client[] = [];
+  private readonly busy = new Set<Client>();
+  private readonly connected = new Set<Client>();
+  private readonly waiting: Array<{ resolve: (c: Client) => void; reject: (err: unknown) => void }> = [];
+  private closed = false;
+
+  constructor(
+    private readonly origin: string,
+    private readonly max: number,
+    private readonly clientOptions: Client.Options,
+  ) {}
+
+  get open(): number {
+    return this.connected.size;
+  }
+
+  acquire(signal?: AbortSignal): Promise<Client> {
+    if (this.closed) return Promise.reject(new undiciErrors.ClientDestroyedError());
+    signal?.throwIfAborted();
+    const free = this.idle.pop() ?? (this.busy.size < this.max ? this.create() : undefined);
+    if (free) {
+      this.busy.add(free);
+      return Promise.resolve(free);
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: (c: Client) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(c);
+        },
+        reject,
+      };
+      const onAbort = (): void => {
+        const i = this.waiting.indexOf(waiter);
+        if (i !== -1) this.waiting.splice(i, 1);
+        reject(signal?.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiting.push(waiter);
+    });
+  }
+
+  release(client: Client): void {
+    this.busy.delete(client);
+    if (this.closed) return;
+    if (!this.connected.has(client)) {
+      // Refused, reset or closed: a new client connects afresh when one is needed.
+      void client.destroy().catch(() => undefined);
+      const waiter = this.waiting.shift();
+      if (waiter) {
+        const fresh = this.create();
+        this.busy.add(fresh);
+        waiter.resolve(fresh);
+      }
+      return;
+    }
+    const waiter = this.waiting.shift();
+    if (waiter) {
+      this.busy.add(client);
+      waiter.resolve(client);
+    } else {
+      this.idle.push(client);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const w of this.waiting.splice(0)) w.reject(new undiciErrors.ClientDestroyedError());
+    const all = [...this.idle, ...this.busy];
+    this.idle.length = 0;
+    this.busy.clear();
+    await Promise.allSettled(all.map((c) => c.destroy()));
+  }
+
+  private create(): Client {
+    const client = new Client(this.origin, this.clientOptions);
+    client.on('connect', () => this.connected.add(client));
+    client.on('disconnect', () => {
+      this.connected.delete(client);
+      const i = this.idle.indexOf(client);
+      if (i !== -1) {
+        // Closed while free (keep-alive timeout, agent restart): drop it.
+        this.idle.splice(i, 1);
+        void client.destroy().catch(() => undefined);
+      }
+    });
+    return client;
+  }
+}
+
 export class ConsulClient {
-  private readonly pool: Pool;
+  private readonly connections: Connections;
   private readonly headers: Record<string, string>;
   private readonly baseQuery: Record<string, string>;
 
   constructor(readonly options: ConsulClientOptions) {
     const url = new URL(options.address);
-    this.pool = new Pool(url.origin, {
-      connections: options.maxConnections,
+    this.connections = new Connections(url.origin, options.maxConnections, {
       pipelining: 1,
       keepAliveTimeout: 30_000,
       connect: options.tls ? { ...options.tls, rejectUnauthorized: true } : undefined,
@@ -71,9 +224,19 @@ export class ConsulClient {
     for (const [k, v] of Object.entries({ ...this.baseQuery, ...query })) if (v !== undefined) search.set(k, v);
     const qs = search.toString().replace(/=(&|$)/g, '$1');
     const fullPath = qs ? `${path}?${qs}` : path;
-    let res: Dispatcher.ResponseData;
+    const connection = await this.connections.acquire(opts.signal);
     try {
-      res = await this.pool.request({
+      return await this.send(connection, path, fullPath, opts);
+    } finally {
+      this.connections.release(connection);
+    }
+  }
+
+  private async send(connection: Client, path: string, fullPath: string, opts: GetOptions): Promise<ConsulResponse> {
+    let res: Dispatcher.ResponseData;
+    const startedAt = Date.now();
+    try {
+      res = await connection.request({
         method: 'GET',
         path: fullPath,
         headers: this.headers,
@@ -85,12 +248,14 @@ export class ConsulClient {
       if (err instanceof undiciErrors.HeadersTimeoutError) {
         throw new Error(`Consul did not answer ${path} within ${opts.timeoutMs}ms`, { cause: err });
       }
+      if (!opts.signal?.aborted && isRefusal(err, Date.now() - startedAt)) throw new ConsulRefusedError(path, err);
       throw err;
     }
     const text = await res.body.text();
     const index = Number(header(res.headers, 'x-consul-index') ?? 0);
     const leader = header(res.headers, 'x-consul-knownleader');
     const lastContact = header(res.headers, 'x-consul-lastcontact');
+    if (res.statusCode === 429) throw new ConsulRefusedError(path, new ConsulHttpError(429, path, text.trim()));
     if (res.statusCode !== 200 && res.statusCode !== 404) throw new ConsulHttpError(res.statusCode, path, text.trim());
     if (res.statusCode === 404 && !header(res.headers, 'x-consul-index')) throw new ConsulHttpError(404, path, text.trim());
     let body: unknown = null;
@@ -112,11 +277,11 @@ export class ConsulClient {
 
   /** Connections currently open to Consul (for the admin view and tests of the budget). */
   get openConnections(): number {
-    return this.pool.stats.connected;
+    return this.connections.open;
   }
 
   close(): Promise<void> {
-    return this.pool.destroy();
+    return this.connections.close();
   }
 }
 

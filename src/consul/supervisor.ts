@@ -3,7 +3,8 @@ import type { Metrics } from '../core/metrics.ts';
 import type { CatalogView, ConsulViews, KvEntry, Problem, ServiceInstance } from '../core/types.ts';
 import { BlockingQuery, blockingTimeoutMs, type WatchHandle, type WatchStatus } from './blocking-query.ts';
 import { BulkHealthSync, type BulkStatus } from './bulk-health.ts';
-import type { ConsulClient } from './client.ts';
+import { ConsulRefusedError, type ConsulClient } from './client.ts';
+import { FIRST_READS_AT_ONCE, REFUSAL_BACKOFF_BASE_MS, REFUSAL_BACKOFF_CAP_MS, RefusalGate, type RefusalState } from './refusal-gate.ts';
 import { catalogServicesSchema, healthServiceSchema, kvListSchema } from './schemas.ts';
 import { describeError } from '../core/errors.ts';
 
@@ -41,6 +42,8 @@ export interface SupervisorStatus {
   readonly openConnections: number;
   readonly watches: readonly WatchStatus[];
   readonly bulk: BulkStatus | null;
+  /** Consul refusing connections (per-client connection limit) now; null when it accepts them. */
+  readonly refusing: RefusalState | null;
 }
 
 interface RunningWatch {
@@ -71,6 +74,7 @@ export class ConsulSupervisor {
   private readonly closing = new AbortController();
   private readonly catalogQuery: BlockingQuery<CatalogView>;
   private readonly kvQuery: BlockingQuery<readonly KvEntry[]>;
+  private kvIndexResets = 0;
   private bulk: BulkHealthSync | undefined;
   private mode: HealthMode = 'per-service';
   private routed: readonly string[] = [];
@@ -80,8 +84,23 @@ export class ConsulSupervisor {
   private demandKey = '';
   private watchdog: NodeJS.Timeout | undefined;
   private readonly loops = new Set<Promise<void>>();
+  private readonly gate: RefusalGate;
 
   constructor(private readonly options: SupervisorOptions) {
+    const { logger, metrics } = options;
+    this.gate = new RefusalGate({
+      maxAtOnce: FIRST_READS_AT_ONCE,
+      baseMs: REFUSAL_BACKOFF_BASE_MS,
+      capMs: REFUSAL_BACKOFF_CAP_MS,
+      onRefusal: () => metrics.consulRefusals.inc(),
+      onEpisodeStart: (key) =>
+        logger.warn(
+          { watch: key, openConnections: options.client.openConnections },
+          'Consul refuses connections (per-client connection limit, limits.http_max_conns_per_client?); probing one request at a time',
+        ),
+      onEpisodeEnd: (episode) =>
+        logger.info({ refusals: episode.count, refusingMs: Date.now() - episode.since }, 'Consul accepts connections again'),
+    });
     this.catalogQuery = this.query('catalog', '/v1/catalog/services', {}, (b) => catalogServicesSchema.parse(b));
     this.kvQuery = this.query('kv', `/v1/kv/${options.kvPrefix}`, { recurse: '' }, (b) => kvListSchema.parse(b));
   }
@@ -93,10 +112,16 @@ export class ConsulSupervisor {
   start(): void {
     this.track(this.consume(this.catalogQuery, (catalog) => this.onCatalog(catalog)));
     this.track(
-      this.consume(this.kvQuery, (kv) => {
-        this.kv = kv;
-        this.options.onChange();
-      }),
+      (async () => {
+        for await (const update of this.kvQuery) {
+          // The loop hands on index 0 when Consul's index went backwards: the KV store was
+          // rebuilt (lost its data) or tombstones were reaped. Policies use the count to keep
+          // documents that vanished with it rather than drop their protection.
+          if (update.index === 0 && this.kv !== undefined) this.kvIndexResets += 1;
+          this.kv = update.value;
+          this.options.onChange();
+        }
+      })(),
     );
     this.watchdog = setInterval(() => this.checkSilentWatches(), WATCHDOG_PERIOD_MS);
     this.watchdog.unref();
@@ -105,6 +130,11 @@ export class ConsulSupervisor {
   /** The KV view alone: policies are resolved from it before the health views are complete. */
   kvView(): readonly KvEntry[] | undefined {
     return this.kv;
+  }
+
+  /** How often the KV watch saw Consul's index go backwards since start. */
+  get kvResets(): number {
+    return this.kvIndexResets;
   }
 
   /**
@@ -146,6 +176,7 @@ export class ConsulSupervisor {
       openConnections: this.options.client.openConnections,
       watches: this.allWatches().map((q) => q.status()),
       bulk: this.bulk?.status() ?? null,
+      refusing: this.gate.status(),
     };
   }
 
@@ -154,6 +185,7 @@ export class ConsulSupervisor {
     this.closing.abort();
     this.bulk?.close();
     for (const w of this.healthWatches.values()) w.stop.abort();
+    this.gate.close();
     await Promise.allSettled([...this.loops]);
   }
 
@@ -260,6 +292,7 @@ export class ConsulSupervisor {
         this.options.onChange();
       },
       onFetchError: (name, err) => this.onWatchError(`fetch:${name}`, err),
+      gate: this.gate,
     });
     bulk.start();
     return bulk;
@@ -282,6 +315,7 @@ export class ConsulSupervisor {
         parse,
         client: this.options.client,
         waitMs: this.options.waitMs,
+        gate: this.gate,
         ...cadence,
         onRequest: () => metrics.watchRequests.inc({ watch: watchLabel(name) }),
         onSuccess: () => metrics.watchLastSuccess.set({ watch: watchLabel(name) }, Date.now() / 1000),
@@ -293,7 +327,9 @@ export class ConsulSupervisor {
 
   private onWatchError(name: string, err: unknown): void {
     this.options.metrics.watchErrors.inc({ watch: watchLabel(name) });
-    this.options.logger.warn({ watch: name, err: describeError(err) }, 'Consul watch failed');
+    // Refusals come in bursts; the gate logs the start and end of each episode instead.
+    if (err instanceof ConsulRefusedError) this.options.logger.debug({ watch: name, err: describeError(err) }, 'Consul refused a watch request');
+    else this.options.logger.warn({ watch: name, err: describeError(err) }, 'Consul watch failed');
   }
 
   private track(loop: Promise<void>): void {
