@@ -60,6 +60,7 @@ export function status(flags: InspectFlags): Promise<void> {
       `watches:      ${String(s.consul.watches)} (${s.consul.watchesFailing.length} failing)`,
     ];
     for (const w of s.consul.watchesFailing) lines.push(`  failing: ${String(w.name)} x${String(w.consecutiveErrors)}: ${String(w.error)}`);
+    if (s.consul.refusing) lines.push(`refusing:     CONSUL REFUSES CONNECTIONS since ${ago((s.consul.refusing as Row).since as string)} (${String((s.consul.refusing as Row).count)} refusals; per-client connection limit, http_max_conns_per_client?)`);
     // Optional: an older gateway's /v1/status has none of these.
     if (s.rateLimiter !== undefined) lines.push(`rate limiter: ${rateLimiterText(s.rateLimiter)}`);
     if (s.policies !== undefined) lines.push(`policies:     ${policiesText(s.policies)}`);
