@@ -55,8 +55,8 @@ export const gatewayConfigSchema = z.object({
   token: z.string().min(1).optional(),
   dc: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'datacenter names are letters, digits, _ . -').optional(),
   consistency: z.enum(['default', 'stale']).default('default'),
-  wait: duration(1000, 600_000).prefault('5m'),
-  consulMaxConns: z.coerce.number().int().min(8).max(190).default(64),
+  wait: duration(1000, 600_000).prefault('1m'),
+  consulMaxConns: z.coerce.number().int().min(8).max(190).default(32),
   listen: listenAddress.prefault('0.0.0.0:8080'),
   admin: listenAddress.prefault('127.0.0.1:9901'),
   kvPrefix: z

@@ -20,8 +20,8 @@ describe('parseGatewayConfig: defaults', () => {
     const expected: GatewayConfig = {
       consul: 'http://127.0.0.1:8500',
       consistency: 'default',
-      wait: 300_000,
-      consulMaxConns: 64,
+      wait: 60_000,
+      consulMaxConns: 32,
       listen: { host: '0.0.0.0', port: 8080 },
       admin: { host: '127.0.0.1', port: 9901 },
       kvPrefix: 'gateway/',
