@@ -89,7 +89,17 @@ export function findConsul(): string {
   throw new Error('consul binary not found on PATH or in .tools/bin; run: bash scripts/install-consul.sh');
 }
 
-export async function startConsul(opts: { dataDir?: string } = {}): Promise<ConsulAgent> {
+export interface StartConsulOptions {
+  dataDir?: string;
+  /**
+   * Extra agent configuration, HCL or JSON, one `-hcl` argument each, applied after the helper's
+   * own, e.g. `limits { http_max_conns_per_client = 30 }`. The agent's HTTP limits count this
+   * helper's own connections too (up to 16, idle ones closed after 4 s).
+   */
+  config?: string[];
+}
+
+export async function startConsul(opts: StartConsulOptions = {}): Promise<ConsulAgent> {
   const bin = findConsul();
   const ownsDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'cgw-consul-')));
@@ -107,6 +117,7 @@ export async function startConsul(opts: { dataDir?: string } = {}): Promise<Cons
     // election; 1 brings startup (and restart) down to about 1-2 s. (The `consul { raft {} }`
     // tuning that -dev uses is ignored outside -dev on 1.8.7.)
     '-hcl', 'performance { raft_multiplier = 1 }',
+    ...(opts.config ?? []).flatMap((c) => ['-hcl', c]),
   ];
   const logs: string[] = [];
   let child: ChildProcess | undefined;
