@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { CatalogView, HealthStatus, KvEntry, ServiceInstance } from '../core/types.ts';
+import { setOwn } from '../core/own.ts';
 
 /**
  * zod schemas of the Consul JSON the watches read. Consul is outside input too: a proxy in front of
@@ -7,26 +8,43 @@ import type { CatalogView, HealthStatus, KvEntry, ServiceInstance } from '../cor
  * loudly (and keep its last view) instead of publishing garbage.
  */
 
-export const catalogServicesSchema = z
-  .record(z.string(), z.array(z.string()).nullable())
-  .transform((rec): CatalogView => {
-    const out: Record<string, readonly string[]> = {};
-    for (const name of Object.keys(rec).sort()) out[name] = [...(rec[name] ?? [])].sort();
-    return out;
-  });
+const catalogTags = z.array(z.string()).nullable();
+
+/**
+ * Service name → tags. Not z.record: it drops a key named `__proto__`, and a service of that
+ * name must reach the snapshot build to be reported as unroutable.
+ */
+export const catalogServicesSchema = z.custom<Record<string, unknown>>((v) => v !== null && typeof v === 'object' && !Array.isArray(v), 'expected an object of service names').transform((rec, ctx): CatalogView => {
+  const out: Record<string, readonly string[]> = {};
+  for (const name of Object.keys(rec).sort()) {
+    const tags = catalogTags.safeParse(rec[name]);
+    if (!tags.success) {
+      ctx.issues.push({ code: 'custom', path: [name], message: `tags of service ${JSON.stringify(name)}: ${tags.error.issues[0]?.message ?? 'invalid'}`, input: rec[name] });
+      return z.NEVER;
+    }
+    setOwn(out, name, [...(tags.data ?? [])].sort());
+  }
+  return out;
+});
 
 /** Unknown statuses count as critical: never route to something we cannot vouch for. */
 const checkStatus = z.string().transform((s): HealthStatus => (s === 'passing' || s === 'warning' ? s : 'critical'));
 
+/**
+ * Per instance, only the shape is checked: Consul stores any port (-1, 70000) and any address
+ * string, and one such instance must not fail the read of its whole service. The snapshot build
+ * skips and reports instances that cannot be dialled (state/endpoints.ts) and ignores weights
+ * that are not positive.
+ */
 const healthEntrySchema = z.object({
-  Node: z.object({ Node: z.string(), Address: z.string() }),
+  Node: z.object({ Node: z.string(), Address: z.string().optional().default('') }),
   Service: z.object({
     ID: z.string(),
     Service: z.string(),
-    Address: z.string().optional().default(''),
-    Port: z.number().int().min(0).max(65535),
+    Address: z.string().nullable().optional().default(''),
+    Port: z.number(),
     Tags: z.array(z.string()).nullable().optional(),
-    Weights: z.object({ Passing: z.number().int().min(0), Warning: z.number().int().min(0) }).nullable().optional(),
+    Weights: z.object({ Passing: z.number(), Warning: z.number() }).nullable().optional(),
   }),
   Checks: z
     .array(z.object({ CheckID: z.string(), Status: checkStatus, ServiceID: z.string().optional().default('') }))

@@ -10,3 +10,12 @@ export function own<V>(record: Readonly<Record<string, V>>, key: string): V | un
 export function isPrototypeName(name: string): boolean {
   return name === '__proto__';
 }
+
+/**
+ * Sets `record[key]` as an own property, also for `__proto__`, which a plain assignment would take
+ * as a new prototype (dropping the entry and changing what every other key inherits).
+ */
+export function setOwn<V>(record: Record<string, V>, key: string, value: V): void {
+  if (isPrototypeName(key)) Object.defineProperty(record, key, { value, enumerable: true, writable: true, configurable: true });
+  else record[key] = value;
+}
