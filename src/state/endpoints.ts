@@ -43,14 +43,14 @@ export function undialable(address: string, port: number): string | null {
   const family = isIP(address);
   if (family === 0) {
     // A name whose last label is all digits is read as a (bad) IPv4 address by URL parsers.
-    if (!HOST_NAME.test(address) || /(^|\.)\d+\.?$/.test(address)) return `address "${truncate(address)}" is not an IP address or host name`;
+    if (!HOST_NAME.test(address) || /(^|\.)\d+\.?$/.test(address)) return `address ${quoted(address)} is not an IP address or host name`;
   } else if (address.includes('%')) {
-    return `address "${truncate(address)}" has a zone id, which cannot be used in a URL`;
+    return `address ${quoted(address)} has a zone id, which cannot be used in a URL`;
   }
   try {
     new URL(`http://${family === 6 ? `[${address}]` : address}:${port}`);
   } catch {
-    return `address "${truncate(address)}" cannot be used in a URL`;
+    return `address ${quoted(address)} cannot be used in a URL`;
   }
   return null;
 }
@@ -59,8 +59,13 @@ export function endpointKey(address: string, port: number): string {
   return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
-function truncate(text: string): string {
-  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+/**
+ * The address as a quoted, escaped string: it is shown by `cgw status` in a terminal, and a
+ * registration can put newlines or escape sequences in it.
+ */
+function quoted(text: string): string {
+  const short = text.length > 80 ? `${text.slice(0, 77)}...` : text;
+  return JSON.stringify(short).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /**
