@@ -68,7 +68,8 @@ export function readYamlSafely(text: string): { ok: true; data: unknown } | { ok
   if (!bounds.ok) return { ok: false, error: `document is ${bounds.error}; refused before parsing` };
   try {
     // Aliases are refused: a few lines of YAML anchors can expand to gigabytes ("billion laughs").
-    return { ok: true, data: parseYaml(text, { maxAliasCount: 0, prettyErrors: false, uniqueKeys: true }) };
+    // logLevel error: the parser's warnings (one per unknown tag) would let a KV value flood stderr.
+    return { ok: true, data: parseYaml(text, { maxAliasCount: 0, prettyErrors: false, uniqueKeys: true, logLevel: 'error' }) };
   } catch (err) {
     return { ok: false, error: '', err };
   }
