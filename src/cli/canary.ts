@@ -1,40 +1,17 @@
-import Consul from 'consul';
 import { parseCanaryArgs, parseCanaryValue, type CanaryWeights } from '../policy/canary.ts';
 import { CliError } from './admin-client.ts';
-import { describeError } from '../core/errors.ts';
+import { normalizeKvPrefix, type ConsulStore, type ServiceLookup } from './policy.ts';
 
 /**
  * `cgw canary` writes KV with check-and-set on the key's ModifyIndex (Consul docs, KV store
  * endpoint, `?cas=`), through the `consul` package: one-off reads and CAS writes are what it does
- * well (docs/consul-notes.md, "The `consul` npm package"). Values are validated with the
- * gateway's own schema first.
+ * well (shared/CONSUL-NOTES.md). Values are validated with the gateway's own schema first, and the
+ * tags they name are checked against the service's instances in Consul's catalog.
  */
-export interface KvTarget {
-  readonly consul: string;
-  readonly token?: string;
-  readonly kvPrefix: string;
-}
 
-export function consulFor(target: KvTarget): Consul {
-  let url: URL;
-  try {
-    url = new URL(/^[a-z]+:\/\//i.test(target.consul) ? target.consul : `http://${target.consul}`);
-  } catch {
-    throw new CliError(`--consul: "${target.consul}" is not a URL (e.g. http://127.0.0.1:8500)`, 2);
-  }
-  const secure = url.protocol === 'https:';
-  return new Consul({
-    host: url.hostname,
-    port: Number(url.port || (secure ? 443 : 80)),
-    secure,
-    defaults: target.token ? { token: target.token } : undefined,
-  });
-}
-
-export function canaryKey(target: KvTarget, service: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(service)) throw new CliError(`"${service}" is not a valid service name`, 2);
-  const prefix = target.kvPrefix === '' || target.kvPrefix.endsWith('/') ? target.kvPrefix : `${target.kvPrefix}/`;
-  return `${prefix}canary/${service}`;
+export function canaryKey(kvPrefix: string, service: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(service)) throw new CliError(`"${service}" is not a valid service name (letters, digits, _ . -)`, 2);
+  return `${normalizeKvPrefix(kvPrefix)}canary/${service}`;
 }
 
 export interface CanaryRecord {
@@ -43,69 +20,143 @@ export interface CanaryRecord {
   readonly raw: string | null;
   readonly weights: CanaryWeights['weights'] | null;
   readonly invalid: string | null;
+  /** Weighted tags no instance of the service carries (empty when every tag is carried). */
+  readonly missingTags: readonly string[];
 }
 
-async function readKey(consul: Consul, key: string): Promise<{ value: string | null; modifyIndex: number } | undefined> {
-  try {
-    const entry = (await consul.kv.get({ key })) as { Value?: string | null; ModifyIndex?: number } | undefined | null;
-    if (!entry) return undefined;
-    return { value: entry.Value ?? null, modifyIndex: Number(entry.ModifyIndex ?? 0) };
-  } catch (err) {
-    throw new CliError(`cannot read ${key} from Consul: ${describeError(err)}`);
-  }
+/** What the stored or proposed weights mean for the service's instances in the catalog. */
+export interface TagCheck {
+  /** Why the weights would send traffic nowhere (a refusal unless --force); null when fine. */
+  readonly problem: string | null;
+  /** Facts worth saying that refuse nothing (a weight of 0 on a tag nobody carries). */
+  readonly notes: readonly string[];
+  /** Tags with a weight that no instance carries. */
+  readonly missing: readonly string[];
 }
 
-export async function getCanary(target: KvTarget, service: string): Promise<CanaryRecord | undefined> {
-  const key = canaryKey(target, service);
-  const entry = await readKey(consulFor(target), key);
-  if (!entry) return undefined;
+const ROUTE_TAG = /^urlprefix-/;
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+/** "no instance" text for an unknown service, true whether or not ACLs hide it. */
+export function unknownServiceText(service: string, lookup: ServiceLookup): string {
+  const acl = !lookup.found && lookup.aclsEnabled ? ' (or the ACL token may not read it: it needs service:read)' : '';
+  return `Consul's catalog has no instance of service ${service}, whatever its health${acl}`;
+}
+
+/**
+ * Checks weights against the tags the service's instances carry (all instances, whatever their
+ * health, as the catalog lists them; tags are case-sensitive). A weight above 0 on a tag no
+ * instance carries is a problem: the gateway treats it as invalid. A weight of 0 there is allowed.
+ */
+export function checkWeightTags(service: string, weights: Readonly<Record<string, number>>, lookup: ServiceLookup): TagCheck {
+  const tags = Object.keys(weights);
+  if (!lookup.found) return { problem: unknownServiceText(service, lookup), notes: [], missing: tags };
+  const carried = new Set(lookup.tags);
+  const missing = tags.filter((t) => !carried.has(t));
+  const positive = missing.filter((t) => (weights[t] ?? 0) > 0);
+  const zero = missing.filter((t) => (weights[t] ?? 0) === 0);
+  const listed = lookup.tags.filter((t) => !ROUTE_TAG.test(t));
+  const existing = `tags on its ${plural(lookup.instances, 'instance')}: ${listed.length > 0 ? listed.join(', ') : 'none besides urlprefix- routes'}`;
+  const guess = (tag: string): string => {
+    const same = lookup.tags.filter((t) => t.toLowerCase() === tag.toLowerCase());
+    return same.length > 0 ? `; tags are case-sensitive: did you mean ${same.join(' or ')}?` : '';
+  };
+  const notes = zero.map((t) => `no instance of ${service} carries tag ${t} (weight 0${guess(t)}); allowed at weight 0, which sends it nothing`);
+  const problem =
+    positive.length === 0
+      ? null
+      : `no instance of ${service} carries tag${positive.length === 1 ? '' : 's'} ${positive.map((t) => `${t} (weight ${weights[t] ?? 0}${guess(t)})`).join(', ')}; ${existing}`;
+  return { problem, notes, missing };
+}
+
+export async function getCanary(
+  store: ConsulStore,
+  kvPrefix: string,
+  service: string,
+): Promise<{ record: CanaryRecord | undefined; serviceKnown: boolean; notes: string[] }> {
+  const key = canaryKey(kvPrefix, service);
+  const lookup = await store.service(service);
+  const entry = await store.get(key);
+  if (!entry) return { record: undefined, serviceKnown: lookup.found, notes: lookup.found ? [] : [unknownServiceText(service, lookup)] };
   const parsed = parseCanaryValue(entry.value);
+  const check = parsed.ok ? checkWeightTags(service, parsed.value.weights, lookup) : undefined;
   return {
-    key,
-    modifyIndex: entry.modifyIndex,
-    raw: entry.value,
-    weights: parsed.ok ? parsed.value.weights : null,
-    invalid: parsed.ok ? null : parsed.error,
+    serviceKnown: lookup.found,
+    record: {
+      key,
+      modifyIndex: entry.modifyIndex,
+      raw: entry.value,
+      weights: parsed.ok ? parsed.value.weights : null,
+      invalid: parsed.ok ? null : parsed.error,
+      missingTags: check?.missing ?? [],
+    },
+    notes: check ? [...(check.problem ? [check.problem] : []), ...check.notes] : lookup.found ? [] : [unknownServiceText(service, lookup)],
   };
 }
 
-export async function setCanary(
-  target: KvTarget,
-  service: string,
-  args: readonly string[],
-  expectedIndex?: number,
-): Promise<{ key: string; weights: CanaryWeights['weights']; modifyIndex: number }> {
-  const parsed = parseCanaryArgs(args);
-  if (!parsed.ok) throw new CliError(`invalid canary weights: ${parsed.error}`, 2);
-  const key = canaryKey(target, service);
-  const consul = consulFor(target);
-  const current = await readKey(consul, key);
-  const cas = expectedIndex ?? current?.modifyIndex ?? 0;
-  if (expectedIndex !== undefined && (current?.modifyIndex ?? 0) !== expectedIndex) {
-    throw new CliError(`${key} changed since ModifyIndex ${expectedIndex} (now ${current?.modifyIndex ?? 'absent'}); nothing written`, 3);
-  }
-  let written: boolean;
-  try {
-    written = Boolean(await consul.kv.set({ key, value: JSON.stringify(parsed.value), cas }));
-  } catch (err) {
-    throw new CliError(`cannot write ${key}: ${describeError(err)}`);
-  }
-  if (!written) throw new CliError(`${key} was changed by someone else while writing (check-and-set on ModifyIndex ${cas} lost); nothing written`, 3);
-  const after = await readKey(consul, key);
-  return { key, weights: parsed.value.weights, modifyIndex: after?.modifyIndex ?? 0 };
+export interface CanarySetOptions {
+  /** --cas: write only if the key is at this ModifyIndex (0: only if it does not exist). */
+  readonly cas?: number;
+  /** --force: write even when the catalog says the weights send traffic nowhere. */
+  readonly force?: boolean;
 }
 
-export async function clearCanary(target: KvTarget, service: string): Promise<{ key: string; deleted: boolean }> {
-  const key = canaryKey(target, service);
-  const consul = consulFor(target);
-  const current = await readKey(consul, key);
-  if (!current) return { key, deleted: false };
-  let deleted: boolean;
-  try {
-    deleted = Boolean(await consul.kv.del({ key, cas: current.modifyIndex }));
-  } catch (err) {
-    throw new CliError(`cannot delete ${key}: ${describeError(err)}`);
+export interface CanarySetResult {
+  readonly key: string;
+  readonly weights: CanaryWeights['weights'];
+  readonly modifyIndex: number;
+  /** What --force wrote over (empty without it). */
+  readonly forced: readonly string[];
+  readonly notes: readonly string[];
+}
+
+export async function setCanary(store: ConsulStore, kvPrefix: string, service: string, args: readonly string[], opts: CanarySetOptions = {}): Promise<CanarySetResult> {
+  const parsed = parseCanaryArgs(args);
+  if (!parsed.ok) throw new CliError(`invalid canary weights: ${parsed.error}`, 2);
+  const key = canaryKey(kvPrefix, service);
+  const check = checkWeightTags(service, parsed.value.weights, await store.service(service));
+  if (check.problem && !opts.force) throw new CliError(`${check.problem}. Nothing written; --force writes the weights anyway`, 2);
+
+  const current = await store.get(key);
+  const expected = opts.cas;
+  if (expected !== undefined && (current?.modifyIndex ?? 0) !== expected) {
+    throw new CliError(
+      expected === 0
+        ? `--cas 0 writes only when the key does not exist, and ${key} exists at ModifyIndex ${current?.modifyIndex ?? '?'}; nothing written`
+        : current === undefined
+          ? `${key} does not exist, so it is not at ModifyIndex ${expected} (--cas ${expected}; deleted since?); nothing written (--cas 0 creates it)`
+          : `${key} is at ModifyIndex ${current.modifyIndex}, not ${expected} (--cas ${expected}): someone changed it since; nothing written`,
+      3,
+    );
   }
-  if (!deleted) throw new CliError(`${key} was changed by someone else while deleting (check-and-set lost); nothing deleted`, 3);
-  return { key, deleted: true };
+  const cas = expected ?? current?.modifyIndex ?? 0;
+  if (!(await store.set(key, JSON.stringify(parsed.value), cas))) {
+    throw new CliError(
+      cas === 0
+        ? `${key} was created by someone else while writing (check-and-set with --cas 0 lost); nothing written`
+        : `${key} was changed by someone else while writing (check-and-set on ModifyIndex ${cas} lost); nothing written`,
+      3,
+    );
+  }
+  const after = await store.get(key);
+  return {
+    key,
+    weights: parsed.value.weights,
+    modifyIndex: after?.modifyIndex ?? 0,
+    forced: check.problem ? [check.problem] : [],
+    notes: [...check.notes],
+  };
+}
+
+export async function clearCanary(store: ConsulStore, kvPrefix: string, service: string): Promise<{ key: string; deleted: boolean; modifyIndex: number | null }> {
+  const key = canaryKey(kvPrefix, service);
+  const current = await store.get(key);
+  if (!current) return { key, deleted: false, modifyIndex: null };
+  if (!(await store.del(key, current.modifyIndex))) {
+    throw new CliError(`${key} was changed by someone else while deleting (check-and-set on ModifyIndex ${current.modifyIndex} lost); nothing deleted`, 3);
+  }
+  return { key, deleted: true, modifyIndex: current.modifyIndex };
 }

@@ -1,17 +1,34 @@
-import { fetchAdmin } from './admin-client.ts';
+import { CliError, fetchAdmin } from './admin-client.ts';
 import { renderTable } from './table.ts';
 
 /** Inspection commands: each reads one admin view and prints it as a table or as JSON. */
 export interface InspectFlags {
+  /** The admin API as resolveAdminAddress returns it (`http://host:port`). */
   admin: string;
   json?: boolean;
 }
 
 type Row = Record<string, unknown>;
 
-async function show(flags: InspectFlags, path: string, human: (body: never) => string): Promise<void> {
+function print(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+async function show(flags: InspectFlags, path: string, human: (body: never) => string): Promise<unknown> {
   const body = await fetchAdmin<unknown>(flags.admin, path);
-  process.stdout.write(`${flags.json ? JSON.stringify(body, null, 2) : human(body as never)}\n`);
+  if (Array.isArray(body) && body.length === 0 && !(await isReady(flags))) {
+    // An empty list from a gateway without a snapshot says nothing about what is configured.
+    process.stderr.write(`cgw: the gateway at ${flags.admin} is not ready (no snapshot in force yet): the list is empty because nothing is loaded yet\n`);
+    print(flags.json ? '[]' : 'none: the gateway is not ready yet (see cgw status)');
+    return body;
+  }
+  print(flags.json ? JSON.stringify(body, null, 2) : human(body as never));
+  return body;
+}
+
+async function isReady(flags: InspectFlags): Promise<boolean> {
+  const s = await fetchAdmin<{ ready?: unknown }>(flags.admin, '/v1/status');
+  return s.ready === true;
 }
 
 function ago(iso: number | string | null | undefined): string {
@@ -22,7 +39,7 @@ function ago(iso: number | string | null | undefined): string {
 
 type StatusBody = Row & {
   snapshot: Row | null;
-  consul: Row & { watchesFailing: Row[] };
+  consul: Row & { watchesFailing: Row[]; leaderKnown?: boolean | null; maxLastContactMs?: number | null };
   problems: Row[];
   rateLimiter?: { backend?: string } | null;
   policies?: { documents: number; rejected: number; consumers: number } | null;
@@ -48,17 +65,35 @@ function policiesText(p: { documents: number; rejected: number; consumers: numbe
   return `${plural(p.documents, 'document')} in force, ${rejected}, ${plural(p.consumers, 'consumer')}`;
 }
 
-export function status(flags: InspectFlags): Promise<void> {
-  return show(flags, '/v1/status', (s: StatusBody) => {
+function leaderText(c: StatusBody['consul']): string {
+  const ms = typeof c.maxLastContactMs === 'number' ? `${c.maxLastContactMs} ms` : 'unknown';
+  if (c.leaderKnown === true) return `known, last contact ${ms}`;
+  if (c.leaderKnown === false) return `NOT KNOWN (answers may be stale), last contact ${ms}`;
+  return allWatchesFailing(c) ? 'unknown (Consul unreachable: every watch is failing)' : 'unknown (no answer from Consul carried it yet)';
+}
+
+function allWatchesFailing(c: StatusBody['consul']): boolean {
+  const watches = Number(c.watches);
+  return watches > 0 && c.watchesFailing.length >= watches;
+}
+
+/** Prints the status; a gateway that is not ready makes the command exit 1 (README, `cgw status`). */
+export async function status(flags: InspectFlags): Promise<void> {
+  const body = (await show(flags, '/v1/status', (s: StatusBody) => {
     const lines = [
-      `ready:        ${s.ready ? 'yes' : 'no (first sync with Consul not complete)'}`,
+      `ready:        ${s.ready ? 'yes' : 'NO (first sync with Consul not complete; the proxy answers 503 not_ready)'}`,
       `uptime:       ${String(s.uptimeSeconds)}s`,
       `snapshot:     ${s.snapshot ? `${String(s.snapshot.version)} applied ${ago(s.snapshot.appliedAt as string)} (${String(s.snapshot.services)} services, ${String(s.snapshot.routes)} routes)` : 'none yet'}`,
       `health mode:  ${String(s.consul.healthMode)} (${String(s.consul.routedServices)} routed services, budget ${String(s.consul.healthWatchBudget)} watches)`,
       `consul conns: ${String(s.consul.openConnections)}`,
-      `leader:       ${s.consul.leaderKnown ? 'known' : 'NOT KNOWN (answers may be stale)'}, last contact ${String(s.consul.maxLastContactMs)} ms`,
-      `watches:      ${String(s.consul.watches)} (${s.consul.watchesFailing.length} failing)`,
     ];
+    if (allWatchesFailing(s.consul)) {
+      lines.push(`consul:       UNREACHABLE (every watch is failing${s.snapshot ? '; routing continues from the last snapshot' : ''})`);
+    }
+    lines.push(
+      `leader:       ${leaderText(s.consul)}`,
+      `watches:      ${String(s.consul.watches)} (${s.consul.watchesFailing.length} failing)`,
+    );
     for (const w of s.consul.watchesFailing) lines.push(`  failing: ${String(w.name)} x${String(w.consecutiveErrors)}: ${String(w.error)}`);
     if (s.consul.refusing) lines.push(`refusing:     CONSUL REFUSES CONNECTIONS since ${ago((s.consul.refusing as Row).since as string)} (${String((s.consul.refusing as Row).count)} refusals; per-client connection limit, http_max_conns_per_client?)`);
     // Optional: an older gateway's /v1/status has none of these.
@@ -80,10 +115,18 @@ export function status(flags: InspectFlags): Promise<void> {
       );
     }
     return lines.join('\n');
-  });
+  })) as { ready?: unknown } | null;
+  if (body?.ready !== true) throw new NotReadyError(flags.admin);
 }
 
-export function services(flags: InspectFlags): Promise<void> {
+/** `cgw status` exits 1 for a gateway that is not ready; the status itself is already printed. */
+export class NotReadyError extends CliError {
+  constructor(admin: string) {
+    super(`the gateway at ${admin} is not ready: its first sync with Consul is not complete`, 1);
+  }
+}
+
+export function services(flags: InspectFlags): Promise<unknown> {
   return show(flags, '/v1/services', (rows: Row[]) =>
     renderTable(
       ['SERVICE', 'KIND', 'DISCOVERY', 'HEALTHY', 'TOTAL', 'EJECTED', 'CIRCUIT', 'PICKER', 'ROUTES', 'CANARY'],
@@ -103,7 +146,7 @@ export function services(flags: InspectFlags): Promise<void> {
   );
 }
 
-export function endpoints(flags: InspectFlags, service: string): Promise<void> {
+export function endpoints(flags: InspectFlags, service: string): Promise<unknown> {
   return show(flags, `/v1/services/${encodeURIComponent(service)}/endpoints`, (rows: Row[]) =>
     renderTable(
       ['ID', 'ADDRESS', 'NODE', 'STATUS', 'WEIGHT', 'TRAFFIC', 'EJECTED', 'FAILS', 'INFLIGHT', 'SUBSETS', 'TAGS'],
@@ -145,7 +188,7 @@ export function clockTime(iso: string | null | undefined): string {
   return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
 }
 
-export function routes(flags: InspectFlags): Promise<void> {
+export function routes(flags: InspectFlags): Promise<unknown> {
   return show(flags, '/v1/routes', (rows: Row[]) =>
     renderTable(
       ['ROUTE', 'SERVICE', 'STRIP', 'HEALTHY', 'SOURCE', 'REFRESH', 'POLICIES', 'ORIGIN'],
@@ -175,7 +218,7 @@ function truncate(text: string, width: number): string {
 }
 
 /** `/v1/policies`: every document, where the version in force comes from, and what was refused (with the full error below the table). */
-export function policies(flags: InspectFlags): Promise<void> {
+export function policies(flags: InspectFlags): Promise<unknown> {
   return show(flags, '/v1/policies', (rows: PolicyRow[]) => {
     if (rows.length === 0) return 'no policy or route documents (none in --policies, none in KV)';
     const table = renderTable(

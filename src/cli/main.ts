@@ -1,12 +1,22 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { PICKERS } from '../config.ts';
+import { ConsulSettingError, parseConsulAddress, resolveConsulConnection } from '../consul/connection.ts';
 import { parseDuration } from '../core/duration.ts';
 import { LOG_LEVELS } from '../core/logger.ts';
-import { CliError } from './admin-client.ts';
-import { clearCanary, getCanary, setCanary, type KvTarget } from './canary.ts';
-import { addConsumer, formatLimits, listConsumers, revokeConsumer, rotateConsumer, type ConsumerAddOptions, type IssuedKey } from './consumer.ts';
-import { endpoints, policies, routes, services, status, type InspectFlags } from './inspect.ts';
+import { CliError, fetchAdmin, resolveAdminAddress } from './admin-client.ts';
+import { clearCanary, getCanary, setCanary } from './canary.ts';
+import {
+  addConsumer,
+  formatLimits,
+  listConsumers,
+  revokeConsumer,
+  rotateConsumer,
+  type AdminReader,
+  type ConsumerAddOptions,
+  type IssuedKey,
+} from './consumer.ts';
+import { endpoints, NotReadyError, policies, routes, services, status, type InspectFlags } from './inspect.ts';
 import {
   consulKv,
   formatPushResult,
@@ -17,6 +27,7 @@ import {
   validatePaths,
   validationJson,
   validationSummary,
+  type ConsulStore,
   type PushResult,
 } from './policy.ts';
 import type { StartFlags } from './start.ts';
@@ -25,8 +36,6 @@ import { renderTable } from './table.ts';
 const env = process.env;
 /** Set by `start`; every other command exits when done (the consul client keeps sockets alive). */
 let keepRunning = false;
-const defaultAdmin = env.CGW_ADMIN ?? 'http://127.0.0.1:9901';
-const defaultConsul = env.CONSUL_HTTP_ADDR ?? 'http://127.0.0.1:8500';
 
 function wholeNumber(value: string): number {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError('expected a whole number');
@@ -60,10 +69,13 @@ const program = new Command('cgw')
   .addHelpText(
     'after',
     `
-Environment:
-  CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY,
-  CONSUL_TLS_SERVER_NAME  as for the consul CLI (flags win)
-  CGW_ADMIN               default for --admin
+Environment (as the consul CLI reads them; flags win):
+  CONSUL_HTTP_ADDR        default for --consul: host:port or http(s)://host:port (else 127.0.0.1:8500)
+  CONSUL_HTTP_SSL         true: https for an address without scheme
+  CONSUL_HTTP_TOKEN       default for --token (sent as X-Consul-Token, never in a URL)
+  CONSUL_HTTP_TOKEN_FILE  a file holding the token (wins over CONSUL_HTTP_TOKEN)
+  CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME  TLS to Consul
+  CGW_ADMIN               default for --admin: host:port or http://host:port (else 127.0.0.1:9901)
   CGW_REDIS               default for cgw start --redis
 
 Commands by what they talk to:
@@ -79,8 +91,12 @@ Examples:
   cgw consumer rotate acme                      new key, same plan and scopes
   cgw policies                                  which version of each document is in force
 
-Exit codes: 0 ok, 1 failure (gateway or Consul unreachable, no such consumer), 2 invalid input
-(bad flag, invalid document), 3 lost a KV check-and-set race (someone else changed the key)`,
+Exit codes: 0 ok; 1 failure (gateway or Consul unreachable, not a Consul agent, ACL refusal, no such
+consumer, consumer exists, gateway not ready for cgw status); 2 invalid input (bad flag or address,
+bad weights, a tag or service no instance carries, an undefined plan, invalid document); 3 a KV
+check-and-set precondition failed (the key is not at the expected ModifyIndex: changed by someone
+else, or exists when --cas 0 asked to create). With --json, errors are JSON on stdout too:
+{"error": {"message": ..., "exitCode": N}}.`,
   );
 
 program
@@ -117,72 +133,92 @@ program
   .option('--request-buffer-size <bytes>', 'bodies up to this size are read completely before an upstream is picked', '65536')
   .action(async (flags: StartFlags) => {
     keepRunning = true;
+    // The one resolver every command uses: host:port or URL, CONSUL_HTTP_SSL for a bare host:port.
+    if (flags.consul !== undefined) flags.consul = parseConsulAddress(flags.consul, env, '--consul').address;
+    // --token wins over the environment; the token file is then not read at all.
+    if (flags.token !== undefined) delete env.CONSUL_HTTP_TOKEN_FILE;
     // Loaded here: the gateway pulls in every room (pino, prom-client, ioredis, ...), which
     // would double the start-up time of every other command.
     const { runStart } = await import('./start.ts');
     await runStart(flags);
   });
 
-const inspectOptions = (cmd: Command): Command =>
-  cmd.option('--admin <url>', 'gateway admin API (env CGW_ADMIN)', defaultAdmin).option('--json', 'print JSON instead of a table');
+interface JsonFlag {
+  json?: boolean;
+}
+interface AdminFlag extends JsonFlag {
+  admin?: string;
+}
 
-inspectOptions(program.command('status').description('readiness, snapshot version, watches and rejected configuration')).action(
-  (flags: InspectFlags) => status(flags),
+const adminOption = (cmd: Command): Command =>
+  cmd.option('--admin <address>', 'gateway admin API: host:port or http://host:port (default $CGW_ADMIN, else 127.0.0.1:9901)');
+const inspectOptions = (cmd: Command): Command => adminOption(cmd).option('--json', 'print JSON instead of a table (errors too)');
+const inspect = (f: AdminFlag): InspectFlags => ({ admin: resolveAdminAddress(f.admin, env), json: Boolean(f.json) });
+
+inspectOptions(program.command('status').description('readiness, snapshot version, watches and rejected configuration (exit 1 when not ready)')).action(
+  (f: AdminFlag) => status(inspect(f)),
 );
-inspectOptions(program.command('services').description('routed services with endpoint counts and canary shares')).action(
-  (flags: InspectFlags) => services(flags),
-);
+inspectOptions(program.command('services').description('routed services with endpoint counts and canary shares')).action(async (f: AdminFlag) => void (await services(inspect(f))));
 inspectOptions(program.command('endpoints').argument('<service>').description('every instance of a service with health, weight and load')).action(
-  (service: string, flags: InspectFlags) => endpoints(flags, service),
+  async (service: string, f: AdminFlag) => void (await endpoints(inspect(f), service)),
 );
-inspectOptions(program.command('routes').description('the route table: host/path → service')).action((flags: InspectFlags) => routes(flags));
+inspectOptions(program.command('routes').description('the route table: host/path → service')).action(async (f: AdminFlag) => void (await routes(inspect(f))));
 inspectOptions(
   program.command('policies').description('policy and route documents: target, source (file or KV), version in force, and rejected versions'),
-).action((flags: InspectFlags) => policies(flags));
+).action(async (f: AdminFlag) => void (await policies(inspect(f))));
 
-interface CanaryFlags {
-  consul: string;
+interface ConsulFlags extends JsonFlag {
+  consul?: string;
   token?: string;
   kvPrefix: string;
-  json?: boolean;
-  cas?: number;
 }
 const kvOptions = (cmd: Command): Command =>
   cmd
-    .option('--consul <url>', 'Consul HTTP address (env CONSUL_HTTP_ADDR)', defaultConsul)
-    .option('--token <token>', 'ACL token (env CONSUL_HTTP_TOKEN)', env.CONSUL_HTTP_TOKEN)
+    .option('--consul <address>', 'Consul HTTP API: host:port or http(s)://host:port (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)')
+    .option('--token <token>', 'ACL token, sent as X-Consul-Token (default $CONSUL_HTTP_TOKEN_FILE, $CONSUL_HTTP_TOKEN)')
     .option('--kv-prefix <prefix>', 'the gateway\'s KV prefix', 'gateway/')
-    .option('--json', 'print JSON');
-const target = (f: CanaryFlags): KvTarget => ({ consul: f.consul, token: f.token, kvPrefix: f.kvPrefix });
+    .option('--json', 'print JSON (errors too)');
+/** Consul as flags and CONSUL_* say; the first request checks that it is a Consul agent. */
+const consulOf = (f: ConsulFlags): ConsulStore => consulKv(resolveConsulConnection({ address: f.consul, token: f.token }, env));
+
+/** What the gateway does with a weight above 0 on a tag no instance carries (src/state/canary.ts). */
+const GATEWAY_REJECTS = 'Until an instance carries the tag, the gateway rejects these weights and keeps the last good ones (plain balancing if there are none).';
 
 const canary = program.command('canary').description('canary weights by instance tag, stored in Consul KV');
 kvOptions(canary.command('get').argument('<service>').description('show the weights stored for a service')).action(
-  async (service: string, f: CanaryFlags) => {
-    const record = await getCanary(target(f), service);
+  async (service: string, f: ConsulFlags) => {
+    const { record, serviceKnown, notes } = await getCanary(consulOf(f), f.kvPrefix, service);
     if (f.json) return print(JSON.stringify(record ?? null, null, 2));
-    if (!record) return print(`no canary weights for ${service}: plain balancing`);
-    print(`key: ${record.key} (ModifyIndex ${record.modifyIndex})`);
-    if (record.invalid) print(`INVALID value (the gateway keeps the last good weights): ${record.invalid}\nraw: ${record.raw ?? ''}`);
-    else print(renderTable(['TAG', 'WEIGHT'], Object.entries(record.weights ?? {})));
+    if (!record) print(`no canary weights for ${service}${serviceKnown ? ': plain balancing' : ''}`);
+    else {
+      print(`key: ${record.key} (ModifyIndex ${record.modifyIndex})`);
+      if (record.invalid) print(`INVALID value (the gateway keeps the last good weights): ${record.invalid}\nraw: ${record.raw ?? ''}`);
+      else print(renderTable(['TAG', 'WEIGHT'], Object.entries(record.weights ?? {})));
+    }
+    for (const n of notes) print(`note: ${n}`);
+    if (record && record.missingTags.some((t) => (record.weights?.[t] ?? 0) > 0)) print(`note: ${GATEWAY_REJECTS}`);
   },
 );
 kvOptions(
   canary
     .command('set')
     .argument('<service>')
-    .argument('<tag=weight...>', 'weights 0-100 that sum to 100, e.g. v1=90 v2=10')
-    .description('validate and write weights with check-and-set')
-    .option('--cas <modifyIndex>', 'only write if the key still has this ModifyIndex (0: only if absent)', wholeNumber),
-).action(async (service: string, weights: string[], f: CanaryFlags) => {
-  const result = await setCanary(target(f), service, weights, f.cas);
+    .argument('<tag=weight...>', 'weights 0-100 that sum to 100, e.g. v1=90 v2=10 (tags are case-sensitive)')
+    .description('validate weights against the gateway\'s rules and the service\'s instance tags, then write them with check-and-set')
+    .option('--cas <modifyIndex>', 'only write if the key is still at this ModifyIndex (0: only if the key does not exist)', wholeNumber)
+    .option('--force', 'write even if no instance of the service carries a weighted tag, or Consul does not know the service'),
+).action(async (service: string, weights: string[], f: ConsulFlags & { cas?: number; force?: boolean }) => {
+  const result = await setCanary(consulOf(f), f.kvPrefix, service, weights, { cas: f.cas, force: f.force });
   if (f.json) return print(JSON.stringify(result, null, 2));
   print(`wrote ${result.key} (ModifyIndex ${result.modifyIndex}): ${Object.entries(result.weights).map(([t, w]) => `${t}=${w}`).join(' ')}`);
+  for (const w of result.forced) print(`warning: ${w} (written anyway: --force). ${GATEWAY_REJECTS}`);
+  for (const n of result.notes) print(`note: ${n}`);
 });
-kvOptions(canary.command('clear').argument('<service>').description('delete the weights: back to plain balancing')).action(
-  async (service: string, f: CanaryFlags) => {
-    const result = await clearCanary(target(f), service);
+kvOptions(canary.command('clear').argument('<service>').description('delete the weights (check-and-set): back to plain balancing')).action(
+  async (service: string, f: ConsulFlags) => {
+    const result = await clearCanary(consulOf(f), f.kvPrefix, service);
     if (f.json) return print(JSON.stringify(result, null, 2));
-    print(result.deleted ? `deleted ${result.key}: plain balancing` : `no canary weights for ${service}: nothing to do`);
+    print(result.deleted ? `deleted ${result.key} (was ModifyIndex ${result.modifyIndex ?? '?'}): plain balancing` : `no canary weights for ${service}: nothing to do`);
   },
 );
 
@@ -203,15 +239,19 @@ policy
   .command('validate')
   .argument('<paths...>', 'policy files or directories (a file in a directory named routes/ is a route document)')
   .description('check documents with the gateway\'s own rules, including two policies for one target')
-  .option('--json', 'print JSON: {ok, files: [{file, id, kind, ok, error}], conflicts}')
-  .action((paths: string[], f: { json?: boolean }) => {
+  .option('--json', 'print JSON: {ok, files: [{file, id, kind, ok, error}], conflicts}, plus error when invalid')
+  .action((paths: string[], f: JsonFlag) => {
     const report = validatePaths(paths);
-    print(f.json ? JSON.stringify(validationJson(report), null, 2) : formatValidation(report).join('\n'));
-    if (!report.ok) throw new CliError(validationSummary(report), 2);
-    if (!f.json) print(`${report.files.length} document${report.files.length === 1 ? '' : 's'} valid`);
+    if (!report.ok) {
+      if (!f.json) print(formatValidation(report).join('\n'));
+      throw new CliError(validationSummary(report), 2, validationJson(report));
+    }
+    if (f.json) return print(JSON.stringify(validationJson(report), null, 2));
+    print(formatValidation(report).join('\n'));
+    print(`${report.files.length} document${report.files.length === 1 ? '' : 's'} valid`);
   });
 
-interface PushFlags extends CanaryFlags {
+interface PushFlags extends ConsulFlags {
   prune?: boolean;
   dryRun?: boolean;
 }
@@ -226,15 +266,18 @@ kvOptions(
   const json = Boolean(f.json);
   let outcome;
   try {
-    outcome = await pushPolicies(consulKv(target(f)), dir, {
+    outcome = await pushPolicies(consulOf(f), dir, {
       kvPrefix: f.kvPrefix,
       prune: f.prune,
       dryRun: f.dryRun,
       onResult: json ? undefined : (r: PushResult) => print(formatPushResult(r, Boolean(f.dryRun))),
     });
   } catch (err) {
-    if (err instanceof PushValidationError) print(json ? JSON.stringify(validationJson(err.report), null, 2) : formatValidation(err.report).join('\n'));
-    else if (err instanceof PushRaceError && json) print(JSON.stringify({ dryRun: Boolean(f.dryRun), results: err.done, error: err.message }, null, 2));
+    if (err instanceof PushValidationError) {
+      if (!json) print(formatValidation(err.report).join('\n'));
+      throw new CliError(err.message, err.exitCode, validationJson(err.report));
+    }
+    if (err instanceof PushRaceError) throw new CliError(err.message, err.exitCode, { dryRun: Boolean(f.dryRun), results: err.done });
     throw err;
   }
   if (json) return print(JSON.stringify({ dryRun: Boolean(f.dryRun), results: outcome.results, notInFiles: outcome.extra }, null, 2));
@@ -248,11 +291,24 @@ kvOptions(
 // ---------------------------------------------------------------------------------------------
 // API-key consumers
 
-interface ConsumerAddFlags extends CanaryFlags, ConsumerAddOptions {
+interface PlanFlags extends ConsulFlags {
+  admin?: string;
+  force?: boolean;
+}
+interface ConsumerAddFlags extends PlanFlags, ConsumerAddOptions {
   scopes?: string[];
 }
 
-function printIssued(issued: IssuedKey, json: boolean, verb: string): void {
+/** The gateway whose documents in force (files included) define plans too. */
+const adminReader = (f: PlanFlags): AdminReader => {
+  const address = resolveAdminAddress(f.admin, env);
+  return { address, read: (path) => fetchAdmin<unknown>(address, path) };
+};
+
+const planOptions = (cmd: Command): Command =>
+  adminOption(cmd).option('--force', 'write even when no policy (in KV, or in force at the gateway) defines the plan');
+
+function printIssued(issued: IssuedKey & { warnings: readonly string[] }, json: boolean, verb: string): void {
   if (json) {
     return print(JSON.stringify({ ...issued, note: 'the key is shown only now: KV stores its SHA-256, never the key' }, null, 2));
   }
@@ -263,48 +319,54 @@ function printIssued(issued: IssuedKey, json: boolean, verb: string): void {
     issued.limits ? `limit ${formatLimits(issued.limits) ?? ''}` : null,
   ].filter((x) => x !== null);
   print(`  ${details.join(', ')}`);
+  for (const w of issued.warnings) print(`warning: ${w}`);
   print('API key (shown only now; it cannot be shown again - KV keeps only its SHA-256):');
   print(issued.key);
 }
 
 const consumer = program.command('consumer').description('API-key consumers stored in Consul KV at <prefix>consumers/<id>');
 kvOptions(
-  consumer
-    .command('add')
-    .argument('<id>', 'consumer id: 1-64 lower-case letters, digits and -')
-    .description('create a consumer and print its new API key once (fails if the consumer exists)')
-    .option('--plan <plan>', 'plan name, used by rate limits with plans')
-    .option('--scopes <scopes>', 'comma-separated scopes granted (repeatable)', scopeList)
-    .option('--limit <n>', 'the consumer\'s own rate limit: requests per --window', positiveNumber)
-    .option('--window <duration>', 'rate-limit window, 1s to 24h (e.g. 1m)', durationText)
-    .option('--burst <n>', 'requests allowed at once (default: --limit)', positiveNumber)
-    .option('--description <text>', 'free text, up to 500 characters'),
+  planOptions(
+    consumer
+      .command('add')
+      .argument('<id>', 'consumer id: 1-64 lower-case letters, digits and -')
+      .description('create a consumer and print its new API key once (exit 1 if the consumer exists)')
+      .option('--plan <plan>', 'plan name: must be defined under plans of a rate limit in some policy (see --force)')
+      .option('--scopes <scopes>', 'comma-separated scopes granted (repeatable)', scopeList)
+      .option('--limit <n>', 'the consumer\'s own rate limit: requests per --window', positiveNumber)
+      .option('--window <duration>', 'rate-limit window, 1s to 24h (e.g. 1m)', durationText)
+      .option('--burst <n>', 'requests allowed at once (default: --limit)', positiveNumber)
+      .option('--description <text>', 'free text, up to 500 characters'),
+  ),
 ).action(async (id: string, f: ConsumerAddFlags) => {
-  const issued = await addConsumer(consulKv(target(f)), f.kvPrefix, id, f);
+  const issued = await addConsumer(consulOf(f), f.kvPrefix, id, f, { admin: adminReader(f), force: f.force });
   printIssued(issued, Boolean(f.json), 'created');
 });
 kvOptions(
-  consumer
-    .command('rotate')
-    .argument('<id>')
-    .description('replace a consumer\'s key (plan, scopes and limits stay); the old key stops working once gateways see the change'),
-).action(async (id: string, f: CanaryFlags) => {
-  const issued = await rotateConsumer(consulKv(target(f)), f.kvPrefix, id);
+  planOptions(
+    consumer
+      .command('rotate')
+      .argument('<id>')
+      .option('--plan <plan>', 'also move the consumer to this plan (checked like consumer add --plan)')
+      .description('replace a consumer\'s key (scopes, limits and, without --plan, the plan stay); the old key stops working once gateways see the change'),
+  ),
+).action(async (id: string, f: PlanFlags & { plan?: string }) => {
+  const issued = await rotateConsumer(consulOf(f), f.kvPrefix, id, { plan: f.plan }, { admin: adminReader(f), force: f.force });
   printIssued(issued, Boolean(f.json), 'rotated the key of');
   if (!f.json) print('the previous key stops working as soon as the gateways see the change');
 });
 kvOptions(
   consumer.command('revoke').argument('<id>').description('delete a consumer (check-and-set); its key stops working once gateways see the change'),
-).action(async (id: string, f: CanaryFlags) => {
-  const result = await revokeConsumer(consulKv(target(f)), f.kvPrefix, id);
+).action(async (id: string, f: ConsulFlags) => {
+  const result = await revokeConsumer(consulOf(f), f.kvPrefix, id);
   if (f.json) return print(JSON.stringify({ ...result, revoked: true }, null, 2));
   print(`revoked consumer ${id}: deleted ${result.kvKey} (was ModifyIndex ${result.modifyIndex}); its key stops working as soon as the gateways see the change`);
 });
 kvOptions(program.command('consumers').description('consumers stored in KV: plan, scopes, limits, ModifyIndex (never keys or hashes); flags invalid records')).action(
-  async (f: CanaryFlags) => {
-    const list = await listConsumers(consulKv(target(f)), f.kvPrefix);
+  async (f: ConsulFlags) => {
+    const list = await listConsumers(consulOf(f), f.kvPrefix);
     if (f.json) return print(JSON.stringify(list, null, 2));
-    if (list.length === 0) return print(`no consumers under ${f.kvPrefix.endsWith('/') ? f.kvPrefix : `${f.kvPrefix}/`}consumers/`);
+    if (list.length === 0) return print(`no consumers under ${f.kvPrefix.endsWith('/') || f.kvPrefix === '' ? f.kvPrefix : `${f.kvPrefix}/`}consumers/`);
     print(
       renderTable(
         ['ID', 'PLAN', 'SCOPES', 'LIMITS', 'MODIFYINDEX', 'DESCRIPTION', 'INVALID'],
@@ -320,6 +382,20 @@ function print(text: string): void {
   process.stdout.write(`${text}\n`);
 }
 
+/** `--json` on the command line (before a `--`): errors are then JSON on stdout too. */
+function jsonRequested(): boolean {
+  const args = process.argv.slice(2);
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).includes('--json');
+}
+
+/** One line on stderr and, with --json, {"error": {"message", "exitCode"}} on stdout; then exit. */
+function fail(message: string, exitCode: number, details?: Readonly<Record<string, unknown>>): never {
+  process.stderr.write(`cgw: ${message}\n`);
+  if (jsonRequested()) print(JSON.stringify({ ...details, error: { message, exitCode } }, null, 2));
+  process.exit(exitCode);
+}
+
 program.parseAsync(process.argv).then(
   () => {
     if (!keepRunning) process.exit(process.exitCode ?? 0);
@@ -329,13 +405,20 @@ program.parseAsync(process.argv).then(
       // Commander has already printed the message (and help). Help and --version exit 0, a bare
       // command group shows its help and exits 1; everything else is a usage error: 2.
       const informational = ['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(err.code);
-      process.exit(informational ? err.exitCode : 2);
+      if (informational) process.exit(err.exitCode);
+      if (jsonRequested()) print(JSON.stringify({ error: { message: err.message.replace(/^error: /, ''), exitCode: 2 } }, null, 2));
+      process.exit(2);
     }
-    if (err instanceof CliError) {
+    // A bad --consul, CONSUL_* value, token or certificate file: invalid input.
+    if (err instanceof ConsulSettingError) fail(err.message, 2);
+    if (err instanceof NotReadyError) {
+      // The status (JSON or text) is printed already; only the exit code and a line remain.
       process.stderr.write(`cgw: ${err.message}\n`);
       process.exit(err.exitCode);
     }
+    if (err instanceof CliError) fail(err.message, err.exitCode, err.details);
     process.stderr.write(`cgw: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    if (jsonRequested()) print(JSON.stringify({ error: { message: err instanceof Error ? err.message : String(err), exitCode: 1 } }, null, 2));
     process.exit(1);
   },
 );

@@ -15,7 +15,12 @@ export function renderTable(headers: readonly string[], rows: readonly (readonly
 
 function cellText(value: unknown): string {
   if (value === null || value === undefined || value === '') return '-';
-  if (Array.isArray(value)) return value.length ? value.join(',') : '-';
+  if (Array.isArray(value)) return value.length ? oneLine(value.join(',')) : '-';
   if (typeof value === 'object') return JSON.stringify(value);
-  return String(value);
+  return oneLine(String(value));
+}
+
+/** A line break (a multi-line error message, say) would start a bogus row: cells are one line. */
+function oneLine(text: string): string {
+  return text.replace(/\s*[\r\n]+\s*/g, ' ');
 }

@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { CliError } from '../../src/cli/admin-client.ts';
 import { addConsumer, buildConsumerRecord, listConsumers, revokeConsumer, rotateConsumer } from '../../src/cli/consumer.ts';
 import { consulKv, normalizeKvPrefix, pushPolicies, PushRaceError, PushValidationError, type KvItem, type KvStore } from '../../src/cli/policy.ts';
+import { resolveConsulConnection } from '../../src/consul/connection.ts';
 import { hashApiKey } from '../../src/policy/consumers.ts';
 import { freePort } from '../helpers/ports.ts';
 
@@ -124,10 +125,10 @@ describe('pushPolicies', () => {
 
   test('Consul unreachable: exit 1 naming the address', async () => {
     const dead = `http://127.0.0.1:${await freePort()}`;
-    await assert.rejects(pushPolicies(consulKv({ consul: dead, kvPrefix: 'gw/' }), dir, { kvPrefix: 'gw/' }), (err: unknown) => {
+    await assert.rejects(pushPolicies(consulKv(resolveConsulConnection({ address: dead }, {})), dir, { kvPrefix: 'gw/' }), (err: unknown) => {
       assert.ok(err instanceof CliError);
       assert.equal(err.exitCode, 1);
-      assert.ok(err.message.startsWith(`cannot list gw/policies/ in Consul at ${dead}: `), err.message);
+      assert.equal(err.message, `cannot reach Consul at ${dead}: connection refused (is a Consul agent listening there?)`);
       return true;
     });
   });
@@ -163,12 +164,16 @@ describe('consumers', () => {
 
   test('add creates only (cas=0), stores only the hash; rotate keeps the record; revoke deletes', async () => {
     const kv = new MemoryKv();
+    kv.put('gw/policies/plans', 'appliesTo: defaults\nrateLimits:\n  - {name: pc, by: consumer, limit: 5, window: 1m, plans: {gold: {limit: 50, window: 1m}}}\n');
     const issued = await addConsumer(kv, 'gw/', 'acme', { plan: 'gold', scopes: ['a'] });
     assert.match(issued.key, /^cgw_acme_[0-9a-f]{64}$/);
     const stored = kv.items.get('gw/consumers/acme')?.value ?? '';
     assert.equal((JSON.parse(stored) as { keyHash: string }).keyHash, hashApiKey(issued.key));
     assert.ok(!stored.includes(issued.key.slice(-64)));
-    await assert.rejects(addConsumer(kv, 'gw/', 'acme', {}), (err: unknown) => err instanceof CliError && err.exitCode === 3 && /^consumer acme exists/.test(err.message));
+    // An existing consumer is a failure (exit 1), not a lost race (exit 3); nothing is written.
+    const writes = kv.writes.length;
+    await assert.rejects(addConsumer(kv, 'gw/', 'acme', {}), (err: unknown) => err instanceof CliError && err.exitCode === 1 && /^consumer acme already exists \(gw\/consumers\/acme, ModifyIndex \d+\); nothing written/.test(err.message));
+    assert.equal(kv.writes.length, writes);
     await assert.rejects(addConsumer(kv, 'gw/', 'Acme', {}), (err: unknown) => err instanceof CliError && err.exitCode === 2);
 
     const rotated = await rotateConsumer(kv, 'gw/', 'acme');
