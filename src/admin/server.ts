@@ -7,7 +7,7 @@ import { canaryView, consumersView, endpointsView, policiesView, problemsView, r
  * JSON views. The CLI's inspection commands read only this API.
  */
 export function createAdminServer(src: AdminSources, registry: Registry, onFailure: (err: unknown) => void): Server {
-  const server = createServer((req, res) => {
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
     try {
       route(req, res);
     } catch (err) {
@@ -16,7 +16,11 @@ export function createAdminServer(src: AdminSources, registry: Registry, onFailu
       if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal_error', message: 'internal error in the admin API' } });
       else res.destroy();
     }
-  });
+  };
+  const server = createServer(handle);
+  // An Expect other than 100-continue is ignored (RFC 9110 §10.1.1 allows it): the request gets
+  // its usual JSON answer, not a bare 417 from Node.
+  server.on('checkExpectation', handle);
   // Accept errors (EMFILE) would otherwise be an unhandled 'error' event.
   server.on('error', onFailure);
   server.on('clientError', (_err, socket) => socket.destroy());
