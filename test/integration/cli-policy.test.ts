@@ -27,6 +27,8 @@ before(async () => {
   policyDir = join(root, 'gw');
   await write(join(policyDir, 'routes', 'keyed.yaml'), `description: static route for the API-key tests\npath: /keyed\nupstreams: [${upstream.url}]\n`);
   await write(join(policyDir, 'keyed-auth.yaml'), 'appliesTo: {route: /keyed}\nauth:\n  methods: [apiKey]\n');
+  // The plans consumers may name: defined only in a file, so the CLI learns them from the gateway.
+  await write(join(policyDir, 'plans.yaml'), 'appliesTo: {service: plans-only}\nrateLimits:\n  - {name: per-consumer, by: consumer, limit: 100, window: 1m, plans: {gold: {limit: 1000, window: 1m}}}\n');
   gw = await startGateway({ consul: consul.addr, args: ['--wait', '5s', '--policies', policyDir] });
   void gw.exited.then((code) => {
     if (!stopping) process.stderr.write(`\ngateway exited unexpectedly (code ${code}):\n${gw.logs.slice(-30).join('\n')}\n`);
@@ -47,6 +49,8 @@ async function write(path: string, text: string): Promise<void> {
 }
 
 const kvFlags = (prefix = 'gateway/'): string[] => ['--consul', consul.addr, '--kv-prefix', prefix];
+/** Consumer add/rotate also ask the gateway which plans its documents (files included) define. */
+const planFlags = (): string[] => [...kvFlags(), '--admin', gw.adminUrl];
 const admin = (): string[] => ['--admin', gw.adminUrl];
 
 async function ok(args: string[]): Promise<string> {
@@ -95,8 +99,9 @@ describe('cgw policy validate', () => {
     const out = await ok(['policy', 'validate', policyDir, join(policyDir, 'routes', 'keyed.yaml')]);
     assert.deepEqual(out.trim().split('\n'), [
       `ok   ${join(policyDir, 'keyed-auth.yaml')} (policies/keyed-auth)`,
+      `ok   ${join(policyDir, 'plans.yaml')} (policies/plans)`,
       `ok   ${join(policyDir, 'routes', 'keyed.yaml')} (routes/keyed)`,
-      '2 documents valid',
+      '3 documents valid',
     ]);
   });
 
@@ -126,8 +131,14 @@ describe('cgw policy validate', () => {
     assert.match(r.stdout, /^FAIL .*zz-defaults2\.json \(policies\/zz-defaults2\): conflict: defaults already has policy policies\/zz-defaults/m);
     assert.equal(r.stderr, 'cgw: 5 of 7 documents invalid, 1 conflict\n');
 
-    const report = JSON.parse(j.stdout) as { ok: boolean; files: { file: string; id: string | null; kind: string | null; ok: boolean; error: string | null }[]; conflicts: { id: string; message: string }[] };
+    const report = JSON.parse(j.stdout) as {
+      ok: boolean;
+      files: { file: string; id: string | null; kind: string | null; ok: boolean; error: string | null }[];
+      conflicts: { id: string; message: string }[];
+      error: { message: string; exitCode: number };
+    };
     assert.equal(report.ok, false);
+    assert.deepEqual(report.error, { message: '4 of 6 documents invalid, 1 conflict', exitCode: 2 });
     assert.equal(report.files.length, 6);
     const both = report.files.find((f) => f.id === 'routes/both');
     assert.deepEqual([both?.kind, both?.ok, both?.error], ['route', false, 'set exactly one of service, upstreams']);
@@ -262,7 +273,7 @@ describe('cgw consumer and cgw consumers', () => {
 
   test('add prints the key once; it works through the gateway; KV holds only its hash', async () => {
     assert.equal(await status(), 401, 'the route is protected');
-    const out = await ok([...addAcme, ...kvFlags()]);
+    const out = await ok([...addAcme, ...planFlags()]);
     const m = /^(cgw_acme_[0-9a-f]{64})$/m.exec(out);
     assert.ok(m?.[1], `no key in:\n${out}`);
     acmeKey = m[1];
@@ -285,12 +296,29 @@ describe('cgw consumer and cgw consumers', () => {
     assert.ok(!gw.logs.some((l) => l.includes(acmeKey)), 'the key never appears in gateway logs');
   });
 
-  test('add for an existing consumer exits 3 and leaves it alone', async () => {
+  test('add for an existing consumer exits 1 ("already exists" is no lost race) and leaves it alone', async () => {
     const before = await consul.kvGet('gateway/consumers/acme');
-    const r = await fails([...addAcme, ...kvFlags()], 3);
-    assert.equal(r.stderr, 'cgw: consumer acme exists (gateway/consumers/acme); revoke it first or use `cgw consumer rotate acme`\n');
+    const r = await fails([...addAcme, ...planFlags()], 1);
+    assert.equal(
+      r.stderr,
+      `cgw: consumer acme already exists (gateway/consumers/acme, ModifyIndex ${before?.modifyIndex}); nothing written. \`cgw consumer rotate acme\` gives it a new key, \`cgw consumer revoke acme\` deletes it\n`,
+    );
     assert.equal(r.stdout, '');
     assert.deepEqual(await consul.kvGet('gateway/consumers/acme'), before);
+  });
+
+  test('a plan no policy defines: exit 2 listing the plans of the documents in force (files too); --force', async () => {
+    const r = await fails(['consumer', 'add', 'gamma', '--plan', 'platinum', ...planFlags()], 2);
+    assert.equal(
+      r.stderr,
+      `cgw: plan "platinum" is defined by no policy: no rate limit in the KV documents under gateway/policies/ or in the documents in force at the gateway (${gw.adminUrl}) lists it under plans; plans that exist: gold (file:${join(policyDir, 'plans.yaml')}). Nothing written; --force writes the consumer anyway\n`,
+    );
+    assert.equal(await consul.kvGet('gateway/consumers/gamma'), null);
+    const forced = await ok(['consumer', 'add', 'gamma', '--plan', 'platinum', '--force', '--json', ...planFlags()]);
+    const issued = JSON.parse(forced) as { plan: string; warnings: string[] };
+    assert.equal(issued.plan, 'platinum');
+    assert.match(issued.warnings[0] ?? '', /^plan "platinum" is defined by no policy: .*\(written anyway: --force\)$/);
+    await ok(['consumer', 'revoke', 'gamma', ...kvFlags()]);
   });
 
   test('consumers lists records without hashes and flags invalid ones; add --json', async () => {
@@ -359,7 +387,7 @@ describe('resilience columns', () => {
     assert.equal(cell(endpoints, endpoint, 'ADDRESS'), `127.0.0.1:${upstream.port}`);
 
     assert.match(statusText, /^rate limiter: local \(no --redis/m);
-    assert.match(statusText, /^policies: +2 documents in force, 0 rejected, \d+ consumers?$/m);
+    assert.match(statusText, /^policies: +3 documents in force, 0 rejected, \d+ consumers?$/m);
     assert.match(statusText, /^circuits: +all closed$/m);
   });
 });

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
-import { runCli, startGateway, type GatewayProcess } from '../helpers/gateway.ts';
+import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/ports.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
@@ -108,6 +108,7 @@ describe('inspection commands against a running gateway', () => {
     assert.match(table, new RegExp(`${json.snapshot.version}.*2 services, 3 routes`));
     assert.match(table, /health mode:\s+per-service/);
     assert.match(table, /0 failing/);
+    assert.match(table, /^leader: +known, last contact 0 ms$/m);
     assert.match(table, /problems:\s+none/);
   });
 
@@ -168,19 +169,29 @@ describe('inspection commands against a running gateway', () => {
     assert.equal(column(table, two, 'TRAFFIC'), 'no');
   });
 
-  test('endpoints of an unknown service exits non-zero and names it', async () => {
-    for (const json of [[], ['--json']]) {
-      const r = await runCli(['endpoints', 'nosuch', ...json, ...admin()]);
-      assert.notEqual(r.code, 0);
-      assert.match(r.stderr, /nosuch/);
-      assert.equal(r.stdout, '');
+  test('endpoints of an unknown service exits 1 and names it; with --json the error is JSON on stdout', async () => {
+    const [text, json] = await Promise.all([runCli(['endpoints', 'nosuch', ...admin()]), runCli(['endpoints', 'nosuch', '--json', ...admin()])]);
+    for (const r of [text, json]) {
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stderr, 'cgw: no routed service named "nosuch"\n');
     }
+    assert.equal(text.stdout, '');
+    assert.deepEqual(JSON.parse(json.stdout), { error: { message: 'no routed service named "nosuch"', exitCode: 1 } });
   });
 
-  test('CGW_ADMIN is the default for --admin', async () => {
-    const r = await runCli(['routes', '--json'], { env: { CGW_ADMIN: gw.adminUrl } });
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal((JSON.parse(r.stdout) as unknown[]).length, 3);
+  test('CGW_ADMIN and --admin take a URL or host:port alike', async () => {
+    const hostPort = gw.adminUrl.replace('http://', '');
+    const cases: Array<[string[], Record<string, string>]> = [
+      [[], { CGW_ADMIN: gw.adminUrl }],
+      [[], { CGW_ADMIN: hostPort }],
+      [['--admin', hostPort], {}],
+      [['--admin', `:${gw.adminPort}`], {}],
+    ];
+    for (const [args, env] of cases) {
+      const r = await runCli(['routes', '--json', ...args], { env });
+      assert.equal(r.code, 0, `${args.join(' ')} ${JSON.stringify(env)}: ${r.stderr}`);
+      assert.equal((JSON.parse(r.stdout) as unknown[]).length, 3);
+    }
   });
 });
 
@@ -196,6 +207,29 @@ describe('error paths', () => {
     }
   });
 
+  test('a bad --admin or CGW_ADMIN exits 2 naming it', async () => {
+    const [flag, env] = await Promise.all([runCli(['status', '--admin', 'ftp://x:1']), runCli(['status'], { env: { CGW_ADMIN: 'http://127.0.0.1:9901/v1' } })]);
+    assert.equal(flag.code, 2, flag.stderr);
+    assert.match(flag.stderr, /^cgw: --admin: "ftp:\/\/x:1" has scheme ftp:\/\//);
+    assert.equal(env.code, 2, env.stderr);
+    assert.match(env.stderr, /^cgw: CGW_ADMIN: .* must be only scheme, host and port/);
+  });
+
+  test('cgw start with a bad Consul setting exits 2 naming it, without starting', async () => {
+    const admin = `127.0.0.1:${await freePort()}`;
+    const cases: Array<[string[], Record<string, string>, RegExp]> = [
+      [['--consul', 'ftp://127.0.0.1:1'], {}, /^cgw: --consul: "ftp:\/\/127\.0\.0\.1:1": scheme ftp:\/\/ is not supported/],
+      [[], { CONSUL_HTTP_TOKEN_FILE: '/nonexistent/cgw-token' }, /^cgw: CONSUL_HTTP_TOKEN_FILE: cannot read \/nonexistent\/cgw-token: no such file/],
+      [['--consul', consul.addr], { CONSUL_CACERT: '/nonexistent/ca.pem' }, /^cgw: CONSUL_CACERT: cannot read \/nonexistent\/ca\.pem/],
+      [['--consul', consul.addr], { CONSUL_HTTP_SSL: 'perhaps' }, /^cgw: CONSUL_HTTP_SSL: expected true or false/],
+    ];
+    for (const [args, env, message] of cases) {
+      const r = await runCli(['start', '--admin', admin, ...args], { env, timeoutMs: 60_000 });
+      assert.equal(r.code, 2, `${args.join(' ')} ${JSON.stringify(env)}: exit ${r.code}\n${r.stderr}`);
+      assert.match(r.stderr, message);
+    }
+  });
+
   test('cgw start with invalid flags exits 2 naming the flag, without starting', async () => {
     const cases: Array<[string[], string]> = [
       [['--listen', 'nonsense'], '--listen'],
@@ -207,5 +241,51 @@ describe('error paths', () => {
       assert.equal(r.code, 2, `cgw start ${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
       assert.ok(r.stderr.includes(flag), `stderr should name ${flag}: ${r.stderr}`);
     }
+  });
+});
+
+describe('cgw status of a gateway that is not ready', () => {
+  let lonely: GatewayProcess | undefined;
+  type Status = { ready: boolean; consul: { watches: number; watchesFailing: unknown[]; leaderKnown: boolean | null; maxLastContactMs: number | null } };
+
+  before(async () => {
+    // Nothing listens at this address: the gateway starts, its watches fail, it never gets ready.
+    lonely = await startGateway({ consul: `127.0.0.1:${await freePort()}`, args: ['--wait', '5s'], waitReady: false });
+    const adminUrl = lonely.adminUrl;
+    await waitFor(
+      async () => {
+        const s = (await (await fetch(`${adminUrl}/v1/status`, { signal: AbortSignal.timeout(2000) })).json()) as Status;
+        return s.consul.watches > 0 && s.consul.watchesFailing.length === s.consul.watches;
+      },
+      { timeoutMs: 30_000, intervalMs: 100, message: 'every watch of the lonely gateway failing' },
+    );
+  });
+
+  after(async () => {
+    await lonely?.kill();
+  });
+
+  test('exit 1 after printing the status; the leader is unknown, not "known, last contact 0 ms"', async () => {
+    const adminUrl = lonely?.adminUrl ?? '';
+    const [json, text] = await Promise.all([runCli(['status', '--json', '--admin', adminUrl]), runCli(['status', '--admin', adminUrl])]);
+    assert.equal(json.code, 1, json.stderr);
+    const s = JSON.parse(json.stdout) as Status;
+    assert.equal(s.ready, false);
+    assert.equal(s.consul.leaderKnown, null);
+    assert.equal(s.consul.maxLastContactMs, null);
+    assert.match(json.stderr, /^cgw: the gateway at http:\/\/127\.0\.0\.1:\d+ is not ready/);
+
+    assert.equal(text.code, 1, text.stderr);
+    assert.match(text.stdout, /^ready: +NO /m);
+    assert.match(text.stdout, /^leader: +unknown \(Consul unreachable: every watch is failing\)$/m);
+    assert.match(text.stdout, /^consul: +UNREACHABLE \(every watch is failing\)$/m);
+    assert.doesNotMatch(text.stdout, /known, last contact/);
+  });
+
+  test('lists of a gateway that is not ready say so instead of showing an empty table', async () => {
+    const r = await runCli(['routes', '--admin', lonely?.adminUrl ?? '']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'none: the gateway is not ready yet (see cgw status)\n');
+    assert.match(r.stderr, /is not ready \(no snapshot in force yet\)/);
   });
 });
