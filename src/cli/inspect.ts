@@ -14,8 +14,18 @@ function print(text: string): void {
   process.stdout.write(`${text}\n`);
 }
 
+/** The admin views print as lists, except /v1/status; anything else is not a cgw admin API. */
+function checkShape(flags: InspectFlags, path: string, body: unknown): void {
+  const status = path === '/v1/status';
+  const ok = status
+    ? typeof body === 'object' && body !== null && 'ready' in body && Array.isArray((body as { consul?: { watchesFailing?: unknown } }).consul?.watchesFailing)
+    : Array.isArray(body);
+  if (!ok) throw new CliError(`${flags.admin} is not a cgw admin API: GET ${path} did not answer ${status ? 'a gateway status' : 'a JSON list'}`);
+}
+
 async function show(flags: InspectFlags, path: string, human: (body: never) => string): Promise<unknown> {
   const body = await fetchAdmin<unknown>(flags.admin, path);
+  checkShape(flags, path, body);
   if (Array.isArray(body) && body.length === 0 && !(await isReady(flags))) {
     // An empty list from a gateway without a snapshot says nothing about what is configured.
     process.stderr.write(`cgw: the gateway at ${flags.admin} is not ready (no snapshot in force yet): the list is empty because nothing is loaded yet\n`);
@@ -27,8 +37,9 @@ async function show(flags: InspectFlags, path: string, human: (body: never) => s
 }
 
 async function isReady(flags: InspectFlags): Promise<boolean> {
-  const s = await fetchAdmin<{ ready?: unknown }>(flags.admin, '/v1/status');
-  return s.ready === true;
+  const s = await fetchAdmin<unknown>(flags.admin, '/v1/status');
+  checkShape(flags, '/v1/status', s);
+  return (s as { ready?: unknown }).ready === true;
 }
 
 function ago(iso: number | string | null | undefined): string {

@@ -212,6 +212,11 @@ export function consulKv(connection: ConsulConnection): ConsulStore {
       throw new CliError(`Consul at ${address} is an HTTPS listener: use https://${address.replace(/^http:\/\//, '')} or CONSUL_HTTP_SSL=true`);
     }
     if (res.statusCode === 403) throw failed('read /v1/status/leader', res);
+    if (res.statusCode >= 500) {
+      // Consul itself answers 5xx when its servers cannot be reached; a proxy in front may too.
+      const text = bodyText(res);
+      throw new CliError(`${address} is not a working Consul agent: GET /v1/status/leader answered ${statusText(res)}${text ? `: ${text}` : ''}`);
+    }
     if (res.statusCode !== 200) throw notConsul(`GET /v1/status/leader answered ${statusText(res)}`);
     if (!isJson(res) || typeof value !== 'string' || (value !== '' && !/:\d+$/.test(value))) {
       const type = headerOf(res, 'content-type') ?? 'no content type';
