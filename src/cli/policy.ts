@@ -94,16 +94,23 @@ function withResponse(): EventEmitter {
 /**
  * The `consul` package takes TLS material through its `agent` option: papi hands it to
  * `https.request`, and an https.Agent's own options (ca, cert, key, servername) apply to every
- * socket it opens. `baseUrl` (rather than host/port) keeps IPv6 addresses in brackets.
+ * socket it opens. `baseUrl` (rather than host/port, which it would join into "http://::1:8500")
+ * keeps IPv6 addresses parseable.
  */
 function rawConsul(c: ConsulConnection): RawConsul {
   const agent = c.secure ? new HttpsAgent({ keepAlive: false, ...(c.tls ?? {}) }) : new HttpAgent({ keepAlive: false });
   const Client = Consul as unknown as new (opts: Record<string, unknown>) => RawConsul;
-  return new Client({
+  const client = new Client({
     baseUrl: `${c.address}/v1`,
     agent,
     defaults: { timeout: CONSUL_TIMEOUT_MS, ...(c.token ? { token: c.token } : {}) },
   });
+  // papi keeps the URL's hostname, brackets included, and hands it to http.request, which then
+  // looks up "[::1]" as a name; without brackets Node connects to the address and writes the
+  // Host header with brackets itself.
+  const base = (client as unknown as { _opts?: { baseUrl?: { hostname?: string } } })._opts?.baseUrl;
+  if (base) base.hostname = c.hostname;
+  return client;
 }
 
 function headerOf(res: RawResponse, name: string): string | undefined {

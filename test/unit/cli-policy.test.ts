@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -131,6 +133,28 @@ describe('pushPolicies', () => {
       assert.equal(err.message, `cannot reach Consul at ${dead}: connection refused (is a Consul agent listening there?)`);
       return true;
     });
+  });
+
+  test('an IPv6 address is reached (and a server that is not Consul is named so)', async (t) => {
+    const srv = createServer((_req, res) => {
+      res.writeHead(404);
+      res.end();
+    });
+    const listening = await new Promise<boolean>((resolve) => {
+      srv.once('error', () => resolve(false));
+      srv.listen(0, '::1', () => resolve(true));
+    });
+    if (!listening) return t.skip('no IPv6 loopback here');
+    try {
+      const port = (srv.address() as AddressInfo).port;
+      await assert.rejects(consulKv(resolveConsulConnection({ address: `[::1]:${port}` }, {})).get('gw/x'), (err: unknown) => {
+        assert.ok(err instanceof CliError);
+        assert.equal(err.message, `http://[::1]:${port} is not a Consul agent: GET /v1/status/leader answered 404 Not Found`);
+        return true;
+      });
+    } finally {
+      await new Promise<void>((resolve) => srv.close(() => resolve()));
+    }
   });
 
   test('--kv-prefix is normalised and checked', () => {
