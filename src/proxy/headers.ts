@@ -85,8 +85,9 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
     if (id.plan !== null) out['x-cgw-plan'] = headerSafe(id.plan);
   }
   // The client's chain is kept and our hop appended (X-Forwarded-For and RFC 7239 Forwarded
-  // alike); X-Real-IP names one address, so a client's value is replaced, never passed on.
-  const prior = incoming['x-forwarded-for'];
+  // alike); X-Real-IP names one address, so a client's value is replaced, never passed on. The
+  // chains are read from what is forwarded: one the client named in Connection is not.
+  const prior = out['x-forwarded-for'];
   out['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${ctx.clientIp}` : ctx.clientIp;
   out['x-forwarded-proto'] = ctx.proto;
   // Ours alone, like X-Real-IP: without a Host (HTTP/1.0, or an empty one) a client's value must
@@ -95,7 +96,7 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
   else delete out['x-forwarded-host'];
   out['x-real-ip'] = ctx.clientIp;
   const forwarded = forwardedElement(ctx.clientIp, incoming.host, ctx.proto);
-  const priorForwarded = incoming.forwarded;
+  const priorForwarded = out.forwarded;
   out.forwarded = priorForwarded ? `${Array.isArray(priorForwarded) ? priorForwarded.join(', ') : priorForwarded}, ${forwarded}` : forwarded;
   out['x-request-id'] = ctx.requestId;
   return out;

@@ -85,6 +85,15 @@ describe('upstreamRequestHeaders: forwarding headers', () => {
     assert.equal(out.host, 'Shop.Example.com:8080');
   });
 
+  test('a Forwarded or X-Forwarded-For chain the client named in Connection is not forwarded; our hop still is', () => {
+    const out = upstreamRequestHeaders(
+      { host: 'example.com', connection: 'forwarded, X-Forwarded-For', forwarded: 'for=1.2.3.4', 'x-forwarded-for': '1.2.3.4' },
+      CTX,
+    );
+    assert.equal(out.forwarded, `for=${CTX.clientIp};host=example.com;proto=${CTX.proto}`);
+    assert.equal(out['x-forwarded-for'], CTX.clientIp);
+  });
+
   for (const host of [undefined, '']) {
     test(`a client's X-Forwarded-Host is not forwarded when Host is ${host === undefined ? 'missing' : 'empty'}`, () => {
       const incoming: IncomingHttpHeaders = { 'x-forwarded-host': 'spoofed.test' };
