@@ -1,3 +1,4 @@
+import { own } from '../core/own.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** What changed between two snapshots, for the change log line (operators read these). */
@@ -52,7 +53,8 @@ export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): Snaps
       .map(([k, v]) => `${k}: ${before.get(k)} -> ${v}`),
     routesAdded: minus([...routeIds(next)], [...routeIds(prev)]),
     routesRemoved: minus([...routeIds(prev)], [...routeIds(next)]),
-    canaryChanged: Object.keys(next.services).filter((n) => canaryText(prevServices[n]) !== canaryText(next.services[n])),
+    // own(): a service or consumer may be named `constructor`; prev[name] would be Object itself.
+    canaryChanged: Object.keys(next.services).filter((n) => canaryText(own(prevServices, n)) !== canaryText(own(next.services, n))),
     problemsAdded: minus([...problemLines(next)], [...problemLines(prev)]),
     problemsResolved: minus([...problemLines(prev)], [...problemLines(next)]),
     policiesChanged: [...new Set([...beforeDocs.keys(), ...afterDocs.keys()])]
@@ -62,9 +64,12 @@ export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): Snaps
     consumersAdded: minus(Object.keys(nextConsumers), Object.keys(prevConsumers)),
     consumersRemoved: minus(Object.keys(prevConsumers), Object.keys(nextConsumers)),
     consumersChanged: Object.keys(nextConsumers)
-      .filter((id) => prevConsumers[id] && prevConsumers[id].modifyIndex !== nextConsumers[id]?.modifyIndex)
+      .filter((id) => {
+        const before = own(prevConsumers, id);
+        return before !== undefined && before.modifyIndex !== own(nextConsumers, id)?.modifyIndex;
+      })
       .sort()
-      .map((id) => `${id}@${nextConsumers[id]?.modifyIndex ?? 0}`),
+      .map((id) => `${id}@${own(nextConsumers, id)?.modifyIndex ?? 0}`),
   };
 }
 

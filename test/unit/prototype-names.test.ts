@@ -13,6 +13,7 @@ import { catalogServicesSchema } from '../../src/consul/schemas.ts';
 import { generateApiKey } from '../../src/policy/consumers.ts';
 import { resolvePolicies } from '../../src/policy/resolve.ts';
 import { buildSnapshot, type Snapshot } from '../../src/state/snapshot.ts';
+import { diffSnapshots } from '../../src/state/diff.ts';
 
 const OPTIONS = { allowWarning: false, kvPrefix: 'gateway/' };
 const NAMES = ['constructor', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf'];
@@ -127,6 +128,23 @@ describe('consumer ids', () => {
     assert.deepEqual(Object.keys(policies.consumers), []);
     assert.equal(Object.getPrototypeOf(policies.consumers), Object.prototype);
     assert.equal(policies.problems.filter((p) => p.kind === 'consumer').length, 3);
+  });
+});
+
+describe('the change log line', () => {
+  test('a consumer and a service named constructor appear as added, not as changed', () => {
+    const { keyHash } = generateApiKey('constructor');
+    const prev = build(views(['web']));
+    const kv: KvEntry[] = [
+      { key: 'gateway/consumers/constructor', value: JSON.stringify({ keyHash }), modifyIndex: 9 },
+      { key: 'gateway/canary/web', value: '{"weights":{"v1":100}}', modifyIndex: 10 },
+    ];
+    const next = build(views(['web', 'constructor'], kv), prev);
+    const diff = diffSnapshots(prev, next);
+    assert.deepEqual(diff.consumersAdded, ['constructor']);
+    assert.deepEqual(diff.consumersChanged, []);
+    assert.deepEqual(diff.servicesAdded, ['constructor']);
+    assert.deepEqual(diff.canaryChanged, ['web']);
   });
 });
 
