@@ -1,6 +1,6 @@
 import type { ConsulViews, Problem } from '../core/types.ts';
 import { contentHash } from '../core/hash.ts';
-import { isPrototypeName, own } from '../core/own.ts';
+import { own, unroutableServiceName } from '../core/own.ts';
 import { EMPTY_POLICY_SET, type PolicySet } from '../policy/resolve.ts';
 import { indexPolicies, routePolicy, servicePolicy, type PolicyIndex, type RoutePolicy, type ServicePolicy } from '../policy/effective.ts';
 import type { RouteDocument } from '../policy/schema.ts';
@@ -165,8 +165,9 @@ function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {
   const out: DraftRoute[] = [];
   for (const service of Object.keys(views.catalog).sort()) {
     const tags = own(views.catalog, service) ?? [];
-    if (isPrototypeName(service)) {
-      if (tags.some(isUrlprefixTag)) problems.push({ kind: 'service', subject: service, message: `service name "${service}" cannot be routed (it is reserved in JavaScript objects); its tags are ignored` });
+    const unroutable = unroutableServiceName(service);
+    if (unroutable !== null) {
+      if (tags.some(isUrlprefixTag)) problems.push({ kind: 'service', subject: service, message: `service name "${service}" cannot be routed (${unroutable}); its tags are ignored` });
       continue;
     }
     for (const tag of tags) {

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ConsulViews, KvEntry, ServiceInstance } from '../../src/core/types.ts';
 import { canonicalJson, contentHash } from '../../src/core/hash.ts';
-import { own, setOwn } from '../../src/core/own.ts';
+import { own, setOwn, unroutableServiceName } from '../../src/core/own.ts';
 import { catalogServicesSchema } from '../../src/consul/schemas.ts';
 import { generateApiKey } from '../../src/policy/consumers.ts';
 import { resolvePolicies } from '../../src/policy/resolve.ts';
@@ -63,6 +63,18 @@ describe('service names', () => {
     const problem = s.problems.find((p) => p.kind === 'service');
     assert.equal(problem?.subject, '__proto__');
     assert.match(problem?.message ?? '', /cannot be routed/);
+  });
+
+  test('. and .. are reported too: Consul\'s HTTP API cannot address their health', () => {
+    for (const name of ['.', '..']) {
+      assert.match(unroutableServiceName(name) ?? '', /cannot address it/);
+      const s = build(views([name, 'web']));
+      assert.deepEqual(Object.keys(s.services), ['web']);
+      const problem = s.problems.find((p) => p.kind === 'service');
+      assert.equal(problem?.subject, name);
+      assert.match(problem?.message ?? '', /cannot be routed \(Consul's HTTP API cannot address it/);
+    }
+    for (const name of ['...', '.web', 'a..b', 'constructor']) assert.equal(unroutableServiceName(name), null, name);
   });
 
   test('a catalog that differs only by a __proto__ service hashes differently (so the watch passes the change on)', () => {
