@@ -49,6 +49,16 @@ function isIdentityHeader(name: string): boolean {
   return name.length > 6 && (name.charCodeAt(0) | 0x20) === 0x78 && name.slice(0, 6).replace(/_/g, '-') === IDENTITY_PREFIX;
 }
 
+/**
+ * Headers the gateway sets itself. Their underscore spellings (`x_real_ip`, `X_Forwarded_For`) read
+ * the same to CGI-style frameworks, so a client could pass its own value beside ours: dropped.
+ */
+const SET_HERE = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'x-request-id']);
+
+function isUnderscoreSpellingOfOurs(name: string): boolean {
+  return name.includes('_') && SET_HERE.has(name.replace(/_/g, '-'));
+}
+
 export interface ForwardedIdentity {
   readonly method: string;
   readonly subject: string;
@@ -72,7 +82,7 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
   const out: Record<string, string | string[]> = {};
   for (const name in incoming) {
     const value = incoming[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || isIdentityHeader(name) || name === EXPECT) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || isIdentityHeader(name) || name === EXPECT || isUnderscoreSpellingOfOurs(name)) continue;
     out[name] = value;
   }
   if (ctx.drop) for (const name of ctx.drop) delete out[name];

@@ -94,6 +94,15 @@ describe('upstreamRequestHeaders: forwarding headers', () => {
     assert.equal(out['x-forwarded-for'], CTX.clientIp);
   });
 
+  test('underscore spellings of the forwarding headers the gateway sets are dropped (CGI maps - and _ alike)', () => {
+    const incoming: IncomingHttpHeaders = { host: 'example.com', x_real_ip: '6.6.6.6', x_forwarded_for: '6.6.6.6', x_forwarded_host: 'evil.test', x_forwarded_proto: 'https', x_request_id: 'forged', x_custom_thing: 'kept' };
+    const out = upstreamRequestHeaders(incoming, CTX);
+    for (const name of ['x_real_ip', 'x_forwarded_for', 'x_forwarded_host', 'x_forwarded_proto', 'x_request_id']) assert.equal(out[name], undefined, name);
+    assert.equal(out.x_custom_thing, 'kept');
+    assert.equal(out['x-real-ip'], CTX.clientIp);
+    assert.equal(out['x-forwarded-for'], CTX.clientIp);
+  });
+
   for (const host of [undefined, '']) {
     test(`a client's X-Forwarded-Host is not forwarded when Host is ${host === undefined ? 'missing' : 'empty'}`, () => {
       const incoming: IncomingHttpHeaders = { 'x-forwarded-host': 'spoofed.test' };
