@@ -486,9 +486,11 @@ describe('deep, wide and large KV values', () => {
         const ms = await applyWeights(flipWeights ? { v1: 70, v2: 30 } : { v1: 30, v2: 70 });
         if (ms > RESPONSIVE_MS) slow.push(`${shape.name}: ${ms} ms`);
         took.push(`${shape.name} ${ms} ms`);
-        // One value per target stays stored for the restart below; the others go to keep the KV small.
-        if (shape.name !== 'brackets' && shape.name !== 'large' && target.name !== 'canary/') await consul.kvDelete(key);
+        // One value per target stays stored for the restart below (and one 600 KB value); the
+        // others go, so that every later read of the KV prefix stays small.
+        if (target.name !== 'canary/' && shape.name !== 'brackets' && !(shape.name === 'large' && target.problem === null)) await consul.kvDelete(key);
       }
+      if (target.name === 'canary/') await consul.kvPut(target.key('brackets'), '['.repeat(100_000));
       t.diagnostic(`next canary change applied after: ${took.join(', ')}; worst /-/healthz so far ${worstHealthz} ms`);
       assert.deepEqual(slow, [], 'a later, unrelated KV change must apply promptly');
       assert.ok(worstHealthz < HEALTHZ_MS, `/-/healthz took ${worstHealthz} ms`);
@@ -529,7 +531,7 @@ describe('a gateway started while all of it is stored', () => {
       `canary ${PREFIX}canary/cw`,
       `consumer ${PREFIX}consumers/__proto__`,
       `consumer ${PREFIX}consumers/deep-brackets`,
-      'policy policies/deep-large',
+      'policy policies/deep-brackets',
       'policy routes/deep-brackets',
       'route aaa',
     ]) {
@@ -544,4 +546,27 @@ describe('a gateway started while all of it is stored', () => {
     await consul.kvPut(`${PREFIX}canary/web`, JSON.stringify({ weights }));
     await waitFor(async () => JSON.stringify(await webWeights(second)) === JSON.stringify(weights), { timeoutMs: PROPAGATION_MS, message: 'second gateway applies weights' });
   });
+});
+
+describe('a service whose health Consul cannot serve', () => {
+  // Known gap, outside src/state: the supervisor waits for the health of every routed service
+  // before it hands out views, and the health watch of a service named ".." fails forever (Consul
+  // answers /v1/health/service/.. with 301), so no later Consul change is applied, /v1/status
+  // stays ready without a problem, and a gateway started meanwhile never becomes ready.
+  test(
+    'a service named .. with a urlprefix- tag is reported, and later changes still apply',
+    { todo: 'src/consul/supervisor.ts: a routed service whose health read keeps failing blocks every later snapshot' },
+    async () => {
+      const r = await consul.api('PUT', '/v1/agent/service/register', { ID: 'dots-1', Name: '..', Address: '127.0.0.1', Port: ups['proto']?.port ?? 0, Tags: ['urlprefix-/dots'] });
+      assert.equal(r.status, 200, r.text);
+      try {
+        const moved = { v1: 60, v2: 40 };
+        await consul.kvPut(`${PREFIX}canary/web`, JSON.stringify({ weights: moved }));
+        await waitFor(async () => JSON.stringify(await webWeights()) === JSON.stringify(moved), { timeoutMs: 10_000, message: 'a change after the registration of ".." applies' });
+        await problem((x) => x.kind === 'service' && x.subject === '..', 'service ..');
+      } finally {
+        await consul.deregister('dots-1');
+      }
+    },
+  );
 });
