@@ -20,6 +20,8 @@ import { resolvePolicies } from './policy/resolve.ts';
 import { ProxyServer } from './proxy/server.ts';
 import { createAdminServer } from './admin/server.ts';
 
+/** How long start waits to learn whether --consul is a Consul agent at all. */
+const CONSUL_IDENTIFY_TIMEOUT_MS = 5_000;
 /** How long start waits for the first Redis connection; readiness must not hinge on Redis. */
 const REDIS_FIRST_CONNECT_MS = 2_000;
 
@@ -174,6 +176,9 @@ export class Gateway {
     if (this.limiter.state === 'local' && !(await this.limiter.whenConnected(REDIS_FIRST_CONNECT_MS))) {
       this.logger.warn({ waitedMs: REDIS_FIRST_CONNECT_MS }, 'Redis not reachable at start; rate limits count locally (fail-open rules) or answer 503 (fail-closed) until it is');
     }
+    const consul = await this.consul.identify(CONSUL_IDENTIFY_TIMEOUT_MS);
+    if (consul.kind === 'not-consul') throw new Error(`${this.config.consul} is not a Consul agent (${consul.error}); check --consul or CONSUL_HTTP_ADDR`);
+    if (consul.kind === 'unreachable') this.logger.warn({ consul: this.config.consul, err: consul.error }, 'Consul does not answer yet; the watches keep trying');
     this.adminPort = await listenOn(this.admin, this.config.admin.host, this.config.admin.port);
     this.proxyPort = await this.proxy.listen(this.config.listen.host, this.config.listen.port);
     this.supervisor.start();

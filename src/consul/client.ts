@@ -275,6 +275,22 @@ export class ConsulClient {
     };
   }
 
+  /**
+   * Whether the address is a Consul agent: `/v1/status/leader` answers 200 with the leader's
+   * address as a JSON string (needs no ACL). A server that answers something else is not one, and
+   * the gateway refuses to start against it; one that does not answer yet may be a Consul agent
+   * still starting, so the watches keep trying.
+   */
+  async identify(timeoutMs: number): Promise<{ kind: 'consul' } | { kind: 'unreachable'; error: string } | { kind: 'not-consul'; error: string }> {
+    try {
+      const res = await this.get('/v1/status/leader', {}, { timeoutMs, signal: AbortSignal.timeout(timeoutMs) });
+      return typeof res.body === 'string' ? { kind: 'consul' } : { kind: 'not-consul', error: `GET /v1/status/leader answered ${JSON.stringify(res.body)?.slice(0, 60) ?? 'nothing'}, not the leader's address` };
+    } catch (err) {
+      if (err instanceof ConsulHttpError && err.status !== 403 && err.status < 500) return { kind: 'not-consul', error: err.message };
+      return { kind: 'unreachable', error: describeCause(err) };
+    }
+  }
+
   /** Connections currently open to Consul (for the admin view and tests of the budget). */
   get openConnections(): number {
     return this.connections.open;
