@@ -360,6 +360,11 @@ describe('X-Real-IP, Forwarded and X-Forwarded-* come from the gateway, not the 
     { name: "a client's X-Forwarded-Proto and -Host are replaced", lines: ['X-Forwarded-Proto: https', 'X-Forwarded-Host: evil.example'], expect: { 'x-forwarded-proto': 'http', 'x-forwarded-host': 'x' } },
     { name: "with an empty Host, a client's X-Forwarded-Host is dropped", lines: ['X-Forwarded-Host: evil.example'], host: '', expect: { 'x-forwarded-host': undefined, forwarded: 'for=127.0.0.1;proto=http' } },
     { name: 'a Host with a port is quoted as RFC 7239 requires', lines: [], host: '[::1]:8080', expect: { forwarded: 'for=127.0.0.1;host="[::1]:8080";proto=http' } },
+    {
+      name: 'underscore spellings (X_Real_IP, X_Forwarded_For) are dropped: CGI frameworks read them as ours',
+      lines: ['X_Real_IP: 6.6.6.6', 'X_Forwarded_For: 6.6.6.6', 'X_Forwarded_Host: evil.example', 'X_Forwarded_Proto: https'],
+      expect: { x_real_ip: undefined, x_forwarded_for: undefined, x_forwarded_host: undefined, x_forwarded_proto: undefined, 'x-real-ip': '127.0.0.1', 'x-forwarded-for': '127.0.0.1' },
+    },
   ];
   for (const c of cases) {
     test(c.name, async () => {
