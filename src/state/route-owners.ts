@@ -1,6 +1,7 @@
 import type { Problem } from '../core/types.ts';
 import type { PolicyIndex } from '../policy/effective.ts';
 import type { RoutePolicy } from '../policy/effective.ts';
+import { isPathPrefix } from './tags.ts';
 
 /**
  * Who serves a route when several claim it, and what keeps a protected route from being taken
@@ -127,7 +128,53 @@ export function guardRoutes(routes: readonly GuardedRoute[], memory: OwnershipMe
         `so it answers 503 until that service has an auth policy, "${guard.service}" serves the route again, or ${guard.document} is deleted`,
     });
   }
+  holdCapturingClaims(routes, memory, guards, holds);
   return { guards, holds };
+}
+
+/**
+ * A new route can take a guarded route's requests without claiming its id: `/admin/secret` under
+ * `/admin` (longest prefix wins), or `127.0.0.1/admin` over a host-less `/admin` (host routes are
+ * matched first). A newcomer of another service that does so by tag without authentication of
+ * its own is held like a takeover, and guarded from then on. Routes that existed before the guard
+ * (a public `/admin/docs` of another service the operator set up) are left alone, and so is a
+ * host route above the guarded path (`shop.example.com/`), which serves a whole host by design.
+ */
+function holdCapturingClaims(routes: readonly GuardedRoute[], memory: OwnershipMemory, guards: Record<string, RouteGuard>, holds: Map<string, { document: string; reason: string }>): void {
+  const protectedNow: { route: GuardedRoute; guard: RouteGuard }[] = [];
+  for (const r of routes) {
+    const before = Object.hasOwn(memory.guards, r.id) ? memory.guards[r.id] : undefined;
+    const now = Object.hasOwn(guards, r.id) ? guards[r.id] : undefined;
+    // Only guards older than this build, on routes their own service serves.
+    if (before && now && now.service === before.service && r.service === before.service && !holds.has(r.id)) protectedNow.push({ route: r, guard: now });
+  }
+  if (protectedNow.length === 0) return;
+  for (const r of routes) {
+    if (r.source.kind !== 'tag' || memory.owners.has(r.id) || isProtected(r.policy) || holds.has(r.id) || Object.hasOwn(guards, r.id)) continue;
+    const hit = protectedNow.find(({ route }) => route.service !== r.service && captures(r.id, route.id));
+    if (!hit) continue;
+    guards[r.id] = hit.guard;
+    holds.set(r.id, {
+      document: hit.guard.document,
+      reason:
+        `route ${r.id} of service "${r.service}" would take requests of route ${hit.route.id}, protected by ${hit.guard.document} (service "${hit.guard.service}"), without authentication; ` +
+        `it answers 503 until that service has an auth policy or ${hit.guard.document} is deleted`,
+    });
+  }
+}
+
+/** Whether requests the route `guarded` matched before go to the route `claim` once it exists. */
+function captures(claim: string, guarded: string): boolean {
+  const c = splitRouteId(claim);
+  const g = splitRouteId(guarded);
+  const scope = c.host === g.host || (g.host === null && c.host !== null);
+  return scope && claim !== guarded && isPathPrefix(g.path, c.path);
+}
+
+/** `[host]/path` → host (null when absent) and path; hosts never contain "/". */
+function splitRouteId(id: string): { host: string | null; path: string } {
+  const slash = id.indexOf('/');
+  return slash <= 0 ? { host: null, path: slash === 0 ? id : `/${id}` } : { host: id.slice(0, slash), path: id.slice(slash) };
 }
 
 function isProtected(policy: RoutePolicy): boolean {

@@ -292,6 +292,82 @@ describe('route takeover through successive snapshots', () => {
     });
   }
 
+  /** Newcomers that take /admin's requests without claiming the id /admin. */
+  const capturing: { name: string; tags: string[]; route: string; path: string }[] = [
+    { name: 'a nested path', tags: ['urlprefix-/admin/secret'], route: '/admin/secret', path: '/admin/secret' },
+    { name: 'a host route on the same path', tags: ['urlprefix-127.0.0.1/admin'], route: '127.0.0.1/admin', path: '/admin' },
+    { name: 'a host route on a nested path', tags: ['urlprefix-localhost/admin/x'], route: 'localhost/admin/x', path: '/admin/x/y' },
+  ];
+  for (const c of capturing) {
+    test(`a newcomer on ${c.name} (${c.tags[0] ?? ''}) is held, and stays held`, () => {
+      const set = policies([ADMIN_KEYS]);
+      const intruder = instance('intruder', c.tags);
+      const s1 = buildSnapshot(views([ADMIN]), OPTIONS, undefined, set);
+      const s2 = buildSnapshot(views([ADMIN, intruder]), OPTIONS, s1, set);
+      const held = s2.routes.find((r) => r.id === c.route);
+      assert.equal(held?.service, 'intruder');
+      assert.equal(held?.heldBy, 'policies/admin-keys');
+      assert.match(held?.holdReason ?? '', /would take requests of route \/admin/);
+      assert.ok(s2.problems.some((p) => p.kind === 'route' && p.subject === c.route));
+      assert.equal(admin(s2)?.heldBy, null, 'the owner\'s route is untouched');
+      const s3 = buildSnapshot(views([ADMIN, intruder]), OPTIONS, s2, set);
+      assert.equal(s3.routes.find((r) => r.id === c.route)?.heldBy, 'policies/admin-keys', 'the next rebuild keeps the hold');
+      const s4 = buildSnapshot(views([intruder]), OPTIONS, s3, set);
+      assert.equal(s4.routes.find((r) => r.id === c.route)?.heldBy, 'policies/admin-keys', 'and so does the owner leaving');
+      // The intruder brings its own authentication: served, no longer held.
+      const both = policies([ADMIN_KEYS, INTRUDER_KEYS]);
+      const s5 = buildSnapshot(views([ADMIN, intruder]), OPTIONS, s4, both);
+      assert.equal(s5.routes.find((r) => r.id === c.route)?.heldBy, null);
+    });
+  }
+
+  const notCapturing: { name: string; tags: string[]; route: string }[] = [
+    { name: 'a host route above the guarded path (a whole host)', tags: ['urlprefix-shop.example.com/'], route: 'shop.example.com/' },
+    { name: 'a sibling path', tags: ['urlprefix-/administrator'], route: '/administrator' },
+    { name: 'the root route (the longer /admin still wins)', tags: ['urlprefix-/'], route: '/' },
+    { name: 'a host route on another path', tags: ['urlprefix-127.0.0.1/web'], route: '127.0.0.1/web' },
+  ];
+  for (const c of notCapturing) {
+    test(`a newcomer on ${c.name} is not held`, () => {
+      const set = policies([ADMIN_KEYS]);
+      const s1 = buildSnapshot(views([ADMIN]), OPTIONS, undefined, set);
+      const s2 = buildSnapshot(views([ADMIN, instance('other', c.tags)]), OPTIONS, s1, set);
+      assert.equal(s2.routes.find((r) => r.id === c.route)?.heldBy, null);
+    });
+  }
+
+  test('routes that existed before the guard (an operator\'s public sub-route of another service) are left alone', () => {
+    const docs = instance('docs', ['urlprefix-/admin/docs']);
+    const set = policies([ADMIN_KEYS]);
+    const s1 = buildSnapshot(views([ADMIN, docs]), OPTIONS, undefined, set);
+    const s2 = buildSnapshot(views([ADMIN, docs]), OPTIONS, s1, set);
+    assert.equal(s2.routes.find((r) => r.id === '/admin/docs')?.heldBy, null);
+    // Also when the policy arrives later: the sub-route was there first.
+    const s3 = buildSnapshot(views([ADMIN, docs]), OPTIONS, undefined, policies([]));
+    const s4 = buildSnapshot(views([ADMIN, docs]), OPTIONS, s3, set);
+    const s5 = buildSnapshot(views([ADMIN, docs]), OPTIONS, s4, set);
+    assert.equal(s5.routes.find((r) => r.id === '/admin/docs')?.heldBy, null);
+  });
+
+  test('the same service adding a sub-route is never held', () => {
+    const set = policies([ADMIN_KEYS]);
+    const s1 = buildSnapshot(views([ADMIN]), OPTIONS, undefined, set);
+    const more = { ...ADMIN, tags: ['urlprefix-/admin', 'urlprefix-/admin/v2'] };
+    const s2 = buildSnapshot(views([more]), OPTIONS, s1, set);
+    assert.equal(s2.routes.find((r) => r.id === '/admin/v2')?.heldBy, null);
+  });
+
+  // Guards live in the snapshot: a gateway that starts without one cannot know who served a route.
+  test('a gateway started while only the intruder claims /admin keeps it closed', { todo: 'route-owners.ts: guards are not persisted; with the owner absent at start, the intruder serves /admin openly' }, () => {
+    const s = buildSnapshot(views([instance('aaa', ['urlprefix-/admin'])]), OPTIONS, undefined, policies([ADMIN_KEYS]));
+    assert.notEqual(admin(s)?.heldBy ?? null, null);
+  });
+
+  test('a gateway started while a newcomer\'s /admin/secret exists keeps it closed', { todo: 'route-owners.ts: guards are not persisted; at start every route is an incumbent' }, () => {
+    const s = buildSnapshot(views([ADMIN, instance('aaa', ['urlprefix-/admin/secret'])]), OPTIONS, undefined, policies([ADMIN_KEYS]));
+    assert.notEqual(s.routes.find((r) => r.id === '/admin/secret')?.heldBy ?? null, null);
+  });
+
   test('a gateway started with owner and intruder registered routes to the policy-protected owner', () => {
     const s = buildSnapshot(views([ADMIN, instance('aaa', ['urlprefix-/admin'])]), OPTIONS, undefined, policies([ADMIN_KEYS]));
     assert.equal(admin(s)?.service, 'admin');
