@@ -107,13 +107,14 @@ export function guardRoutes(routes: readonly GuardedRoute[], memory: OwnershipMe
   const current = new Map(routes.map((r) => [r.id, r]));
   for (const r of routes) {
     const from = r.policy.sources.auth;
-    if (isProtected(r.policy) && from !== undefined && index.services.get(r.service)?.id === from) guards[r.id] = { service: r.service, document: from };
+    // A route policy follows the route id whoever serves it; its guard only matters for routes
+    // that would take this one's requests under another id (holdCapturingClaims).
+    if (isProtected(r.policy) && from !== undefined && (index.services.get(r.service)?.id === from || index.routes.get(r.id)?.id === from)) guards[r.id] = { service: r.service, document: from };
   }
   for (const [id, guard] of Object.entries(memory.guards)) {
     if (Object.hasOwn(guards, id)) continue;
-    const doc = index.services.get(guard.service);
     // The protecting policy was deleted or no longer authenticates: the protection was withdrawn.
-    if (doc?.id !== guard.document || doc.parsed.kind !== 'policy' || !doc.parsed.doc.auth || doc.parsed.doc.auth.methods.length === 0) continue;
+    if (!stillProtects(index, guard)) continue;
     const route = current.get(id);
     if (route === undefined) {
       guards[id] = guard; // the route is gone for now; a later claim meets the guard
@@ -175,6 +176,13 @@ function captures(claim: string, guarded: string): boolean {
 function splitRouteId(id: string): { host: string | null; path: string } {
   const slash = id.indexOf('/');
   return slash <= 0 ? { host: null, path: slash === 0 ? id : `/${id}` } : { host: id.slice(0, slash), path: id.slice(slash) };
+}
+
+/** The guard's document is still in force for its service or a route, and still authenticates. */
+function stillProtects(index: PolicyIndex, guard: RouteGuard): boolean {
+  const forService = index.services.get(guard.service);
+  const doc = forService?.id === guard.document ? forService : [...index.routes.values()].find((d) => d.id === guard.document);
+  return doc !== undefined && doc.parsed.kind === 'policy' && doc.parsed.doc.auth !== undefined && doc.parsed.doc.auth.methods.length > 0;
 }
 
 function isProtected(policy: RoutePolicy): boolean {

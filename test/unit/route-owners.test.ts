@@ -157,7 +157,22 @@ describe('guardRoutes', () => {
   }[] = [
     { name: 'auth from the service\'s own policy: guarded', files: [ADMIN_KEYS], routes: (f) => [route('admin', f)], memory: NO_MEMORY, guards: { '/admin': ADMIN_GUARD }, held: false },
     { name: 'auth from defaults: no guard (it protects every claimant alike)', files: [DEFAULTS_KEYS], routes: (f) => [route('admin', f)], memory: NO_MEMORY, guards: {}, held: false },
-    { name: 'auth from a route policy: no guard (it follows the route)', files: [ROUTE_KEYS], routes: (f) => [route('admin', f)], memory: NO_MEMORY, guards: {}, held: false },
+    {
+      name: 'auth from a route policy: guarded (against routes that would take its requests under another id)',
+      files: [ROUTE_KEYS],
+      routes: (f) => [route('admin', f)],
+      memory: NO_MEMORY,
+      guards: { '/admin': { service: 'admin', document: 'policies/admin-route' } },
+      held: false,
+    },
+    {
+      name: 'a route policy follows the route: another service taking it over is protected by it, not held',
+      files: [ROUTE_KEYS],
+      routes: (f) => [route('intruder', f)],
+      memory: memory({ '/admin': 'admin' }, { '/admin': { service: 'admin', document: 'policies/admin-route' } }),
+      guards: { '/admin': { service: 'intruder', document: 'policies/admin-route' } },
+      held: false,
+    },
     { name: 'a public service policy: no guard', files: [ADMIN_PUBLIC], routes: (f) => [route('admin', f)], memory: NO_MEMORY, guards: {}, held: false },
     {
       name: 'the owner left, an intruder claims by tag without auth: held, guard kept',
@@ -320,6 +335,19 @@ describe('route takeover through successive snapshots', () => {
       assert.equal(s5.routes.find((r) => r.id === c.route)?.heldBy, null);
     });
   }
+
+  test('a route protected by a route policy: a newcomer on a nested path is held too', () => {
+    const set = policies([ROUTE_KEYS]);
+    const intruder = instance('intruder', ['urlprefix-/admin/secret']);
+    const s1 = buildSnapshot(views([ADMIN]), OPTIONS, undefined, set);
+    const s2 = buildSnapshot(views([ADMIN, intruder]), OPTIONS, s1, set);
+    assert.equal(s2.routes.find((r) => r.id === '/admin/secret')?.heldBy, 'policies/admin-route');
+    const s3 = buildSnapshot(views([ADMIN, intruder]), OPTIONS, s2, set);
+    assert.equal(s3.routes.find((r) => r.id === '/admin/secret')?.heldBy, 'policies/admin-route', 'and stays held');
+    // Deleting the protecting policy lifts the hold.
+    const s4 = buildSnapshot(views([ADMIN, intruder]), OPTIONS, s3, policies([]));
+    assert.equal(s4.routes.find((r) => r.id === '/admin/secret')?.heldBy, null);
+  });
 
   const notCapturing: { name: string; tags: string[]; route: string }[] = [
     { name: 'a host route above the guarded path (a whole host)', tags: ['urlprefix-shop.example.com/'], route: 'shop.example.com/' },
