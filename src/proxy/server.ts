@@ -78,6 +78,8 @@ export class ProxyServer {
         keepAliveTimeout: 5_000,
         maxHeaderSize: options.maxHeaderSize,
         headersTimeout: headerTimeoutMs,
+        // A missing Host is refused by checkHead with our JSON 400, not by Node with a bare one.
+        requireHostHeader: false,
         // Bodies are timed by their idleness (--client-body-timeout) and the route's request
         // timeout; Node's whole-request timer would cut legitimate long uploads.
         requestTimeout: 0,
@@ -90,16 +92,23 @@ export class ProxyServer {
     this.server.maxHeadersCount = this.head.maxHeaderCount + 1;
     // Without this listener Node answers `Expect: 100-continue` itself, before authentication.
     this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, true));
+    // Other expectations: Node would answer a bare 417 before routing and authentication. The
+    // header is never forwarded, so the request is served like any other.
+    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, false));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
     this.limits = new ListenerLimits(this.server, options.maxConnections, options.metrics, options.logger);
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     this.inflight += 1;
+    let counted = true;
     res.once('close', () => {
+      if (!counted) return;
+      counted = false;
       this.inflight -= 1;
       if (this.inflight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
     });
+    closeWithSocket(req.socket, res);
     this.handle(req, res, expectsContinue).catch((err: unknown) => this.onHandlerFailure(err, res));
   }
 
@@ -121,10 +130,28 @@ export class ProxyServer {
    */
   private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     const refusal = refusalOfParserError(err, this.head);
-    // A response already under way on this connection must not be interleaved with ours.
-    const inProgress = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-    if (!refusal || !socket.writable || (inProgress && inProgress.headersSent)) {
+    if (!refusal || !socket.writable) {
       socket.destroy();
+      return;
+    }
+    // Answers on one connection go out in request order: ours must not overtake or cut into an
+    // answer still owed to an earlier request.
+    const inProgress = (socket as Socket & { _httpMessage?: (ServerResponse & { req?: IncomingMessage }) | null })._httpMessage;
+    if (inProgress && !inProgress.writableFinished) {
+      if (!inProgress.headersSent && inProgress.req && !inProgress.req.complete) {
+        // The request whose body failed to parse is the one in progress: it gets the answer (its
+        // handler sees a broken body, writes nothing, and counts what was sent).
+        sendError(inProgress, refusal.code, String(inProgress.getHeader('x-request-id') ?? randomUUID()), refusal.message, { close: true });
+        return;
+      }
+      const retry = (): void => {
+        setImmediate(() => this.onClientError(err, socket));
+      };
+      inProgress.once('finish', retry);
+      inProgress.once('close', () => {
+        inProgress.off('finish', retry);
+        if (!socket.destroyed) retry();
+      });
       return;
     }
     if (refusal.code === 'headers_too_large') this.options.metrics.requestLimitRejections.inc({ route: '', kind: 'headers' });
@@ -202,6 +229,8 @@ export class ProxyServer {
       status = sendError(res, 'internal_error', requestId, undefined, { close: true });
     }
 
+    // What the client was really sent, also when the listener answered for this request.
+    if (res.headersSent && status !== res.statusCode && status === 499) status = res.statusCode;
     const seconds = (performance.now() - started) / 1000;
     if (route) {
       route.countResponse(status);
@@ -563,4 +592,27 @@ function upstreamPath(route: CompiledRoute, path: string): string {
   if (!route.strip || !path.startsWith(route.strip)) return path;
   const rest = path.slice(route.strip.length);
   return rest.startsWith('/') ? rest : `/${rest}`;
+}
+
+/** Responses not yet finished, per connection, so one 'close' listener serves them all. */
+const pendingBySocket = new WeakMap<Socket, Set<ServerResponse>>();
+
+/**
+ * Node emits no 'close' on a response queued behind another (pipelining) when the connection
+ * closes. Everything that waits for a request to end listens for it (the in-flight count, client
+ * gone, relay), so without this such a request would count against its endpoint for ever.
+ */
+function closeWithSocket(socket: Socket, res: ServerResponse): void {
+  let pending = pendingBySocket.get(socket);
+  if (!pending) {
+    const set = new Set<ServerResponse>();
+    pending = set;
+    pendingBySocket.set(socket, set);
+    socket.once('close', () => {
+      for (const r of [...set]) if (!r.writableFinished) r.emit('close');
+      set.clear();
+    });
+  }
+  pending.add(res);
+  res.once('close', () => pending.delete(res));
 }

@@ -577,9 +577,8 @@ test(`fuzz seed=${HEX}: ${PROXY_CASES} proxy and ${ADMIN_CASES} admin cases get 
  * Host (a bare 400, its requireHostHeader check) and an Expect other than 100-continue (a bare
  * 417, no 'checkExpectation' listener) before the gateway sees the request.
  */
-const KNOWN_BARE_REFUSALS = 'Node answers a missing Host (bare 400) and an unknown Expect (bare 417) itself: src/proxy/server.ts';
 
-test(`fuzz seed=${HEX}: every answer the gateway writes itself is its JSON error with the request id`, { todo: KNOWN_BARE_REFUSALS }, () => {
+test(`fuzz seed=${HEX}: every answer the gateway writes itself is its JSON error with the request id`, () => {
   const byProblem = new Map<string, Finding[]>();
   for (const f of inconsistent) {
     const kind = f.problem.replace(/: .*/s, '');
@@ -644,9 +643,8 @@ test(`fuzz seed=${HEX}: afterwards the gateway serves, is healthy, applies Consu
  * response that never got the socket), so it stays counted in flight, and SIGTERM waits out the
  * whole drain timeout and exits 1.
  */
-const KNOWN_PIPELINE_LEAK = 'pipelined requests on a connection that closes stay in flight for ever: src/proxy/server.ts';
 
-test(`fuzz seed=${HEX}: afterwards SIGTERM finds nothing in flight and exits 0 at once`, { timeout: 60_000, todo: KNOWN_PIPELINE_LEAK }, async () => {
+test(`fuzz seed=${HEX}: afterwards SIGTERM finds nothing in flight and exits 0 at once`, { timeout: 60_000 }, async () => {
   assert.equal(gatewayExited, false);
   const started = Date.now();
   const code = await gw.kill('SIGTERM', DRAIN_MS + 10_000);
