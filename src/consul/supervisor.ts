@@ -3,7 +3,8 @@ import type { Metrics } from '../core/metrics.ts';
 import type { CatalogView, ConsulViews, KvEntry, Problem, ServiceInstance } from '../core/types.ts';
 import { BlockingQuery, blockingTimeoutMs, type WatchHandle, type WatchStatus } from './blocking-query.ts';
 import { BulkHealthSync, type BulkStatus } from './bulk-health.ts';
-import { ConsulRefusedError, type ConsulClient } from './client.ts';
+import { ConsulHttpError, ConsulRefusedError, type ConsulClient } from './client.ts';
+import { own, unroutableServiceName } from '../core/own.ts';
 import { FIRST_READS_AT_ONCE, REFUSAL_BACKOFF_BASE_MS, REFUSAL_BACKOFF_CAP_MS, RefusalGate, type RefusalState } from './refusal-gate.ts';
 import { catalogServicesSchema, healthServiceSchema, kvListSchema } from './schemas.ts';
 import { describeError } from '../core/errors.ts';
@@ -31,6 +32,8 @@ export const RESERVED_CONNECTIONS = 8;
 /** Leave bulk mode only well below the budget, so a service count near it does not flap. */
 const PER_SERVICE_RETURN_RATIO = 0.8;
 const WATCHDOG_PERIOD_MS = 5_000;
+/** HTTP errors in a row before a never-read service stops holding the views back. */
+const UNREADABLE_AFTER_ERRORS = 3;
 const WATCHDOG_SLACK_MS = 10_000;
 
 export type HealthMode = 'per-service' | 'bulk';
@@ -75,6 +78,8 @@ export class ConsulSupervisor {
   private readonly catalogQuery: BlockingQuery<CatalogView>;
   private readonly kvQuery: BlockingQuery<readonly KvEntry[]>;
   private kvIndexResets = 0;
+  /** Routed services Consul answered with errors before their first read (see noteUnreadable). */
+  private readonly unreadable = new Map<string, { errors: number; error: string }>();
   private bulk: BulkHealthSync | undefined;
   private mode: HealthMode = 'per-service';
   private routed: readonly string[] = [];
@@ -149,7 +154,10 @@ export class ConsulSupervisor {
     if (this.catalog) this.onCatalog(this.catalog);
   }
 
-  /** The views once every routed service has been read at least once; undefined before. */
+  /**
+   * The views once every routed service has been read at least once (or Consul has refused to
+   * answer for it, see `unreadable`); undefined before.
+   */
   views(): ConsulViews | undefined {
     if (!this.catalog || !this.kv) return undefined;
     for (const name of this.routed) if (!this.health.has(name)) return undefined;
@@ -157,8 +165,14 @@ export class ConsulSupervisor {
   }
 
   problems(): Problem[] {
-    if (!this.suspectEmptyCatalog) return [];
+    const out: Problem[] = [];
+    for (const [name, u] of this.unreadable) {
+      if (u.errors < UNREADABLE_AFTER_ERRORS || !this.routedSet.has(name)) continue;
+      out.push({ kind: 'service', subject: name, message: `Consul does not answer for the health of this service (${u.error}); it has no endpoints until a read succeeds` });
+    }
+    if (!this.suspectEmptyCatalog) return out;
     return [
+      ...out,
       {
         kind: 'catalog',
         subject: 'catalog',
@@ -205,7 +219,12 @@ export class ConsulSupervisor {
     }
     this.suspectEmptyCatalog = false;
     this.catalog = catalog;
-    const routed = Object.keys(catalog).filter((name) => this.options.isRouted(catalog[name] ?? []) || this.demand.services.has(name));
+    // Names Consul registers but whose health cannot be read (`..`) or that cannot be routed
+    // (`__proto__`) are left to the snapshot build, which reports them; watching them would
+    // hold every snapshot back waiting for a read that never succeeds.
+    const routed = Object.keys(catalog).filter(
+      (name) => unroutableServiceName(name) === null && (this.options.isRouted(own(catalog, name) ?? []) || this.demand.services.has(name)),
+    );
     // A pinned service keeps the endpoints read last even when its last instance leaves the
     // catalog (maintenance, an agent restart): dropping it here would drop its health view.
     for (const name of this.demand.services) {
@@ -220,6 +239,7 @@ export class ConsulSupervisor {
   private reconcileHealth(): void {
     const routed = this.routedSet;
     for (const name of [...this.health.keys()]) if (!routed.has(name)) this.health.delete(name);
+    for (const name of [...this.unreadable.keys()]) if (!routed.has(name)) this.unreadable.delete(name);
 
     const budget = this.healthWatchBudget;
     const nextMode: HealthMode =
@@ -271,6 +291,7 @@ export class ConsulSupervisor {
     this.track(
       this.consume(query, (instances) => {
         if (stop.signal.aborted) return;
+        this.unreadable.delete(name);
         this.health.set(name, instances);
         this.options.onChange();
       }),
@@ -288,6 +309,7 @@ export class ConsulSupervisor {
       onHealth: (name, instances) => {
         if (!this.routedSet.has(name)) return;
         if (this.demand.modes.get(name)?.mode === 'pinned' && this.health.has(name)) return;
+        this.unreadable.delete(name);
         this.health.set(name, instances);
         this.options.onChange();
       },
@@ -327,9 +349,32 @@ export class ConsulSupervisor {
 
   private onWatchError(name: string, err: unknown): void {
     this.options.metrics.watchErrors.inc({ watch: watchLabel(name) });
+    this.noteUnreadable(name, err);
     // Refusals come in bursts; the gate logs the start and end of each episode instead.
     if (err instanceof ConsulRefusedError) this.options.logger.debug({ watch: name, err: describeError(err) }, 'Consul refused a watch request');
     else this.options.logger.warn({ watch: name, err: describeError(err) }, 'Consul watch failed');
+  }
+
+  /**
+   * A service that Consul answers about with an HTTP error again and again, before it was ever
+   * read, must not keep every other service's changes from being applied: after a few such
+   * answers it counts as read with no instances (and is reported). Refusals and transport errors
+   * do not count; they are Consul's state, not the service's, and are retried as they are.
+   */
+  private noteUnreadable(watch: string, err: unknown): void {
+    const colon = watch.indexOf(':');
+    const kind = watch.slice(0, colon);
+    if ((kind !== 'health' && kind !== 'fetch') || !(err instanceof ConsulHttpError) || err.status === 429) return;
+    const name = watch.slice(colon + 1);
+    if (this.health.has(name) && !this.unreadable.has(name)) return;
+    const u = this.unreadable.get(name) ?? { errors: 0, error: '' };
+    u.errors += 1;
+    u.error = describeError(err);
+    this.unreadable.set(name, u);
+    if (u.errors === UNREADABLE_AFTER_ERRORS && this.routedSet.has(name)) {
+      this.health.set(name, []);
+      this.options.onChange();
+    }
   }
 
   private track(loop: Promise<void>): void {
