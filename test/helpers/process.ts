@@ -18,7 +18,7 @@ export function track(child: ChildProcess): void {
   closed.set(child, new Promise((resolve) => child.once('close', (code) => resolve(code))));
   if (!hooked) {
     hooked = true;
-    process.once('exit', () => {
+    const killAll = (): void => {
       for (const c of live) {
         if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) {
           try {
@@ -28,7 +28,16 @@ export function track(child: ChildProcess): void {
           }
         }
       }
-    });
+    };
+    process.once('exit', killAll);
+    // The test runner ends a file that ran out of time with a signal, and 'exit' does not run
+    // then: the children (Consul agents, gateways) would be left behind.
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+      process.once(signal, () => {
+        killAll();
+        process.exit(128 + (signal === 'SIGTERM' ? 15 : signal === 'SIGINT' ? 2 : 1));
+      });
+    }
   }
 }
 
