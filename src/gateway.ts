@@ -12,7 +12,7 @@ import { BuildHealth } from './state/build-health.ts';
 import { isUrlprefixTag } from './state/tags.ts';
 import { UpstreamPools } from './balancer/upstream-pools.ts';
 import { RuntimeHolder } from './runtime/runtime.ts';
-import { ResilienceRegistry } from './runtime/resilience.ts';
+import { ResilienceRegistry } from './resilience/registry.ts';
 import { JwtKeyCache } from './filters/auth.ts';
 import { RateLimiterBackend, type BackendState, type RedisOptions } from './filters/rate-limit.ts';
 import { parseDocumentText, readPolicyDir, type RawDocument } from './policy/documents.ts';

@@ -5,7 +5,7 @@ import type { ListenerLimitsView } from '../core/types.ts';
 import type { PublishedSnapshot } from '../state/store.ts';
 import type { Snapshot } from '../state/snapshot.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import type { ServiceResilience } from '../runtime/resilience.ts';
+import type { ServiceResilience } from '../runtime/runtime.ts';
 
 /**
  * JSON views served by the admin API and printed by the CLI. They are built from the snapshot

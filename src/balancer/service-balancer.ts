@@ -1,10 +1,18 @@
 import { contentHash } from '../core/hash.ts';
 import type { ServiceSnapshot } from '../state/snapshot.ts';
-import type { OutlierDetector } from './outlier.ts';
 import { LeastRequestPicker, RoundRobinPicker, type Picker, type Weighted } from './pickers.ts';
 import type { UpstreamEndpoint, UpstreamPools } from './upstream-pools.ts';
 
 export type PickerKind = 'round_robin' | 'least_request';
+
+/**
+ * What a balancer needs of passive health: which endpoints are ejected. The detector itself lives
+ * in resilience/ (it learns from outcomes); the balancer only reads it.
+ */
+export interface EjectionView {
+  readonly hasEjected: boolean;
+  isEjected(key: string): boolean;
+}
 
 /**
  * One balancer per service, compiled from its snapshot: the endpoint picker, and for a canary one
@@ -35,7 +43,7 @@ export class ServiceBalancer {
     readonly service: ServiceSnapshot,
     pools: UpstreamPools,
     readonly pickerKind: PickerKind,
-    readonly outlier?: OutlierDetector,
+    readonly outlier?: EjectionView,
     /** The service's connect timeout; endpoints with a non-default one get their own pool. */
     connectTimeoutMs?: number,
     /**

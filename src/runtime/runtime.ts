@@ -10,11 +10,12 @@ import { compileRouter, type Router } from '../router/router.ts';
 import type { RouteSnapshot, Snapshot } from '../state/snapshot.ts';
 import { compileRouteAuth, type ConsumerIndex, type JwtKeyCache, type RouteAuth } from '../filters/auth.ts';
 import { compileRateLimits, type RateLimiterBackend, type RouteRateLimits } from '../filters/rate-limit.ts';
-import type { RetryBudget } from '../balancer/retry-budget.ts';
-import type { ResilienceRegistry, ServiceResilience } from './resilience.ts';
+import type { RetryBudget } from '../resilience/retry-budget.ts';
+import type { ResilienceRegistry, ServiceResilience } from '../resilience/registry.ts';
 
 export type { Identity, AuthOutcome } from '../filters/auth.ts';
 export type { RateLimitOutcome } from '../filters/rate-limit.ts';
+export type { ServiceResilience } from '../resilience/registry.ts';
 
 /** The retry policy as the proxy uses it: sets instead of lists, all numbers in ms. */
 export interface CompiledRetry {

@@ -17,12 +17,13 @@ const ALLOWED: Record<string, readonly string[]> = {
   state: ['core', 'policy'],
   router: ['core', 'state'],
   balancer: ['core', 'state'],
+  resilience: ['core', 'state'],
   filters: ['core', 'policy'],
-  runtime: ['core', 'state', 'router', 'balancer', 'filters'],
+  runtime: ['core', 'state', 'router', 'balancer', 'resilience', 'filters'],
   proxy: ['core', 'runtime'],
   admin: ['core', 'state', 'runtime'],
   cli: ['core', 'config.ts', 'consul', 'policy', 'gateway.ts'],
-  'gateway.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'router', 'balancer', 'filters', 'runtime', 'proxy', 'admin'],
+  'gateway.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'router', 'balancer', 'resilience', 'filters', 'runtime', 'proxy', 'admin'],
 };
 
 /** `import x from`, `import type { a,\n b } from`, `export * from`, `import './x'`: every relative module a file loads. */

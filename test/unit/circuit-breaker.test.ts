@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CircuitBreaker, RollingCounts, type BreakerState, type CircuitBreakerConfig } from '../../src/balancer/circuit-breaker.ts';
+import { CircuitBreaker, RollingCounts, type BreakerState, type CircuitBreakerConfig } from '../../src/resilience/circuit-breaker.ts';
 
 const CONFIG: CircuitBreakerConfig = {
   enabled: true,

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { OutlierDetector, type EjectionInfo, type OutlierConfig, type ReturnReason } from '../../src/balancer/outlier.ts';
+import { OutlierDetector, type EjectionInfo, type OutlierConfig, type ReturnReason } from '../../src/resilience/outlier.ts';
 
 const CONFIG: OutlierConfig = {
   enabled: true,

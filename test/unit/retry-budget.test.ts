@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RetryBudget, type RetryBudgetConfig } from '../../src/balancer/retry-budget.ts';
+import { RetryBudget, type RetryBudgetConfig } from '../../src/resilience/retry-budget.ts';
 
 function harness(config: RetryBudgetConfig | null) {
   const clock = { t: 500_000 };

@@ -10,7 +10,7 @@ import { ServiceBalancer } from '../../src/balancer/service-balancer.ts';
 import { JwtKeyCache } from '../../src/filters/auth.ts';
 import { RateLimiterBackend } from '../../src/filters/rate-limit.ts';
 import { buildRuntime, type CompiledRoute, type Runtime, type RuntimeDeps } from '../../src/runtime/runtime.ts';
-import { ResilienceRegistry } from '../../src/runtime/resilience.ts';
+import { ResilienceRegistry } from '../../src/resilience/registry.ts';
 
 const logger = createLogger('silent');
 // Pools are created lazily and never connect: no request is sent in these tests.

@@ -5,7 +5,7 @@ import { webInstance, type InstanceSpec } from '../helpers/instances.ts';
 import { buildSnapshot, type ServiceSnapshot } from '../../src/state/snapshot.ts';
 import { ServiceBalancer, type PickerKind } from '../../src/balancer/service-balancer.ts';
 import { UpstreamPools, type UpstreamEndpoint } from '../../src/balancer/upstream-pools.ts';
-import { OutlierDetector, type OutlierConfig } from '../../src/balancer/outlier.ts';
+import { OutlierDetector, type OutlierConfig } from '../../src/resilience/outlier.ts';
 
 // Pools are created lazily by `get` and never connect: no request is sent in these tests.
 const pools = new UpstreamPools({ connectTimeoutMs: 1000, connectionsPerEndpoint: 1 });

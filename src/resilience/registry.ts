@@ -1,8 +1,8 @@
 import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
-import { OutlierDetector } from '../balancer/outlier.ts';
-import { CircuitBreaker, type BreakerState } from '../balancer/circuit-breaker.ts';
-import { RetryBudget } from '../balancer/retry-budget.ts';
+import { OutlierDetector } from './outlier.ts';
+import { CircuitBreaker, type BreakerState } from './circuit-breaker.ts';
+import { RetryBudget } from './retry-budget.ts';
 import type { RoutePolicy, ServiceSnapshot } from '../state/snapshot.ts';
 
 /** Per-service passive health: what a failing endpoint or service has taught us so far. */
