@@ -573,9 +573,8 @@ test(`fuzz seed=${HEX}: ${PROXY_CASES} proxy and ${ADMIN_CASES} admin cases get 
 });
 
 /**
- * Known, not fixed here (src/proxy/server.ts): Node itself answers an HTTP/1.1 request without
- * Host (a bare 400, its requireHostHeader check) and an Expect other than 100-continue (a bare
- * 417, no 'checkExpectation' listener) before the gateway sees the request.
+ * Node itself would answer an HTTP/1.1 request without Host (a bare 400) and an Expect other than
+ * 100-continue (a bare 417) before the gateway sees the request; the gateway answers them instead.
  */
 
 test(`fuzz seed=${HEX}: every answer the gateway writes itself is its JSON error with the request id`, () => {
@@ -638,10 +637,9 @@ test(`fuzz seed=${HEX}: afterwards the gateway serves, is healthy, applies Consu
 });
 
 /**
- * Known, not fixed here (src/proxy/server.ts): a pipelined request whose response is queued behind
- * another when the connection closes never sees its response's 'close' (Node emits none for a
- * response that never got the socket), so it stays counted in flight, and SIGTERM waits out the
- * whole drain timeout and exits 1.
+ * A pipelined request whose response is queued behind another when the connection closes gets
+ * no 'close' of its own from Node; the gateway ends it with its connection, so nothing stays in
+ * flight and SIGTERM has nothing to wait for.
  */
 
 test(`fuzz seed=${HEX}: afterwards SIGTERM finds nothing in flight and exits 0 at once`, { timeout: 60_000 }, async () => {
