@@ -17,7 +17,7 @@ import { JwtKeyCache } from './filters/auth.ts';
 import { RateLimiterBackend, type BackendState, type RedisOptions } from './filters/rate-limit.ts';
 import { parseDocumentText, readPolicyDir, type RawDocument } from './policy/documents.ts';
 import { resolvePolicies } from './policy/resolve.ts';
-import { ProxyServer } from './proxy/server.ts';
+import { ProxyListener } from './proxy/listener.ts';
 import { createAdminServer } from './admin/server.ts';
 
 /** How long start waits to learn whether --consul is a Consul agent at all. */
@@ -44,7 +44,7 @@ export class Gateway {
   private readonly store: SnapshotStore;
   private readonly pools: UpstreamPools;
   private readonly runtime: RuntimeHolder;
-  private readonly proxy: ProxyServer;
+  private readonly proxy: ProxyListener;
   private readonly admin: Server;
   private readonly keys: JwtKeyCache;
   private readonly limiter: RateLimiterBackend;
@@ -102,11 +102,12 @@ export class Gateway {
         resilience: this.resilience,
         responseTimeoutMs: config.responseTimeout,
         connectTimeoutMs: config.connectTimeout,
+        logger: this.logger,
       },
       this.logger,
     );
     this.store.onPublish((snapshot) => this.countDocuments(snapshot));
-    this.proxy = new ProxyServer({
+    this.proxy = new ProxyListener({
       runtime: () => this.runtime.current,
       maxHeaderSize: config.maxHeaderSize,
       maxHeaderCount: config.maxHeaderCount,

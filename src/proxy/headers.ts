@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 
 /** RFC 9110 §7.6.1: connection-specific fields a proxy must not forward. */
 const HOP_BY_HOP = new Set([
@@ -119,16 +119,39 @@ function forwardedElement(clientIp: string, host: string | undefined, proto: str
   return `for=${node}${hostPart};proto=${proto}`;
 }
 
-/** Response headers for the client: hop-by-hop removed; Node sets framing itself. */
-export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
-  const extra = connectionTokens(upstream.connection);
-  const out: OutgoingHttpHeaders = {};
-  for (const name in upstream) {
-    const value = upstream[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name)) continue;
-    out[name] = value;
+/** Lengths of the hop-by-hop names: most response headers are kept after one length check. */
+const HOP_LENGTHS = new Set([...HOP_BY_HOP].map((h) => h.length));
+
+/**
+ * The client's response head from undici's raw header list: hop-by-hop fields and those the
+ * upstream's Connection names are dropped, and the gateway's own fields (`x-request-id`, rate
+ * limit headers, `connection: close` while draining) take the place of any upstream field of the
+ * same name. A flat name/value list, as Node's `writeHead` takes it, so repeated fields
+ * (`set-cookie`) stay separate and no header object is built.
+ */
+export function responseHeaderList(raw: readonly Buffer[], requestId: string, own: readonly string[] | null, close: boolean): string[] {
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as Buffer;
+    if (name.length === 10 && name.toString('latin1').toLowerCase() === 'connection') named = connectionTokens(String(raw[i + 1])) ?? named;
   }
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const rawName = raw[i] as Buffer;
+    const name = rawName.toString('latin1');
+    const lower = HOP_LENGTHS.has(name.length) || named !== undefined || name.length === 12 || own !== null ? name.toLowerCase() : name;
+    if (HOP_BY_HOP.has(lower) || named?.has(lower) || lower === 'x-request-id' || (own !== null && isOwn(own, lower))) continue;
+    out.push(name, (raw[i + 1] as Buffer).toString('latin1'));
+  }
+  out.push('x-request-id', requestId);
+  if (own !== null) for (let i = 0; i < own.length; i++) out.push(own[i] as string);
+  if (close) out.push('connection', 'close');
   return out;
+}
+
+function isOwn(own: readonly string[], lower: string): boolean {
+  for (let i = 0; i < own.length; i += 2) if ((own[i] as string).toLowerCase() === lower) return true;
+  return false;
 }
 
 /** JWT subjects are arbitrary strings; a header value must be visible ASCII, so others are percent-encoded. */

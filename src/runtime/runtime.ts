@@ -39,6 +39,10 @@ export interface CompiledRoute {
   readonly path: string;
   readonly service: string;
   readonly strip: string | null;
+  /** The path the upstream sees: `strip` removed. */
+  readonly upstreamPath: (path: string) => string;
+  /** The access logger of this route: route and service bound once (pino child bindings). */
+  readonly log: Logger;
   readonly balancer: ServiceBalancer;
   /** Why this route answers 503 policy_unavailable (see RouteSnapshot.heldBy), or null. */
   readonly holdReason: string | null;
@@ -75,6 +79,8 @@ export interface RuntimeDeps {
   readonly responseTimeoutMs: number;
   /** `--connect-timeout`, for services whose policy sets none. */
   readonly connectTimeoutMs: number;
+  /** Parent of every route's access logger. */
+  readonly logger: Logger;
 }
 
 /**
@@ -124,6 +130,8 @@ function compileRoute(
     path: route.path,
     service: route.service,
     strip: route.strip,
+    upstreamPath: route.strip === null ? samePath : stripper(route.strip),
+    log: deps.logger.child({ route: route.id, service: route.service }),
     balancer,
     holdReason: route.heldBy === null ? null : (route.holdReason ?? `policy document ${route.heldBy} holds this route`),
     auth: compileRouteAuth(policy.auth, policy.authorize, { keys: deps.keys, consumers }),
@@ -159,6 +167,19 @@ function compileRoute(
     observeDuration(seconds) {
       duration.observe(seconds);
     },
+  };
+}
+
+function samePath(path: string): string {
+  return path;
+}
+
+/** Removes the route's `strip` prefix (fabio's `strip=`); the rest always starts with `/`. */
+function stripper(strip: string): (path: string) => string {
+  return (path) => {
+    if (!path.startsWith(strip)) return path;
+    const rest = path.slice(strip.length);
+    return rest.startsWith('/') ? rest : `/${rest}`;
   };
 }
 

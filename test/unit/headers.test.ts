@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingHttpHeaders } from 'node:http';
-import { acceptableRequestId, clientResponseHeaders, upstreamRequestHeaders, type ForwardContext } from '../../src/proxy/headers.ts';
+import { acceptableRequestId, responseHeaderList, upstreamRequestHeaders, type ForwardContext } from '../../src/proxy/headers.ts';
 
 const CTX: ForwardContext = { requestId: 'req-1', clientIp: '10.0.0.9', proto: 'http' };
 
@@ -136,19 +136,26 @@ describe('upstreamRequestHeaders: forwarding headers', () => {
   });
 });
 
-describe('clientResponseHeaders', () => {
-  test('hop-by-hop and Connection-named headers are removed; others kept', () => {
-    const out = clientResponseHeaders({
-      connection: 'keep-alive, X-Upstream-Hop',
-      'keep-alive': 'timeout=5',
-      'transfer-encoding': 'chunked',
-      'x-upstream-hop': '1',
-      'content-type': 'text/plain',
-      'set-cookie': ['a=1', 'b=2'],
-      'x-missing': undefined,
-    });
-    assert.deepEqual(out, { 'content-type': 'text/plain', 'set-cookie': ['a=1', 'b=2'] });
-  });
+describe('responseHeaderList', () => {
+  const raw = (...pairs: string[]): Buffer[] => pairs.map((p) => Buffer.from(p, 'latin1'));
+  const cases: { name: string; upstream: Buffer[]; own: string[] | null; close: boolean; expected: string[] }[] = [
+    {
+      name: 'hop-by-hop and Connection-named headers are removed, repeated fields kept apart, names as sent',
+      upstream: raw('Connection', 'keep-alive, X-Upstream-Hop', 'Keep-Alive', 'timeout=5', 'Transfer-Encoding', 'chunked', 'X-Upstream-Hop', '1', 'Content-Type', 'text/plain', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2'),
+      own: null,
+      close: false,
+      expected: ['Content-Type', 'text/plain', 'Set-Cookie', 'a=1', 'Set-Cookie', 'b=2', 'x-request-id', 'rid'],
+    },
+    {
+      name: "the gateway's request id and rate-limit headers replace the upstream's",
+      upstream: raw('X-Request-Id', 'theirs', 'RateLimit-Limit', '1', 'content-length', '2'),
+      own: ['ratelimit-limit', '10', 'ratelimit-remaining', '9'],
+      close: false,
+      expected: ['content-length', '2', 'x-request-id', 'rid', 'ratelimit-limit', '10', 'ratelimit-remaining', '9'],
+    },
+    { name: 'draining: connection close', upstream: raw('upgrade', 'h2c', 'te', 'trailers'), own: null, close: true, expected: ['x-request-id', 'rid', 'connection', 'close'] },
+  ];
+  for (const c of cases) test(c.name, () => assert.deepEqual(responseHeaderList(c.upstream, 'rid', c.own, c.close), c.expected));
 });
 
 describe('acceptableRequestId', () => {

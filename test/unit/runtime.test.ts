@@ -34,6 +34,7 @@ function deps(metrics: Metrics = createMetrics({ defaultMetrics: false })): Runt
     resilience: new ResilienceRegistry(metrics, logger),
     responseTimeoutMs: 30_000,
     connectTimeoutMs: 1000,
+    logger,
   };
 }
 

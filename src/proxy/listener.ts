@@ -1,0 +1,221 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { Logger } from '../core/logger.ts';
+import { listenOn } from '../core/net.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { Runtime } from '../runtime/runtime.ts';
+import { sendError } from './errors.ts';
+import { refusalOfParserError, writeRawRefusal, type HeadLimits } from './client-errors.ts';
+import { ListenerLimits } from './listener-limits.ts';
+import { Exchange, type PipelineContext } from './pipeline.ts';
+
+export interface ProxyOptions {
+  readonly runtime: () => Runtime | undefined;
+  /** One info line per request; off saves about a third of the proxy's CPU. */
+  readonly accessLog: boolean;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** Largest request head accepted at all; per-route limits can only be lower. */
+  readonly maxHeaderSize?: number;
+  /** More header fields than this are refused (431). */
+  readonly maxHeaderCount?: number;
+  /** Client connections open at once; more are closed at once and counted. */
+  readonly maxConnections?: number;
+  /** A request head must arrive within this (408). */
+  readonly clientHeaderTimeoutMs?: number;
+  /** Longest pause between two pieces of a request body (408). */
+  readonly clientBodyTimeoutMs?: number;
+  /** Bodies up to this size are read completely before an upstream is picked. */
+  readonly requestBufferSize?: number;
+}
+
+const DEFAULT_HEADER_TIMEOUT_MS = 10_000;
+const DEFAULT_BODY_TIMEOUT_MS = 30_000;
+const DEFAULT_BUFFER_BYTES = 65_536;
+
+/** Where a response's in-flight bookkeeping is found by the shared 'close' listener. */
+const LISTENER = Symbol('cgw.listener');
+type TrackedResponse = ServerResponse & { [LISTENER]?: ProxyListener | null };
+
+/**
+ * The listener: sockets, limits on connections and heads, answers to heads Node refuses, the
+ * count of requests in flight and the drain. Each request becomes an Exchange (pipeline.ts).
+ */
+export class ProxyListener {
+  readonly server: Server;
+  private inflight = 0;
+  private idleWaiters: (() => void)[] = [];
+  private readonly head: HeadLimits;
+  /** Counters for answers given before a route is known (route and service labels ""). */
+  private readonly unrouted = new Map<number, { inc(): void }>();
+  /** Connection cap and per-endpoint saturation, for metrics and `cgw status`. */
+  readonly limits: ListenerLimits;
+  private readonly ctx: PipelineContext;
+
+  constructor(private readonly options: ProxyOptions) {
+    const headerTimeoutMs = options.clientHeaderTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
+    this.head = { maxHeaderCount: options.maxHeaderCount ?? 200, maxHeaderSize: options.maxHeaderSize ?? 16_384, headerTimeoutMs };
+    this.server = createServer(
+      {
+        keepAliveTimeout: 5_000,
+        maxHeaderSize: options.maxHeaderSize,
+        headersTimeout: headerTimeoutMs,
+        // A missing Host is refused by checkHead with our JSON 400, not by Node with a bare one.
+        requireHostHeader: false,
+        // Bodies are timed by their idleness (--client-body-timeout) and the route's request
+        // timeout; Node's whole-request timer would cut legitimate long uploads.
+        requestTimeout: 0,
+        // Node checks head timeouts on this period; its 30 s default answered after 40-90 s.
+        connectionsCheckingInterval: Math.min(1_000, Math.max(100, Math.floor(headerTimeoutMs / 4))),
+      },
+      (req, res) => this.onRequest(req, res, false),
+    );
+    // One more than the limit, so a head over it is seen (and refused) rather than cut.
+    this.server.maxHeadersCount = this.head.maxHeaderCount + 1;
+    // Without this listener Node answers `Expect: 100-continue` itself, before authentication.
+    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, true));
+    // Other expectations: Node would answer a bare 417 before routing and authentication. The
+    // header is never forwarded, so the request is served like any other.
+    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, false));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    this.limits = new ListenerLimits(this.server, options.maxConnections, options.metrics, options.logger);
+    this.ctx = {
+      runtime: options.runtime,
+      head: this.head,
+      bodyTimeoutMs: options.clientBodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
+      bufferBytes: options.requestBufferSize ?? DEFAULT_BUFFER_BYTES,
+      accessLog: options.accessLog,
+      logger: options.logger,
+      metrics: options.metrics,
+      limits: this.limits,
+      draining: false,
+      countUnrouted: (status) => this.countUnrouted(status),
+    };
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    this.inflight += 1;
+    (res as TrackedResponse)[LISTENER] = this;
+    res.once('close', onRequestClosed);
+    closeWithSocket(req.socket, res);
+    const exchange = new Exchange(this.ctx, req, res, expectsContinue);
+    try {
+      exchange.start();
+    } catch (err) {
+      exchange.fail(err);
+    }
+  }
+
+  /** Called once per request, when its response closed (finished, or the connection went). */
+  requestClosed(): void {
+    this.inflight -= 1;
+    if (this.inflight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+
+  /**
+   * Heads Node's parser refuses (malformed, too large, too slow): Node would answer a bare 400 or
+   * 431 (or nothing); answer with our JSON error instead, so every refusal looks the same.
+   */
+  private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    const refusal = refusalOfParserError(err, this.head);
+    if (!refusal || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    // Answers on one connection go out in request order: ours must not overtake or cut into an
+    // answer still owed to an earlier request.
+    const inProgress = (socket as Socket & { _httpMessage?: (ServerResponse & { req?: IncomingMessage }) | null })._httpMessage;
+    if (inProgress && !inProgress.writableFinished) {
+      if (!inProgress.headersSent && inProgress.req && !inProgress.req.complete) {
+        // The request whose body failed to parse is the one in progress: it gets the answer (its
+        // handler sees a broken body, writes nothing, and counts what was sent).
+        sendError(inProgress, refusal.code, String(inProgress.getHeader('x-request-id') ?? randomUUID()), refusal.message, { close: true });
+        return;
+      }
+      const retry = (): void => {
+        setImmediate(() => this.onClientError(err, socket));
+      };
+      inProgress.once('finish', retry);
+      inProgress.once('close', () => {
+        inProgress.off('finish', retry);
+        if (!socket.destroyed) retry();
+      });
+      return;
+    }
+    if (refusal.code === 'headers_too_large') this.options.metrics.requestLimitRejections.inc({ route: '', kind: 'headers' });
+    this.options.logger.warn({ client: socket.remoteAddress ?? null, code: err.code ?? null }, `request refused before parsing completed: ${refusal.message}`);
+    this.countUnrouted(writeRawRefusal(socket, refusal));
+  }
+
+  private countUnrouted(status: number): void {
+    let child = this.unrouted.get(status);
+    if (!child) {
+      child = this.options.metrics.requests.labels({ route: '', service: '', code: String(status) });
+      this.unrouted.set(status, child);
+    }
+    child.inc();
+  }
+
+  get requestsInFlight(): number {
+    return this.inflight;
+  }
+
+  listen(host: string, port: number): Promise<number> {
+    return listenOn(this.server, host, port);
+  }
+
+  /**
+   * Stops accepting, lets requests in flight finish (closing keep-alive connections as they go
+   * idle) and resolves when none is left or `timeoutMs` has passed; then cuts what remains.
+   */
+  async drain(timeoutMs: number): Promise<{ unfinished: number }> {
+    this.ctx.draining = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    if (this.inflight > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.idleWaiters.push(resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+      ]);
+      clearTimeout(timer);
+    }
+    const unfinished = this.inflight;
+    this.server.closeAllConnections();
+    await closed;
+    return { unfinished };
+  }
+}
+
+/** One listener for every request: finds its listener through the response, no closure per request. */
+function onRequestClosed(this: TrackedResponse): void {
+  const listener = this[LISTENER];
+  if (!listener) return;
+  this[LISTENER] = null;
+  listener.requestClosed();
+}
+
+/** Responses not yet finished, per connection, so one 'close' listener serves them all. */
+const pendingBySocket = new WeakMap<Socket, Set<ServerResponse>>();
+
+/**
+ * Node emits no 'close' on a response queued behind another (pipelining) when the connection
+ * closes. Everything that waits for a request to end listens for it (the in-flight count, client
+ * gone, relay), so without this such a request would count against its endpoint for ever.
+ */
+function closeWithSocket(socket: Socket, res: ServerResponse): void {
+  let pending = pendingBySocket.get(socket);
+  if (!pending) {
+    const set = new Set<ServerResponse>();
+    pending = set;
+    pendingBySocket.set(socket, set);
+    socket.once('close', () => {
+      for (const r of [...set]) if (!r.writableFinished) r.emit('close');
+      set.clear();
+    });
+  }
+  pending.add(res);
+  res.once('close', () => pending.delete(res));
+}
