@@ -1,0 +1,215 @@
+/**
+ * Side by side, interleaved in one run: wrk -t2 -c64 against the backend itself, nginx, a bare
+ * undici proxy and cgw (--workers 1 and its default, once the flag exists), all on this machine's
+ * cores, all against one backend registered in a real Consul agent. For each target: req/s, p99
+ * and the CPU charged to the target's whole process tree (utime+stime of it and every descendant,
+ * from /proc) per request. Prints figures; asserts nothing.
+ *
+ *   npm run bench:compare                          # 10 s per target, 3 rounds
+ *   npm run bench:compare -- --seconds 5 --rounds 2 --targets direct,bare,cgw1
+ *
+ * Flags (or environment): --seconds (BENCH_SECONDS, 10), --rounds (BENCH_ROUNDS, 3), --warmup
+ * seconds per target before the first round (BENCH_WARMUP, 2), --connections (64), --threads (2),
+ * --targets (comma list of direct, nginx, bare, cgw1, cgw; default all available), --no-nginx.
+ * cgw runs with its default flags (info logs and access log on), its output sent to /dev/null.
+ */
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { request } from 'undici';
+import { startConsul } from '../test/helpers/consul.ts';
+import { freePorts } from '../test/helpers/ports.ts';
+import {
+  WRK_MISSING, cgwHasWorkersFlag, fixed, flag, hasFlag, loadAverage, machine, median, repoRoot, runWrk, startBackend, startCgw, startChild,
+  table, which, type Child, type WrkResult,
+} from './harness.ts';
+import { treeCpuSeconds, treeSize } from './proc-tree.ts';
+
+const seconds = Number(flag('seconds', 'BENCH_SECONDS', '10'));
+const rounds = Number(flag('rounds', 'BENCH_ROUNDS', '3'));
+const warmup = Number(flag('warmup', 'BENCH_WARMUP', '2'));
+const connections = Number(flag('connections', 'BENCH_CONNECTIONS', '64'));
+const threads = Number(flag('threads', 'BENCH_THREADS', '2'));
+const wanted = flag('targets', 'BENCH_TARGETS', 'direct,nginx,bare,cgw1,cgw').split(',').map((s) => s.trim());
+
+if (!which('wrk')) {
+  console.error(WRK_MISSING);
+  process.exit(1);
+}
+
+interface Target {
+  readonly key: string;
+  readonly label: string;
+  readonly url: string;
+  /** Root of the process tree charged for this target. */
+  readonly pid: number;
+  readonly runs: { wrk: WrkResult; cpuUs: number; backendUs: number }[];
+}
+
+const notes: string[] = [];
+const children: Child[] = [];
+const tmp = mkdtempSync(join(tmpdir(), 'cgw-compare-'));
+const consul = await startConsul();
+try {
+  const backend = await startBackend();
+  children.push(backend);
+  const backendPort = backend.ports[0] as number;
+  const origin = `http://127.0.0.1:${backendPort}`;
+  await consul.register({ id: 'bench-1', name: 'bench', port: backendPort, tags: ['urlprefix-/bench'] });
+
+  const targets: Target[] = [];
+  const add = (key: string, label: string, url: string, pid: number): void => {
+    targets.push({ key, label, url, pid, runs: [] });
+  };
+  if (wanted.includes('direct')) add('direct', 'direct to the backend (node:http)', `${origin}/bench/x`, backend.pid);
+
+  if (wanted.includes('nginx') && !hasFlag('no-nginx')) {
+    if (which('nginx')) {
+      const [port] = (await freePorts(1)) as [number];
+      const dir = join(tmp, 'nginx');
+      mkdirSync(join(dir, 'tmp'), { recursive: true });
+      writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, port, backendPort));
+      const nginx = await startChild(which('nginx') as string, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'], {
+        stderrFile: join(dir, 'stderr.log'),
+      });
+      children.push(nginx);
+      add('nginx', 'nginx, 2 workers, upstream keepalive', `http://127.0.0.1:${port}/bench/x`, nginx.pid);
+    } else {
+      notes.push('nginx: not installed, row skipped (Debian/Ubuntu: apt-get install nginx)');
+    }
+  }
+
+  if (wanted.includes('bare')) {
+    const [port] = (await freePorts(1)) as [number];
+    const bare = await startChild(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'bare-proxy.ts'), String(port), origin], { stdout: 'pipe' });
+    bare.proc.stdout?.resume();
+    children.push(bare);
+    add('bare', 'bare undici proxy (bench/bare-proxy.ts)', `http://127.0.0.1:${port}/bench/x`, bare.pid);
+  }
+
+  const workers = cgwHasWorkersFlag();
+  if (wanted.includes('cgw1')) {
+    const cgw = await startCgw({ consul: consul.addr, args: workers ? ['--workers', '1'] : [], stderrFile: join(tmp, 'cgw1.stderr') });
+    children.push(cgw);
+    add('cgw1', workers ? 'cgw --workers 1' : 'cgw (defaults; no --workers flag yet)', `${cgw.url}/bench/x`, cgw.pid);
+  }
+  if (wanted.includes('cgw') && workers) {
+    const cgw = await startCgw({ consul: consul.addr, stderrFile: join(tmp, 'cgw.stderr') });
+    children.push(cgw);
+    add('cgw', 'cgw, default workers', `${cgw.url}/bench/x`, cgw.pid);
+  } else if (wanted.includes('cgw') && !workers) {
+    notes.push('cgw with its default workers: `cgw start --help` lists no --workers flag yet, so only one cgw row');
+  }
+
+  // Every target must answer 200 before anything is measured.
+  for (const t of targets) {
+    let status = 0;
+    for (let i = 0; i < 100 && status !== 200; i++) {
+      try {
+        const res = await request(t.url);
+        await res.body.dump();
+        status = res.statusCode;
+      } catch {
+        /* not listening yet */
+      }
+      if (status !== 200) await delay(100);
+    }
+    if (status !== 200) throw new Error(`${t.label}: ${t.url} answers ${status}, not 200`);
+  }
+
+  console.log(`Side by side: wrk -t${threads} -c${connections}, ${seconds} s per target per round, ${rounds} rounds interleaved`);
+  for (const line of machine()) console.log(line);
+  if (warmup > 0) {
+    for (const t of targets) await runWrk(t.url, { threads, connections, seconds: warmup });
+  }
+  for (let r = 0; r < rounds; r++) {
+    const order = targets.map((_, i) => targets[(i + r) % targets.length] as Target);
+    for (const t of order) {
+      const backendBefore = treeCpuSeconds(backend.pid);
+      const before = treeCpuSeconds(t.pid);
+      const wrk = await runWrk(t.url, { threads, connections, seconds });
+      const cpu = treeCpuSeconds(t.pid) - before;
+      const backendCpu = treeCpuSeconds(backend.pid) - backendBefore;
+      const run = { wrk, cpuUs: (cpu * 1e6) / Math.max(1, wrk.requests), backendUs: (backendCpu * 1e6) / Math.max(1, wrk.requests) };
+      t.runs.push(run);
+      console.log(
+        `  round ${r + 1} ${t.key.padEnd(6)} ${fixed(wrk.rps, 0).padStart(7)} req/s  p99 ${fixed(wrk.p99ms, 2)} ms  ` +
+          `${fixed(run.cpuUs, 1)} µs CPU/req (${treeSize(t.pid)} processes)  errors ${wrk.errors}`,
+      );
+    }
+  }
+
+  const med = (t: Target, f: (x: Target['runs'][number]) => number): number => median(t.runs.map(f));
+  console.log('');
+  console.log(
+    table(
+      ['target', 'req/s', 'p99 ms', 'CPU µs/request', 'backend CPU µs/request', 'errors'],
+      targets.map((t) => [
+        t.label,
+        fixed(med(t, (x) => x.wrk.rps), 0),
+        fixed(med(t, (x) => x.wrk.p99ms), 2),
+        fixed(med(t, (x) => x.cpuUs), 1),
+        t.key === 'direct' ? '(same)' : fixed(med(t, (x) => x.backendUs), 1),
+        String(t.runs.reduce((s, x) => s + x.wrk.errors, 0)),
+      ]),
+    ),
+  );
+  console.log(`Medians of ${rounds} rounds. CPU is the target's process tree only (for "direct", the backend itself).`);
+
+  const by = (k: string): Target | undefined => targets.find((t) => t.key === k);
+  const direct = by('direct');
+  const bare = by('bare');
+  const ratioRows: string[][] = [];
+  for (const k of ['cgw1', 'cgw']) {
+    const c = by(k);
+    if (!c) continue;
+    const cpu = med(c, (x) => x.cpuUs);
+    const p99 = med(c, (x) => x.wrk.p99ms);
+    if (bare) {
+      ratioRows.push([`${c.label}: CPU/request ÷ bare proxy's`, fixed(cpu / med(bare, (x) => x.cpuUs), 2)]);
+      ratioRows.push([`${c.label}: p99 ÷ bare proxy's`, fixed(p99 / med(bare, (x) => x.wrk.p99ms), 2)]);
+    }
+    if (direct) ratioRows.push([`${c.label}: CPU/request ÷ (3 × direct backend's)`, fixed(cpu / (3 * med(direct, (x) => x.cpuUs)), 2)]);
+  }
+  if (ratioRows.length) {
+    console.log('');
+    console.log(table(['ratio', 'value'], ratioRows));
+  }
+  for (const n of notes) console.log(`note: ${n}`);
+  console.log(`load average at the end: ${loadAverage()}`);
+} finally {
+  for (const c of children.reverse()) await c.stop();
+  await consul.destroy();
+  rmSync(tmp, { recursive: true, force: true });
+}
+
+function nginxConf(dir: string, port: number, backendPort: number): string {
+  const t = join(dir, 'tmp');
+  return `# written by bench/compare.ts
+worker_processes 2;
+error_log ${join(dir, 'error.log')} warn;
+pid ${join(dir, 'nginx.pid')};
+events { worker_connections 1024; }
+http {
+  access_log /dev/null;
+  client_body_temp_path ${t}/body;
+  proxy_temp_path ${t}/proxy;
+  fastcgi_temp_path ${t}/fastcgi;
+  uwsgi_temp_path ${t}/uwsgi;
+  scgi_temp_path ${t}/scgi;
+  upstream backend {
+    server 127.0.0.1:${backendPort};
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`;
+}
