@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import { consulTls, type GatewayConfig } from './config.ts';
 import { formatAddress, listenOn } from './core/net.ts';
+import type { KvEntry } from './core/types.ts';
 import { defaultMaxConnections, openFileLimit } from './core/limits.ts';
 import { createLogger, type Logger } from './core/logger.ts';
 import { createMetrics, type Metrics } from './core/metrics.ts';
@@ -50,6 +51,8 @@ export class Gateway {
   private readonly limiter: RateLimiterBackend;
   private readonly resilience: ResilienceRegistry;
   private readonly build = new BuildHealth();
+  /** The KV view the policies in force were resolved from. */
+  private resolvedFrom: { kv: readonly KvEntry[]; kvResets: number } | undefined;
   private policyFiles: readonly RawDocument[] = [];
   private policyLoadErrors: readonly { path: string; error: string }[] = [];
   private rebuildScheduled = false;
@@ -204,8 +207,16 @@ export class Gateway {
     if (!kv) return;
     const previous = this.store.current?.snapshot;
     let snapshot: Snapshot;
+    let resolved: { kv: readonly KvEntry[]; kvResets: number } | undefined;
     try {
-      const policies = resolvePolicies(this.policyFiles, kv, this.config.kvPrefix, previous?.policies, this.policyLoadErrors, this.supervisor.kvResets);
+      // Documents come from files read at start and the KV view: the same KV view, the same set
+      // (so a health change does not resolve, and nothing downstream recompiles, the policies).
+      const kvResets = this.supervisor.kvResets;
+      const policies =
+        previous && this.resolvedFrom?.kv === kv && this.resolvedFrom.kvResets === kvResets
+          ? previous.policies
+          : resolvePolicies(this.policyFiles, kv, this.config.kvPrefix, previous?.policies, this.policyLoadErrors, kvResets);
+      resolved = { kv, kvResets };
       // Route documents can name services to watch and policies can change how; the supervisor
       // re-plans its watches and rings again once the new services have been read.
       this.supervisor.setDemand({ services: servicesNamedByRoutes(policies), modes: discoveryModes(policies) });
@@ -217,6 +228,7 @@ export class Gateway {
       return;
     }
     if (previous?.version === snapshot.version) {
+      this.resolvedFrom = resolved;
       this.build.succeeded();
       return;
     }
@@ -231,6 +243,7 @@ export class Gateway {
     const first = this.runtime.current === undefined;
     this.runtime.swap(runtime);
     this.store.publish(snapshot);
+    this.resolvedFrom = resolved;
     this.proxy.limits.retainServices(new Set(Object.keys(snapshot.services)));
     this.build.succeeded();
     if (first) this.logger.info({ version: snapshot.version }, 'first snapshot in force; gateway ready');

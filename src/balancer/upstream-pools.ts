@@ -80,8 +80,16 @@ export class UpstreamPools {
   /** Closes, after their in-flight requests, the pools whose id is no longer in `live`. */
   retain(live: ReadonlySet<string>): string[] {
     const removed: string[] = [];
-    for (const [key, endpoint] of this.endpoints) {
-      if (live.has(key)) continue;
+    for (const key of this.endpoints.keys()) if (!live.has(key)) removed.push(key);
+    return this.retire(removed);
+  }
+
+  /** Closes these pools after their in-flight requests (the caller knows nothing uses them). */
+  retire(ids: Iterable<string>): string[] {
+    const removed: string[] = [];
+    for (const key of ids) {
+      const endpoint = this.endpoints.get(key);
+      if (!endpoint) continue;
       this.endpoints.delete(key);
       removed.push(key);
       this.closing.add(endpoint);

@@ -76,6 +76,7 @@ export interface WatchHandle {
 export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHandle {
   private index = 0;
   private lastHash: string | undefined;
+  private lastText: string | undefined;
   private inFlight: AbortController | undefined;
   private lastActivityAt = Date.now();
   private mutable = {
@@ -158,11 +159,10 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
         this.options.onRequest?.(name);
         const res = await this.send(
           { ...this.options.query, index: blocking ? String(this.index) : undefined, wait: blocking ? formatConsulWait(waitMs) : undefined },
-          { signal: controller.signal, timeoutMs: blocking ? blockingTimeoutMs(waitMs) : FIRST_READ_TIMEOUT_MS },
+          { signal: controller.signal, timeoutMs: blocking ? blockingTimeoutMs(waitMs) : FIRST_READ_TIMEOUT_MS, unchangedFrom: this.lastText },
           admission,
         );
         this.lastActivityAt = Date.now();
-        const value = parse(res.body);
         // The index can go backwards (server rebuild, KV tombstone reaping): a watcher that keeps
         // the higher index is blind for a whole wait, so start over with a full read.
         if (res.index < this.index) this.index = 0;
@@ -176,11 +176,17 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
         this.mutable.knownLeader = res.knownLeader ?? null;
         this.mutable.lastContactMs = res.lastContactMs ?? null;
         this.options.onSuccess?.(name);
-        const hash = contentHash(value);
-        if (hash !== this.lastHash) {
-          this.lastHash = hash;
-          this.mutable.lastChangeAt = Date.now();
-          yield { value, index: this.index };
+        // Same text as last time: nothing to parse, hash or hand on. Otherwise parse, and hand
+        // on only when the content differs (a check's output changed, say, is not a change).
+        if (!res.unchanged) {
+          const value = parse(res.body);
+          this.lastText = res.text;
+          const hash = contentHash(value);
+          if (hash !== this.lastHash) {
+            this.lastHash = hash;
+            this.mutable.lastChangeAt = Date.now();
+            yield { value, index: this.index };
+          }
         }
         if (this.options.once) return;
         if (polling) pause = this.options.pollIntervalMs ?? 0;
@@ -213,7 +219,7 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
   /** One request; tells the gate at once whether Consul accepted it, before anything is handed on. */
   private async send(
     query: Record<string, string | undefined>,
-    opts: { signal: AbortSignal; timeoutMs: number },
+    opts: { signal: AbortSignal; timeoutMs: number; unchangedFrom: string | undefined },
     admission: Admission | undefined,
   ): Promise<ConsulResponse> {
     const { gate, name } = this.options;

@@ -26,8 +26,12 @@ export interface ConsulResponse {
   readonly index: number;
   readonly knownLeader: boolean | undefined;
   readonly lastContactMs: number | undefined;
-  /** Parsed JSON, or null for a 404 (e.g. a KV prefix with no keys). */
+  /** Parsed JSON, or null for a 404 (e.g. a KV prefix with no keys); undefined when `unchanged`. */
   readonly body: unknown;
+  /** The answer as received. */
+  readonly text: string;
+  /** Same text as `GetOptions.unchangedFrom`: not parsed again. */
+  readonly unchanged: boolean;
 }
 
 export class ConsulHttpError extends Error {
@@ -98,6 +102,13 @@ export interface GetOptions {
   readonly signal?: AbortSignal;
   /** Maximum time to wait for response headers; must exceed `wait` plus Consul's jitter. */
   readonly timeoutMs: number;
+  /**
+   * The text of the previous answer: an answer with the same text is not parsed again (`body` is
+   * then undefined and `unchanged` true). Blocking queries wake on any index bump; at thousands of
+   * services re-parsing an unchanged catalog on every registration would cost more than the rest
+   * of the change.
+   */
+  readonly unchangedFrom?: string;
 }
 
 /**
@@ -258,8 +269,9 @@ export class ConsulClient {
     if (res.statusCode === 429) throw new ConsulRefusedError(path, new ConsulHttpError(429, path, text.trim()));
     if (res.statusCode !== 200 && res.statusCode !== 404) throw new ConsulHttpError(res.statusCode, path, text.trim());
     if (res.statusCode === 404 && !header(res.headers, 'x-consul-index')) throw new ConsulHttpError(404, path, text.trim());
-    let body: unknown = null;
-    if (res.statusCode === 200) {
+    const unchanged = opts.unchangedFrom !== undefined && text === opts.unchangedFrom;
+    let body: unknown = unchanged ? undefined : null;
+    if (res.statusCode === 200 && !unchanged) {
       try {
         body = JSON.parse(text);
       } catch {
@@ -272,6 +284,8 @@ export class ConsulClient {
       knownLeader: leader === undefined ? undefined : leader === 'true',
       lastContactMs: lastContact === undefined ? undefined : Number(lastContact),
       body,
+      text,
+      unchanged,
     };
   }
 

@@ -65,7 +65,22 @@ export interface CompiledRoute {
 export interface Runtime {
   readonly snapshot: Snapshot;
   readonly router: Router<CompiledRoute>;
+  /** The balancer of each service in this runtime. */
   readonly balancers: ReadonlyMap<string, ServiceBalancer>;
+  /** The per-service slots compiled routes read their balancer from (shared by runtimes of one configuration). */
+  readonly slots: ReadonlyMap<string, ServiceSlot>;
+  /** Services whose balancer this runtime replaced without recompiling routes; null: all compiled anew. */
+  readonly changed: readonly string[] | null;
+}
+
+/**
+ * What a route needs of its service, behind one indirection: a health change of one service
+ * puts a new balancer in its slot and leaves every compiled route, filter and the router as
+ * they are (Envoy's split of clusters and endpoints, CDS/EDS).
+ */
+export interface ServiceSlot {
+  balancer: ServiceBalancer;
+  readonly resilience: ServiceResilience;
 }
 
 export interface RuntimeDeps {
@@ -84,40 +99,61 @@ export interface RuntimeDeps {
 }
 
 /**
- * Compiles a snapshot into the request-path structures. Balancers whose service did not change are
- * reused as they are, so an unrelated change does not reset round-robin positions; learned state
- * (ejections, open circuits, spent retry budget) lives in the resilience registry across builds.
+ * Compiles a snapshot into the request-path structures. Work follows the change: when the routes
+ * and documents are those of the runtime in force, only services whose snapshot changed get a new
+ * balancer (in their slot) and nothing else is compiled; otherwise routes are compiled again,
+ * reusing each unchanged service's balancer. Learned state (ejections, open circuits, spent retry
+ * budget) lives in the resilience registry across builds.
  */
 export function buildRuntime(snapshot: Snapshot, previous: Runtime | undefined, deps: RuntimeDeps): Runtime {
+  if (previous && previous.snapshot.routes === snapshot.routes && previous.snapshot.policies === snapshot.policies) {
+    return updateServices(snapshot, previous, deps);
+  }
+  const slots = new Map<string, ServiceSlot>();
   const balancers = new Map<string, ServiceBalancer>();
-  const resilience = new Map<string, ServiceResilience>();
   for (const service of Object.values(snapshot.services)) {
-    const state = deps.resilience.forService(service);
-    resilience.set(service.name, state);
-    const connectTimeoutMs = service.policy.connectTimeout ?? deps.connectTimeoutMs;
-    // Hashed once: compared with the old balancer's, then handed to the new one.
-    const fingerprint = ServiceBalancer.fingerprintOf(service, deps.pickerKind, connectTimeoutMs);
-    const old = previous?.balancers.get(service.name);
-    const reuse = old && old.fingerprint === fingerprint;
-    balancers.set(service.name, reuse ? old : new ServiceBalancer(service, deps.pools, deps.pickerKind, state.outlier, connectTimeoutMs, fingerprint));
+    const balancer = balancerFor(service, previous?.balancers.get(service.name), deps);
+    slots.set(service.name, { balancer: balancer.balancer, resilience: balancer.resilience });
+    balancers.set(service.name, balancer.balancer);
   }
   const consumers: ConsumerIndex = new Map(Object.values(snapshot.policies.consumers).map((c) => [c.id, c.record]));
   const routes = snapshot.routes.flatMap((r) => {
-    const balancer = balancers.get(r.service);
-    const state = resilience.get(r.service);
-    return balancer && state ? [compileRoute(r, balancer, state, consumers, deps)] : [];
+    const slot = slots.get(r.service);
+    return slot ? [compileRoute(r, slot, consumers, deps)] : [];
   });
-  deps.resilience.retain(new Set(balancers.keys()), new Set(snapshot.routes.map((r) => r.id)));
-  return { snapshot, router: compileRouter(routes), balancers };
+  deps.resilience.retain(new Set(slots.keys()), new Set(snapshot.routes.map((r) => r.id)));
+  return { snapshot, router: compileRouter(routes), balancers, slots, changed: null };
 }
 
-function compileRoute(
-  route: RouteSnapshot,
-  balancer: ServiceBalancer,
-  resilience: ServiceResilience,
-  consumers: ConsumerIndex,
-  deps: RuntimeDeps,
-): CompiledRoute {
+/** The health-change path: new balancers in the slots of the services that changed, nothing else. */
+function updateServices(snapshot: Snapshot, previous: Runtime, deps: RuntimeDeps): Runtime {
+  const balancers = new Map(previous.balancers);
+  const changed: string[] = [];
+  const before = previous.snapshot.services;
+  for (const name in snapshot.services) {
+    const service = snapshot.services[name] as Runtime['snapshot']['services'][string];
+    if (Object.hasOwn(before, name) && before[name] === service) continue;
+    const slot = previous.slots.get(name);
+    if (!slot) continue;
+    const next = balancerFor(service, slot.balancer, deps);
+    slot.balancer = next.balancer;
+    balancers.set(name, next.balancer);
+    changed.push(name);
+  }
+  return { snapshot, router: previous.router, balancers, slots: previous.slots, changed };
+}
+
+/** The service's balancer: the old one when its fingerprint is unchanged, else a new one. */
+function balancerFor(service: Runtime['snapshot']['services'][string], old: ServiceBalancer | undefined, deps: RuntimeDeps): { balancer: ServiceBalancer; resilience: ServiceResilience } {
+  const resilience = deps.resilience.forService(service);
+  const connectTimeoutMs = service.policy.connectTimeout ?? deps.connectTimeoutMs;
+  // Hashed once: compared with the old balancer's, then handed to the new one.
+  const fingerprint = ServiceBalancer.fingerprintOf(service, deps.pickerKind, connectTimeoutMs);
+  const balancer = old && old.fingerprint === fingerprint ? old : new ServiceBalancer(service, deps.pools, deps.pickerKind, resilience.outlier, connectTimeoutMs, fingerprint);
+  return { balancer, resilience };
+}
+
+function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: ConsumerIndex, deps: RuntimeDeps): CompiledRoute {
   const { metrics } = deps;
   const labels = { route: route.id, service: route.service };
   const byStatus = new Map<number, { inc(): void }>();
@@ -132,7 +168,9 @@ function compileRoute(
     strip: route.strip,
     upstreamPath: route.strip === null ? samePath : stripper(route.strip),
     log: deps.logger.child({ route: route.id, service: route.service }),
-    balancer,
+    get balancer() {
+      return slot.balancer;
+    },
     holdReason: route.heldBy === null ? null : (route.holdReason ?? `policy document ${route.heldBy} holds this route`),
     auth: compileRouteAuth(policy.auth, policy.authorize, { keys: deps.keys, consumers }),
     rateLimits: compileRateLimits(policy.rateLimits, { routeId: route.id, service: route.service }, deps.limiter),
@@ -152,7 +190,7 @@ function compileRoute(
       maxBodyBytes: retries.maxBodyBytes,
       budget: deps.resilience.budgetFor(route.id, retries),
     },
-    resilience,
+    resilience: slot.resilience,
     countAuthRejection: boundPerValue((reason: string) => metrics.authRejections.labels({ route: route.id, reason })),
     countRateLimit: boundPerValue((result: 'allowed' | 'limited' | 'unavailable') => metrics.rateLimitDecisions.labels({ route: route.id, result })),
     countSizeRejection: boundPerValue((kind: 'body' | 'headers') => metrics.requestLimitRejections.labels({ route: route.id, kind })),
@@ -205,6 +243,8 @@ function boundPerValue<V extends string>(bind: (value: V) => { inc(): void }): (
  */
 export class RuntimeHolder {
   current: Runtime | undefined;
+  /** Pool id → balancers in force that use it. */
+  private readonly poolUsers = new Map<string, number>();
 
   constructor(
     private readonly deps: RuntimeDeps,
@@ -230,17 +270,16 @@ export class RuntimeHolder {
   }
 
   private afterSwap(previous: Runtime | undefined, next: Runtime): void {
-    const { metrics, pools } = this.deps;
-    const live = new Set<string>();
-    for (const service of Object.values(next.snapshot.services)) {
-      metrics.endpointsHealthy.set({ service: service.name }, service.healthy);
-      metrics.endpointsTotal.set({ service: service.name }, service.endpoints.length);
+    const { metrics } = this.deps;
+    const changed = next.changed ?? Object.keys(next.snapshot.services);
+    for (const name of changed) {
+      const service = next.snapshot.services[name];
+      if (!service) continue;
+      metrics.endpointsHealthy.set({ service: name }, service.healthy);
+      metrics.endpointsTotal.set({ service: name }, service.endpoints.length);
     }
-    for (const balancer of next.balancers.values()) for (const id of balancer.poolIds) live.add(id);
-    const closed = pools.retain(live);
-    if (closed.length > 0) this.logger.debug({ endpoints: closed }, 'closing pools of removed endpoints after in-flight requests');
-
-    if (!previous) return;
+    this.trackPools(previous, next);
+    if (!previous || next.changed !== null) return;
     for (const name of Object.keys(previous.snapshot.services)) {
       if (Object.hasOwn(next.snapshot.services, name)) continue;
       metrics.endpointsHealthy.remove({ service: name });
@@ -259,5 +298,40 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.requestLimitRejections, { route: r.id });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
     }
+  }
+
+  /**
+   * Pools are counted by the balancers that use them; a pool no balancer in force uses closes
+   * after its in-flight requests. A health change adjusts the counts of the services it replaced;
+   * a configuration change counts afresh (and closes pools made for a runtime never put in force).
+   */
+  private trackPools(previous: Runtime | undefined, next: Runtime): void {
+    const { pools } = this.deps;
+    if (previous && next.changed !== null) {
+      const unused: string[] = [];
+      for (const name of next.changed) {
+        const old = previous.balancers.get(name);
+        const now = next.balancers.get(name);
+        if (old === now) continue;
+        if (now) for (const id of now.poolIds) this.poolUsers.set(id, (this.poolUsers.get(id) ?? 0) + 1);
+        if (old) {
+          for (const id of old.poolIds) {
+            const left = (this.poolUsers.get(id) ?? 1) - 1;
+            if (left > 0) this.poolUsers.set(id, left);
+            else {
+              this.poolUsers.delete(id);
+              unused.push(id);
+            }
+          }
+        }
+      }
+      const closed = pools.retire(unused);
+      if (closed.length > 0) this.logger.debug({ endpoints: closed }, 'closing pools of removed endpoints after in-flight requests');
+      return;
+    }
+    this.poolUsers.clear();
+    for (const balancer of next.balancers.values()) for (const id of balancer.poolIds) this.poolUsers.set(id, (this.poolUsers.get(id) ?? 0) + 1);
+    const closed = pools.retain(new Set(this.poolUsers.keys()));
+    if (closed.length > 0) this.logger.debug({ endpoints: closed }, 'closing pools of removed endpoints after in-flight requests');
   }
 }

@@ -21,31 +21,41 @@ export interface SnapshotDiff {
   readonly consumersChanged: string[];
 }
 
+/**
+ * Work follows the change: services that are the same object in both snapshots (incremental
+ * builds reuse them) are not looked into, nor are routes, problems or documents when they are.
+ */
 export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): SnapshotDiff {
   const prevServices = prev?.services ?? {};
+  const touched = Object.keys(next.services).filter((n) => own(prevServices, n) !== own(next.services, n));
+  for (const n of Object.keys(prevServices)) if (!Object.hasOwn(next.services, n)) touched.push(n);
   const endpointLines = (s: Snapshot['services']): Map<string, string> => {
     const out = new Map<string, string>();
-    for (const svc of Object.values(s)) {
-      for (const e of svc.endpoints) out.set(`${svc.name}/${e.id}@${e.key}`, `${e.status} w=${e.weight}`);
+    for (const name of touched) {
+      const svc = own(s, name);
+      if (svc) for (const e of svc.endpoints) out.set(`${svc.name}/${e.id}@${e.key}`, `${e.status} w=${e.weight}`);
     }
     return out;
   };
   const before = endpointLines(prevServices);
   const after = endpointLines(next.services);
+  const sameRoutes = prev?.routes === next.routes;
   const routeIds = (snap: Snapshot | undefined): Set<string> =>
-    new Set((snap?.routes ?? []).map((r) => `${r.id} -> ${r.service}${r.strip ? ` strip=${r.strip}` : ''}`));
+    sameRoutes ? new Set() : new Set((snap?.routes ?? []).map((r) => `${r.id} -> ${r.service}${r.strip ? ` strip=${r.strip}` : ''}`));
+  const sameProblems = prev?.problems === next.problems;
   const problemLines = (snap: Snapshot | undefined): Set<string> =>
-    new Set((snap?.problems ?? []).map((p) => `${p.kind} ${p.subject}: ${p.message}`));
+    sameProblems ? new Set() : new Set((snap?.problems ?? []).map((p) => `${p.kind} ${p.subject}: ${p.message}`));
   const canaryText = (snap: Snapshot['services'][string] | undefined): string => JSON.stringify(snap?.canary?.subsets ?? null);
-  const versions = (snap: Snapshot | undefined): Map<string, string> => new Map((snap?.policies.documents ?? []).map((d) => [d.id, d.version]));
+  const samePolicies = prev?.policies === next.policies;
+  const versions = (snap: Snapshot | undefined): Map<string, string> => (samePolicies ? new Map() : new Map((snap?.policies.documents ?? []).map((d) => [d.id, d.version])));
   const beforeDocs = versions(prev);
   const afterDocs = versions(next);
-  const prevConsumers = prev?.policies.consumers ?? {};
-  const nextConsumers = next.policies.consumers;
+  const prevConsumers = samePolicies ? {} : (prev?.policies.consumers ?? {});
+  const nextConsumers = samePolicies ? {} : next.policies.consumers;
 
   return {
-    servicesAdded: minus(Object.keys(next.services), Object.keys(prevServices)),
-    servicesRemoved: minus(Object.keys(prevServices), Object.keys(next.services)),
+    servicesAdded: touched.filter((n) => !Object.hasOwn(prevServices, n)).sort(),
+    servicesRemoved: touched.filter((n) => !Object.hasOwn(next.services, n)).sort(),
     endpointsAdded: minus([...after.keys()], [...before.keys()]),
     endpointsRemoved: minus([...before.keys()], [...after.keys()]),
     endpointsChanged: [...after]
@@ -54,7 +64,7 @@ export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): Snaps
     routesAdded: minus([...routeIds(next)], [...routeIds(prev)]),
     routesRemoved: minus([...routeIds(prev)], [...routeIds(next)]),
     // own(): a service or consumer may be named `constructor`; prev[name] would be Object itself.
-    canaryChanged: Object.keys(next.services).filter((n) => canaryText(own(prevServices, n)) !== canaryText(own(next.services, n))),
+    canaryChanged: touched.filter((n) => Object.hasOwn(next.services, n) && canaryText(own(prevServices, n)) !== canaryText(own(next.services, n))),
     problemsAdded: minus([...problemLines(next)], [...problemLines(prev)]),
     problemsResolved: minus([...problemLines(prev)], [...problemLines(next)]),
     policiesChanged: [...new Set([...beforeDocs.keys(), ...afterDocs.keys()])]

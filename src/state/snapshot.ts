@@ -1,4 +1,4 @@
-import type { ConsulViews, Problem } from '../core/types.ts';
+import type { ConsulViews, Problem, ServiceInstance } from '../core/types.ts';
 import { contentHash } from '../core/hash.ts';
 import { own, unroutableServiceName } from '../core/own.ts';
 import { EMPTY_POLICY_SET, type PolicySet } from '../policy/resolve.ts';
@@ -6,7 +6,7 @@ import { indexPolicies, routePolicy, servicePolicy, type PolicyIndex, type Route
 import type { RouteDocument } from '../policy/schema.ts';
 import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
 import { buildEndpoints, staticEndpoints, type EndpointSnapshot } from './endpoints.ts';
-import { readCanaryKeys, resolveCanary, type CanarySnapshot } from './canary.ts';
+import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
 
 export type { RoutePolicy, ServicePolicy } from '../policy/effective.ts';
@@ -79,7 +79,147 @@ export interface BuildOptions {
   readonly kvPrefix: string;
 }
 
+/**
+ * What a snapshot was built from, kept beside it (never inside: the snapshot is plain data) so the
+ * next build can reuse what did not change. A health change of one service rebuilds that service
+ * and nothing else; routes, ownership and policies are built again only when the catalog, the KV
+ * view or the documents changed. The result is the same as a build from scratch.
+ */
+interface ConfigPart {
+  readonly catalog: ConsulViews['catalog'];
+  readonly kv: ConsulViews['kv'];
+  readonly policies: PolicySet;
+  readonly allowWarning: boolean;
+  readonly kvPrefix: string;
+  readonly routes: readonly RouteSnapshot[];
+  readonly routeGuards: Readonly<Record<string, RouteGuard>>;
+  readonly problems: readonly Problem[];
+  readonly version: string;
+  /** Routed services in name order, with what their build depends on besides health. */
+  readonly services: readonly ServicePlan[];
+}
+
+interface ServicePlan {
+  readonly name: string;
+  readonly policy: ServicePolicy;
+  /** Versions of the documents the policy comes from: equal keys, equal policies. */
+  readonly policyKey: string;
+  readonly staticDoc: NamedRouteDocument | undefined;
+  readonly canary: CanaryKey | undefined;
+}
+
+interface ServiceBuild {
+  readonly instances: readonly ServiceInstance[] | undefined;
+  readonly tags: readonly string[] | undefined;
+  readonly canaryKey: string;
+  readonly policyKey: string;
+  readonly tagsKey: string;
+  readonly allowWarning: boolean;
+  readonly problems: readonly Problem[];
+  /** The service's content hash as two 32-bit words, summed into the snapshot version. */
+  readonly digest: readonly [number, number];
+}
+
+const CONFIG = new WeakMap<Snapshot, ConfigPart>();
+const BUILT = new WeakMap<ServiceSnapshot, ServiceBuild>();
+const NO_INSTANCES: readonly ServiceInstance[] = Object.freeze([]);
+
 export function buildSnapshot(views: ConsulViews, options: BuildOptions, previous?: Snapshot, policies: PolicySet = EMPTY_POLICY_SET): Snapshot {
+  const before = previous ? CONFIG.get(previous) : undefined;
+  const config =
+    before &&
+    before.catalog === views.catalog &&
+    before.kv === views.kv &&
+    before.policies === policies &&
+    before.allowWarning === options.allowWarning &&
+    before.kvPrefix === options.kvPrefix
+      ? before
+      : buildConfig(views, options, previous, policies);
+
+  const services: Record<string, ServiceSnapshot> = {};
+  const serviceProblems: Problem[] = [];
+  let sumA = 0;
+  let sumB = 0;
+  for (const plan of config.services) {
+    const known = previous ? own(previous.services, plan.name) : undefined;
+    const service = serviceOf(plan, views, options, known);
+    const built = BUILT.get(service) as ServiceBuild;
+    services[plan.name] = service;
+    for (const p of built.problems) serviceProblems.push(p);
+    sumA = (sumA + built.digest[0]) >>> 0;
+    sumB = (sumB + built.digest[1]) >>> 0;
+  }
+  const problems = serviceProblems.length === 0 ? config.problems : sortProblems([...config.problems, ...serviceProblems]);
+  const snapshot: Snapshot = {
+    version: contentHash([config.version, sumA, sumB, config.services.length]),
+    services,
+    routes: config.routes,
+    problems,
+    policies,
+    routeGuards: config.routeGuards,
+  };
+  Object.freeze(services);
+  Object.freeze(problems);
+  Object.freeze(snapshot);
+  CONFIG.set(snapshot, config);
+  return snapshot;
+}
+
+/** One service: the one in `known` when nothing it is built from changed, else a new build. */
+function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions, known: ServiceSnapshot | undefined): ServiceSnapshot {
+  const { name, policy, staticDoc } = plan;
+  const instances = staticDoc ? undefined : (views.health.get(name) ?? NO_INSTANCES);
+  const canaryKey = plan.canary ? `${plan.canary.modifyIndex}\u0000${plan.canary.value ?? ''}` : '';
+  const tags = staticDoc ? undefined : own(views.catalog, name);
+  const was = known ? BUILT.get(known) : undefined;
+  // The catalog is parsed anew on each of its changes: compare the tags themselves only then.
+  const tagsKey = staticDoc ? `static\u0000${JSON.stringify(staticDoc.upstreams)}` : was && was.tags === tags ? was.tagsKey : (tags ?? []).join('\u0000');
+  if (
+    known &&
+    was &&
+    was.instances === instances &&
+    was.canaryKey === canaryKey &&
+    was.policyKey === plan.policyKey &&
+    was.tagsKey === tagsKey &&
+    was.allowWarning === options.allowWarning
+  ) {
+    return known;
+  }
+  const problems: Problem[] = [];
+  let service: ServiceSnapshot;
+  if (staticDoc?.upstreams) {
+    const endpoints = staticEndpoints(staticDoc.upstreams);
+    service = { name, kind: 'static', tags: [], endpoints, healthy: endpoints.length, canary: null, policy };
+  } else {
+    const endpoints = buildEndpoints(name, instances ?? NO_INSTANCES, options.allowWarning, problems);
+    const canary = resolveCanary(plan.canary, endpoints, known?.canary ?? null, problems);
+    service = {
+      name,
+      kind: 'consul',
+      tags: [...(own(views.catalog, name) ?? [])],
+      endpoints,
+      healthy: endpoints.filter((e) => e.weight > 0).length,
+      canary,
+      policy,
+    };
+  }
+  deepFreeze(service);
+  const hash = contentHash(service);
+  BUILT.set(service, {
+    instances,
+    tags,
+    canaryKey,
+    policyKey: plan.policyKey,
+    tagsKey,
+    allowWarning: options.allowWarning,
+    problems: Object.freeze(problems),
+    digest: [parseInt(hash.slice(0, 8), 16), parseInt(hash.slice(8, 16), 16)],
+  });
+  return service;
+}
+
+/** Routes, their owners and policies, and the problems they have: everything but health. */
+function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapshot | undefined, policies: PolicySet): ConfigPart {
   const problems: Problem[] = [...policies.problems];
   const index = indexPolicies(policies);
   const routeDocuments = routeDocumentsOf(policies);
@@ -92,43 +232,41 @@ export function buildSnapshot(views: ConsulViews, options: BuildOptions, previou
   const routes = chooseOwners(draftRoutes, memory, index, problems);
   const routedServices = [...new Set(routes.map((r) => r.service))].sort();
   const canaryValues = readCanaryKeys(views, options.kvPrefix);
+  const plans: ServicePlan[] = routedServices.map((name) => ({
+    name,
+    policy: servicePolicy(index, name),
+    policyKey: `${index.services.get(name)?.version ?? ''}|${index.defaults?.version ?? ''}`,
+    staticDoc: staticByService.get(name),
+    canary: canaryValues.get(name),
+  }));
+  const planByName = new Map(plans.map((p) => [p.name, p]));
 
-  const services: Record<string, ServiceSnapshot> = {};
-  for (const name of routedServices) {
-    const policy = servicePolicy(index, name);
-    const staticDoc = staticByService.get(name);
-    if (staticDoc?.upstreams) {
-      const endpoints = staticEndpoints(staticDoc.upstreams);
-      services[name] = { name, kind: 'static', tags: [], endpoints, healthy: endpoints.length, canary: null, policy };
-      continue;
-    }
-    const endpoints = buildEndpoints(name, views.health.get(name) ?? [], options.allowWarning, problems);
-    const canary = resolveCanary(canaryValues.get(name), endpoints, (previous && own(previous.services, name)?.canary) ?? null, problems);
-    services[name] = {
-      name,
-      kind: 'consul',
-      tags: [...(own(views.catalog, name) ?? [])],
-      endpoints,
-      healthy: endpoints.filter((e) => e.weight > 0).length,
-      canary,
-      policy,
-    };
-  }
   const policyRoutes = routes.map((r) => ({ ...r, policy: routePolicy(index, r.service, r.id) }));
   const { guards, holds } = guardRoutes(policyRoutes, memory, index);
-  const finalRoutes = policyRoutes.map((r) => finishRoute(r, own(services, r.service), policies.held, holds.get(r.id)));
+  const finalRoutes = policyRoutes.map((r) => finishRoute(r, planByName.get(r.service), policies.held, holds.get(r.id)));
   for (const [id, hold] of holds) problems.push({ kind: 'route', subject: id, message: hold.reason });
-  reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), services, problems);
+  reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), planByName, problems);
   reportAuthorizeWithoutAuth(finalRoutes, problems);
   reportUnknownPlans(policies, problems);
   for (const [service, entry] of canaryValues) {
-    if (!Object.hasOwn(services, service)) {
+    if (!planByName.has(service)) {
       problems.push({ kind: 'canary', subject: entry.key, message: `service "${service}" is not routed by the gateway; weights ignored` });
     }
   }
-
-  const body = { services, routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards };
-  return deepFreeze({ version: contentHash(body), ...body });
+  const body = { routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards };
+  deepFreeze(body);
+  return {
+    catalog: views.catalog,
+    kv: views.kv,
+    policies,
+    allowWarning: options.allowWarning,
+    kvPrefix: options.kvPrefix,
+    routes: body.routes,
+    routeGuards: body.routeGuards,
+    problems: body.problems,
+    version: contentHash(body),
+    services: plans,
+  };
 }
 
 type DraftRoute = Omit<RouteSnapshot, 'freshness' | 'policy' | 'heldBy' | 'holdReason'>;
@@ -185,12 +323,12 @@ function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {
 }
 
 /** A policy whose target does not exist is in force but does nothing: most often a typo in appliesTo. */
-function reportUnusedPolicies(index: PolicyIndex, routeIds: ReadonlySet<string>, services: Readonly<Record<string, ServiceSnapshot>>, problems: Problem[]): void {
+function reportUnusedPolicies(index: PolicyIndex, routeIds: ReadonlySet<string>, services: ReadonlyMap<string, unknown>, problems: Problem[]): void {
   for (const [route, doc] of index.routes) {
     if (!routeIds.has(route)) problems.push({ kind: 'policy', subject: doc.id, message: `applies to route ${route}, which does not exist (route ids as \`cgw routes\` shows them); it has no effect` });
   }
   for (const [service, doc] of index.services) {
-    if (!Object.hasOwn(services, service)) problems.push({ kind: 'policy', subject: doc.id, message: `applies to service "${service}", which is not routed; it has no effect until it is` });
+    if (!services.has(service)) problems.push({ kind: 'policy', subject: doc.id, message: `applies to service "${service}", which is not routed; it has no effect until it is` });
   }
 }
 
@@ -230,11 +368,11 @@ const FRESHNESS: Record<ServicePolicy['discovery']['mode'], Freshness> = { watch
 
 function finishRoute(
   route: DraftRoute & { readonly policy: RoutePolicy },
-  service: ServiceSnapshot | undefined,
+  service: ServicePlan | undefined,
   held: PolicySet['held'],
   takeover: { readonly document: string; readonly reason: string } | undefined,
 ): RouteSnapshot {
-  const freshness: Freshness = service?.kind === 'static' ? 'static' : FRESHNESS[service?.policy.discovery.mode ?? 'watch'];
+  const freshness: Freshness = service?.staticDoc?.upstreams ? 'static' : FRESHNESS[service?.policy.discovery.mode ?? 'watch'];
   const holder = held.find(({ target }) => target === 'defaults' || ('service' in target ? target.service === route.service : target.route === route.id));
   const heldBy = holder?.document ?? takeover?.document ?? null;
   const holdReason = holder ? `policy document ${holder.document} for this route is invalid and no good version is known` : (takeover?.reason ?? null);

@@ -1,0 +1,84 @@
+/**
+ * A build reuses what did not change: a health change of one service rebuilds that service only
+ * (routes and every other service are the same objects), and the result always equals a build
+ * from scratch (same version, same content).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { ConsulViews, KvEntry, ServiceInstance } from '../../src/core/types.ts';
+import { buildSnapshot, type BuildOptions } from '../../src/state/snapshot.ts';
+import { resolvePolicies } from '../../src/policy/resolve.ts';
+
+const OPTIONS: BuildOptions = { allowWarning: false, kvPrefix: 'gateway/' };
+
+function instance(service: string, id: string, port: number, status: 'passing' | 'critical' = 'passing', tags: string[] = []): ServiceInstance {
+  return { id, service, node: 'n1', address: '127.0.0.1', port, tags, weights: { passing: 1, warning: 1 }, checks: [{ id: `c:${id}`, status, serviceId: id }] };
+}
+
+function world(n: number): { catalog: Record<string, string[]>; health: Map<string, ServiceInstance[]> } {
+  const catalog: Record<string, string[]> = {};
+  const health = new Map<string, ServiceInstance[]>();
+  for (let i = 0; i < n; i++) {
+    catalog[`svc-${i}`] = [`urlprefix-/svc-${i}`, 'v1'];
+    health.set(`svc-${i}`, [instance(`svc-${i}`, `a${i}`, 10_000 + i, 'passing', ['v1'])]);
+  }
+  return { catalog, health };
+}
+
+describe('incremental snapshot builds', () => {
+  test('a health change of one service: that service rebuilt, routes and every other service reused, equal to a fresh build', () => {
+    const { catalog, health } = world(50);
+    const kv: KvEntry[] = [];
+    const first = buildSnapshot({ catalog, health, kv }, OPTIONS);
+    const changed = new Map(health);
+    changed.set('svc-7', [instance('svc-7', 'a7', 10_007, 'critical', ['v1'])]);
+    const views: ConsulViews = { catalog, health: changed, kv };
+    const second = buildSnapshot(views, OPTIONS, first);
+    assert.notEqual(second.version, first.version);
+    assert.equal(second.routes, first.routes, 'routes reused');
+    for (const name of Object.keys(first.services)) {
+      if (name === 'svc-7') assert.notEqual(second.services[name], first.services[name]);
+      else assert.equal(second.services[name], first.services[name], `${name} reused`);
+    }
+    const fresh = buildSnapshot(views, OPTIONS);
+    assert.equal(second.version, fresh.version);
+    assert.deepEqual(JSON.parse(JSON.stringify(second)), JSON.parse(JSON.stringify(fresh)));
+  });
+
+  test('nothing changed: the same version; a change back: the first version again', () => {
+    const { catalog, health } = world(10);
+    const kv: KvEntry[] = [];
+    const a = buildSnapshot({ catalog, health, kv }, OPTIONS);
+    assert.equal(buildSnapshot({ catalog, health, kv }, OPTIONS, a).version, a.version);
+    const changed = new Map(health);
+    changed.set('svc-3', []);
+    const b = buildSnapshot({ catalog, health: changed, kv }, OPTIONS, a);
+    const back = buildSnapshot({ catalog, health: new Map(health), kv }, OPTIONS, b);
+    assert.equal(back.version, a.version);
+  });
+
+  const configChanges: { name: string; change: (v: ConsulViews) => { views: ConsulViews; policies?: ReturnType<typeof resolvePolicies> } }[] = [
+    {
+      name: 'a canary value for one service',
+      change: (v) => ({ views: { ...v, kv: [{ key: 'gateway/canary/svc-2', value: '{"weights":{"v1":100}}', modifyIndex: 9 }] } }),
+    },
+    { name: 'a new service in the catalog', change: (v) => ({ views: { ...v, catalog: { ...v.catalog, 'svc-new': ['urlprefix-/new'] } } }) },
+    {
+      name: 'a policy for one service',
+      change: (v) => ({ views: v, policies: resolvePolicies([], [{ key: 'gateway/policies/p', value: 'appliesTo: {service: svc-1}\ntimeouts: {connect: 1s}\n', modifyIndex: 3 }], 'gateway/', undefined) }),
+    },
+  ];
+  for (const c of configChanges) {
+    test(`${c.name}: equal to a fresh build, unaffected services reused`, () => {
+      const { catalog, health } = world(10);
+      const base: ConsulViews = { catalog, health, kv: [] };
+      const first = buildSnapshot(base, OPTIONS);
+      const { views, policies } = c.change(base);
+      const next = buildSnapshot(views, OPTIONS, first, policies);
+      const fresh = buildSnapshot(views, OPTIONS, undefined, policies);
+      assert.equal(next.version, fresh.version);
+      assert.deepEqual(JSON.parse(JSON.stringify(next)), JSON.parse(JSON.stringify(fresh)));
+      assert.equal(next.services['svc-5'], first.services['svc-5'], 'an untouched service is the same object');
+    });
+  }
+});
