@@ -24,7 +24,7 @@ import {
   WRK_MISSING, cgwHasWorkersFlag, fixed, flag, hasFlag, loadAverage, machine, median, repoRoot, runWrk, startBackend, startCgw, startChild,
   table, which, type Child, type WrkResult,
 } from './harness.ts';
-import { treeCpuSeconds, treeSize } from './proc-tree.ts';
+import { describeTree, treeCpuSeconds } from './proc-tree.ts';
 
 const seconds = Number(flag('seconds', 'BENCH_SECONDS', '10'));
 const rounds = Number(flag('rounds', 'BENCH_ROUNDS', '3'));
@@ -135,7 +135,7 @@ try {
       t.runs.push(run);
       console.log(
         `  round ${r + 1} ${t.key.padEnd(6)} ${fixed(wrk.rps, 0).padStart(7)} req/s  p99 ${fixed(wrk.p99ms, 2)} ms  ` +
-          `${fixed(run.cpuUs, 1)} µs CPU/req (${treeSize(t.pid)} processes)  errors ${wrk.errors}`,
+          `${fixed(run.cpuUs, 1)} µs CPU/req (${describeTree(t.pid)})  errors ${wrk.errors}`,
       );
     }
   }

@@ -20,6 +20,8 @@ const PAGE_SIZE = sysconf('PAGESIZE', 4096);
 
 interface Stat {
   readonly pid: number;
+  /** The executable's name as the kernel keeps it (at most 15 characters). */
+  readonly comm: string;
   readonly ppid: number;
   /** utime+stime+cutime+cstime, in clock ticks. */
   readonly ticks: number;
@@ -39,6 +41,7 @@ function readStat(pid: number): Stat | undefined {
   const num = (field: number): number => Number(f[field - 3] ?? 0);
   return {
     pid,
+    comm: text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')),
     ppid: num(4),
     ticks: num(14) + num(15) + num(16) + num(17),
     rssBytes: num(24) * PAGE_SIZE,
@@ -89,4 +92,13 @@ export function treeRssBytes(root: number): number {
 /** Number of processes in the tree (1 for a single process). */
 export function treeSize(root: number): number {
   return treeStats(root).length;
+}
+
+/** "3 processes: nginx ×3" or "2 processes: node, esbuild". */
+export function describeTree(root: number): string {
+  const stats = treeStats(root);
+  const counts = new Map<string, number>();
+  for (const s of stats) counts.set(s.comm, (counts.get(s.comm) ?? 0) + 1);
+  const names = [...counts].map(([name, n]) => (n > 1 ? `${name} ×${n}` : name)).join(', ');
+  return `${stats.length} process${stats.length === 1 ? '' : 'es'}: ${names}`;
 }

@@ -36,7 +36,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { Pool } from 'undici';
 import { startConsul, type ConsulAgent } from '../test/helpers/consul.ts';
 import { cgwHasWorkersFlag, fixed, flag, loadAverage, machine, max, median, startBackend, startCgw, table, type Cgw } from './harness.ts';
-import { treeCpuSeconds, treeRssBytes, treeSize } from './proc-tree.ts';
+import { describeTree, treeCpuSeconds, treeRssBytes } from './proc-tree.ts';
 
 const sizes = flag('services', 'BENCH_SCALE_SERVICES', '100,1000,5000').split(',').map(Number).filter((n) => n > 0);
 const trials = Number(flag('trials', 'BENCH_TRIALS', '20'));
@@ -77,7 +77,7 @@ interface Result {
   readyS: number;
   mode: string;
   routes: number;
-  processes: number;
+  processes: string;
   rssSettledMb: number;
   rssEndMb: number;
   cpuS: number;
@@ -192,7 +192,7 @@ async function runSize(n: number): Promise<Result> {
     const status = (await (await fetch(`${cgw.adminUrl}/v1/status`)).json()) as { consul?: { healthMode?: string }; snapshot?: { routes?: number } };
     await delay(2000);
     const rssSettledMb = treeRssBytes(cgw.pid) / 1048576;
-    const processes = treeSize(cgw.pid);
+    const processes = describeTree(cgw.pid);
 
     const samples: Record<Kind, Sample[]> = { register: [], critical: [], passing: [], deregister: [] };
     const errors = { n: 0 };
@@ -264,7 +264,7 @@ function printSize(r: Result): void {
   console.log(`N = ${r.n} services × 2 instances on ${NODES} nodes (${r.instances} instances, registered in ${fixed(r.registerS, 1)} s)`);
   console.log(
     `ready ${fixed(r.readyS, 2)} s after spawn · health mode ${r.mode} · ${r.routes} routes · ` +
-      `RSS ${fixed(r.rssSettledMb, 0)} MB settled, ${fixed(r.rssEndMb, 0)} MB at the end (${r.processes} process${r.processes === 1 ? '' : 'es'}) · ` +
+      `RSS ${fixed(r.rssSettledMb, 0)} MB settled, ${fixed(r.rssEndMb, 0)} MB at the end (${r.processes}) · ` +
       `CPU ${fixed(r.cpuS, 2)} s in ${cpuSeconds} s with ${r.changes} changes · ${r.pollErrors} failed requests through cgw`,
   );
   const rows = KINDS.map((k) => {
