@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { consulSettingsFromEnv, readConsulTls, type ConsulTlsMaterial } from './consul/connection.ts';
-import { durationField } from './core/duration.ts';
-import { LOG_LEVELS } from './core/logger.ts';
+import { LOG_LEVELS, PICKERS } from './core/choices.ts';
+import { durationField } from './core/duration-field.ts';
 
 /**
  * Static configuration, fixed at boot. Flags win over environment variables, which win over
@@ -38,8 +38,6 @@ const consulUrl = z
   .transform((text) => (/^[a-z]+:\/\//i.test(text) ? text : `http://${text}`))
   .pipe(z.url({ protocol: /^https?$/, error: 'expected an http(s) URL such as http://127.0.0.1:8500' }))
   .transform((text) => text.replace(/\/+$/, ''));
-
-export const PICKERS = ['round_robin', 'least_request'] as const;
 
 const hostPortList = z
   .string()

@@ -1,4 +1,3 @@
-import { request } from 'undici';
 import { describeError } from '../core/errors.ts';
 
 /**
@@ -45,23 +44,50 @@ export function resolveAdminAddress(flag: string | undefined, env: NodeJS.Proces
   return url.origin;
 }
 
+/** How long the admin API may stay silent: before its answer starts, and between two pieces of it. */
+const ADMIN_TIMEOUT_MS = 5_000;
+
+/**
+ * One GET with Node's own http client: every inspection command makes a single request, and
+ * loading undici would cost more start-up time than the whole request takes.
+ */
+async function get(url: URL): Promise<{ statusCode: number; text: string }> {
+  // node:https loads tls, which an http:// admin address does not need.
+  const { request: send } = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  return new Promise((resolve, reject) => {
+    let timedOut = false;
+    const req = send(url, { method: 'GET', agent: false, timeout: ADMIN_TIMEOUT_MS }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', (err) => reject(timedOut ? Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }) : err));
+    });
+    req.on('timeout', () => {
+      timedOut = true;
+      req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 /** GET a JSON view from the admin API (`admin` as resolveAdminAddress returns it); problems become one clear line. */
 export async function fetchAdmin<T>(admin: string, path: string): Promise<T> {
   const url = new URL(path, `${admin}/`);
   let res;
   try {
-    res = await request(url, { method: 'GET', headersTimeout: 5_000, bodyTimeout: 5_000 });
+    res = await get(url);
   } catch (err) {
     const code = (err as { code?: string }).code;
     const why =
       code === 'ECONNREFUSED'
         ? 'connection refused (is the gateway running, and is this its admin address?)'
-        : code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
-          ? 'no answer within 5 s'
+        : code === 'ETIMEDOUT'
+          ? `no answer within ${ADMIN_TIMEOUT_MS / 1000} s`
           : describeError(err);
     throw new CliError(`cannot reach the gateway admin API at ${url.origin}: ${why}`);
   }
-  const text = await res.body.text();
+  const text = res.text;
   let body: unknown;
   try {
     body = JSON.parse(text);

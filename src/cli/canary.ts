@@ -1,6 +1,6 @@
 import { parseCanaryArgs, parseCanaryValue, type CanaryWeights } from '../policy/canary.ts';
 import { CliError } from './admin-client.ts';
-import { normalizeKvPrefix, type ConsulStore, type ServiceLookup } from './policy.ts';
+import { normalizeKvPrefix, type ConsulStore, type ServiceLookup } from './consul-kv.ts';
 
 /**
  * `cgw canary` writes KV with check-and-set on the key's ModifyIndex (Consul docs, KV store

@@ -3,7 +3,7 @@ import { consumerIdSchema, consumerRecordSchema, generateApiKey, type ConsumerRe
 import { documentOfKvKey, parseDocumentText } from '../policy/documents.ts';
 import { parseConsumerValue } from '../policy/resolve.ts';
 import { CliError } from './admin-client.ts';
-import { normalizeKvPrefix, type KvStore } from './policy.ts';
+import { normalizeKvPrefix, type KvStore } from './consul-kv.ts';
 
 /**
  * `cgw consumer add|rotate|revoke` and `cgw consumers`: API-key consumers at

@@ -1,37 +1,16 @@
 #!/usr/bin/env node
+// Start-up time is part of every command: only commander and two dependency-free modules are
+// loaded up front (enough for --help and flag parsing). Each action imports what it needs, so the
+// inspection commands never load zod, pino or the `consul` package, and only `start` loads the
+// gateway.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { PICKERS } from '../config.ts';
-import { ConsulSettingError, parseConsulAddress, resolveConsulConnection } from '../consul/connection.ts';
+import { LOG_LEVELS, PICKERS } from '../core/choices.ts';
 import { parseDuration } from '../core/duration.ts';
-import { LOG_LEVELS } from '../core/logger.ts';
-import { CliError, fetchAdmin, resolveAdminAddress } from './admin-client.ts';
-import { clearCanary, getCanary, setCanary } from './canary.ts';
-import {
-  addConsumer,
-  formatLimits,
-  listConsumers,
-  revokeConsumer,
-  rotateConsumer,
-  type AdminReader,
-  type ConsumerAddOptions,
-  type IssuedKey,
-} from './consumer.ts';
-import { endpoints, NotReadyError, policies, routes, services, status, type InspectFlags } from './inspect.ts';
-import {
-  consulKv,
-  formatPushResult,
-  formatValidation,
-  PushRaceError,
-  PushValidationError,
-  pushPolicies,
-  validatePaths,
-  validationJson,
-  validationSummary,
-  type ConsulStore,
-  type PushResult,
-} from './policy.ts';
+import type { AdminReader, ConsumerAddOptions, IssuedKey } from './consumer.ts';
+import type { ConsulStore } from './consul-kv.ts';
+import type { InspectFlags } from './inspect.ts';
+import type { PushResult } from './policy.ts';
 import type { StartFlags } from './start.ts';
-import { renderTable } from './table.ts';
 
 const env = process.env;
 /** Set by `start`; every other command exits when done (the consul client keeps sockets alive). */
@@ -134,11 +113,12 @@ program
   .action(async (flags: StartFlags) => {
     keepRunning = true;
     // The one resolver every command uses: host:port or URL, CONSUL_HTTP_SSL for a bare host:port.
+    const { parseConsulAddress } = await import('../consul/connection.ts');
     if (flags.consul !== undefined) flags.consul = parseConsulAddress(flags.consul, env, '--consul').address;
     // --token wins over the environment; the token file is then not read at all.
     if (flags.token !== undefined) delete env.CONSUL_HTTP_TOKEN_FILE;
     // Loaded here: the gateway pulls in every room (pino, prom-client, ioredis, ...), which
-    // would double the start-up time of every other command.
+    // would multiply the start-up time of every other command.
     const { runStart } = await import('./start.ts');
     await runStart(flags);
   });
@@ -153,19 +133,38 @@ interface AdminFlag extends JsonFlag {
 const adminOption = (cmd: Command): Command =>
   cmd.option('--admin <address>', 'gateway admin API: host:port or http://host:port (default $CGW_ADMIN, else 127.0.0.1:9901)');
 const inspectOptions = (cmd: Command): Command => adminOption(cmd).option('--json', 'print JSON instead of a table (errors too)');
-const inspect = (f: AdminFlag): InspectFlags => ({ admin: resolveAdminAddress(f.admin, env), json: Boolean(f.json) });
+/** The inspection views (they read only the admin API) and the flags they take. */
+const inspect = async (f: AdminFlag): Promise<{ views: typeof import('./inspect.ts'); flags: InspectFlags }> => {
+  const [views, { resolveAdminAddress }] = await Promise.all([import('./inspect.ts'), import('./admin-client.ts')]);
+  return { views, flags: { admin: resolveAdminAddress(f.admin, env), json: Boolean(f.json) } };
+};
 
 inspectOptions(program.command('status').description('readiness, snapshot version, watches and rejected configuration (exit 1 when not ready)')).action(
-  (f: AdminFlag) => status(inspect(f)),
+  async (f: AdminFlag) => {
+    const { views, flags } = await inspect(f);
+    await views.status(flags);
+  },
 );
-inspectOptions(program.command('services').description('routed services with endpoint counts and canary shares')).action(async (f: AdminFlag) => void (await services(inspect(f))));
+inspectOptions(program.command('services').description('routed services with endpoint counts and canary shares')).action(async (f: AdminFlag) => {
+  const { views, flags } = await inspect(f);
+  await views.services(flags);
+});
 inspectOptions(program.command('endpoints').argument('<service>').description('every instance of a service with health, weight and load')).action(
-  async (service: string, f: AdminFlag) => void (await endpoints(inspect(f), service)),
+  async (service: string, f: AdminFlag) => {
+    const { views, flags } = await inspect(f);
+    await views.endpoints(flags, service);
+  },
 );
-inspectOptions(program.command('routes').description('the route table: host/path → service')).action(async (f: AdminFlag) => void (await routes(inspect(f))));
+inspectOptions(program.command('routes').description('the route table: host/path → service')).action(async (f: AdminFlag) => {
+  const { views, flags } = await inspect(f);
+  await views.routes(flags);
+});
 inspectOptions(
   program.command('policies').description('policy and route documents: target, source (file or KV), version in force, and rejected versions'),
-).action(async (f: AdminFlag) => void (await policies(inspect(f))));
+).action(async (f: AdminFlag) => {
+  const { views, flags } = await inspect(f);
+  await views.policies(flags);
+});
 
 interface ConsulFlags extends JsonFlag {
   consul?: string;
@@ -179,7 +178,12 @@ const kvOptions = (cmd: Command): Command =>
     .option('--kv-prefix <prefix>', 'the gateway\'s KV prefix', 'gateway/')
     .option('--json', 'print JSON (errors too)');
 /** Consul as flags and CONSUL_* say; the first request checks that it is a Consul agent. */
-const consulOf = (f: ConsulFlags): ConsulStore => consulKv(resolveConsulConnection({ address: f.consul, token: f.token }, env));
+const consulOf = async (f: ConsulFlags): Promise<ConsulStore> => {
+  const [{ consulKv }, { resolveConsulConnection }] = await Promise.all([import('./consul-kv.ts'), import('../consul/connection.ts')]);
+  return consulKv(resolveConsulConnection({ address: f.consul, token: f.token }, env));
+};
+/** What a KV command runs on: the store (settings checked first, as before any other input) and its own module. */
+const withConsul = <M>(f: ConsulFlags, load: Promise<M>): Promise<[ConsulStore, M]> => Promise.all([consulOf(f), load]);
 
 /** What the gateway does with a weight above 0 on a tag no instance carries (src/state/canary.ts). */
 const GATEWAY_REJECTS = 'Until an instance carries the tag, the gateway rejects these weights and keeps the last good ones (plain balancing if there are none).';
@@ -187,13 +191,14 @@ const GATEWAY_REJECTS = 'Until an instance carries the tag, the gateway rejects 
 const canary = program.command('canary').description('canary weights by instance tag, stored in Consul KV');
 kvOptions(canary.command('get').argument('<service>').description('show the weights stored for a service')).action(
   async (service: string, f: ConsulFlags) => {
-    const { record, serviceKnown, notes } = await getCanary(consulOf(f), f.kvPrefix, service);
+    const [store, { getCanary }] = await withConsul(f, import('./canary.ts'));
+    const { record, serviceKnown, notes } = await getCanary(store, f.kvPrefix, service);
     if (f.json) return print(JSON.stringify(record ?? null, null, 2));
     if (!record) print(`no canary weights for ${service}${serviceKnown ? ': plain balancing' : ''}`);
     else {
       print(`key: ${record.key} (ModifyIndex ${record.modifyIndex})`);
       if (record.invalid) print(`INVALID value (the gateway keeps the last good weights): ${record.invalid}\nraw: ${record.raw ?? ''}`);
-      else print(renderTable(['TAG', 'WEIGHT'], Object.entries(record.weights ?? {})));
+      else print((await import('./table.ts')).renderTable(['TAG', 'WEIGHT'], Object.entries(record.weights ?? {})));
     }
     for (const n of notes) print(`note: ${n}`);
     if (record && record.missingTags.some((t) => (record.weights?.[t] ?? 0) > 0)) print(`note: ${GATEWAY_REJECTS}`);
@@ -208,7 +213,8 @@ kvOptions(
     .option('--cas <modifyIndex>', 'only write if the key is still at this ModifyIndex (0: only if the key does not exist)', wholeNumber)
     .option('--force', 'write even if no instance of the service carries a weighted tag, or Consul does not know the service'),
 ).action(async (service: string, weights: string[], f: ConsulFlags & { cas?: number; force?: boolean }) => {
-  const result = await setCanary(consulOf(f), f.kvPrefix, service, weights, { cas: f.cas, force: f.force });
+  const [store, { setCanary }] = await withConsul(f, import('./canary.ts'));
+  const result = await setCanary(store, f.kvPrefix, service, weights, { cas: f.cas, force: f.force });
   if (f.json) return print(JSON.stringify(result, null, 2));
   print(`wrote ${result.key} (ModifyIndex ${result.modifyIndex}): ${Object.entries(result.weights).map(([t, w]) => `${t}=${w}`).join(' ')}`);
   for (const w of result.forced) print(`warning: ${w} (written anyway: --force). ${GATEWAY_REJECTS}`);
@@ -216,7 +222,8 @@ kvOptions(
 });
 kvOptions(canary.command('clear').argument('<service>').description('delete the weights (check-and-set): back to plain balancing')).action(
   async (service: string, f: ConsulFlags) => {
-    const result = await clearCanary(consulOf(f), f.kvPrefix, service);
+    const [store, { clearCanary }] = await withConsul(f, import('./canary.ts'));
+    const result = await clearCanary(store, f.kvPrefix, service);
     if (f.json) return print(JSON.stringify(result, null, 2));
     print(result.deleted ? `deleted ${result.key} (was ModifyIndex ${result.modifyIndex ?? '?'}): plain balancing` : `no canary weights for ${service}: nothing to do`);
   },
@@ -240,7 +247,8 @@ policy
   .argument('<paths...>', 'policy files or directories (a file in a directory named routes/ is a route document)')
   .description('check documents with the gateway\'s own rules, including two policies for one target')
   .option('--json', 'print JSON: {ok, files: [{file, id, kind, ok, error}], conflicts}, plus error when invalid')
-  .action((paths: string[], f: JsonFlag) => {
+  .action(async (paths: string[], f: JsonFlag) => {
+    const [{ formatValidation, validatePaths, validationJson, validationSummary }, { CliError }] = await Promise.all([import('./policy.ts'), import('./admin-client.ts')]);
     const report = validatePaths(paths);
     if (!report.ok) {
       if (!f.json) print(formatValidation(report).join('\n'));
@@ -264,9 +272,13 @@ kvOptions(
     .option('--dry-run', 'print what would change, write nothing'),
 ).action(async (dir: string, f: PushFlags) => {
   const json = Boolean(f.json);
+  const [store, [{ formatPushResult, formatValidation, PushRaceError, PushValidationError, pushPolicies, validationJson }, { CliError }]] = await withConsul(
+    f,
+    Promise.all([import('./policy.ts'), import('./admin-client.ts')]),
+  );
   let outcome;
   try {
-    outcome = await pushPolicies(consulOf(f), dir, {
+    outcome = await pushPolicies(store, dir, {
       kvPrefix: f.kvPrefix,
       prune: f.prune,
       dryRun: f.dryRun,
@@ -300,7 +312,8 @@ interface ConsumerAddFlags extends PlanFlags, ConsumerAddOptions {
 }
 
 /** The gateway whose documents in force (files included) define plans too. */
-const adminReader = (f: PlanFlags): AdminReader => {
+const adminReader = async (f: PlanFlags): Promise<AdminReader> => {
+  const { fetchAdmin, resolveAdminAddress } = await import('./admin-client.ts');
   const address = resolveAdminAddress(f.admin, env);
   return { address, read: (path) => fetchAdmin<unknown>(address, path) };
 };
@@ -308,11 +321,12 @@ const adminReader = (f: PlanFlags): AdminReader => {
 const planOptions = (cmd: Command): Command =>
   adminOption(cmd).option('--force', 'write even when no policy (in KV, or in force at the gateway) defines the plan');
 
-function printIssued(issued: IssuedKey & { warnings: readonly string[] }, json: boolean, verb: string): void {
+async function printIssued(issued: IssuedKey & { warnings: readonly string[] }, json: boolean, verb: string): Promise<void> {
   if (json) {
     return print(JSON.stringify({ ...issued, note: 'the key is shown only now: KV stores its SHA-256, never the key' }, null, 2));
   }
   print(`${verb} consumer ${issued.id} (${issued.kvKey})`);
+  const { formatLimits } = await import('./consumer.ts');
   const details = [
     issued.plan ? `plan ${issued.plan}` : 'no plan',
     issued.scopes.length ? `scopes ${issued.scopes.join(',')}` : 'no scopes',
@@ -339,8 +353,9 @@ kvOptions(
       .option('--description <text>', 'free text, up to 500 characters'),
   ),
 ).action(async (id: string, f: ConsumerAddFlags) => {
-  const issued = await addConsumer(consulOf(f), f.kvPrefix, id, f, { admin: adminReader(f), force: f.force });
-  printIssued(issued, Boolean(f.json), 'created');
+  const [store, { addConsumer }] = await withConsul(f, import('./consumer.ts'));
+  const issued = await addConsumer(store, f.kvPrefix, id, f, { admin: await adminReader(f), force: f.force });
+  await printIssued(issued, Boolean(f.json), 'created');
 });
 kvOptions(
   planOptions(
@@ -351,20 +366,23 @@ kvOptions(
       .description('replace a consumer\'s key (scopes, limits and, without --plan, the plan stay); the old key stops working once gateways see the change'),
   ),
 ).action(async (id: string, f: PlanFlags & { plan?: string }) => {
-  const issued = await rotateConsumer(consulOf(f), f.kvPrefix, id, { plan: f.plan }, { admin: adminReader(f), force: f.force });
-  printIssued(issued, Boolean(f.json), 'rotated the key of');
+  const [store, { rotateConsumer }] = await withConsul(f, import('./consumer.ts'));
+  const issued = await rotateConsumer(store, f.kvPrefix, id, { plan: f.plan }, { admin: await adminReader(f), force: f.force });
+  await printIssued(issued, Boolean(f.json), 'rotated the key of');
   if (!f.json) print('the previous key stops working as soon as the gateways see the change');
 });
 kvOptions(
   consumer.command('revoke').argument('<id>').description('delete a consumer (check-and-set); its key stops working once gateways see the change'),
 ).action(async (id: string, f: ConsulFlags) => {
-  const result = await revokeConsumer(consulOf(f), f.kvPrefix, id);
+  const [store, { revokeConsumer }] = await withConsul(f, import('./consumer.ts'));
+  const result = await revokeConsumer(store, f.kvPrefix, id);
   if (f.json) return print(JSON.stringify({ ...result, revoked: true }, null, 2));
   print(`revoked consumer ${id}: deleted ${result.kvKey} (was ModifyIndex ${result.modifyIndex}); its key stops working as soon as the gateways see the change`);
 });
 kvOptions(program.command('consumers').description('consumers stored in KV: plan, scopes, limits, ModifyIndex (never keys or hashes); flags invalid records')).action(
   async (f: ConsulFlags) => {
-    const list = await listConsumers(consulOf(f), f.kvPrefix);
+    const [store, [{ listConsumers, formatLimits }, { renderTable }]] = await withConsul(f, Promise.all([import('./consumer.ts'), import('./table.ts')]));
+    const list = await listConsumers(store, f.kvPrefix);
     if (f.json) return print(JSON.stringify(list, null, 2));
     if (list.length === 0) return print(`no consumers under ${f.kvPrefix.endsWith('/') || f.kvPrefix === '' ? f.kvPrefix : `${f.kvPrefix}/`}consumers/`);
     print(
@@ -400,7 +418,7 @@ program.parseAsync(process.argv).then(
   () => {
     if (!keepRunning) process.exit(process.exitCode ?? 0);
   },
-  (err: unknown) => {
+  async (err: unknown) => {
     if (err instanceof CommanderError) {
       // Commander has already printed the message (and help). Help and --version exit 0, a bare
       // command group shows its help and exits 1; everything else is a usage error: 2.
@@ -409,14 +427,18 @@ program.parseAsync(process.argv).then(
       if (jsonRequested()) print(JSON.stringify({ error: { message: err.message.replace(/^error: /, ''), exitCode: 2 } }, null, 2));
       process.exit(2);
     }
-    // A bad --consul, CONSUL_* value, token or certificate file: invalid input.
-    if (err instanceof ConsulSettingError) fail(err.message, 2);
+    // The modules whose errors are told apart here were loaded by the action that threw (importing
+    // them again is free); connection.ts (zod) only when the error is none of the CLI's own.
+    const [{ CliError }, { NotReadyError }] = await Promise.all([import('./admin-client.ts'), import('./inspect.ts')]);
     if (err instanceof NotReadyError) {
       // The status (JSON or text) is printed already; only the exit code and a line remain.
       process.stderr.write(`cgw: ${err.message}\n`);
       process.exit(err.exitCode);
     }
     if (err instanceof CliError) fail(err.message, err.exitCode, err.details);
+    // A bad --consul, CONSUL_* value, token or certificate file: invalid input.
+    const { ConsulSettingError } = await import('../consul/connection.ts');
+    if (err instanceof ConsulSettingError) fail(err.message, 2);
     process.stderr.write(`cgw: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     if (jsonRequested()) print(JSON.stringify({ error: { message: err instanceof Error ? err.message : String(err), exitCode: 1 } }, null, 2));
     process.exit(1);

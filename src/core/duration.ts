@@ -1,5 +1,3 @@
-import { z } from 'zod';
-
 const UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 
 /** Parses Consul/Go style durations such as `500ms`, `5s`, `5m`, `1m30s`. Returns ms or undefined. */
@@ -16,24 +14,6 @@ export function parseDuration(text: string): number | undefined {
 /** Formats ms as the `wait` parameter Consul expects (whole seconds suffice). */
 export function formatConsulWait(ms: number): string {
   return `${Math.max(1, Math.round(ms / 1000))}s`;
-}
-
-/**
- * A duration field for zod schemas (flags and policy documents alike): text in, milliseconds out,
- * with a range whose message reads in the units people write.
- */
-export function durationField(min: number, max: number) {
-  return z
-    .string()
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `not a duration: "${text}" (use e.g. 500ms, 30s, 5m)` });
-        return z.NEVER;
-      }
-      return ms;
-    })
-    .refine((ms) => ms >= min && ms <= max, `must be between ${formatMs(min)} and ${formatMs(max)}`);
 }
 
 /** 600000 → "10m", 1500 → "1500ms": the largest unit that divides exactly. */

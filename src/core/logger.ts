@@ -3,8 +3,6 @@ import type { Logger, LevelWithSilent, DestinationStream } from 'pino';
 
 export type { Logger };
 
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-
 /**
  * JSON logs on stdout. Credentials must never reach a log line: access logs only name fields we
  * choose, and redaction is the second line of defence should a header object slip through.

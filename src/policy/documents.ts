@@ -5,7 +5,8 @@ import type { z } from 'zod';
 import { describeError } from '../core/errors.ts';
 import { formatZodIssues, type ParseResult } from './canary.ts';
 import { policyDocumentSchema, routeDocumentSchema, type PolicyDocument, type RouteDocument } from './schema.ts';
-import { checkYamlBounds, ParseMemo } from './value-bounds.ts';
+import { ParseMemo } from './value-bounds.ts';
+import { checkYamlBounds } from './yaml-bounds.ts';
 
 /**
  * Where documents live. The file tree mirrors the KV tree, so `cgw policy push <dir>` is a plain

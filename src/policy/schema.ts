@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { durationField } from '../core/duration.ts';
+import { durationField } from '../core/duration-field.ts';
 import { algorithmsForPem } from './keys.ts';
 import { unmatchableRoutePath } from '../core/url-path.ts';
 

@@ -7,7 +7,7 @@ import { describe, test } from 'node:test';
 import { CliError } from '../../src/cli/admin-client.ts';
 import { checkWeightTags, clearCanary, getCanary, setCanary } from '../../src/cli/canary.ts';
 import { addConsumer, checkPlan, definedPlans, rotateConsumer, type AdminReader } from '../../src/cli/consumer.ts';
-import type { ConsulStore, KvItem, ServiceLookup } from '../../src/cli/policy.ts';
+import type { ConsulStore, KvItem, ServiceLookup } from '../../src/cli/consul-kv.ts';
 import { parseCanaryArgs } from '../../src/policy/canary.ts';
 
 describe('parseCanaryArgs: every malformed argument gets an accurate message', () => {

@@ -1,15 +1,16 @@
 /**
  * Size, depth and length bounds checked before any parser sees a KV value or policy file
- * (src/policy/value-bounds.ts), and what the parsers built on them do with hostile values: every
- * document shipped in policies/ passes, attack shapes are refused quickly, and a refused value is
- * not kept alive or parsed again.
+ * (src/policy/value-bounds.ts and yaml-bounds.ts), and what the parsers built on them do with
+ * hostile values: every document shipped in policies/ passes, attack shapes are refused quickly,
+ * and a refused value is not kept alive or parsed again.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { checkJsonBounds, checkYamlBounds, MAX_DEPTH, MAX_YAML_TOKENS, ParseMemo } from '../../src/policy/value-bounds.ts';
+import { checkJsonBounds, MAX_DEPTH, ParseMemo } from '../../src/policy/value-bounds.ts';
+import { checkYamlBounds, MAX_YAML_TOKENS } from '../../src/policy/yaml-bounds.ts';
 import { parseDocumentText } from '../../src/policy/documents.ts';
 import { parseCanaryValue } from '../../src/policy/canary.ts';
 import { parseConsumerValue } from '../../src/policy/resolve.ts';

@@ -1,0 +1,9 @@
+/**
+ * Closed sets of names that flags and configuration accept. Plain constants without imports, so
+ * the CLI can list them in `cgw start --help` without loading the modules that use them (pino,
+ * zod, the balancer).
+ */
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const PICKERS = ['round_robin', 'least_request'] as const;
