@@ -1,7 +1,8 @@
 /**
- * A small self-registering demo service for trying the gateway.
+ * A small self-registering demo service for trying the gateway. `npm run build` compiles it to
+ * dist/scripts/demo-service.js, which the demo, the compose file and the tests run:
  *
- *   node --import tsx scripts/demo-service.ts --name web --id web-1 --port 0 \
+ *   node dist/scripts/demo-service.js --name web --id web-1 --port 0 \
  *     --tags "urlprefix-/web,v1" [--consul URL] [--color blue] [--version v1] \
  *     [--address 127.0.0.1] [--listen-host 127.0.0.1] [--exit-with-parent]
  *

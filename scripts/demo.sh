@@ -165,7 +165,10 @@ consul_has_leader() { local l; l=$(http_get "$consul_addr/v1/status/leader") && 
 command -v node >/dev/null 2>&1 || die "node (>= 20.10) is required"
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=10)?0:1)' \
   || die "node >= 20.10 is required (found $(node --version))"
-[ -d node_modules/tsx ] || die "dependencies are missing: run 'npm ci' first"
+[ -d node_modules/commander ] || die "dependencies are missing: run 'npm ci' first"
+# The gateway and the demo services run compiled (`npm run demo` runs scripts/setup.sh first,
+# which builds what changed).
+[ -f dist/cli/main.js ] && [ -f dist/scripts/demo-service.js ] || die "dist/ is missing: run 'npm run build' first"
 mkdir -p "$demo"
 
 # --- one demo at a time --------------------------------------------------------------------------
@@ -238,11 +241,12 @@ consul_has_leader || die "Consul on $consul_addr has no leader after 30 s"
 export CONSUL_HTTP_ADDR="127.0.0.1:$consul_port"
 
 # --- demo services -------------------------------------------------------------------------------
-# start_service ID ARGS...: one scripts/demo-service.ts on a free port, logging to .demo/ID.log.
+# start_service ID ARGS...: one demo service (scripts/demo-service.ts, compiled) on a free port,
+# logging to .demo/ID.log.
 start_service() {
   local id=$1
   shift
-  node --import tsx scripts/demo-service.ts --consul "$consul_addr" --id "$id" --port 0 --exit-with-parent "$@" \
+  node dist/scripts/demo-service.js --consul "$consul_addr" --id "$id" --port 0 --exit-with-parent "$@" \
     >"$demo/$id.log" 2>&1 &
   service_pids+=("$!")
   service_ids+=("$id")
@@ -312,7 +316,7 @@ cat <<EOF
 
 EOF
 # Not `exec`: this shell stays to stop the services and Consul when the gateway ends.
-node --import tsx src/cli/main.ts start --consul "$consul_addr" --listen "$listen" --admin "$admin" \
+node dist/cli/main.js start --consul "$consul_addr" --listen "$listen" --admin "$admin" \
   --policies policies "${redis_args[@]}" &
 gateway_pid=$!
 record "$gateway_pid" gateway
