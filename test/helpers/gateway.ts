@@ -1,7 +1,7 @@
-/** Runs the real gateway (src/cli/main.ts) as a child process for integration tests. */
+/** Runs the real gateway and CLI, compiled (dist/cli/main.js, see build.ts), as child processes for integration tests. */
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { assertBuilt, CLI } from './build.ts';
 import { repoRoot } from './consul.ts';
 import { freePorts } from './ports.ts';
 import { collectLines, exitOf, hasExited, terminate, track } from './process.ts';
@@ -9,8 +9,7 @@ import { collectLines, exitOf, hasExited, terminate, track } from './process.ts'
 export { waitFor } from './wait.ts';
 export type { WaitForOptions } from './wait.ts';
 
-const CLI = join(repoRoot, 'src', 'cli', 'main.ts');
-/** Start-up of a child gateway (tsx compiles on the fly) on a busy machine can take a while. */
+/** Start-up of a child gateway on a busy machine can take a while. */
 const READY_TIMEOUT_MS = 30_000;
 
 export interface GatewayOptions {
@@ -54,8 +53,9 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
   const [freeA, freeB] = (await freePorts(2)) as [number, number];
   const listenPort = opts.listenPort ?? freeA;
   const adminPort = opts.adminPort ?? freeB;
+  assertBuilt();
   const args = [
-    '--import', 'tsx', CLI, 'start',
+    CLI, 'start',
     '--consul', opts.consul,
     '--listen', `127.0.0.1:${listenPort}`,
     '--admin', `127.0.0.1:${adminPort}`,
@@ -129,10 +129,11 @@ export interface CliOptions {
   timeoutMs?: number;
 }
 
-/** Runs `node --import tsx src/cli/main.ts ...args` from the repo root and collects its output. */
+/** Runs `node dist/cli/main.js ...args` from the repo root and collects its output. */
 export async function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  assertBuilt();
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+  const child = spawn(process.execPath, [CLI, ...args], {
     cwd: repoRoot,
     env: { ...process.env, ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe'],

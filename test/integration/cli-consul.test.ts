@@ -64,8 +64,8 @@ after(async () => {
 const KEY = 'gateway/canary/web';
 
 /**
- * Runs `tasks` at most `n` at a time: every CLI run is a Node process with tsx, and a 2-core
- * machine running other test files too must not be asked for a dozen at once.
+ * Runs `tasks` at most `n` at a time: every CLI run is a Node process, and a 2-core machine
+ * running other test files too must not be asked for a dozen at once.
  */
 async function limited<T>(tasks: readonly (() => Promise<T>)[], n = 2): Promise<T[]> {
   const out: T[] = new Array<T>(tasks.length);

@@ -78,3 +78,35 @@ test('published ports are bound to 127.0.0.1 only', () => {
   const mapped = all.map((p) => `${p.name} ${p.hostIp}:${p.published}:${p.target}`).sort();
   assert.deepEqual(mapped, ['cgw 127.0.0.1:8080:8080', 'cgw 127.0.0.1:9901:9901', 'consul 127.0.0.1:8500:8500']);
 });
+
+/** The compiled entry points the image runs, and the TypeScript each is built from. */
+const ENTRY_POINTS: Record<string, string> = {
+  'dist/cli/main.js': 'src/cli/main.ts',
+  'dist/scripts/demo-service.js': 'scripts/demo-service.ts',
+};
+
+test('built services run the compiled JavaScript, never TypeScript', () => {
+  const { services } = load();
+  for (const name of BUILT) {
+    const command = services[name]?.command;
+    assert.ok(Array.isArray(command), `service ${name} has no command list`);
+    const words = command.map(String);
+    assert.equal(words[0], 'node', `service ${name} does not run node: ${words.join(' ')}`);
+    assert.ok(!words.some((w) => /tsx|\.ts$/.test(w)), `service ${name} compiles TypeScript at run time: ${words.join(' ')}`);
+    const source = ENTRY_POINTS[words[1] ?? ''];
+    assert.ok(source, `service ${name} runs ${words[1]}, not one of ${Object.keys(ENTRY_POINTS).join(', ')}`);
+    assert.ok(existsSync(join(repoRoot, source)), `service ${name}: ${source} does not exist`);
+  }
+});
+
+test('the Dockerfile builds dist/ from files that exist and runs it without tsx', () => {
+  const dockerfile = readFileSync(join(repoRoot, 'compose', 'Dockerfile'), 'utf8');
+  assert.match(dockerfile, /^RUN npm run build$/m);
+  assert.match(dockerfile, /^COPY --from=build \/app\/dist \.\/dist$/m);
+  assert.match(dockerfile, /^CMD \["node", "dist\/cli\/main\.js", "start"/m);
+  assert.doesNotMatch(dockerfile.replace(/^#.*$/gm, ''), /tsx/);
+  // COPY sources are relative to the build context, the repository (no Docker needed to check).
+  const copied = [...dockerfile.matchAll(/^COPY (?!--)(.+) \S+$/gm)].flatMap((m) => (m[1] ?? '').split(/\s+/));
+  assert.ok(copied.includes('src'), `the build stage copies no src/: ${copied.join(' ')}`);
+  for (const path of copied) assert.ok(existsSync(join(repoRoot, path)), `the Dockerfile copies ${path}, which does not exist`);
+});

@@ -1,13 +1,12 @@
-/** scripts/demo-service.ts: registers itself with tags and a TTL check, deregisters on SIGTERM. */
+/** scripts/demo-service.ts, compiled: registers itself with tags and a TTL check, deregisters on SIGTERM. */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { assertBuilt, DEMO_SERVICE } from '../helpers/build.ts';
 import { startConsul, repoRoot, type ConsulAgent } from '../helpers/consul.ts';
 import { collectLines, exitOf, terminate, track } from '../helpers/process.ts';
 import { waitFor } from '../helpers/wait.ts';
 
-const SCRIPT = join(repoRoot, 'scripts', 'demo-service.ts');
 let consul: ConsulAgent;
 
 before(async () => {
@@ -18,7 +17,8 @@ after(async () => {
 });
 
 function run(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, ['--import', 'tsx', SCRIPT, ...args], {
+  assertBuilt();
+  const child = spawn(process.execPath, [DEMO_SERVICE, ...args], {
     cwd: repoRoot,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
