@@ -204,7 +204,8 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     };
   }
   deepFreeze(service);
-  const hash = contentHash(service);
+  // Problems count too: a refused value that keeps the last good one changes no endpoint, but must show.
+  const hash = contentHash([service, problems]);
   BUILT.set(service, {
     instances,
     tags,

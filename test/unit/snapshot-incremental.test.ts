@@ -82,3 +82,13 @@ describe('incremental snapshot builds', () => {
     });
   }
 });
+
+test('a refused canary value that keeps the last good weights is a new version (its problem must show)', () => {
+  const catalog = { web: ['urlprefix-/web'] };
+  const health = new Map([['web', [instance('web', 'a', 1, 'passing', ['v1']), instance('web', 'b', 2, 'passing', ['v2'])]]]);
+  const good = buildSnapshot({ catalog, health, kv: [{ key: 'gateway/canary/web', value: '{"weights":{"v1":50,"v2":50}}', modifyIndex: 1 }] }, OPTIONS);
+  const bad = buildSnapshot({ catalog, health, kv: [{ key: 'gateway/canary/web', value: 'not json', modifyIndex: 2 }] }, OPTIONS, good);
+  assert.notEqual(bad.version, good.version);
+  assert.ok(bad.problems.some((p) => p.kind === 'canary' && p.keptLastGood));
+  assert.deepEqual(bad.services.web?.canary?.weights, { v1: 50, v2: 50 });
+});
