@@ -1,12 +1,18 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Registry } from 'prom-client';
+import type { DataPlaneReport, ReportScope } from '../core/types.ts';
 import { canaryView, consumersView, endpointsView, policiesView, problemsView, redactedJson, routesView, servicesView, statusView, type AdminSources } from './views.ts';
 
 /**
  * Admin HTTP on its own listener (default 127.0.0.1:9901): probes, Prometheus metrics and read-only
  * JSON views. The CLI's inspection commands read only this API.
  */
-export function createAdminServer(src: AdminSources, registry: Registry, onFailure: (err: unknown) => void): Server {
+export interface MetricsSource {
+  /** The exposition text: this process's metrics, summed with every worker's. */
+  readonly text: () => Promise<string>;
+  readonly contentType: string;
+}
+
+export function createAdminServer(src: AdminSources, metrics: MetricsSource, onFailure: (err: unknown) => void): Server {
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     try {
       route(req, res);
@@ -41,18 +47,18 @@ export function createAdminServer(src: AdminSources, registry: Registry, onFailu
         return src.ready() ? sendJson(res, 200, { status: 'ready', ...detail }) : sendJson(res, 503, { status: 'not_ready', ...detail });
       }
       case '/metrics':
-        registry.metrics().then(
+        metrics.text().then(
           (text) => {
-            res.writeHead(200, { 'content-type': registry.contentType });
+            res.writeHead(200, { 'content-type': metrics.contentType });
             res.end(text);
           },
           (err: unknown) => sendJson(res, 500, { error: { code: 'internal_error', message: String(err) } }),
         );
         return;
       case '/v1/status':
-        return sendJson(res, 200, statusView(src));
+        return withPlane({ kind: 'summary' }, (plane) => sendJson(res, 200, statusView(src, plane)));
       case '/v1/services':
-        return sendJson(res, 200, servicesView(src));
+        return withPlane({ kind: 'services' }, (plane) => sendJson(res, 200, servicesView(src, plane)));
       case '/v1/routes':
         return sendJson(res, 200, routesView(src));
       case '/v1/canary':
@@ -72,10 +78,32 @@ export function createAdminServer(src: AdminSources, registry: Registry, onFailu
     if (m) {
       const name = decodePathSegment(m[1] ?? '');
       if (name === undefined) return sendJson(res, 400, { error: { code: 'bad_request', message: 'the service name in the path is not valid percent-encoded UTF-8' } });
-      const view = endpointsView(src, name);
-      return view ? sendJson(res, 200, view) : sendJson(res, 404, { error: { code: 'service_not_found', message: `no routed service named ${JSON.stringify(name)}` } });
+      return withPlane({ kind: 'service', name }, (plane) => {
+        const view = endpointsView(src, name, plane);
+        return view ? sendJson(res, 200, view) : sendJson(res, 404, { error: { code: 'service_not_found', message: `no routed service named ${JSON.stringify(name)}` } });
+      });
     }
     return sendJson(res, 404, { error: { code: 'not_found', message: `no admin endpoint ${JSON.stringify(path.slice(0, 200))}` } });
+
+    /** Views that show data-plane state wait for its report (workers answer over IPC). */
+    function withPlane(scope: ReportScope, send: (plane: DataPlaneReport | undefined) => void): void {
+      src.dataPlane(scope).then(
+        (plane) => {
+          try {
+            send(plane);
+          } catch (err) {
+            fail(err);
+          }
+        },
+        fail,
+      );
+    }
+
+    function fail(err: unknown): void {
+      onFailure(err);
+      if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal_error', message: 'internal error in the admin API' } });
+      else res.destroy();
+    }
   }
 }
 

@@ -1,11 +1,9 @@
 import type { Problem, WatchStatus } from '../core/types.ts';
 import { own } from '../core/own.ts';
 import type { BuildFailureView } from '../state/build-health.ts';
-import type { ListenerLimitsView } from '../core/types.ts';
+import type { DataPlaneReport, ReportScope } from '../core/types.ts';
 import type { PublishedSnapshot } from '../state/store.ts';
 import type { Snapshot } from '../state/snapshot.ts';
-import type { Runtime } from '../runtime/runtime.ts';
-import type { ServiceResilience } from '../runtime/runtime.ts';
 
 /**
  * JSON views served by the admin API and printed by the CLI. They are built from the snapshot
@@ -14,23 +12,32 @@ import type { ServiceResilience } from '../runtime/runtime.ts';
 export interface AdminSources {
   readonly startedAt: number;
   readonly published: () => PublishedSnapshot | undefined;
-  readonly runtime: () => Runtime | undefined;
   readonly ready: () => boolean;
-  /** In-flight requests per endpoint key (for `cgw endpoints`). */
-  readonly endpointInflight: (key: string) => number | undefined;
+  /**
+   * What the data planes report (this process's, or every worker's, merged): limits, breakers,
+   * ejections, requests in flight. Asked for on demand, in the detail the view needs.
+   */
+  readonly dataPlane: (scope: ReportScope) => Promise<DataPlaneReport | undefined>;
+  /** The worker processes and the snapshot each runs; null in a single process. */
+  readonly workers: () => readonly WorkerView[] | null;
   /** Watch state, supplied by the gateway's Consul supervisor. */
   readonly discovery: () => DiscoveryView;
   /** Problems outside the snapshot, e.g. a suspect empty catalog read. */
   readonly discoveryProblems: () => readonly Problem[];
   readonly settings: Readonly<Record<string, unknown>>;
-  /** Circuit breaker and outlier state of a service. */
-  readonly resilience: (service: string) => ServiceResilience | undefined;
-  /** Where rate-limit decisions are made now: redis, local (Redis unreachable) or none (no --redis). */
-  readonly rateLimiter: () => string;
   /** The newest configuration failed to build (the last good one serves), or null. */
   readonly buildFailure: () => BuildFailureView | null;
-  /** Connection cap and per-endpoint request cap: configured values and when they were reached. */
-  readonly limits: () => ListenerLimitsView;
+}
+
+export interface WorkerView {
+  readonly id: number;
+  readonly pid: number | null;
+  /** The snapshot version the worker runs; null until its first. */
+  readonly version: string | null;
+  readonly current: boolean;
+  readonly startedAt: string;
+  /** Times a worker in this slot was replaced after it died. */
+  readonly restarts: number;
 }
 
 export interface DiscoveryView {
@@ -48,7 +55,7 @@ export function problemsView(src: AdminSources): Problem[] {
   return [...(src.published()?.snapshot.problems ?? []), ...src.discoveryProblems()];
 }
 
-export function statusView(src: AdminSources) {
+export function statusView(src: AdminSources, plane: DataPlaneReport | undefined) {
   const published = src.published();
   const discovery = src.discovery();
   const failing = discovery.watches.filter((w) => w.state === 'failing');
@@ -83,38 +90,40 @@ export function statusView(src: AdminSources) {
           consumers: Object.keys(snapshot.policies.consumers).length,
         }
       : null,
-    rateLimiter: { backend: src.rateLimiter() },
+    rateLimiter: { backend: plane?.rateLimiter ?? 'unknown' },
     buildFailure: src.buildFailure(),
-    limits: src.limits(),
-    circuitsNotClosed: snapshot ? Object.keys(snapshot.services).filter((name) => (src.resilience(name)?.breaker.state ?? 'closed') !== 'closed') : [],
+    limits: plane?.limits ?? null,
+    workers: src.workers(),
+    circuitsNotClosed: plane?.circuitsNotClosed ?? [],
     problems: problemsView(src),
     settings: src.settings,
   };
 }
 
-export function servicesView(src: AdminSources) {
+export function servicesView(src: AdminSources, plane: DataPlaneReport | undefined) {
   const snapshot = src.published()?.snapshot;
-  const runtime = src.runtime();
   if (!snapshot) return [];
+  const health = (name: string) => (plane && Object.hasOwn(plane.services, name) ? plane.services[name] : undefined);
   return Object.values(snapshot.services).map((s) => ({
     name: s.name,
     routes: snapshot.routes.filter((r) => r.service === s.name).map((r) => r.id),
     endpointsHealthy: s.healthy,
     endpointsTotal: s.endpoints.length,
-    picker: runtime?.balancers.get(s.name)?.pickerKind ?? null,
+    picker: health(s.name)?.picker ?? null,
     canary: s.canary ? Object.fromEntries(s.canary.subsets.map((x) => [x.tag, x.effectiveWeight])) : null,
     kind: s.kind,
     discovery: s.kind === 'static' ? 'static' : s.policy.discovery.mode,
-    circuit: src.resilience(s.name)?.breaker.status() ?? null,
-    ejected: src.resilience(s.name)?.outlier.ejectedCount ?? 0,
+    circuit: health(s.name)?.breaker ?? null,
+    ejected: health(s.name)?.ejected ?? 0,
   }));
 }
 
-export function endpointsView(src: AdminSources, service: string) {
+export function endpointsView(src: AdminSources, service: string, plane: DataPlaneReport | undefined) {
   const services = src.published()?.snapshot.services;
   const s = services ? own(services, service) : undefined;
   if (!s) return undefined;
-  const outlier = src.resilience(service)?.outlier.status() ?? {};
+  const seen = plane && Object.hasOwn(plane.services, service) ? plane.services[service] : undefined;
+  const outlier = seen?.endpoints ?? {};
   return s.endpoints.map((e) => ({
     id: e.id,
     node: e.node,
@@ -123,7 +132,7 @@ export function endpointsView(src: AdminSources, service: string) {
     status: e.status,
     weight: e.weight,
     receivesTraffic: e.weight > 0,
-    inflight: src.endpointInflight(e.key) ?? 0,
+    inflight: (Object.hasOwn(outlier, e.key) ? outlier[e.key]?.inflight : 0) ?? 0,
     subsets: s.canary?.subsets.filter((x) => x.endpoints.includes(e.key)).map((x) => x.tag) ?? [],
     tags: e.tags,
     ejected: outlier[e.key]?.ejected ?? false,

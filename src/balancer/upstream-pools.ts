@@ -70,6 +70,13 @@ export class UpstreamPools {
     return this.endpoints.get(poolId);
   }
 
+  /** In-flight requests per endpoint key, over all its pools. */
+  inflightByKey(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const endpoint of this.endpoints.values()) out.set(endpoint.key, (out.get(endpoint.key) ?? 0) + endpoint.inflight);
+    return out;
+  }
+
   /** In-flight requests to an endpoint, over all its pools. */
   inflight(key: string): number | undefined {
     let total: number | undefined;

@@ -84,3 +84,35 @@ export interface ListenerLimitsView {
   /** Per service: requests refused with 503 upstream_busy. */
   readonly upstreamBusy: Readonly<Record<string, LimitHits>>;
 }
+
+/** One endpoint as a data plane sees it: passive health and load. */
+export interface EndpointHealthReport {
+  readonly ejected: boolean;
+  readonly ejectedUntil: number | null;
+  readonly consecutiveFailures: number;
+  readonly inflight: number;
+}
+
+/** One service as a data plane sees it: picker, breaker, ejections. */
+export interface ServiceHealthReport {
+  readonly picker: string | null;
+  /** The circuit breaker's status (plain data), or null when the service has none yet. */
+  readonly breaker: { readonly enabled: boolean; readonly state: string; readonly retryAfterMs: number; readonly [field: string]: unknown } | null;
+  readonly ejected: number;
+  readonly endpoints: Readonly<Record<string, EndpointHealthReport>>;
+}
+
+/**
+ * What a data plane (this process, or one worker) reports to the admin API on request. Plain
+ * data, so a worker can send it over IPC; detail per service only when asked for.
+ */
+export interface DataPlaneReport {
+  readonly version: string | null;
+  readonly limits: ListenerLimitsView;
+  readonly rateLimiter: string;
+  readonly circuitsNotClosed: readonly string[];
+  readonly services: Readonly<Record<string, ServiceHealthReport>>;
+}
+
+/** Which services a report details: none, all, or one. */
+export type ReportScope = { readonly kind: 'summary' } | { readonly kind: 'services' } | { readonly kind: 'service'; readonly name: string };

@@ -19,16 +19,13 @@ const sources = {
   startedAt: Date.now(),
   // Only what endpointsView reads: one service "app" without endpoints.
   published: () => ({ appliedAt: Date.now(), snapshot: { services: { app: { name: 'app', endpoints: [], canary: null } } } }),
-  runtime: () => undefined,
   ready: () => true,
-  endpointInflight: () => undefined,
   discovery: () => ({ mode: 'watch', healthWatchBudget: 0, routedServices: 0, openConnections: 0, watches: [], bulk: null, refusing: null }),
   discoveryProblems: () => [],
   settings: {},
-  resilience: () => undefined,
-  rateLimiter: () => 'none',
+  dataPlane: () => Promise.resolve(undefined),
+  workers: () => null,
   buildFailure: () => null,
-  limits: () => ({ maxConnections: null, openConnections: 0, connectionsRefused: { count: 0, lastAt: null }, upstreamBusy: {} }),
 } as unknown as AdminSources;
 
 function call(method: string, path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
@@ -47,7 +44,7 @@ function call(method: string, path: string, headers: Record<string, string> = {}
 const codeOf = (body: string): unknown => (JSON.parse(body) as { error?: { code?: unknown } }).error?.code;
 
 before(async () => {
-  server = createAdminServer(sources, new Registry(), (err) => failures.push(err));
+  server = createAdminServer(sources, { text: () => new Registry().metrics(), contentType: 'text/plain' }, (err) => failures.push(err));
   await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
   port = (server.address() as AddressInfo).port;
 });

@@ -22,8 +22,12 @@ const ALLOWED: Record<string, readonly string[]> = {
   runtime: ['core', 'state', 'router', 'balancer', 'resilience', 'filters'],
   proxy: ['core', 'runtime'],
   admin: ['core', 'state', 'runtime'],
-  cli: ['core', 'config.ts', 'consul', 'policy', 'gateway.ts'],
-  'gateway.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'router', 'balancer', 'resilience', 'filters', 'runtime', 'proxy', 'admin'],
+  cli: ['core', 'config.ts', 'consul', 'policy', 'gateway.ts', 'cluster'],
+  // The two halves and the roots that run them: one process (gateway.ts) or a primary and workers (cluster/).
+  'control-plane.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'admin'],
+  'data-plane.ts': ['core', 'config.ts', 'state', 'router', 'balancer', 'resilience', 'filters', 'runtime', 'proxy'],
+  'gateway.ts': ['core', 'config.ts', 'control-plane.ts', 'data-plane.ts'],
+  cluster: ['core', 'config.ts', 'state', 'admin', 'control-plane.ts', 'data-plane.ts'],
 };
 
 /** `import x from`, `import type { a,\n b } from`, `export * from`, `import './x'`: every relative module a file loads. */

@@ -48,20 +48,17 @@ describe('admin API with a failing build', () => {
   const sources = {
     startedAt: Date.now(),
     published: () => undefined,
-    runtime: () => undefined,
     ready: () => true,
-    endpointInflight: () => undefined,
     discovery: () => ({ mode: 'per-service', healthWatchBudget: 0, routedServices: 0, openConnections: 0, watches: [], bulk: null, refusing: null }),
     discoveryProblems: () => health.problems(),
     settings: {},
-    resilience: () => undefined,
-    rateLimiter: () => 'none',
+    dataPlane: () => Promise.resolve(undefined),
+    workers: () => null,
     buildFailure: () => health.view(),
-    limits: () => ({ maxConnections: null, openConnections: 0, connectionsRefused: { count: 0, lastAt: null }, upstreamBusy: {} }),
   } as unknown as AdminSources;
 
   before(async () => {
-    server = createAdminServer(sources, new Registry(), () => {});
+    server = createAdminServer(sources, { text: () => new Registry().metrics(), contentType: 'text/plain' }, () => {});
     await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0 }, resolve));
     port = (server.address() as AddressInfo).port;
   });

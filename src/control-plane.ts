@@ -1,0 +1,249 @@
+import type { Server } from 'node:http';
+import { consulTls, type GatewayConfig } from './config.ts';
+import { formatAddress, listenOn } from './core/net.ts';
+import type { DataPlaneReport, KvEntry, ReportScope } from './core/types.ts';
+import type { Logger } from './core/logger.ts';
+import type { Metrics } from './core/metrics.ts';
+import { ConsulClient } from './consul/client.ts';
+import { ConsulSupervisor } from './consul/supervisor.ts';
+import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type Snapshot } from './state/snapshot.ts';
+import { SnapshotStore } from './state/store.ts';
+import { BuildHealth } from './state/build-health.ts';
+import { isUrlprefixTag } from './state/tags.ts';
+import { parseDocumentText, readPolicyDir, type RawDocument } from './policy/documents.ts';
+import { resolvePolicies } from './policy/resolve.ts';
+import { createAdminServer } from './admin/server.ts';
+import type { WorkerView } from './admin/views.ts';
+
+/** How long start waits to learn whether --consul is a Consul agent at all. */
+const CONSUL_IDENTIFY_TIMEOUT_MS = 5_000;
+
+export type ApplyResult = { readonly ok: true } | { readonly ok: false; readonly error: string };
+
+/**
+ * Where snapshots go and what the admin API learns of the data plane: the data plane of this
+ * process, or the workers (over IPC).
+ */
+export interface DataPlaneLink {
+  /**
+   * A new snapshot: compiled at once in this process (a failure keeps the one in force), or sent
+   * to the workers, which report a failure later through `ControlPlane.applyFailed`.
+   */
+  offer(snapshot: Snapshot): ApplyResult;
+  /** Every data plane runs the snapshot in force. */
+  ready(): boolean;
+  report(scope: ReportScope): Promise<DataPlaneReport | undefined>;
+  workers(): readonly WorkerView[] | null;
+  /** Prometheus exposition of every process. */
+  metricsText(): Promise<string>;
+}
+
+/**
+ * The control plane's composition root: Consul → snapshot. Watches, policy documents, the pure
+ * build, the store of the snapshot in force and the admin API. It never proxies a request.
+ */
+export class ControlPlane {
+  private readonly consul: ConsulClient;
+  private readonly supervisor: ConsulSupervisor;
+  private readonly store: SnapshotStore;
+  private readonly admin: Server;
+  private readonly build = new BuildHealth();
+  /** The KV view the policies in force were resolved from. */
+  private resolvedFrom: { kv: readonly KvEntry[]; kvResets: number } | undefined;
+  private policyFiles: readonly RawDocument[] = [];
+  private policyLoadErrors: readonly { path: string; error: string }[] = [];
+  private rebuildScheduled = false;
+  private closing = false;
+  adminPort = 0;
+
+  constructor(
+    private readonly config: GatewayConfig,
+    private readonly logger: Logger,
+    private readonly metrics: Metrics,
+    private readonly plane: DataPlaneLink,
+  ) {
+    this.consul = new ConsulClient({
+      address: config.consul,
+      token: config.token,
+      dc: config.dc,
+      consistency: config.consistency,
+      maxConnections: config.consulMaxConns,
+      tls: consulTls(config),
+    });
+    this.supervisor = new ConsulSupervisor({
+      client: this.consul,
+      waitMs: config.wait,
+      kvPrefix: config.kvPrefix,
+      maxConnections: config.consulMaxConns,
+      resyncIntervalMs: config.resyncInterval,
+      isRouted: (tags) => tags.some(isUrlprefixTag),
+      logger,
+      metrics,
+      onChange: () => this.ring(),
+    });
+    this.store = new SnapshotStore(logger, metrics);
+    this.store.onPublish((snapshot) => this.countDocuments(snapshot));
+    this.admin = createAdminServer(
+      {
+        startedAt: Date.now(),
+        published: () => this.store.current,
+        ready: () => this.ready,
+        dataPlane: (scope) => plane.report(scope),
+        workers: () => plane.workers(),
+        discovery: () => this.supervisor.status(),
+        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems()],
+        buildFailure: () => this.build.view(),
+        settings: {
+          consul: config.consul,
+          dc: config.dc ?? null,
+          kvPrefix: config.kvPrefix,
+          consistency: config.consistency,
+          waitSeconds: config.wait / 1000,
+          consulMaxConns: config.consulMaxConns,
+          allowWarning: config.allowWarning,
+          picker: config.picker,
+        },
+      },
+      { text: () => plane.metricsText(), contentType: metrics.registry.contentType },
+      (err) => {
+        metrics.internalErrors.inc({ component: 'admin' });
+        logger.error({ err }, 'admin API request failed');
+      },
+    );
+  }
+
+  /** Ready once the first snapshot is in force in every data plane (`/-/readyz` answers 200). */
+  get ready(): boolean {
+    return this.store.current !== undefined && this.plane.ready() && !this.closing;
+  }
+
+  /** The snapshot in force, for data planes that join later (a replaced worker). */
+  get current(): Snapshot | undefined {
+    return this.store.current?.snapshot;
+  }
+
+  /** Reads policy files, checks the Consul address, opens the admin listener. Watching starts with `watch()`. */
+  async start(): Promise<void> {
+    if (this.config.policies) this.loadPolicyFiles(this.config.policies);
+    const consul = await this.consul.identify(CONSUL_IDENTIFY_TIMEOUT_MS);
+    if (consul.kind === 'not-consul') throw new Error(`${this.config.consul} is not a Consul agent (${consul.error}); check --consul or CONSUL_HTTP_ADDR`);
+    if (consul.kind === 'unreachable') this.logger.warn({ consul: this.config.consul, err: consul.error }, 'Consul does not answer yet; the watches keep trying');
+    this.adminPort = await listenOn(this.admin, this.config.admin.host, this.config.admin.port);
+  }
+
+  watch(): void {
+    this.supervisor.start();
+  }
+
+  get adminAddress(): string {
+    return formatAddress(this.config.admin.host, this.adminPort);
+  }
+
+  /** A data plane could not compile the snapshot it was sent (a worker's NACK). */
+  applyFailed(version: string, error: string): void {
+    this.buildFailed('runtime', new Error(`snapshot ${version}: ${error}`));
+  }
+
+  /** A data plane runs the snapshot in force again. */
+  applied(version: string): void {
+    if (version === this.store.current?.snapshot.version) this.build.succeeded();
+  }
+
+  beginClose(): void {
+    this.closing = true;
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.supervisor.close();
+    await new Promise<void>((resolve) => {
+      this.admin.close(() => resolve());
+      this.admin.closeAllConnections();
+    });
+    await this.consul.close();
+  }
+
+  private loadPolicyFiles(dir: string): void {
+    // Read once at start; KV documents are the live channel (the README says so).
+    const { documents, errors } = readPolicyDir(dir);
+    this.policyFiles = documents;
+    this.policyLoadErrors = errors;
+    // Validated here too, so the start-up line counts what will really be refused.
+    const invalid = documents.flatMap((d) => {
+      const parsed = parseDocumentText(d.text, d.kind);
+      return parsed.ok ? [] : [{ path: d.origin.kind === 'file' ? d.origin.path : d.id, error: parsed.error }];
+    });
+    for (const e of [...errors, ...invalid]) this.logger.warn({ file: e.path, error: e.error }, `policy file refused: ${e.error}`);
+    this.logger[invalid.length + errors.length > 0 ? 'warn' : 'info'](
+      { dir, files: documents.length + errors.length, valid: documents.length - invalid.length, invalid: invalid.length + errors.length },
+      'policy files loaded',
+    );
+  }
+
+  /** Doorbell: many watch updates in one tick produce one rebuild. */
+  private ring(): void {
+    if (this.rebuildScheduled || this.closing) return;
+    this.rebuildScheduled = true;
+    setImmediate(() => {
+      this.rebuildScheduled = false;
+      this.rebuild();
+    });
+  }
+
+  private rebuild(): void {
+    const kv = this.supervisor.kvView();
+    if (!kv) return;
+    const previous = this.store.current?.snapshot;
+    let snapshot: Snapshot;
+    let resolved: { kv: readonly KvEntry[]; kvResets: number } | undefined;
+    try {
+      // Documents come from files read at start and the KV view: the same KV view, the same set
+      // (so a health change does not resolve, and nothing downstream recompiles, the policies).
+      const kvResets = this.supervisor.kvResets;
+      const policies =
+        previous && this.resolvedFrom?.kv === kv && this.resolvedFrom.kvResets === kvResets
+          ? previous.policies
+          : resolvePolicies(this.policyFiles, kv, this.config.kvPrefix, previous?.policies, this.policyLoadErrors, kvResets);
+      resolved = { kv, kvResets };
+      // Route documents can name services to watch and policies can change how; the supervisor
+      // re-plans its watches and rings again once the new services have been read.
+      this.supervisor.setDemand({ services: servicesNamedByRoutes(policies), modes: discoveryModes(policies) });
+      const views = this.supervisor.views();
+      if (!views) return;
+      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, previous, policies);
+    } catch (err) {
+      this.buildFailed('snapshot', err);
+      return;
+    }
+    if (previous?.version === snapshot.version) {
+      this.resolvedFrom = resolved;
+      this.build.succeeded();
+      return;
+    }
+    // Compiled before it is published: a snapshot the data plane cannot run is never half in force.
+    const outcome = this.plane.offer(snapshot);
+    if (!outcome.ok) {
+      this.buildFailed('runtime', new Error(outcome.error));
+      return;
+    }
+    const first = previous === undefined;
+    this.store.publish(snapshot);
+    this.resolvedFrom = resolved;
+    this.build.succeeded();
+    if (first) this.logger.info({ version: snapshot.version }, 'first snapshot built');
+  }
+
+  /** A bug must not take the data plane down: the last good runtime keeps serving, and it shows. */
+  private buildFailed(phase: 'snapshot' | 'runtime', err: unknown): void {
+    this.build.failed(phase, err);
+    this.metrics.snapshotBuildFailures.inc();
+    this.metrics.internalErrors.inc({ component: 'snapshot' });
+    this.logger.error({ err, phase }, 'configuration build failed; Consul changes are not applied, the last good configuration stays in force');
+  }
+
+  private countDocuments(snapshot: Snapshot): void {
+    this.metrics.policyDocuments.reset();
+    for (const d of snapshot.policies.documents) this.metrics.policyDocuments.inc({ kind: d.kind, origin: d.origin.kind });
+    this.metrics.consumers.set(Object.keys(snapshot.policies.consumers).length);
+  }
+}
