@@ -12,6 +12,8 @@
  * seconds per target before the first round (BENCH_WARMUP, 2), --connections (64), --threads (2),
  * --targets (comma list of direct, nginx, bare, cgw1, cgw; default all available), --no-nginx.
  * cgw runs with its default flags (info logs and access log on), its output sent to /dev/null.
+ * --cgw-root DIR (BENCH_CGW_ROOT): measure the cgw of another checkout, built (e.g. a git worktree
+ * of an older revision); default this one, built first by the npm script.
  */
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -82,10 +84,10 @@ try {
 
   if (wanted.includes('bare')) {
     const [port] = (await freePorts(1)) as [number];
-    const bare = await startChild(process.execPath, ['--import', 'tsx', join(repoRoot, 'bench', 'bare-proxy.ts'), String(port), origin], { stdout: 'pipe' });
+    const bare = await startChild(process.execPath, [join(repoRoot, 'bench', 'bare-proxy.mjs'), String(port), origin], { stdout: 'pipe' });
     bare.proc.stdout?.resume();
     children.push(bare);
-    add('bare', 'bare undici proxy (bench/bare-proxy.ts)', `http://127.0.0.1:${port}/bench/x`, bare.pid);
+    add('bare', 'bare undici proxy (bench/bare-proxy.mjs)', `http://127.0.0.1:${port}/bench/x`, bare.pid);
   }
 
   const workers = cgwHasWorkersFlag();

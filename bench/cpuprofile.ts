@@ -34,7 +34,7 @@ export interface Summary {
   /** Sampled time not spent idle, in the program or in the garbage collector. */
   readonly busyMs: number;
   readonly top: SelfTime[];
-  /** Self time by where the code lives: src/<room>, node_modules/<package>, node: internals, native. */
+  /** Self time by where the code lives: dist/<room> (src/ compiled), node_modules/<package>, node: internals, native. */
   readonly sources: SelfTime[];
 }
 
@@ -42,19 +42,25 @@ function source(fn: string, where: string): string {
   if (!where) return fn.startsWith('(') ? fn : 'native (no script)';
   const mod = /^node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(where);
   if (mod) return `node_modules/${mod[1]}`;
-  const own = /^(src|bench|test)\/([^/:]+)/.exec(where);
+  const own = /^(dist|src|bench|test)\/([^/:]+)/.exec(where);
   if (own) return own[2]?.endsWith('.ts') ? `${own[1]}/${own[2]}` : `${own[1]}/${own[2]}/`;
   if (where.startsWith('node:')) return 'node: internals';
   return 'other';
 }
 
-const ROOT_URL = pathToFileURL(repoRoot).href;
+const rootUrls = [pathToFileURL(repoRoot).href];
+
+/** Also show paths under `dir` (another checkout being measured) relative to it. */
+export function addRoot(dir: string): void {
+  rootUrls.push(pathToFileURL(dir).href);
+}
 
 function where(url: string, line: number, column: number): string {
   if (!url) return '';
-  let u = url.startsWith(ROOT_URL) ? url.slice(ROOT_URL.length + 1) : url.replace(/^file:\/\//, '');
+  const root = rootUrls.find((r) => url.startsWith(`${r}/`));
+  let u = root ? url.slice(root.length + 1) : url.replace(/^file:\/\//, '');
   u = u.replace(/^.*\/node_modules\//, 'node_modules/');
-  // tsx's output keeps most code on few lines: the column tells functions apart.
+  // Code compiled on the fly (tsx) keeps many functions on one line: the column tells them apart.
   return `${u}:${line + 1}:${column + 1}`;
 }
 

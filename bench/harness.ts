@@ -3,19 +3,34 @@
  * wrk as child processes (stopped by PID), the machine description, small statistics.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { openSync, readFileSync } from 'node:fs';
+import { existsSync, openSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { findConsul, repoRoot } from '../test/helpers/consul.ts';
 import { freePorts } from '../test/helpers/ports.ts';
 import { exitOf, hasExited, terminate, track } from '../test/helpers/process.ts';
+import { assertBuilt } from '../test/helpers/build.ts';
 import { treeStats } from './proc-tree.ts';
 
 export { repoRoot };
-export const CLI = join(repoRoot, 'src', 'cli', 'main.ts');
-const TSX = ['--import', 'tsx'];
+/**
+ * The checkout whose cgw is measured: this one by default, or `--cgw-root DIR` (BENCH_CGW_ROOT),
+ * e.g. a `git worktree` of another revision, built, to compare before and after a change.
+ */
+export const cgwRoot = resolve(flag('cgw-root', 'BENCH_CGW_ROOT', repoRoot));
+/**
+ * cgw as it ships: bin/cgw runs the compiled dist/cli/main.js (`npm run build`; the bench:* npm
+ * scripts build first). In this checkout a dist/ older than src/ is refused, so no stale code is
+ * measured; another root must have been built (`npm run build` there).
+ */
+export const CGW = join(cgwRoot, 'bin', 'cgw');
+
+function checkBuilt(): void {
+  if (cgwRoot === repoRoot) assertBuilt();
+  else if (!existsSync(join(cgwRoot, 'dist', 'cli', 'main.js'))) throw new Error(`${cgwRoot}/dist/cli/main.js is missing: run npm run build there`);
+}
 
 /** `--name value` or `--name=value` from argv, else the environment variable, else the default. */
 export function flag(name: string, env: string, fallback: string): string {
@@ -94,7 +109,7 @@ export function firstLine(child: Child, timeoutMs = 30_000): Promise<string> {
 
 /** The upstream of every bench: a separate node process answering on `ports` (0: a free one each). */
 export async function startBackend(ports: number[] = [0]): Promise<Child & { ports: number[] }> {
-  const child = await startChild(process.execPath, [...TSX, join(repoRoot, 'bench', 'backend.ts'), ...ports.map(String)], { stdout: 'pipe' });
+  const child = await startChild(process.execPath, [join(repoRoot, 'bench', 'backend.mjs'), ...ports.map(String)], { stdout: 'pipe' });
   const line = await firstLine(child);
   return { ...child, ports: (JSON.parse(line) as { ports: number[] }).ports };
 }
@@ -103,7 +118,8 @@ let workersFlag: boolean | undefined;
 /** Does `cgw start --help` list `--workers`? (It is being added; until then cgw runs as it is.) */
 export function cgwHasWorkersFlag(): boolean {
   if (workersFlag === undefined) {
-    const r = spawnSync(process.execPath, [...TSX, CLI, 'start', '--help'], { cwd: repoRoot, encoding: 'utf8', timeout: 60_000 });
+    checkBuilt();
+    const r = spawnSync(process.execPath, [CGW, 'start', '--help'], { cwd: repoRoot, encoding: 'utf8', timeout: 60_000 });
     workersFlag = /--workers\b/.test(`${r.stdout}${r.stderr}`);
   }
   return workersFlag;
@@ -121,8 +137,9 @@ export interface Cgw extends Child {
  * /dev/null (the logs are written, to nowhere) and stderr to `stderrFile` when given.
  */
 export async function startCgw(opts: { consul: string; args?: string[]; readyTimeoutMs?: number; stderrFile?: string; nodeArgs?: string[] }): Promise<Cgw> {
+  checkBuilt();
   const [listen, admin] = (await freePorts(2)) as [number, number];
-  const args = [...(opts.nodeArgs ?? []), ...TSX, CLI, 'start', '--consul', opts.consul, '--listen', `127.0.0.1:${listen}`, '--admin', `127.0.0.1:${admin}`, ...(opts.args ?? [])];
+  const args = [...(opts.nodeArgs ?? []), CGW, 'start', '--consul', opts.consul, '--listen', `127.0.0.1:${listen}`, '--admin', `127.0.0.1:${admin}`, ...(opts.args ?? [])];
   const t0 = performance.now();
   const child = await startChild(process.execPath, args, opts.stderrFile ? { stderrFile: opts.stderrFile } : {});
   const adminUrl = `http://127.0.0.1:${admin}`;
@@ -244,12 +261,12 @@ export function machine(): string[] {
   }
   const nginx = which('nginx') ? firstLineOf('nginx', ['-v']).replace(/^nginx version:\s*/, '') : 'not installed';
   const wrk = which('wrk') ? firstLineOf('wrk', ['-v']).split(' [')[0] ?? '' : 'not installed';
-  const rev = spawnSync('git', ['describe', '--always', '--dirty'], { cwd: repoRoot, encoding: 'utf8' }).stdout.trim();
+  const rev = spawnSync('git', ['describe', '--always', '--dirty'], { cwd: cgwRoot, encoding: 'utf8' }).stdout.trim();
   const mem = /MemTotal:\s*(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
   return [
     `machine: ${firstLineOf('nproc', [])} cores (${model}), ${mem ? (Number(mem) / 1048576).toFixed(0) : '?'} GiB`,
     `node ${process.version}, ${firstLineOf(findConsul(), ['version'])}, nginx ${nginx}, ${wrk}`,
-    `cgw revision ${rev || 'unknown'}${cgwHasWorkersFlag() ? '' : ' (no --workers flag yet)'}`,
+    `cgw revision ${rev || 'unknown'}${cgwRoot === repoRoot ? '' : ` in ${cgwRoot}`}${cgwHasWorkersFlag() ? '' : ' (no --workers flag yet)'}`,
     `load average at start: ${loadAverage()}`,
   ];
 }

@@ -3,7 +3,7 @@
  * `--workers 1` once the flag exists, output to /dev/null) while wrk loads one route for N seconds;
  * then the .cpuprofile files it wrote at exit are summarised: self time per function (name + file
  * + line) over the load window only (start-up and warm-up left out), top 25 with % of busy time,
- * and self time by source (src/<room>, node_modules/<package>, node internals, native).
+ * and self time by source (dist/<room>, node_modules/<package>, node internals, native).
  * Run it before and after a change to compare. Prints figures; asserts nothing.
  *
  *   npm run bench:profile                       # 15 s of wrk -t2 -c64 after 3 s of warm-up
@@ -12,13 +12,15 @@
  * Flags (or environment): --seconds (BENCH_SECONDS, 15), --warmup (BENCH_WARMUP, 3), --connections
  * (64), --threads (2), --top (25), --keep DIR (keep the .cpuprofile files there, for Chrome DevTools
  * or speedscope; default: a temporary directory, removed), --args "..." (extra `cgw start` flags).
+ * --cgw-root DIR (BENCH_CGW_ROOT): measure the cgw of another checkout, built (e.g. a git worktree
+ * of an older revision); default this one, built first by the npm script.
  */
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startConsul } from '../test/helpers/consul.ts';
-import { formatSummary, loadProfile, summarise } from './cpuprofile.ts';
-import { WRK_MISSING, cgwHasWorkersFlag, fixed, flag, machine, runWrk, startBackend, startCgw, which } from './harness.ts';
+import { addRoot, formatSummary, loadProfile, summarise } from './cpuprofile.ts';
+import { WRK_MISSING, cgwHasWorkersFlag, cgwRoot, fixed, flag, machine, runWrk, startBackend, startCgw, which } from './harness.ts';
 import { treeCpuSeconds } from './proc-tree.ts';
 
 const seconds = Number(flag('seconds', 'BENCH_SECONDS', '15'));
@@ -34,6 +36,7 @@ if (!which('wrk')) {
   process.exit(1);
 }
 
+addRoot(cgwRoot);
 const work = mkdtempSync(join(tmpdir(), 'cgw-profile-'));
 const profDir = keep || join(work, 'prof');
 mkdirSync(profDir, { recursive: true });
@@ -69,8 +72,8 @@ try {
   console.log(`cgw start ${[...(workers ? ['--workers', '1'] : []), ...extra].join(' ') || '(default flags)'}; output to /dev/null`);
   console.log(`under the profiler: ${fixed(load.rps, 0)} req/s, p99 ${fixed(load.p99ms, 2)} ms, ${fixed(cpuUs, 1)} µs CPU/request, ${load.errors} errors (the profiler itself costs some)`);
   const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f));
-  // One file per thread or process that ran JavaScript (tsx's loader thread writes one too):
-  // show each that was busy during the load.
+  // One file per thread or process that ran JavaScript (workers, loader threads): show each
+  // that was busy during the load.
   const summaries = files
     .map((f) => ({ f, s: summarise(loadProfile(join(profDir, f)), top, window) }))
     .sort((a, b) => b.s.busyMs - a.s.busyMs);

@@ -19,8 +19,10 @@
  * Flags (or environment): --services (BENCH_SCALE_SERVICES, "100,1000,5000"), --trials (20),
  * --cpu-seconds (30), --change-every (5), --gap-ms between changes (300), --poll-ms between two
  * requests through cgw (1), --timeout-ms per change (5000), --seed (1).
+ * --cgw-root DIR (BENCH_CGW_ROOT): measure the cgw of another checkout, built (e.g. a git worktree
+ * of an older revision); default this one, built first by the npm script.
  *
- * How "served by" is seen: every instance points at one port of bench/backend.ts that answers
+ * How "served by" is seen: every instance points at one port of bench/backend.mjs that answers
  * with `x-instance: <port>`; the two instances of every service use ports A and B, the new one
  * port C. One request at a time goes through cgw to /svc-<i>/x, one every --poll-ms at most.
  * "First served" is when the first answer from C arrived; "no more" is when the third answer in a

@@ -2,23 +2,25 @@
  * The yardstick for the proxy's own cost: a plain undici reverse proxy with no routing, no
  * metrics, no logs. One upstream, one keep-alive Pool, bodies piped both ways.
  *
- *   node --import tsx bench/bare-proxy.ts LISTEN_PORT http://127.0.0.1:UPSTREAM_PORT
+ *   node bench/bare-proxy.mjs LISTEN_PORT http://127.0.0.1:UPSTREAM_PORT
+ *
+ * Plain JavaScript, run by node without a loader, like cgw's compiled dist/.
  */
 import { createServer } from 'node:http';
 import { Pool } from 'undici';
 
 const [portArg, origin] = process.argv.slice(2);
-if (!portArg || !origin) throw new Error('usage: bare-proxy.ts LISTEN_PORT UPSTREAM_ORIGIN');
+if (!portArg || !origin) throw new Error('usage: bare-proxy.mjs LISTEN_PORT UPSTREAM_ORIGIN');
 const pool = new Pool(origin, { connections: 128, pipelining: 1, keepAliveTimeout: 30_000 });
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host']);
 
 const server = createServer((req, res) => {
-  const headers: Record<string, string | string[]> = {};
+  const headers = {};
   for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP.has(k)) headers[k] = v;
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
-  pool.request({ method: req.method as 'GET', path: req.url ?? '/', headers, body: hasBody ? req : null }).then(
+  pool.request({ method: req.method, path: req.url ?? '/', headers, body: hasBody ? req : null }).then(
     (up) => {
-      const out: Record<string, string | string[]> = {};
+      const out = {};
       for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP.has(k)) out[k] = v;
       res.writeHead(up.statusCode, out);
       up.body.once('error', () => res.destroy());
@@ -31,7 +33,7 @@ const server = createServer((req, res) => {
   );
 });
 server.listen({ host: '127.0.0.1', port: Number(portArg) }, () => process.stdout.write('listening\n'));
-const stop = (): void => {
+const stop = () => {
   server.close();
   server.closeAllConnections();
   void pool.close().finally(() => process.exit(0));

@@ -3,16 +3,19 @@
  * generator's: a small keep-alive JSON server (node:http) on one or more loopback ports. Every
  * answer carries `x-instance: <port>`, so a caller can tell which port (instance) served it.
  *
- *   node bench/backend.ts [PORT ...]   # 0 or nothing: a free port; prints {"ports":[...]} once listening
+ *   node bench/backend.mjs [PORT ...]   # 0 or nothing: a free port; prints {"ports":[...]} once listening
+ *
+ * Plain JavaScript, run by node without a loader, like cgw's compiled dist/.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer } from 'node:http';
 
 const body = JSON.stringify({ hello: 'world', padding: 'x'.repeat(200) });
 const length = String(Buffer.byteLength(body));
 const wanted = process.argv.slice(2).map(Number);
 if (wanted.length === 0) wanted.push(0);
 
-function listen(port: number): Promise<Server> {
+/** @param {number} port @returns {Promise<import('node:http').Server>} */
+function listen(port) {
   return new Promise((resolve, reject) => {
     const server = createServer();
     // Longer than the proxies' idle timeouts (nginx keepalive_timeout 60 s): the proxy, not the
@@ -38,7 +41,7 @@ const ports = servers.map((s) => {
   return typeof a === 'object' && a ? a.port : 0;
 });
 process.stdout.write(`${JSON.stringify({ ports })}\n`);
-const stop = (): void => {
+const stop = () => {
   for (const s of servers) {
     s.close();
     s.closeAllConnections();
