@@ -79,6 +79,8 @@ export const gatewayConfigSchema = z.object({
   redisCluster: hostPortList.optional(),
   /** Largest request head Node accepts at all (per-route limits can only be lower). */
   maxHeaderSize: z.coerce.number().int().min(1024).max(1024 * 1024).default(65_536),
+  /** Processes that proxy: a primary runs the control plane and N workers the data plane; 1 keeps one process. Default: the available parallelism. */
+  workers: z.coerce.number().int().min(1).max(256).optional(),
   /** More header fields than this are refused (431), never silently cut. */
   maxHeaderCount: z.coerce.number().int().min(16).max(10_000).default(200),
   /** Client connections open at once; beyond it new connections are closed at once and counted. */

@@ -55,7 +55,26 @@ type StatusBody = Row & {
   rateLimiter?: { backend?: string } | null;
   policies?: { documents: number; rejected: number; consumers: number } | null;
   circuitsNotClosed?: string[];
+  workers?: { id: number; pid: number | null; version: string | null; current: boolean; restarts: number }[] | null;
+  limits?: { maxConnections: number | null; openConnections: number; connectionsRefused: { count: number; lastAt: string | null }; upstreamBusy: Record<string, { count: number }> } | null;
 };
+
+/** `workers: 2 (2 on the snapshot in force, 1 restart)`, then one line per worker that is behind. */
+function workerLines(workers: NonNullable<StatusBody['workers']>): string[] {
+  const current = workers.filter((w) => w.current).length;
+  const restarts = workers.reduce((n, w) => n + w.restarts, 0);
+  const lines = [`workers:      ${workers.length} (${current} on the snapshot in force${restarts > 0 ? `, ${restarts} restart${restarts === 1 ? '' : 's'}` : ''})`];
+  for (const w of workers) if (!w.current) lines.push(`  worker ${w.id} (pid ${w.pid ?? '?'}): ${w.version === null ? 'STARTING' : `BEHIND on ${w.version}`}`);
+  return lines;
+}
+
+function limitsLine(l: NonNullable<StatusBody['limits']>): string {
+  const busy = Object.entries(l.upstreamBusy).filter(([, h]) => h.count > 0);
+  const parts = [`${l.openConnections}/${l.maxConnections ?? 'unlimited'} connections`];
+  if (l.connectionsRefused.count > 0) parts.push(`${l.connectionsRefused.count} REFUSED at the cap (last ${l.connectionsRefused.lastAt ?? '?'})`);
+  if (busy.length > 0) parts.push(`upstream_busy: ${busy.map(([s, h]) => `${s} x${h.count}`).join(', ')}`);
+  return `limits:       ${parts.join('; ')}`;
+}
 
 const RATE_LIMITER_BACKENDS: Record<string, string> = {
   redis: 'redis (shared by every gateway)',
@@ -113,6 +132,8 @@ export async function status(flags: InspectFlags): Promise<void> {
     if (s.circuitsNotClosed !== undefined) {
       lines.push(`circuits:     ${s.circuitsNotClosed.length === 0 ? 'all closed' : `NOT CLOSED: ${s.circuitsNotClosed.join(', ')}`}`);
     }
+    if (s.limits) lines.push(limitsLine(s.limits));
+    if (s.workers) lines.push(...workerLines(s.workers));
     lines.push(`problems:     ${s.problems.length === 0 ? 'none' : String(s.problems.length)}`);
     if (s.problems.length > 0) {
       lines.push(

@@ -104,6 +104,7 @@ program
   .option('--redis-sentinel-name <name>', 'Sentinel master name', 'mymaster')
   .option('--redis-cluster <host:port,...>', 'use a Redis Cluster instead of --redis')
   .option('--max-header-size <bytes>', 'largest request head accepted at all (431 beyond)', '65536')
+  .option('--workers <n>', 'processes that proxy (a primary watches Consul and serves the admin API); 1 keeps one process (default: the CPU count)')
   .option('--max-header-count <n>', 'most header fields a request may have (431 beyond)', '200')
   .option('--max-connections <n>', 'client connections open at once (default: half the open-file limit, at most 10000)')
   .option('--max-requests-per-endpoint <n>', 'concurrent requests per upstream endpoint (503 upstream_busy beyond)', '256')

@@ -1,6 +1,10 @@
 import { ZodError } from 'zod';
 import { consulEnvDefaults, formatConfigError, parseGatewayConfig, type GatewayConfigInput } from '../config.ts';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { Gateway } from '../gateway.ts';
+import { ClusterPrimary } from '../cluster/primary.ts';
+import { runWorker } from '../cluster/worker.ts';
 import { CliError } from './admin-client.ts';
 import { describeError } from '../core/errors.ts';
 
@@ -28,6 +32,7 @@ export interface StartFlags {
   redisSentinelName?: string;
   redisCluster?: string;
   maxHeaderSize?: string;
+  workers?: string;
   maxHeaderCount?: string;
   maxConnections?: string;
   maxRequestsPerEndpoint?: string;
@@ -51,7 +56,10 @@ export function configFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv) {
 /** Runs until SIGTERM/SIGINT, then drains and exits 0 (1 if requests had to be cut). */
 export async function runStart(flags: StartFlags): Promise<void> {
   const config = configFromFlags(flags, process.env);
-  const gateway = new Gateway(config);
+  const workers = config.workers ?? availableParallelism();
+  // A worker re-runs this command (node:cluster forks the same argv): it runs the data plane only.
+  if (cluster.isWorker) return runWorker(config, workers);
+  const gateway = workers > 1 ? new ClusterPrimary(config, workers) : new Gateway(config);
   // The last line of defence: every stream, socket and handler has its own error handling, and
   // a failure that still escapes belongs to one request or one watch, never to the whole gateway.
   // It is logged with its stack and counted, and the gateway keeps serving.

@@ -39,12 +39,16 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Endpoints of a service that receive traffic (health-filtered)',
       labelNames: ['service'] as const,
       registers: [registry],
+      // Every worker sets the same value from the snapshot (or its own view of passive health): the maximum, not the sum.
+      aggregator: 'max',
     }),
     endpointsTotal: new Gauge({
       name: 'cgw_service_endpoints_total',
       help: 'Endpoints of a service registered in Consul, whatever their health',
       labelNames: ['service'] as const,
       registers: [registry],
+      // Every worker sets the same value from the snapshot (or its own view of passive health): the maximum, not the sum.
+      aggregator: 'max',
     }),
     watchRequests: new Counter({
       name: 'cgw_watch_requests_total',
@@ -125,6 +129,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: '1 for the rate-limit backend in use: redis, local (Redis unreachable, counting per gateway) or none (no --redis)',
       labelNames: ['state'] as const,
       registers: [registry],
+      // Every worker sets the same value from the snapshot (or its own view of passive health): the maximum, not the sum.
+      aggregator: 'max',
     }),
     requestLimitRejections: new Counter({
       name: 'cgw_request_limit_rejections_total',
@@ -143,6 +149,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Circuit breaker state per service: 0 closed, 1 open, 2 half-open',
       labelNames: ['service'] as const,
       registers: [registry],
+      // Every worker sets the same value from the snapshot (or its own view of passive health): the maximum, not the sum.
+      aggregator: 'max',
       // Breakers move from open to half-open lazily, on the next request; a scrape must not show a
       // circuit open for minutes on an idle service, so it asks them first.
       collect() {
@@ -166,6 +174,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Endpoints of a service currently ejected by outlier detection',
       labelNames: ['service'] as const,
       registers: [registry],
+      // Every worker sets the same value from the snapshot (or its own view of passive health): the maximum, not the sum.
+      aggregator: 'max',
     }),
     policyDocuments: new Gauge({
       name: 'cgw_policy_documents',
@@ -198,6 +208,16 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       name: 'cgw_upstream_busy_total',
       help: 'Requests refused with 503 upstream_busy: every endpoint of the service was at --max-requests-per-endpoint',
       labelNames: ['service'] as const,
+      registers: [registry],
+    }),
+    workers: new Gauge({
+      name: 'cgw_workers',
+      help: 'Worker processes running the data plane (0 with --workers 1: the one process serves)',
+      registers: [registry],
+    }),
+    workerRestarts: new Counter({
+      name: 'cgw_worker_restarts_total',
+      help: 'Workers that died and were replaced',
       registers: [registry],
     }),
     snapshotBuildFailures: new Counter({

@@ -60,6 +60,9 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     '--listen', `127.0.0.1:${listenPort}`,
     '--admin', `127.0.0.1:${adminPort}`,
     '--log-level', 'warn',
+    // One process unless a test asks for workers: passive health and local limits are per
+    // process, and most tests count on one of each (test/integration/workers.test.ts covers N).
+    ...(opts.args?.includes('--workers') ? [] : ['--workers', '1']),
     ...(opts.args ?? []),
   ];
   const child = spawn(process.execPath, args, {
