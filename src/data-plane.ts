@@ -42,11 +42,14 @@ export class DataPlane {
     private readonly config: GatewayConfig,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
+    /** Data planes that count rate limits on their own besides this one (workers): each takes its share. */
+    shares = 1,
   ) {
     this.pools = new UpstreamPools({ connectTimeoutMs: config.connectTimeout, connectionsPerEndpoint: config.maxRequestsPerEndpoint });
     this.keys = new JwtKeyCache();
     this.limiter = new RateLimiterBackend({
       redis: redisOptions(config),
+      local: { shares },
       logger,
       onStateChange: (state) => this.showLimiterState(state),
     });

@@ -18,7 +18,7 @@ export async function runWorker(config: GatewayConfig, workers: number): Promise
   // --max-connections is for the whole gateway: each worker takes its share.
   const total = config.maxConnections ?? defaultMaxConnections(openFileLimit());
   const share: GatewayConfig = { ...config, maxConnections: Math.max(16, Math.ceil(total / workers)) };
-  const data = new DataPlane(share, logger, metrics);
+  const data = new DataPlane(share, logger, metrics, workers);
   let current: Snapshot | undefined;
   let draining = false;
 

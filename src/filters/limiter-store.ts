@@ -111,6 +111,11 @@ export interface LocalStoreOptions {
   readonly maxEntries?: number;
   /** Milliseconds on a monotonic clock (injectable for tests). */
   readonly now?: () => number;
+  /**
+   * Processes that count on their own (`--workers N`): each allows 1/N of the rate and of the
+   * burst (at least 1), so the gateway as a whole keeps close to the limit without Redis.
+   */
+  readonly shares?: number;
 }
 
 /**
@@ -123,10 +128,13 @@ export class LocalRateStore {
   readonly #tats = new Map<string, number>();
   readonly #maxEntries: number;
   readonly #now: () => number;
+  readonly #shares: number;
+  readonly #scaled = new WeakMap<RateQuotaMs, RateQuotaMs>();
 
   constructor(options: LocalStoreOptions = {}) {
     this.#maxEntries = Math.max(1, options.maxEntries ?? 100_000);
     this.#now = options.now ?? (() => performance.now());
+    this.#shares = Math.max(1, Math.floor(options.shares ?? 1));
   }
 
   get size(): number {
@@ -135,9 +143,20 @@ export class LocalRateStore {
 
   decide(key: string, quota: RateQuotaMs): RateDecision {
     const nowUs = Math.floor(this.#now() * 1000);
-    const step = gcra(this.#tats.get(key), nowUs, gcraParams(quota));
+    const step = gcra(this.#tats.get(key), nowUs, gcraParams(this.#share(quota)));
     if (step.allowed) this.#write(key, step.tatUs, nowUs);
     return toDecision(quota.limit, step.allowed, step.remaining, step.resetUs, step.retryAfterUs);
+  }
+
+  /** This process's part of a quota; quotas are compiled once per route, so it is kept per object. */
+  #share(quota: RateQuotaMs): RateQuotaMs {
+    if (this.#shares === 1) return quota;
+    let part = this.#scaled.get(quota);
+    if (!part) {
+      part = { limit: quota.limit / this.#shares, windowMs: quota.windowMs, burst: Math.max(1, Math.floor(quota.burst / this.#shares)) };
+      this.#scaled.set(quota, part);
+    }
+    return part;
   }
 
   #write(key: string, tatUs: number, nowUs: number): void {

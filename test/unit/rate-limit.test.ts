@@ -160,6 +160,28 @@ async function countAllowed(check: (s: RateLimitSubject) => Promise<RateLimitOut
   return n;
 }
 
+describe('local store shared by workers (--workers N without Redis)', () => {
+  const cases: { shares: number; quota: RateQuotaMs; atOnce: number; intervalMs: number }[] = [
+    { shares: 2, quota: { limit: 10, windowMs: 60_000, burst: 10 }, atOnce: 5, intervalMs: 12_000 },
+    { shares: 4, quota: { limit: 100, windowMs: 1_000, burst: 20 }, atOnce: 5, intervalMs: 40 },
+    { shares: 3, quota: { limit: 2, windowMs: 1_000, burst: 2 }, atOnce: 1, intervalMs: 1_500 },
+  ];
+  for (const c of cases) {
+    test(`${c.shares} workers: each takes ${c.atOnce} at once and one per ${c.intervalMs} ms of ${c.quota.limit} per ${c.quota.windowMs} ms`, () => {
+      const clock = { now: 1_000_000 };
+      const store = new LocalRateStore({ now: () => clock.now, shares: c.shares });
+      let allowed = 0;
+      while (store.decide('k', c.quota).allowed) allowed++;
+      assert.equal(allowed, c.atOnce);
+      clock.now += c.intervalMs - 1;
+      assert.equal(store.decide('k', c.quota).allowed, false);
+      clock.now += 1;
+      assert.equal(store.decide('k', c.quota).allowed, true);
+      assert.equal(store.decide('k', c.quota).limit, c.quota.limit, 'RateLimit-Limit still names the gateway-wide limit');
+    });
+  }
+});
+
 describe('compileRateLimits', () => {
   test('no rules: count 0 and no headers', async () => {
     const limits = compileRateLimits([], scope, new SpyBackend());
