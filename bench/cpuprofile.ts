@@ -39,7 +39,9 @@ export interface Summary {
 }
 
 function source(fn: string, where: string): string {
+  if (fn.startsWith('RegExp: ')) return 'regular expressions';
   if (!where) return fn.startsWith('(') ? fn : 'native (no script)';
+  if (where.startsWith('wasm://')) return "wasm (undici's llhttp parser)";
   const mod = /^node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(where);
   if (mod) return `node_modules/${mod[1]}`;
   const own = /^(dist|src|bench|test)\/([^/:]+)/.exec(where);
