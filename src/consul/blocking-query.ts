@@ -34,6 +34,12 @@ export interface BlockingQueryOptions<T> {
   readonly pollIntervalMs?: number;
   /** End after the first successful read (a service pinned to its last known endpoints). */
   readonly once?: boolean;
+  /**
+   * Hand on every answer whose text changed, without hashing the parsed value first: for a
+   * consumer that compares the content itself (the bulk health detector, whose answer holds
+   * every check in the datacenter and would cost more to hash than to compare by index).
+   */
+  readonly consumerCompares?: boolean;
   readonly onRequest?: (name: string) => void;
   readonly onError?: (name: string, error: unknown) => void;
   readonly onSuccess?: (name: string) => void;
@@ -181,7 +187,7 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
         if (!res.unchanged) {
           const value = parse(res.body);
           this.lastText = res.text;
-          const hash = contentHash(value);
+          const hash = this.options.consumerCompares ? res.text : contentHash(value);
           if (hash !== this.lastHash) {
             this.lastHash = hash;
             this.mutable.lastChangeAt = Date.now();

@@ -304,7 +304,7 @@ export class ConsulSupervisor {
       waitMs: this.options.waitMs,
       resyncIntervalMs: this.options.resyncIntervalMs,
       signal: this.closing.signal,
-      makeQuery: (name, path, parse, signal) => this.query(name, path, {}, parse, signal),
+      makeQuery: (name, path, parse, signal, cadence) => this.query(name, path, {}, parse, signal, cadence),
       current: (name) => this.health.get(name),
       onHealth: (name, instances) => {
         if (!this.routedSet.has(name)) return;
@@ -326,7 +326,7 @@ export class ConsulSupervisor {
     query: Record<string, string>,
     parse: (body: unknown) => T,
     signal: AbortSignal = this.closing.signal,
-    cadence: { pollIntervalMs?: number; once?: boolean } = {},
+    cadence: { pollIntervalMs?: number; once?: boolean; consumerCompares?: boolean } = {},
   ): BlockingQuery<T> {
     const { metrics } = this.options;
     return new BlockingQuery<T>(
