@@ -40,6 +40,8 @@ import { startConsul, type ConsulAgent } from '../test/helpers/consul.ts';
 import { cgwHasWorkersFlag, fixed, flag, loadAverage, machine, max, median, startBackend, startCgw, table, type Cgw } from './harness.ts';
 import { describeTree, treeCpuSeconds, treeRssBytes } from './proc-tree.ts';
 
+/** Node flags for cgw (e.g. BENCH_CGW_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a run). */
+const cgwNodeArgs = (process.env.BENCH_CGW_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const sizes = flag('services', 'BENCH_SCALE_SERVICES', '100,1000,5000').split(',').map(Number).filter((n) => n > 0);
 const trials = Number(flag('trials', 'BENCH_TRIALS', '20'));
 const cpuSeconds = Number(flag('cpu-seconds', 'BENCH_CPU_SECONDS', '30'));
@@ -188,7 +190,7 @@ async function runSize(n: number): Promise<Result> {
     await registerAll(cpool, n, [portA, portB]);
     const registerS = (performance.now() - t0) / 1000;
     const workers = cgwHasWorkersFlag();
-    cgw = await startCgw({ consul: consul.addr, args: workers ? ['--workers', '1'] : [], readyTimeoutMs: 120_000, stderrFile: join(tmp, 'cgw.stderr') });
+    cgw = await startCgw({ consul: consul.addr, args: workers ? ['--workers', '1'] : [], readyTimeoutMs: 120_000, stderrFile: join(tmp, 'cgw.stderr'), nodeArgs: cgwNodeArgs });
     const readyS = cgw.readyMs / 1000;
     gw = new Pool(cgw.url, { connections: 1, pipelining: 1 });
     const status = (await (await fetch(`${cgw.adminUrl}/v1/status`)).json()) as { consul?: { healthMode?: string }; snapshot?: { routes?: number } };
@@ -267,7 +269,7 @@ function printSize(r: Result): void {
   console.log(
     `ready ${fixed(r.readyS, 2)} s after spawn · health mode ${r.mode} · ${r.routes} routes · ` +
       `RSS ${fixed(r.rssSettledMb, 0)} MB settled, ${fixed(r.rssEndMb, 0)} MB at the end (${r.processes}) · ` +
-      `CPU ${fixed(r.cpuS, 2)} s in ${cpuSeconds} s with ${r.changes} changes · ${r.pollErrors} failed requests through cgw`,
+      `CPU ${fixed(r.cpuS, 2)} s in ${cpuSeconds} s with ${r.changes} change${r.changes === 1 ? '' : 's'} · ${r.pollErrors} failed requests through cgw`,
   );
   const rows = KINDS.map((k) => {
     const s = r.samples[k];
