@@ -259,7 +259,7 @@ async function runSize(n: number): Promise<Result> {
     await cpool.close();
     await backend.stop();
     await consul.destroy();
-    rmSync(tmp, { recursive: true, force: true });
+    if (!process.env.BENCH_KEEP) rmSync(tmp, { recursive: true, force: true });
   }
 }
 

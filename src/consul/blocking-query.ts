@@ -40,6 +40,8 @@ export interface BlockingQueryOptions<T> {
    * every check in the datacenter and would cost more to hash than to compare by index).
    */
   readonly consumerCompares?: boolean;
+  /** `parse` gets the answer's text (or null for a 404) instead of parsed JSON. */
+  readonly rawText?: boolean;
   readonly onRequest?: (name: string) => void;
   readonly onError?: (name: string, error: unknown) => void;
   readonly onSuccess?: (name: string) => void;
@@ -165,7 +167,7 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
         this.options.onRequest?.(name);
         const res = await this.send(
           { ...this.options.query, index: blocking ? String(this.index) : undefined, wait: blocking ? formatConsulWait(waitMs) : undefined },
-          { signal: controller.signal, timeoutMs: blocking ? blockingTimeoutMs(waitMs) : FIRST_READ_TIMEOUT_MS, unchangedFrom: this.lastText },
+          { signal: controller.signal, timeoutMs: blocking ? blockingTimeoutMs(waitMs) : FIRST_READ_TIMEOUT_MS, unchangedFrom: this.lastText, rawText: this.options.rawText },
           admission,
         );
         this.lastActivityAt = Date.now();
@@ -185,7 +187,7 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
         // Same text as last time: nothing to parse, hash or hand on. Otherwise parse, and hand
         // on only when the content differs (a check's output changed, say, is not a change).
         if (!res.unchanged) {
-          const value = parse(res.body);
+          const value = parse(this.options.rawText ? (res.status === 200 ? res.text : null) : res.body);
           this.lastText = res.text;
           const hash = this.options.consumerCompares ? res.text : contentHash(value);
           if (hash !== this.lastHash) {
@@ -225,7 +227,7 @@ export class BlockingQuery<T> implements AsyncIterable<WatchUpdate<T>>, WatchHan
   /** One request; tells the gate at once whether Consul accepted it, before anything is handed on. */
   private async send(
     query: Record<string, string | undefined>,
-    opts: { signal: AbortSignal; timeoutMs: number; unchangedFrom: string | undefined },
+    opts: { signal: AbortSignal; timeoutMs: number; unchangedFrom: string | undefined; rawText: boolean | undefined },
     admission: Admission | undefined,
   ): Promise<ConsulResponse> {
     const { gate, name } = this.options;

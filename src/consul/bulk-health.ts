@@ -3,7 +3,7 @@ import type { CatalogView, ServiceInstance } from '../core/types.ts';
 import type { BlockingQuery, WatchHandle } from './blocking-query.ts';
 import { ConsulRefusedError, type ConsulClient } from './client.ts';
 import type { RefusalGate } from './refusal-gate.ts';
-import { healthServiceSchema, healthStateSchema, type HealthStateCheck } from './schemas.ts';
+import { healthServiceSchema, healthStateCheckSchema, healthStateSchema, type HealthStateCheck } from './schemas.ts';
 
 /**
  * Health for more routed services than the connection budget allows one blocking query each.
@@ -22,7 +22,7 @@ export interface BulkHealthOptions {
   readonly waitMs: number;
   readonly resyncIntervalMs: number;
   readonly signal: AbortSignal;
-  readonly makeQuery: <T>(name: string, path: string, parse: (body: unknown) => T, signal: AbortSignal, cadence?: { consumerCompares?: boolean }) => BlockingQuery<T>;
+  readonly makeQuery: <T>(name: string, path: string, parse: (body: unknown) => T, signal: AbortSignal, cadence?: { consumerCompares?: boolean; rawText?: boolean }) => BlockingQuery<T>;
   readonly current: (service: string) => readonly ServiceInstance[] | undefined;
   readonly onHealth: (service: string, instances: readonly ServiceInstance[]) => void;
   readonly onFetchError: (service: string, error: unknown) => void;
@@ -44,11 +44,11 @@ const FETCH_TIMEOUT_MS = 15_000;
 export class BulkHealthSync {
   private readonly stop = new AbortController();
   private readonly signal: AbortSignal;
-  private readonly stateQuery: BlockingQuery<HealthStateCheck[]>;
+  private readonly stateQuery: BlockingQuery<CheckList>;
   private services = new Set<string>();
   private tags = new Map<string, string>();
-  /** `node/checkId` → what the check said last: its ModifyIndex, status and owner. */
-  private checks = new Map<string, KnownCheck>();
+  /** The checks of the last answer, each as its JSON text. */
+  private checks: ReadonlySet<string> = new Set();
   private readonly dirty = new Set<string>();
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private readonly retryBackoff = new Map<string, Backoff>();
@@ -63,7 +63,7 @@ export class BulkHealthSync {
     this.signal = AbortSignal.any([this.stop.signal, options.signal]);
     // Every check in the datacenter (10,000 at 5,000 services): compared here by ModifyIndex, not
     // hashed as a whole by the loop.
-    this.stateQuery = options.makeQuery('health-state', '/v1/health/state/any', (b) => healthStateSchema.parse(b), this.signal, { consumerCompares: true });
+    this.stateQuery = options.makeQuery('health-state', '/v1/health/state/any', splitChecks, this.signal, { consumerCompares: true, rawText: true });
   }
 
   start(): void {
@@ -115,37 +115,27 @@ export class BulkHealthSync {
   }
 
   /**
-   * Each answer is compared with the one before, check by check: a check with another
-   * ModifyIndex or status, a new one or one that is gone marks its service dirty (or, for a node
-   * check such as serfHealth or maintenance, every service with an instance on that node). The
-   * work is one map lookup per check; nothing is sorted, joined or hashed.
+   * Each answer is compared with the one before, check by check, as text: a check whose JSON is
+   * not in the last answer (new, or its status, ModifyIndex or output moved) or one of the last
+   * answer that is gone marks its service dirty (or, for a node check such as serfHealth or
+   * maintenance, every service with an instance on that node). Only those checks are parsed: at
+   * thousands of services the answer holds every check in the datacenter (megabytes), and
+   * parsing it whole on every change cost more than all the rest of the change together.
    */
   private async watchChecks(): Promise<void> {
     for await (const { value } of this.stateQuery) {
-      const next = new Map<string, KnownCheck>();
       const changedNodes = new Set<string>();
-      const mark = (c: KnownCheck): void => {
-        if (c.service) this.dirty.add(c.service);
-        else changedNodes.add(c.node);
+      const mark = (text: string): void => {
+        const c = readCheck(text);
+        if (c.ServiceName) this.dirty.add(c.ServiceName);
+        else changedNodes.add(c.Node);
       };
-      let kept = 0;
-      for (const c of value) {
-        const key = `${c.Node}/${c.CheckID}`;
-        const now: KnownCheck = { node: c.Node, service: c.ServiceName, status: c.Status, index: c.ModifyIndex };
-        next.set(key, now);
-        const before = this.checks.get(key);
-        if (before === undefined) {
-          if (this.baselineSet) mark(now);
-          continue;
-        }
-        kept += 1;
-        if (before.index !== now.index || before.status !== now.status || before.service !== now.service) {
-          mark(now);
-          if (before.service !== now.service) mark(before);
-        }
+      const previous = this.checks;
+      const next = new Set(value);
+      if (this.baselineSet) {
+        for (const text of next) if (!previous.has(text)) mark(text);
+        for (const text of previous) if (!next.has(text)) mark(text);
       }
-      // Checks that are gone (an instance deregistered): only looked for when some are.
-      if (kept < this.checks.size) for (const [key, c] of this.checks) if (!next.has(key)) mark(c);
       this.checks = next;
       if (!this.baselineSet) {
         // The first read is the baseline: every service is read once anyway (marked by
@@ -239,10 +229,40 @@ function fetchKey(name: string): string {
   return `fetch:${name}`;
 }
 
-interface KnownCheck {
-  readonly node: string;
-  /** '' for node checks (serfHealth, maintenance). */
-  readonly service: string;
-  readonly status: string;
-  readonly index: number;
+/** The checks of one `/v1/health/state/any` answer, each as the text of its JSON object. */
+type CheckList = readonly string[];
+
+const OBJECT_START = '{"Node":';
+
+/**
+ * Splits Consul's answer into the text of each check without parsing it. Consul writes a check
+ * as an object whose first field is `Node`; the sequence `{"Node":` cannot occur inside a JSON
+ * string (its quote would be escaped there), so it marks exactly the starts of the objects.
+ * Every object is validated when it is read (readCheck); an answer of another shape is parsed and
+ * validated whole and re-serialised, so the comparison still works, only slower.
+ */
+export function splitChecks(text: unknown): CheckList {
+  if (text === null) return [];
+  if (typeof text !== 'string') throw new Error('health state answer is not text');
+  const body = text.trimEnd();
+  if (body === '[]') return [];
+  if (!body.startsWith(`[${OBJECT_START}`) || !body.endsWith('}]')) {
+    return healthStateSchema.parse(JSON.parse(body)).map((c) => JSON.stringify(c));
+  }
+  const out: string[] = [];
+  let start = 1;
+  for (;;) {
+    const next = body.indexOf(`},${OBJECT_START}`, start);
+    if (next === -1) {
+      out.push(body.slice(start, body.length - 1));
+      return out;
+    }
+    out.push(body.slice(start, next + 1));
+    start = next + 2;
+  }
+}
+
+/** One check's text, parsed and validated (only for the checks that changed). */
+function readCheck(text: string): HealthStateCheck {
+  return healthStateCheckSchema.parse(JSON.parse(text));
 }

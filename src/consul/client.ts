@@ -109,6 +109,8 @@ export interface GetOptions {
    * of the change.
    */
   readonly unchangedFrom?: string;
+  /** Leave the text unparsed (`body` undefined): the caller reads it itself. */
+  readonly rawText?: boolean;
 }
 
 /**
@@ -270,8 +272,8 @@ export class ConsulClient {
     if (res.statusCode !== 200 && res.statusCode !== 404) throw new ConsulHttpError(res.statusCode, path, text.trim());
     if (res.statusCode === 404 && !header(res.headers, 'x-consul-index')) throw new ConsulHttpError(404, path, text.trim());
     const unchanged = opts.unchangedFrom !== undefined && text === opts.unchangedFrom;
-    let body: unknown = unchanged ? undefined : null;
-    if (res.statusCode === 200 && !unchanged) {
+    let body: unknown = unchanged || opts.rawText ? undefined : null;
+    if (res.statusCode === 200 && !unchanged && !opts.rawText) {
       try {
         body = JSON.parse(text);
       } catch {

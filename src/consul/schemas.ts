@@ -70,16 +70,15 @@ export const healthServiceSchema = z.array(healthEntrySchema).transform((entries
 );
 
 /** `/v1/health/state/any`: every check in the datacenter, used to localise changes in bulk mode. */
-export const healthStateSchema = z.array(
-  z.object({
-    Node: z.string(),
-    CheckID: z.string(),
-    Status: z.string(),
-    ServiceName: z.string().optional().default(''),
-    ModifyIndex: z.number().int(),
-  }),
-);
-export type HealthStateCheck = z.output<typeof healthStateSchema>[number];
+export const healthStateCheckSchema = z.object({
+  Node: z.string(),
+  CheckID: z.string(),
+  Status: z.string(),
+  ServiceName: z.string().optional().default(''),
+  ModifyIndex: z.number().int(),
+});
+export const healthStateSchema = z.array(healthStateCheckSchema);
+export type HealthStateCheck = z.output<typeof healthStateCheckSchema>;
 
 /** KV recurse read; `null` stands for the 404 Consul returns when the prefix holds no key. */
 export const kvListSchema = z

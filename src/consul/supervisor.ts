@@ -326,7 +326,7 @@ export class ConsulSupervisor {
     query: Record<string, string>,
     parse: (body: unknown) => T,
     signal: AbortSignal = this.closing.signal,
-    cadence: { pollIntervalMs?: number; once?: boolean; consumerCompares?: boolean } = {},
+    cadence: { pollIntervalMs?: number; once?: boolean; consumerCompares?: boolean; rawText?: boolean } = {},
   ): BlockingQuery<T> {
     const { metrics } = this.options;
     return new BlockingQuery<T>(
