@@ -14,7 +14,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
-import { runCli, startGateway, type GatewayProcess } from '../helpers/gateway.ts';
+import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 
 const LIMIT = 30;
 const SERVICES = 10;
@@ -107,7 +107,7 @@ after(async () => {
 test('gateways killed in a row: the next one is refused, says so, and becomes ready by itself', async (t) => {
   const args = ['--wait', `${WAIT_S}s`, '--consul-max-conns', String(MAX_CONNS)];
   const timings: string[] = [];
-  let final: { gw: GatewayProcess; observed: Observed; refusing: NonNullable<Observed['refusing']> } | undefined;
+  let final: { gw: GatewayProcess; observed: Observed; refusing: NonNullable<Observed['refusing']>; startedAt: number } | undefined;
 
   for (let i = 1; i <= MAX_INCARNATIONS && !final; i++) {
     const startedAt = Date.now();
@@ -118,7 +118,7 @@ test('gateways killed in a row: the next one is refused, says so, and becomes re
       `#${i}: ready after ${observed.readyAfterMs} ms${observed.refusing ? ` (refused from ${observed.refusing.atMs} ms, ${observed.refusing.counter} refusals by then)` : ''}`,
     );
     if (i > MIN_KILLS && observed.refusing) {
-      final = { gw, observed, refusing: observed.refusing };
+      final = { gw, observed, refusing: observed.refusing, startedAt };
       break;
     }
     // Ready: its blocking queries are parked. Killed, it leaves them to the agent until they return.
@@ -131,7 +131,7 @@ test('gateways killed in a row: the next one is refused, says so, and becomes re
   assert.ok(final, `no gateway was refused in ${MAX_INCARNATIONS} incarnations: ${timings.join('; ')}`);
 
   // While refused: the status, the watch list and the metric say so.
-  const { gw, observed, refusing } = final;
+  const { gw, observed, refusing, startedAt } = final;
   const r = refusing.status.consul.refusing;
   assert.ok(r && r.count >= 1 && r.waiting >= 1, JSON.stringify(r));
   assert.ok(!Number.isNaN(Date.parse(r.since)) && Date.parse(r.lastAt) >= Date.parse(r.since), JSON.stringify(r));
@@ -153,12 +153,18 @@ test('gateways killed in a row: the next one is refused, says so, and becomes re
   const after = await json<StatusBody>(`${gw.adminUrl}/v1/status`);
   assert.equal(after.ready, true);
   assert.equal(after.consul.routedServices, SERVICES);
-  assert.equal(after.consul.refusing, null);
+  // Ready means every service has been read; a watch or two may still wait for Consul to free a
+  // connection for its next blocking read, and the condition clears by itself once they get one.
+  await waitFor(async () => (await json<StatusBody>(`${gw.adminUrl}/v1/status`)).consul.refusing === null, {
+    timeoutMs: (WAIT_S + 20) * 1000,
+    message: 'consul.refusing clears once the killed gateways\' queries have returned',
+  });
   const total = await refusalCounter(gw);
   // The gate sends one probe at a time: a handful of refusals per second at most, not one per
-  // watch per retry.
-  const seconds = observed.readyAfterMs / 1000;
-  assert.ok(total <= 8 + 2 * seconds, `${total} refusals in ${seconds.toFixed(1)} s`);
+  // watch per retry (10 watches retrying on their own backoff would be refused about 40 times a
+  // second).
+  const seconds = (Date.now() - startedAt) / 1000;
+  assert.ok(total <= 8 + 4 * seconds, `${total} refusals in ${seconds.toFixed(1)} s`);
   t.diagnostic(`final gateway: ready after ${observed.readyAfterMs} ms, refused from ${refusing.atMs} ms, ${total} refusals`);
   if (process.env.CGW_TEST_TIMINGS) console.log(`final gateway: ready after ${observed.readyAfterMs} ms, ${total} refusals`);
 
