@@ -92,7 +92,8 @@ try {
 
   const workers = cgwHasWorkersFlag();
   if (wanted.includes('cgw1')) {
-    const cgw = await startCgw({ consul: consul.addr, args: workers ? ['--workers', '1'] : [], stderrFile: join(tmp, 'cgw1.stderr') });
+    const extra = (process.env.BENCH_CGW_ARGS ?? '').split(' ').filter(Boolean);
+    const cgw = await startCgw({ consul: consul.addr, args: [...(workers ? ['--workers', '1'] : []), ...extra], stderrFile: join(tmp, 'cgw1.stderr') });
     children.push(cgw);
     add('cgw1', workers ? 'cgw --workers 1' : 'cgw (defaults; no --workers flag yet)', `${cgw.url}/bench/x`, cgw.pid);
   }

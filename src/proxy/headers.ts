@@ -19,8 +19,11 @@ const HOP_BY_HOP = new Set([
  */
 const NOT_HOP_BY_HOP = new Set(['host', 'content-length']);
 
+/** What nearly every `Connection` header says: nothing to remove besides the hop-by-hop set. */
+const PLAIN_CONNECTION = /^\s*(?:keep-alive|close)\s*$/i;
+
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
+  if (value === undefined || (typeof value === 'string' && PLAIN_CONNECTION.test(value))) return undefined;
   const text = Array.isArray(value) ? value.join(',') : value;
   const tokens = text
     .split(',')
@@ -133,7 +136,7 @@ export function responseHeaderList(raw: readonly Buffer[], requestId: string, ow
   let named: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as Buffer;
-    if (name.length === 10 && name.toString('latin1').toLowerCase() === 'connection') named = connectionTokens(String(raw[i + 1])) ?? named;
+    if (name.length === 10 && (name[0] === 0x63 || name[0] === 0x43) && name.toString('latin1').toLowerCase() === 'connection') named = connectionTokens(String(raw[i + 1])) ?? named;
   }
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {

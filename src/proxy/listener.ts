@@ -9,6 +9,7 @@ import { sendError } from './errors.ts';
 import { refusalOfParserError, writeRawRefusal, type HeadLimits } from './client-errors.ts';
 import { ListenerLimits } from './listener-limits.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
+import { AccessLog } from './access-log.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
@@ -85,7 +86,7 @@ export class ProxyListener {
       head: this.head,
       bodyTimeoutMs: options.clientBodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
       bufferBytes: options.requestBufferSize ?? DEFAULT_BUFFER_BYTES,
-      accessLog: options.accessLog,
+      accessLog: options.accessLog ? new AccessLog(options.logger) : null,
       logger: options.logger,
       metrics: options.metrics,
       limits: this.limits,
@@ -191,6 +192,7 @@ export class ProxyListener {
 
 /** One listener for every request: finds its listener through the response, no closure per request. */
 function onRequestClosed(this: TrackedResponse): void {
+  leavePending(this);
   const listener = this[LISTENER];
   if (!listener) return;
   this[LISTENER] = null;
@@ -199,6 +201,9 @@ function onRequestClosed(this: TrackedResponse): void {
 
 /** Responses not yet finished, per connection, so one 'close' listener serves them all. */
 const pendingBySocket = new WeakMap<Socket, Set<ServerResponse>>();
+/** The set a response is in, so its own 'close' takes it out without a closure per request. */
+const PENDING = Symbol('cgw.pending');
+type PendingResponse = ServerResponse & { [PENDING]?: Set<ServerResponse> };
 
 /**
  * Node emits no 'close' on a response queued behind another (pipelining) when the connection
@@ -217,5 +222,10 @@ function closeWithSocket(socket: Socket, res: ServerResponse): void {
     });
   }
   pending.add(res);
-  res.once('close', () => pending.delete(res));
+  (res as PendingResponse)[PENDING] = pending;
+}
+
+/** Called from the response's own 'close' (onRequestClosed). */
+function leavePending(res: PendingResponse): void {
+  res[PENDING]?.delete(res);
 }

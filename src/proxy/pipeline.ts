@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { Logger } from '../core/logger.ts';
+import { serializedBindings, type Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { ErrorCode } from '../core/errors.ts';
 import type { CompiledRoute, Identity, Runtime, UpstreamEndpoint } from '../runtime/runtime.ts';
@@ -12,6 +12,7 @@ import { sendError, type ErrorExtras } from './errors.ts';
 import { checkHead, contentLength, type HeadLimits } from './client-errors.ts';
 import { forward } from './forward.ts';
 import type { ListenerLimits } from './listener-limits.ts';
+import type { AccessLog } from './access-log.ts';
 
 /** What every exchange of one listener shares; made once. */
 export interface PipelineContext {
@@ -19,7 +20,8 @@ export interface PipelineContext {
   readonly head: HeadLimits;
   readonly bodyTimeoutMs: number;
   readonly bufferBytes: number;
-  readonly accessLog: boolean;
+  /** One line per request, or null when `--no-access-log`. */
+  readonly accessLog: AccessLog | null;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly limits: ListenerLimits;
@@ -189,10 +191,8 @@ export class Exchange {
       ctx.countUnrouted(status);
     }
     if (!ctx.accessLog) return;
-    // Named fields only: headers (and so credentials) never reach the access log. The route's
-    // child logger carries its route and service, bound once per snapshot.
     const identity = this.identity;
-    const line: AccessLine = {
+    ctx.accessLog.write(route?.accessBindings ?? UNROUTED_BINDINGS, {
       method: this.req.method,
       // Without the query: clients put tokens there (?access_token=, ?api_key=).
       path: this.target?.path ?? pathOnly(this.req.url),
@@ -201,30 +201,15 @@ export class Exchange {
       durationMs: Math.round(seconds * 1e6) / 1000,
       requestId: this.requestId,
       client: this.clientIp,
-    };
-    if (this.retries > 0) line.retries = this.retries;
-    if (identity) {
-      line.subject = identity.subject;
-      if (identity.consumer !== null) line.consumer = identity.consumer;
-    }
-    if (this.reason !== null) line.reason = this.reason;
-    (route?.log ?? ctx.logger).info(line, 'access');
+      retries: this.retries,
+      subject: identity?.subject ?? null,
+      consumer: identity?.consumer ?? null,
+      reason: this.reason,
+    });
   }
 }
 
-interface AccessLine {
-  method: string | undefined;
-  path: string;
-  endpoint: string | null;
-  status: number;
-  durationMs: number;
-  requestId: string;
-  client: string;
-  retries?: number;
-  subject?: string;
-  consumer?: string;
-  reason?: string;
-}
+const UNROUTED_BINDINGS = serializedBindings({ route: null, service: null });
 
 function pathOnly(url: string | undefined): string {
   if (url === undefined) return '';

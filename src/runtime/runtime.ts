@@ -1,6 +1,6 @@
 import type { Metrics } from '../core/metrics.ts';
 import { removeSeriesMatching } from '../core/metrics.ts';
-import type { Logger } from '../core/logger.ts';
+import { serializedBindings, type Logger } from '../core/logger.ts';
 import { ServiceBalancer, type PickerKind } from '../balancer/service-balancer.ts';
 import type { UpstreamPools } from '../balancer/upstream-pools.ts';
 
@@ -41,8 +41,8 @@ export interface CompiledRoute {
   readonly strip: string | null;
   /** The path the upstream sees: `strip` removed. */
   readonly upstreamPath: (path: string) => string;
-  /** The access logger of this route: route and service bound once (pino child bindings). */
-  readonly log: Logger;
+  /** The access log's `route` and `service` fields of this route, serialised once. */
+  readonly accessBindings: string;
   readonly balancer: ServiceBalancer;
   /** Why this route answers 503 policy_unavailable (see RouteSnapshot.heldBy), or null. */
   readonly holdReason: string | null;
@@ -167,7 +167,7 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     service: route.service,
     strip: route.strip,
     upstreamPath: route.strip === null ? samePath : stripper(route.strip),
-    log: deps.logger.child({ route: route.id, service: route.service }),
+    accessBindings: serializedBindings({ route: route.id, service: route.service }),
     get balancer() {
       return slot.balancer;
     },
