@@ -14,6 +14,12 @@ import { healthServiceSchema, healthStateCheckSchema, healthStateSchema, type He
  * the catalog watch (`setServices`). So one changed service costs two requests, whatever the
  * number of services, instead of fabio's or Traefik's re-read of everything.
  *
+ * That answer holds every check in the datacenter (4 MB at 5,000 services), and Consul alone
+ * takes tens of milliseconds to write it. A second blocking query asks for the checks that are not
+ * passing only (a filter, so the answer is small while the fleet is healthy); it wakes on the same
+ * changes and answers first, so a check going critical or back to passing is acted on without
+ * waiting for the big answer. Registrations and deregistrations show only in the big one.
+ *
  * What checks cannot show (an instance re-registered on a new port with identical checks, or an
  * instance without any service check) is caught by the periodic resync.
  */
@@ -22,7 +28,14 @@ export interface BulkHealthOptions {
   readonly waitMs: number;
   readonly resyncIntervalMs: number;
   readonly signal: AbortSignal;
-  readonly makeQuery: <T>(name: string, path: string, parse: (body: unknown) => T, signal: AbortSignal, cadence?: { consumerCompares?: boolean; rawText?: boolean }) => BlockingQuery<T>;
+  readonly makeQuery: <T>(
+    name: string,
+    path: string,
+    query: Record<string, string>,
+    parse: (body: unknown) => T,
+    signal: AbortSignal,
+    cadence?: { consumerCompares?: boolean; rawText?: boolean },
+  ) => BlockingQuery<T>;
   readonly current: (service: string) => readonly ServiceInstance[] | undefined;
   readonly onHealth: (service: string, instances: readonly ServiceInstance[]) => void;
   readonly onFetchError: (service: string, error: unknown) => void;
@@ -45,10 +58,13 @@ export class BulkHealthSync {
   private readonly stop = new AbortController();
   private readonly signal: AbortSignal;
   private readonly stateQuery: BlockingQuery<CheckList>;
+  private readonly failingQuery: BlockingQuery<CheckList>;
   private services = new Set<string>();
   private tags = new Map<string, string>();
   /** The checks of the last answer, each as its JSON text. */
   private checks: ReadonlySet<string> = new Set();
+  /** The checks of the last not-passing answer, or undefined before it arrived. */
+  private failing: ReadonlySet<string> | undefined;
   private readonly dirty = new Set<string>();
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private readonly retryBackoff = new Map<string, Backoff>();
@@ -63,17 +79,22 @@ export class BulkHealthSync {
     this.signal = AbortSignal.any([this.stop.signal, options.signal]);
     // Every check in the datacenter (10,000 at 5,000 services): compared here by ModifyIndex, not
     // hashed as a whole by the loop.
-    this.stateQuery = options.makeQuery('health-state', '/v1/health/state/any', splitChecks, this.signal, { consumerCompares: true, rawText: true });
+    this.stateQuery = options.makeQuery('health-state', '/v1/health/state/any', {}, splitChecks, this.signal, { consumerCompares: true, rawText: true });
+    this.failingQuery = options.makeQuery('health-failing', '/v1/health/state/any', { filter: 'Status != "passing"' }, splitChecks, this.signal, {
+      consumerCompares: true,
+      rawText: true,
+    });
   }
 
   start(): void {
     void this.watchChecks();
+    void this.watchFailing();
     this.resyncTimer = setInterval(() => this.resync(), this.options.resyncIntervalMs);
     this.resyncTimer.unref();
   }
 
   watches(): WatchHandle[] {
-    return [this.stateQuery];
+    return [this.stateQuery, this.failingQuery];
   }
 
   setServices(routed: readonly string[], catalog: CatalogView): void {
@@ -124,18 +145,8 @@ export class BulkHealthSync {
    */
   private async watchChecks(): Promise<void> {
     for await (const { value } of this.stateQuery) {
-      const changedNodes = new Set<string>();
-      const mark = (text: string): void => {
-        const c = readCheck(text);
-        if (c.ServiceName) this.dirty.add(c.ServiceName);
-        else changedNodes.add(c.Node);
-      };
       const previous = this.checks;
       const next = new Set(value);
-      if (this.baselineSet) {
-        for (const text of next) if (!previous.has(text)) mark(text);
-        for (const text of previous) if (!next.has(text)) mark(text);
-      }
       this.checks = next;
       if (!this.baselineSet) {
         // The first read is the baseline: every service is read once anyway (marked by
@@ -146,15 +157,45 @@ export class BulkHealthSync {
         this.pump();
         continue;
       }
-      if (changedNodes.size > 0) {
-        for (const name of this.services) {
-          if (this.options.current(name)?.some((i) => changedNodes.has(i.node))) this.dirty.add(name);
-        }
-      }
-      // Dirty services that are not routed are no reason to fetch.
-      for (const name of this.dirty) if (!this.services.has(name)) this.dirty.delete(name);
-      this.pump();
+      this.markChanged(previous, next);
     }
+  }
+
+  /** The fast lane: the checks that are not passing, a small answer while the fleet is healthy. */
+  private async watchFailing(): Promise<void> {
+    for await (const { value } of this.failingQuery) {
+      const previous = this.failing;
+      const next = new Set(value);
+      this.failing = next;
+      if (previous && this.baselineSet) this.markChanged(previous, next);
+    }
+  }
+
+  /**
+   * Compares two answers check by check, as text: a check whose JSON is not in the other answer
+   * (new, gone, or its status, ModifyIndex or output moved) marks its service dirty (or, for a
+   * node check such as serfHealth or maintenance, every service with an instance on that node).
+   * Only those checks are parsed: at thousands of services the answer holds every check in the
+   * datacenter (megabytes), and parsing it whole on every change cost more than all the rest of
+   * the change together.
+   */
+  private markChanged(previous: ReadonlySet<string>, next: ReadonlySet<string>): void {
+    const changedNodes = new Set<string>();
+    const mark = (text: string): void => {
+      const c = readCheck(text);
+      if (c.ServiceName) this.dirty.add(c.ServiceName);
+      else changedNodes.add(c.Node);
+    };
+    for (const text of next) if (!previous.has(text)) mark(text);
+    for (const text of previous) if (!next.has(text)) mark(text);
+    if (changedNodes.size > 0) {
+      for (const name of this.services) {
+        if (this.options.current(name)?.some((i) => changedNodes.has(i.node))) this.dirty.add(name);
+      }
+    }
+    // Dirty services that are not routed are no reason to fetch.
+    for (const name of this.dirty) if (!this.services.has(name)) this.dirty.delete(name);
+    this.pump();
   }
 
   private resync(): void {

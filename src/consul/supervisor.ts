@@ -27,7 +27,7 @@ export interface SupervisorOptions {
   readonly onChange: () => void;
 }
 
-/** Connections kept free of per-service watches: catalog, KV, bulk detector, one-off fetches. */
+/** Connections kept free of per-service watches: catalog, KV, the two bulk health queries, four one-off fetches. */
 export const RESERVED_CONNECTIONS = 8;
 /** Leave bulk mode only well below the budget, so a service count near it does not flap. */
 const PER_SERVICE_RETURN_RATIO = 0.8;
@@ -304,7 +304,7 @@ export class ConsulSupervisor {
       waitMs: this.options.waitMs,
       resyncIntervalMs: this.options.resyncIntervalMs,
       signal: this.closing.signal,
-      makeQuery: (name, path, parse, signal, cadence) => this.query(name, path, {}, parse, signal, cadence),
+      makeQuery: (name, path, query, parse, signal, cadence) => this.query(name, path, query, parse, signal, cadence),
       current: (name) => this.health.get(name),
       onHealth: (name, instances) => {
         if (!this.routedSet.has(name)) return;
