@@ -15,10 +15,11 @@ import { healthServiceSchema, healthStateCheckSchema, healthStateSchema, type He
  * number of services, instead of fabio's or Traefik's re-read of everything.
  *
  * That answer holds every check in the datacenter (4 MB at 5,000 services), and Consul alone
- * takes tens of milliseconds to write it. A second blocking query asks for the checks that are not
- * passing only (a filter, so the answer is small while the fleet is healthy); it wakes on the same
- * changes and answers first, so a check going critical or back to passing is acted on without
- * waiting for the big answer. Registrations and deregistrations show only in the big one.
+ * takes tens of milliseconds to write it (a filter is no cheaper: Consul still reads every check).
+ * Two more blocking queries ask for the critical and the warning checks, which Consul reads from
+ * its index by status: under a millisecond and a small answer while the fleet is healthy. They
+ * answer first, so a check going critical or back to passing is acted on without waiting for the
+ * big answer. Registrations and deregistrations show only in the big one.
  *
  * What checks cannot show (an instance re-registered on a new port with identical checks, or an
  * instance without any service check) is caught by the periodic resync.
@@ -51,20 +52,19 @@ export interface BulkStatus {
   readonly lastResyncAt: number | null;
 }
 
-export const BULK_FETCH_CONCURRENCY = 4;
+/** With the catalog, KV and the three health queries: the eight connections the supervisor reserves. */
+export const BULK_FETCH_CONCURRENCY = 3;
 const FETCH_TIMEOUT_MS = 15_000;
 
 export class BulkHealthSync {
   private readonly stop = new AbortController();
   private readonly signal: AbortSignal;
   private readonly stateQuery: BlockingQuery<CheckList>;
-  private readonly failingQuery: BlockingQuery<CheckList>;
+  private readonly failingQueries: readonly BlockingQuery<CheckList>[];
   private services = new Set<string>();
   private tags = new Map<string, string>();
   /** The checks of the last answer, each as its JSON text. */
   private checks: ReadonlySet<string> = new Set();
-  /** The checks of the last not-passing answer, or undefined before it arrived. */
-  private failing: ReadonlySet<string> | undefined;
   private readonly dirty = new Set<string>();
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private readonly retryBackoff = new Map<string, Backoff>();
@@ -80,21 +80,20 @@ export class BulkHealthSync {
     // Every check in the datacenter (10,000 at 5,000 services): compared here by ModifyIndex, not
     // hashed as a whole by the loop.
     this.stateQuery = options.makeQuery('health-state', '/v1/health/state/any', {}, splitChecks, this.signal, { consumerCompares: true, rawText: true });
-    this.failingQuery = options.makeQuery('health-failing', '/v1/health/state/any', { filter: 'Status != "passing"' }, splitChecks, this.signal, {
-      consumerCompares: true,
-      rawText: true,
-    });
+    this.failingQueries = (['critical', 'warning'] as const).map((status) =>
+      options.makeQuery(`health-${status}`, `/v1/health/state/${status}`, {}, splitChecks, this.signal, { consumerCompares: true, rawText: true }),
+    );
   }
 
   start(): void {
     void this.watchChecks();
-    void this.watchFailing();
+    for (const query of this.failingQueries) void this.watchFailing(query);
     this.resyncTimer = setInterval(() => this.resync(), this.options.resyncIntervalMs);
     this.resyncTimer.unref();
   }
 
   watches(): WatchHandle[] {
-    return [this.stateQuery, this.failingQuery];
+    return [this.stateQuery, ...this.failingQueries];
   }
 
   setServices(routed: readonly string[], catalog: CatalogView): void {
@@ -161,13 +160,13 @@ export class BulkHealthSync {
     }
   }
 
-  /** The fast lane: the checks that are not passing, a small answer while the fleet is healthy. */
-  private async watchFailing(): Promise<void> {
-    for await (const { value } of this.failingQuery) {
-      const previous = this.failing;
+  /** The fast lane: the checks in one failing status, a small answer while the fleet is healthy. */
+  private async watchFailing(query: BlockingQuery<CheckList>): Promise<void> {
+    let previous: ReadonlySet<string> | undefined;
+    for await (const { value } of query) {
       const next = new Set(value);
-      this.failing = next;
       if (previous && this.baselineSet) this.markChanged(previous, next);
+      previous = next;
     }
   }
 

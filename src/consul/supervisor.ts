@@ -27,7 +27,7 @@ export interface SupervisorOptions {
   readonly onChange: () => void;
 }
 
-/** Connections kept free of per-service watches: catalog, KV, the two bulk health queries, four one-off fetches. */
+/** Connections kept free of per-service watches: catalog, KV, the three bulk health queries, three one-off fetches. */
 export const RESERVED_CONNECTIONS = 8;
 /** Leave bulk mode only well below the budget, so a service count near it does not flap. */
 const PER_SERVICE_RETURN_RATIO = 0.8;
