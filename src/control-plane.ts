@@ -52,6 +52,8 @@ export class ControlPlane {
   private resolvedFrom: { kv: readonly KvEntry[]; kvResets: number } | undefined;
   private policyFiles: readonly RawDocument[] = [];
   private policyLoadErrors: readonly { path: string; error: string }[] = [];
+  /** Services whose health moved since the snapshot in force was built (cleared once one is). */
+  private healthChanged = new Set<string>();
   private rebuildScheduled = false;
   private closing = false;
   adminPort = 0;
@@ -208,15 +210,17 @@ export class ControlPlane {
       // Route documents can name services to watch and policies can change how; the supervisor
       // re-plans its watches and rings again once the new services have been read.
       this.supervisor.setDemand({ services: servicesNamedByRoutes(policies), modes: discoveryModes(policies) });
+      for (const name of this.supervisor.takeHealthChanges()) this.healthChanged.add(name);
       const views = this.supervisor.views();
       if (!views) return;
-      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, previous, policies);
+      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, previous, policies, this.healthChanged);
     } catch (err) {
       this.buildFailed('snapshot', err);
       return;
     }
     if (previous?.version === snapshot.version) {
       this.resolvedFrom = resolved;
+      this.healthChanged = new Set();
       this.build.succeeded();
       return;
     }
@@ -228,6 +232,7 @@ export class ControlPlane {
     }
     const first = previous === undefined;
     this.store.publish(snapshot);
+    this.healthChanged = new Set();
     this.resolvedFrom = resolved;
     this.build.succeeded();
     if (first) this.logger.info({ version: snapshot.version }, 'first snapshot built');

@@ -5,7 +5,7 @@ import { createLogger, type Logger } from '../core/logger.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { formatAddress } from '../core/net.ts';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
-import type { ServiceSnapshot, Snapshot } from '../state/snapshot.ts';
+import { changedServices, type ServiceSnapshot, type Snapshot } from '../state/snapshot.ts';
 import { mergeReports } from '../admin/reports.ts';
 import type { WorkerView } from '../admin/views.ts';
 import { ControlPlane, type ApplyResult, type DataPlaneLink } from '../control-plane.ts';
@@ -189,7 +189,9 @@ export class ClusterPrimary implements DataPlaneLink {
     let message: ToWorker;
     if (previous && slot.base === previous.version && previous.routes === next.routes && previous.policies === next.policies && previous.routeGuards === next.routeGuards) {
       const services: Record<string, ServiceSnapshot> = {};
-      for (const name in next.services) if (next.services[name] !== previous.services[name]) services[name] = next.services[name] as ServiceSnapshot;
+      const changed = changedServices(previous, next);
+      if (changed) for (const name of changed) services[name] = next.services[name] as ServiceSnapshot;
+      else for (const name in next.services) if (next.services[name] !== previous.services[name]) services[name] = next.services[name] as ServiceSnapshot;
       message = { t: 'delta', version: next.version, base: previous.version, services, ...(next.problems !== previous.problems ? { problems: next.problems } : {}) };
     } else {
       message = { t: 'snapshot', snapshot: next };

@@ -2,7 +2,7 @@ import type { GatewayConfig } from '../config.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { defaultMaxConnections, openFileLimit } from '../core/limits.ts';
 import { createMetrics } from '../core/metrics.ts';
-import type { Snapshot } from '../state/snapshot.ts';
+import { withServices, type Snapshot } from '../state/snapshot.ts';
 import { DataPlane } from '../data-plane.ts';
 import { WORKER_SLOT_ENV, type FromWorker, type ToWorker } from './messages.ts';
 
@@ -52,8 +52,7 @@ export async function runWorker(config: GatewayConfig, workers: number): Promise
         return apply(message.snapshot);
       case 'delta': {
         if (!current || current.version !== message.base) return send({ t: 'resync' });
-        const services = { ...current.services, ...message.services };
-        apply({ ...current, version: message.version, services, problems: message.problems ?? current.problems });
+        apply(withServices(current, message.version, message.services, message.problems ?? current.problems));
         return;
       }
       case 'report':

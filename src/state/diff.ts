@@ -1,5 +1,5 @@
 import { own } from '../core/own.ts';
-import type { Snapshot } from './snapshot.ts';
+import { changedServices, type Snapshot } from './snapshot.ts';
 
 /** What changed between two snapshots, for the change log line (operators read these). */
 export interface SnapshotDiff {
@@ -27,8 +27,8 @@ export interface SnapshotDiff {
  */
 export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): SnapshotDiff {
   const prevServices = prev?.services ?? {};
-  const touched = Object.keys(next.services).filter((n) => own(prevServices, n) !== own(next.services, n));
-  for (const n of Object.keys(prevServices)) if (!Object.hasOwn(next.services, n)) touched.push(n);
+  const touched = [...(changedServices(prev, next) ?? Object.keys(next.services).filter((n) => own(prevServices, n) !== own(next.services, n)))];
+  if (!changedServices(prev, next)) for (const n of Object.keys(prevServices)) if (!Object.hasOwn(next.services, n)) touched.push(n);
   const endpointLines = (s: Snapshot['services']): Map<string, string> => {
     const out = new Map<string, string>();
     for (const name of touched) {

@@ -92,3 +92,54 @@ test('a refused canary value that keeps the last good weights is a new version (
   assert.ok(bad.problems.some((p) => p.kind === 'canary' && p.keptLastGood));
   assert.deepEqual(bad.services.web?.canary?.weights, { v1: 50, v2: 50 });
 });
+
+describe('builds told which services changed health', () => {
+  /** Instances of every kind a change can produce: healthy, critical, gone, and one that cannot be dialled (a problem). */
+  const variants = (name: string, i: number): ServiceInstance[][] => [
+    [instance(name, `a${i}`, 10_000 + i, 'passing', ['v1'])],
+    [instance(name, `a${i}`, 10_000 + i, 'critical', ['v1'])],
+    [],
+    [instance(name, `a${i}`, 10_000 + i, 'passing', ['v1']), instance(name, `bad${i}`, 0)],
+  ];
+
+  test('300 random health changes, one to three services each: every build equals a fresh one, and only the named services are other objects', () => {
+    const { catalog, health } = world(40);
+    const kv: KvEntry[] = [];
+    const views: ConsulViews = { catalog, health, kv };
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0;
+      return (seed >>> 16) % n;
+    };
+    let snapshot = buildSnapshot(views, OPTIONS);
+    let withProblems = 0;
+    for (let step = 0; step < 300; step++) {
+      const names = new Set<string>();
+      for (let k = 0; k <= random(3); k++) {
+        const i = random(40);
+        const name = `svc-${i}`;
+        health.set(name, variants(name, i)[random(4)] as ServiceInstance[]);
+        names.add(name);
+      }
+      const next = buildSnapshot(views, OPTIONS, snapshot, undefined, names);
+      const fresh = buildSnapshot({ catalog, health: new Map(health), kv }, OPTIONS);
+      assert.equal(next.version, fresh.version, `step ${step}`);
+      assert.deepEqual(JSON.parse(JSON.stringify(next)), JSON.parse(JSON.stringify(fresh)), `step ${step}`);
+      for (const name of Object.keys(next.services)) if (!names.has(name)) assert.equal(next.services[name], snapshot.services[name]);
+      if (next.problems.length > 0) withProblems += 1;
+      snapshot = next;
+    }
+    // The walk went through builds with and without per-service problems.
+    assert.ok(withProblems > 0 && withProblems < 300, `${withProblems} builds with problems`);
+  });
+
+  test('a named service that is not routed, or a change that leaves a service as it was, builds nothing new', () => {
+    const { catalog, health } = world(5);
+    const kv: KvEntry[] = [];
+    const views: ConsulViews = { catalog, health, kv };
+    const first = buildSnapshot(views, OPTIONS);
+    assert.equal(buildSnapshot(views, OPTIONS, first, undefined, new Set(['no-such-service'])), first);
+    health.set('svc-1', [...(health.get('svc-1') ?? [])]);
+    assert.equal(buildSnapshot(views, OPTIONS, first, undefined, new Set(['svc-1'])).version, first.version);
+  });
+});
