@@ -132,8 +132,12 @@ interface ServiceTotals {
 const CONFIG = new WeakMap<Snapshot, ConfigPart>();
 const TOTALS = new WeakMap<Snapshot, ServiceTotals>();
 const BUILT = new WeakMap<ServiceSnapshot, ServiceBuild>();
-/** For a snapshot built from another with the same configuration: the services that are other objects. */
-const CHANGES = new WeakMap<Snapshot, { readonly from: Snapshot; readonly services: readonly string[] }>();
+/**
+ * For a snapshot built from another with the same configuration: the services that are other
+ * objects. The other snapshot is held weakly: a strong reference would chain every snapshot ever
+ * built to the one in force.
+ */
+const CHANGES = new WeakMap<Snapshot, { readonly from: WeakRef<Snapshot>; readonly services: readonly string[] }>();
 const NO_INSTANCES: readonly ServiceInstance[] = Object.freeze([]);
 
 /**
@@ -179,7 +183,7 @@ export function buildSnapshot(
     sumB = (sumB + built.digest[1]) >>> 0;
   }
   const snapshot = finish(config, services, { sumA, sumB, problems }, policies, undefined);
-  if (previous && config === before) CHANGES.set(snapshot, { from: previous, services: changed });
+  if (previous && config === before) CHANGES.set(snapshot, { from: new WeakRef(previous), services: changed });
   return snapshot;
 }
 
@@ -221,7 +225,7 @@ function updateHealth(
   const services: Record<string, ServiceSnapshot> = { ...previous.services };
   for (const service of replaced) services[service.name] = service;
   const snapshot = finish(config, services, { sumA, sumB, problems }, previous.policies, problemsMoved ? undefined : previous.problems);
-  CHANGES.set(snapshot, { from: previous, services: changed });
+  CHANGES.set(snapshot, { from: new WeakRef(previous), services: changed });
   return snapshot;
 }
 
@@ -252,7 +256,7 @@ function finish(config: ConfigPart, services: Record<string, ServiceSnapshot>, t
  */
 export function changedServices(from: Snapshot | undefined, to: Snapshot): readonly string[] | undefined {
   const change = CHANGES.get(to);
-  return from && change?.from === from ? change.services : undefined;
+  return from && change?.from.deref() === from ? change.services : undefined;
 }
 
 /**
@@ -262,7 +266,7 @@ export function changedServices(from: Snapshot | undefined, to: Snapshot): reado
 export function withServices(base: Snapshot, version: string, replaced: Readonly<Record<string, ServiceSnapshot>>, problems: readonly Problem[]): Snapshot {
   const services: Record<string, ServiceSnapshot> = { ...base.services, ...replaced };
   const snapshot: Snapshot = Object.freeze({ ...base, version, services: Object.freeze(services), problems });
-  CHANGES.set(snapshot, { from: base, services: Object.keys(replaced) });
+  CHANGES.set(snapshot, { from: new WeakRef(base), services: Object.keys(replaced) });
   return snapshot;
 }
 

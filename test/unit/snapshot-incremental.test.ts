@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { ConsulViews, KvEntry, ServiceInstance } from '../../src/core/types.ts';
 import { buildSnapshot, type BuildOptions } from '../../src/state/snapshot.ts';
 import { resolvePolicies } from '../../src/policy/resolve.ts';
@@ -142,4 +144,25 @@ describe('builds told which services changed health', () => {
     health.set('svc-1', [...(health.get('svc-1') ?? [])]);
     assert.equal(buildSnapshot(views, OPTIONS, first, undefined, new Set(['svc-1'])).version, first.version);
   });
+});
+
+test('a snapshot in force does not keep the ones it was built from alive (memory stays flat over many changes)', async () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const { catalog, health } = world(20);
+  const kv: KvEntry[] = [];
+  const views: ConsulViews = { catalog, health, kv };
+  let snapshot = buildSnapshot(views, OPTIONS);
+  const first = new WeakRef(snapshot);
+  for (let step = 0; step < 50; step++) {
+    const name = `svc-${step % 20}`;
+    health.set(name, [instance(name, `a${step}`, 11_000 + step)]);
+    snapshot = buildSnapshot(views, OPTIONS, snapshot, undefined, new Set([name]));
+  }
+  for (let i = 0; i < 10 && first.deref() !== undefined; i++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    gc();
+  }
+  assert.equal(first.deref(), undefined, 'the first snapshot is still reachable from the latest');
+  assert.ok(snapshot.version);
 });
