@@ -37,6 +37,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Pool } from 'undici';
 import { startConsul, type ConsulAgent } from '../test/helpers/consul.ts';
+import { mulberry32 } from '../test/helpers/random.ts';
 import { cgwHasWorkersFlag, fixed, flag, loadAverage, machine, max, median, startBackend, startCgw, table, type Cgw } from './harness.ts';
 import { describeTree, treeCpuSeconds, treeRssBytes } from './proc-tree.ts';
 
@@ -55,18 +56,6 @@ const CLEAN_RUN = 12;
 /** Instances of the service while the removed one still counts: A, B and C. */
 const CONFIRM_AT = 3;
 const TXN_OPS = 64;
-
-/** mulberry32: the same services are picked run after run. */
-function prng(s: number): () => number {
-  let a = s >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Kind = 'register' | 'critical' | 'passing' | 'deregister';
 const KINDS: Kind[] = ['register', 'critical', 'passing', 'deregister'];
@@ -177,7 +166,7 @@ async function cgwSees(gw: Pool, svc: string, port: string, want: 'appears' | 'd
 }
 
 async function runSize(n: number): Promise<Result> {
-  const rand = prng(seed + n);
+  const rand = mulberry32(seed + n); // the same services are picked run after run
   const consul: ConsulAgent = await startConsul();
   const tmp = mkdtempSync(join(tmpdir(), 'cgw-scale-'));
   const backend = await startBackend([0, 0, 0]);

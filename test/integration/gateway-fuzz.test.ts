@@ -23,6 +23,7 @@ import { startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.t
 import { send } from '../helpers/http.ts';
 import { exchange, header, type Exchange, type RawResponse } from '../helpers/raw-http.ts';
 import { startRecorder, type Recorder } from '../helpers/recorder.ts';
+import { mulberry32 } from '../helpers/random.ts';
 
 const SEED = parseSeed(process.env.CGW_FUZZ_SEED);
 const PROXY_CASES = Number(process.env.CGW_FUZZ_CASES ?? 600);
@@ -49,18 +50,6 @@ function parseSeed(raw: string | undefined): number {
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness
-
-/** mulberry32: tiny, fast, good enough for test input; the same seed gives the same cases. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Rng {
   private readonly next: () => number;
