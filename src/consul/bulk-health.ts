@@ -42,6 +42,12 @@ export interface BulkHealthOptions {
   readonly onFetchError: (service: string, error: unknown) => void;
   /** Admits fetches with the watches' first reads, and paces them while Consul refuses connections. */
   readonly gate?: RefusalGate;
+  /**
+   * Re-reads in flight at most: the reserved three plus the connections per-service watches would
+   * hold, which bulk mode leaves free (the gate still admits at most 8 reads that cannot block at
+   * once). Reading 5,000 services at start three at a time took most of the time to ready.
+   */
+  readonly maxFetches?: number;
 }
 
 export interface BulkStatus {
@@ -205,7 +211,7 @@ export class BulkHealthSync {
 
   private pump(): void {
     if (!this.baselineSet) return;
-    while (this.activeFetches < BULK_FETCH_CONCURRENCY && this.dirty.size > 0 && !this.signal.aborted) {
+    while (this.activeFetches < (this.options.maxFetches ?? BULK_FETCH_CONCURRENCY) && this.dirty.size > 0 && !this.signal.aborted) {
       const name = this.dirty.values().next().value as string;
       this.dirty.delete(name);
       this.activeFetches += 1;

@@ -2,7 +2,7 @@ import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { CatalogView, ConsulViews, KvEntry, Problem, ServiceInstance } from '../core/types.ts';
 import { BlockingQuery, blockingTimeoutMs, type WatchHandle, type WatchStatus } from './blocking-query.ts';
-import { BulkHealthSync, type BulkStatus } from './bulk-health.ts';
+import { BULK_FETCH_CONCURRENCY, BulkHealthSync, type BulkStatus } from './bulk-health.ts';
 import { ConsulHttpError, ConsulRefusedError, type ConsulClient } from './client.ts';
 import { own, unroutableServiceName } from '../core/own.ts';
 import { FIRST_READS_AT_ONCE, REFUSAL_BACKOFF_BASE_MS, REFUSAL_BACKOFF_CAP_MS, RefusalGate, type RefusalState } from './refusal-gate.ts';
@@ -327,6 +327,7 @@ export class ConsulSupervisor {
       client: this.options.client,
       waitMs: this.options.waitMs,
       resyncIntervalMs: this.options.resyncIntervalMs,
+      maxFetches: BULK_FETCH_CONCURRENCY + this.healthWatchBudget,
       signal: this.closing.signal,
       makeQuery: (name, path, query, parse, signal, cadence) => this.query(name, path, query, parse, signal, cadence),
       current: (name) => this.health.get(name),
