@@ -62,6 +62,8 @@ export function statusView(src: AdminSources, plane: DataPlaneReport | undefined
   const snapshot = published?.snapshot;
   return {
     ready: src.ready(),
+    // Which process answered: on a shared host, the one an operator (or a test) meant to ask.
+    pid: process.pid,
     uptimeSeconds: Math.round((Date.now() - src.startedAt) / 1000),
     snapshot: snapshot
       ? { version: snapshot.version, appliedAt: new Date(published.appliedAt).toISOString(), services: Object.keys(snapshot.services).length, routes: snapshot.routes.length }

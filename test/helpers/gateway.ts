@@ -49,7 +49,36 @@ export interface GatewayProcess {
   readonly exited: Promise<number | null>;
 }
 
+/**
+ * Starts a gateway. A free port can be taken by another test's process between the check and
+ * the gateway's bind; then the gateway exits and the other process answers on its admin port. The
+ * ready check asks /v1/status for the pid that answered, and a gateway whose ports were taken is
+ * started again on fresh ones (ports the caller chose are not retried).
+ */
 export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startGatewayOnce(opts);
+    } catch (err) {
+      const retry = err instanceof PortTakenError && opts.listenPort === undefined && opts.adminPort === undefined && attempt < 3;
+      if (!retry) throw err;
+    }
+  }
+}
+
+class PortTakenError extends Error {}
+
+async function answeredBy(adminUrl: string): Promise<number | null> {
+  try {
+    const res = await fetch(`${adminUrl}/v1/status`, { signal: AbortSignal.timeout(10_000) });
+    const body = (await res.json()) as { pid?: number };
+    return typeof body.pid === 'number' ? body.pid : null;
+  } catch {
+    return null;
+  }
+}
+
+async function startGatewayOnce(opts: GatewayOptions): Promise<GatewayProcess> {
   const [freeA, freeB] = (await freePorts(2)) as [number, number];
   const listenPort = opts.listenPort ?? freeA;
   const adminPort = opts.adminPort ?? freeB;
@@ -98,15 +127,22 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
   const timeoutMs = opts.readyTimeoutMs ?? READY_TIMEOUT_MS;
   const deadline = Date.now() + timeoutMs;
   let last = 'no answer yet';
+  let takenBy: number | null | undefined;
   for (;;) {
     if (hasExited(child)) {
       await exited; // let the line readers flush
-      throw new Error(`gateway exited (code ${child.exitCode}, signal ${child.signalCode}) before it was ready\n${logs.join('\n')}`);
+      const message = `gateway exited (code ${child.exitCode}, signal ${child.signalCode}) before it was ready\n${logs.join('\n')}`;
+      throw logs.some((l) => l.includes('EADDRINUSE')) ? new PortTakenError(message) : new Error(message);
     }
     try {
       const res = await fetch(`${gw.adminUrl}/-/readyz`, { signal: AbortSignal.timeout(10_000) });
       const body = await res.text();
-      if (res.status === 200) return gw;
+      if (res.status === 200) {
+        const pid = await answeredBy(gw.adminUrl);
+        if (pid === child.pid) return gw;
+        takenBy = pid;
+        break;
+      }
       last = `${res.status} ${body.slice(0, 200)}`;
     } catch (err) {
       last = err instanceof Error ? err.message : String(err);
@@ -115,6 +151,7 @@ export async function startGateway(opts: GatewayOptions): Promise<GatewayProcess
     await delay(50);
   }
   await terminate(child, 'SIGKILL');
+  if (takenBy !== undefined) throw new PortTakenError(`another process (pid ${takenBy ?? 'unknown'}) answers on the admin port ${adminPort}`);
   throw new Error(`gateway not ready after ${timeoutMs} ms (last readyz: ${last})\n${logs.join('\n')}`);
 }
 
