@@ -19,6 +19,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   balancer: ['core', 'state'],
   resilience: ['core', 'state'],
   filters: ['core', 'policy'],
+  // Certificates for the edge: checked, indexed by server name, loaded from files; no proxy knowledge.
+  tls: ['core'],
   runtime: ['core', 'state', 'router', 'balancer', 'resilience', 'filters'],
   proxy: ['core', 'runtime'],
   admin: ['core', 'state', 'runtime'],

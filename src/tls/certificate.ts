@@ -1,0 +1,124 @@
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { createSecureContext, type SecureContext } from 'node:tls';
+
+/**
+ * One certificate chain and its key, checked before it may serve a handshake: every PEM block
+ * parses, the key parses and matches the leaf, the leaf is valid now, and each certificate of the
+ * chain is issued by the next. What is refused never replaces what serves (the store keeps the
+ * last good one); the error says what is wrong in words an operator can act on.
+ */
+export interface CertificateInfo {
+  /** The name it was loaded under (file base name, KV key name). */
+  readonly name: string;
+  /** Where it came from, e.g. `file:/etc/cgw/api.pem`. */
+  readonly source: string;
+  readonly subject: string;
+  /** DNS names it serves (subjectAltName; the CN only when it has none), lower case. */
+  readonly names: readonly string[];
+  readonly notBefore: string;
+  readonly notAfter: string;
+  /** `notAfter` as epoch milliseconds (for the expiry metric). */
+  readonly expiresAtMs: number;
+  readonly serial: string;
+  readonly fingerprint256: string;
+}
+
+export interface LoadedCertificate {
+  readonly info: CertificateInfo;
+  readonly context: SecureContext;
+}
+
+export type CertificateResult = { readonly ok: true; readonly certificate: LoadedCertificate } | { readonly ok: false; readonly error: string };
+
+/** Larger than any real chain and key; a bigger file is refused before it is parsed. */
+export const MAX_PEM_BYTES = 1024 * 1024;
+const MAX_CHAIN_LENGTH = 10;
+
+export type TlsMinVersion = 'TLSv1.2' | 'TLSv1.3';
+
+export interface CertificateInput {
+  readonly name: string;
+  readonly source: string;
+  readonly certPem: string;
+  readonly keyPem: string;
+  readonly minVersion: TlsMinVersion;
+  readonly now?: number;
+}
+
+const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+export function loadCertificate(input: CertificateInput): CertificateResult {
+  const { certPem, keyPem } = input;
+  if (Buffer.byteLength(certPem) > MAX_PEM_BYTES || Buffer.byteLength(keyPem) > MAX_PEM_BYTES) {
+    return { ok: false, error: `certificate or key larger than ${MAX_PEM_BYTES} bytes` };
+  }
+  const blocks = certPem.match(CERT_BLOCK) ?? [];
+  if (blocks.length === 0) return { ok: false, error: 'no PEM certificate (-----BEGIN CERTIFICATE-----) found' };
+  if (blocks.length > MAX_CHAIN_LENGTH) return { ok: false, error: `chain of ${blocks.length} certificates; at most ${MAX_CHAIN_LENGTH}` };
+  const chain: X509Certificate[] = [];
+  for (const [i, block] of blocks.entries()) {
+    try {
+      chain.push(new X509Certificate(block));
+    } catch (err) {
+      return { ok: false, error: `certificate ${i + 1} of the chain does not parse (${reason(err)})` };
+    }
+  }
+  const leaf = chain[0] as X509Certificate;
+  let key;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch (err) {
+    return { ok: false, error: `private key does not parse (${reason(err)}); an unencrypted PEM key is expected` };
+  }
+  if (!leaf.checkPrivateKey(key)) return { ok: false, error: 'private key does not match the certificate' };
+  const now = input.now ?? Date.now();
+  const notBefore = Date.parse(leaf.validFrom);
+  const notAfter = Date.parse(leaf.validTo);
+  if (now < notBefore) return { ok: false, error: `certificate is not valid before ${new Date(notBefore).toISOString()}` };
+  if (now > notAfter) return { ok: false, error: `certificate expired on ${new Date(notAfter).toISOString()}` };
+  for (let i = 0; i + 1 < chain.length; i++) {
+    const [cert, issuer] = [chain[i] as X509Certificate, chain[i + 1] as X509Certificate];
+    if (!cert.checkIssued(issuer)) return { ok: false, error: `certificate ${i + 1} of the chain is not issued by certificate ${i + 2} (leaf first, then each issuer)` };
+  }
+  let context: SecureContext;
+  try {
+    context = createSecureContext({ cert: certPem, key: keyPem, minVersion: input.minVersion });
+  } catch (err) {
+    return { ok: false, error: `TLS refuses the pair (${reason(err)})` };
+  }
+  return {
+    ok: true,
+    certificate: {
+      info: {
+        name: input.name,
+        source: input.source,
+        subject: leaf.subject.replace(/\n/g, ', '),
+        names: namesOf(leaf),
+        notBefore: new Date(notBefore).toISOString(),
+        notAfter: new Date(notAfter).toISOString(),
+        expiresAtMs: notAfter,
+        serial: leaf.serialNumber,
+        fingerprint256: leaf.fingerprint256,
+      },
+      context,
+    },
+  };
+}
+
+/** DNS names of the subjectAltName, or the subject's CN when there is none (as clients check). */
+export function namesOf(cert: X509Certificate): string[] {
+  const alt = cert.subjectAltName;
+  if (alt) {
+    const names = alt
+      .split(', ')
+      .filter((entry) => entry.startsWith('DNS:'))
+      .map((entry) => entry.slice(4).toLowerCase());
+    if (names.length > 0) return [...new Set(names)];
+  }
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
+  return cn ? [cn.toLowerCase()] : [];
+}
+
+function reason(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
