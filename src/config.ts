@@ -97,7 +97,22 @@ export const gatewayConfigSchema = z.object({
   certFile: z.string().min(1).optional(),
   keyFile: z.string().min(1).optional(),
   tlsServerName: z.string().min(1).optional(),
-});
+  /** HTTPS listeners (repeatable flag), next to the plain `listen`. */
+  listenTls: z.array(listenAddress).default([]),
+  /** Certificate and key files, pairwise in order; the first pair is the default certificate. */
+  tlsCert: z.array(z.string().min(1)).default([]),
+  tlsKey: z.array(z.string().min(1)).default([]),
+  /** Every `<name>.crt` + `<name>.key`, or `<name>.pem` holding both. */
+  tlsDir: z.string().min(1).optional(),
+  tlsMinVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  /** How often certificate files are checked when the platform's change notifications miss a change. */
+  tlsPollInterval: duration(100, 3_600_000).prefault('5s'),
+})
+  .refine((c) => c.tlsCert.length === c.tlsKey.length, { message: 'give --tls-cert and --tls-key in pairs (as many of each)', path: ['tlsKey'] })
+  .refine((c) => c.listenTls.length === 0 || c.tlsCert.length > 0 || c.tlsDir !== undefined, {
+    message: '--listen-tls needs certificates: --tls-cert/--tls-key or --tls-dir',
+    path: ['listenTls'],
+  });
 
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

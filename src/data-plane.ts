@@ -10,7 +10,10 @@ import { RuntimeHolder } from './runtime/runtime.ts';
 import { ResilienceRegistry } from './resilience/registry.ts';
 import { JwtKeyCache } from './filters/auth.ts';
 import { RateLimiterBackend, type BackendState, type RedisOptions } from './filters/rate-limit.ts';
+import type { Server as HttpsServer } from 'node:https';
 import { ProxyListener } from './proxy/listener.ts';
+import { CertificateStore } from './tls/store.ts';
+import { FileCertificateSource } from './tls/file-source.ts';
 
 /** How long start waits for the first Redis connection; readiness must not hinge on Redis. */
 const REDIS_FIRST_CONNECT_MS = 2_000;
@@ -37,6 +40,11 @@ export class DataPlane {
   private readonly limiter: RateLimiterBackend;
   private readonly resilience: ResilienceRegistry;
   port = 0;
+  /** Ports of the --listen-tls listeners, in the order given. */
+  tlsPorts: number[] = [];
+  private readonly tlsServers: HttpsServer[] = [];
+  /** Certificates of the HTTPS listeners, loaded by this process (each worker loads its own). */
+  private readonly certificates: { store: CertificateStore; source: FileCertificateSource } | undefined;
 
   constructor(
     private readonly config: GatewayConfig,
@@ -69,6 +77,7 @@ export class DataPlane {
       },
       logger,
     );
+    this.certificates = config.listenTls.length > 0 ? this.loadCertificates(config) : undefined;
     this.proxy = new ProxyListener({
       runtime: () => this.runtime.current,
       maxHeaderSize: config.maxHeaderSize,
@@ -97,6 +106,17 @@ export class DataPlane {
       this.logger.warn({ waitedMs: REDIS_FIRST_CONNECT_MS }, 'Redis not reachable at start; rate limits count locally (fail-open rules) or answer 503 (fail-closed) until it is');
     }
     this.port = await this.proxy.listen(this.config.listen.host, this.config.listen.port);
+    if (this.certificates) {
+      await this.certificates.source.start();
+      if (!this.certificates.store.hasCertificate) this.logger.error({ rejected: this.certificates.store.view().rejected }, 'no usable certificate: HTTPS handshakes fail until one loads');
+      this.tlsPorts = [];
+      for (const address of this.config.listenTls) {
+        const server = this.proxy.addTls(this.certificates.store, this.config.tlsMinVersion);
+        this.tlsServers.push(server);
+        this.useDefaultCertificate();
+        this.tlsPorts.push(await this.proxy.listen(address.host, address.port, server));
+      }
+    }
   }
 
   /**
@@ -136,7 +156,7 @@ export class DataPlane {
       services[name] = { picker: balancer.pickerKind, breaker: health ? { ...health.breaker.status() } : null, ejected: health?.outlier.ejectedCount ?? 0, endpoints };
     }
     const circuitsNotClosed = runtime ? [...runtime.balancers.keys()].filter((name) => (this.resilience.peek(name)?.breaker.state ?? 'closed') !== 'closed') : [];
-    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services };
+    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services, tls: this.certificates?.store.view() ?? null };
   }
 
   /** Refuse new requests, finish in-flight ones (bounded). */
@@ -146,9 +166,56 @@ export class DataPlane {
 
   /** After the drain: upstream pools, Redis, JWKS refreshers. */
   async close(): Promise<void> {
+    this.certificates?.source.close();
     await this.pools.closeAll(1_000);
     await this.limiter.close();
     this.keys.close();
+  }
+
+  /**
+   * Clients that send no server name (an IP address, old clients) never reach the SNI callback:
+   * they get the server's own context, kept on the default certificate here.
+   */
+  private useDefaultCertificate(): void {
+    const pem = this.certificates?.store.defaultPem;
+    if (!pem) return;
+    for (const server of this.tlsServers) server.setSecureContext({ cert: pem.cert, key: pem.key, minVersion: this.config.tlsMinVersion });
+  }
+
+  /** The store the HTTPS listeners take certificates from, fed by the certificate files. */
+  private loadCertificates(config: GatewayConfig): { store: CertificateStore; source: FileCertificateSource } {
+    const { metrics, logger } = this;
+    let shown = new Set<string>();
+    const store = new CertificateStore({
+      onRejected: (r) => {
+        metrics.tlsCertificateRejections.inc({ source: r.source });
+        logger.warn({ source: r.source, keptLastGood: r.keptLastGood }, `certificate refused: ${r.error}`);
+      },
+      onChanged: (certificates) => {
+        const now = new Set<string>();
+        for (const c of certificates) {
+          metrics.tlsCertificateExpiry.set({ name: c.name, source: c.source }, Math.floor(c.expiresAtMs / 1000));
+          now.add(`${c.name}\u0000${c.source}`);
+        }
+        for (const key of shown) {
+          if (now.has(key)) continue;
+          const [name = '', source = ''] = key.split('\u0000');
+          metrics.tlsCertificateExpiry.remove({ name, source });
+        }
+        shown = now;
+        this.useDefaultCertificate();
+        logger.info({ certificates: certificates.map((c) => ({ name: c.name, names: c.names, notAfter: c.notAfter, source: c.source })) }, 'certificates in force');
+      },
+    });
+    const source = new FileCertificateSource({
+      pairs: config.tlsCert.map((cert, i) => ({ cert, key: config.tlsKey[i] as string })),
+      dir: config.tlsDir,
+      minVersion: config.tlsMinVersion,
+      pollIntervalMs: config.tlsPollInterval,
+      onInputs: (inputs) => store.update(inputs),
+      onError: (err) => logger.error({ err }, 'reading certificate files failed; the certificates in force stay'),
+    });
+    return { store, source };
   }
 
   private showLimiterState(state: BackendState): void {

@@ -50,7 +50,7 @@ export class Gateway {
     await this.data.start();
     this.control.watch();
     this.logger.info(
-      { listen: formatAddress(this.config.listen.host, this.data.port), admin: this.control.adminAddress, consul: this.config.consul, workers: 1 },
+      { listen: formatAddress(this.config.listen.host, this.data.port), listenTls: this.config.listenTls.map((a, i) => formatAddress(a.host, this.data.tlsPorts[i] ?? a.port)), admin: this.control.adminAddress, consul: this.config.consul, workers: 1 },
       'gateway started',
     );
   }

@@ -33,6 +33,8 @@ export function mergeReports(reports: readonly DataPlaneReport[]): DataPlaneRepo
     rateLimiter: reports.every((r) => r.rateLimiter === first.rateLimiter) ? first.rateLimiter : reports.map((r) => r.rateLimiter).join(','),
     circuitsNotClosed: [...new Set(reports.flatMap((r) => r.circuitsNotClosed))].sort(),
     services,
+    // Every worker loads the same certificate files: the first report that has them speaks for all.
+    tls: reports.find((r) => r.tls !== null)?.tls ?? null,
   };
 }
 

@@ -57,6 +57,9 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
         return;
       case '/v1/status':
         return withPlane({ kind: 'summary' }, (plane) => sendJson(res, 200, statusView(src, plane)));
+      case '/v1/certs':
+        // Names, SANs, expiry and source of the certificates in force, and refused ones; never keys.
+        return withPlane({ kind: 'summary' }, (plane) => sendJson(res, 200, plane?.tls ?? { certificates: [], rejected: [], default: null }));
       case '/v1/services':
         return withPlane({ kind: 'services' }, (plane) => sendJson(res, 200, servicesView(src, plane)));
       case '/v1/routes':

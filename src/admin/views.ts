@@ -95,6 +95,7 @@ export function statusView(src: AdminSources, plane: DataPlaneReport | undefined
     rateLimiter: { backend: plane?.rateLimiter ?? 'unknown' },
     buildFailure: src.buildFailure(),
     limits: plane?.limits ?? null,
+    tls: plane?.tls ?? null,
     workers: src.workers(),
     circuitsNotClosed: plane?.circuitsNotClosed ?? [],
     problems: problemsView(src),

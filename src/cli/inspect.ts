@@ -15,12 +15,16 @@ function print(text: string): void {
 }
 
 /** The admin views print as lists, except /v1/status; anything else is not a cgw admin API. */
+/** The admin paths that answer an object, and how to recognise it; every other answers a list. */
+const OBJECT_SHAPES: Record<string, { what: string; ok: (body: object) => boolean }> = {
+  '/v1/status': { what: 'a gateway status', ok: (b) => 'ready' in b && Array.isArray((b as { consul?: { watchesFailing?: unknown } }).consul?.watchesFailing) },
+  '/v1/certs': { what: 'a certificate list', ok: (b) => Array.isArray((b as { certificates?: unknown }).certificates) && Array.isArray((b as { rejected?: unknown }).rejected) },
+};
+
 function checkShape(flags: InspectFlags, path: string, body: unknown): void {
-  const status = path === '/v1/status';
-  const ok = status
-    ? typeof body === 'object' && body !== null && 'ready' in body && Array.isArray((body as { consul?: { watchesFailing?: unknown } }).consul?.watchesFailing)
-    : Array.isArray(body);
-  if (!ok) throw new CliError(`${flags.admin} is not a cgw admin API: GET ${path} did not answer ${status ? 'a gateway status' : 'a JSON list'}`);
+  const shape = Object.hasOwn(OBJECT_SHAPES, path) ? OBJECT_SHAPES[path] : undefined;
+  const ok = shape ? typeof body === 'object' && body !== null && shape.ok(body) : Array.isArray(body);
+  if (!ok) throw new CliError(`${flags.admin} is not a cgw admin API: GET ${path} did not answer ${shape?.what ?? 'a JSON list'}`);
 }
 
 async function show(flags: InspectFlags, path: string, human: (body: never) => string): Promise<unknown> {
@@ -57,7 +61,21 @@ type StatusBody = Row & {
   circuitsNotClosed?: string[];
   workers?: { id: number; pid: number | null; version: string | null; current: boolean; restarts: number }[] | null;
   limits?: { maxConnections: number | null; openConnections: number; connectionsRefused: { count: number; lastAt: string | null }; upstreamBusy: Record<string, { count: number }> } | null;
+  tls?: TlsBody | null;
 };
+
+interface TlsBody {
+  certificates: { name: string; names: string[]; notAfter: string; source: string }[];
+  rejected: { name: string; source: string; error: string; keptLastGood: boolean }[];
+  default: string | null;
+}
+
+/** `tls: 2 certificates (default: site), 1 REFUSED`, then one line per refused source. */
+function tlsLines(t: TlsBody): string[] {
+  const lines = [`tls:          ${t.certificates.length} certificate${t.certificates.length === 1 ? '' : 's'} (default: ${t.default ?? 'NONE: handshakes without a matching name fail'})${t.rejected.length > 0 ? `, ${t.rejected.length} REFUSED` : ''}`];
+  for (const r of t.rejected) lines.push(`  refused: ${r.source}: ${r.error}${r.keptLastGood ? ' (last good kept)' : ''}`);
+  return lines;
+}
 
 /** `workers: 2 (2 on the snapshot in force, 1 restart)`, then one line per worker that is behind. */
 function workerLines(workers: NonNullable<StatusBody['workers']>): string[] {
@@ -133,6 +151,7 @@ export async function status(flags: InspectFlags): Promise<void> {
       lines.push(`circuits:     ${s.circuitsNotClosed.length === 0 ? 'all closed' : `NOT CLOSED: ${s.circuitsNotClosed.join(', ')}`}`);
     }
     if (s.limits) lines.push(limitsLine(s.limits));
+    if (s.tls) lines.push(...tlsLines(s.tls));
     if (s.workers) lines.push(...workerLines(s.workers));
     lines.push(`problems:     ${s.problems.length === 0 ? 'none' : String(s.problems.length)}`);
     if (s.problems.length > 0) {
@@ -156,6 +175,17 @@ export class NotReadyError extends CliError {
   constructor(admin: string) {
     super(`the gateway at ${admin} is not ready: its first sync with Consul is not complete`, 1);
   }
+}
+
+export function certs(flags: InspectFlags): Promise<unknown> {
+  return show(flags, '/v1/certs', (t: TlsBody) => {
+    const table = renderTable(
+      ['NAME', 'SERVES', 'NOT AFTER', 'SOURCE'],
+      t.certificates.map((c) => [c.name === t.default ? `${c.name} (default)` : c.name, c.names.join(','), c.notAfter, c.source]),
+    );
+    const refused = t.rejected.map((r) => `REFUSED ${r.source}: ${r.error}${r.keptLastGood ? ' (last good kept)' : ''}`);
+    return [t.certificates.length > 0 ? table : 'no certificate in force (no --listen-tls, or none loaded)', ...refused].join('\n');
+  });
 }
 
 export function services(flags: InspectFlags): Promise<unknown> {

@@ -78,6 +78,11 @@ else, or exists when --cas 0 asked to create). With --json, errors are JSON on s
 {"error": {"message": ..., "exitCode": N}}.`,
   );
 
+/** A repeatable option's values, in order. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
 program
   .command('start')
   .description('run the gateway: watch Consul, route and balance HTTP')
@@ -111,6 +116,12 @@ program
   .option('--client-header-timeout <duration>', 'time a client has to send its request head (408)', '10s')
   .option('--client-body-timeout <duration>', 'longest pause between two pieces of a request body (408)', '30s')
   .option('--request-buffer-size <bytes>', 'bodies up to this size are read completely before an upstream is picked', '65536')
+  .option('--listen-tls <host:port>', 'HTTPS listener (repeatable)', collect, undefined)
+  .option('--tls-cert <file>', 'PEM certificate chain, paired with the --tls-key at the same position (repeatable; the first pair is the default certificate)', collect, undefined)
+  .option('--tls-key <file>', 'PEM private key of the --tls-cert at the same position (repeatable)', collect, undefined)
+  .option('--tls-dir <dir>', 'certificates from a directory: <name>.crt + <name>.key, or <name>.pem holding both')
+  .addOption(new Option('--tls-min-version <version>', 'oldest TLS version accepted').choices(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'))
+  .option('--tls-poll-interval <duration>', 'how often certificate files are checked besides change notifications', '5s')
   .action(async (flags: StartFlags) => {
     keepRunning = true;
     // The one resolver every command uses: host:port or URL, CONSUL_HTTP_SSL for a bare host:port.
@@ -156,6 +167,10 @@ inspectOptions(program.command('endpoints').argument('<service>').description('e
     await views.endpoints(flags, service);
   },
 );
+inspectOptions(program.command('certs').description('certificates of the HTTPS listeners: names served, expiry, source, refused ones')).action(async (f: AdminFlag) => {
+  const { views, flags } = await inspect(f);
+  await views.certs(flags);
+});
 inspectOptions(program.command('routes').description('the route table: host/path → service')).action(async (f: AdminFlag) => {
   const { views, flags } = await inspect(f);
   await views.routes(flags);

@@ -39,6 +39,12 @@ export interface StartFlags {
   clientHeaderTimeout?: string;
   clientBodyTimeout?: string;
   requestBufferSize?: string;
+  listenTls?: string[];
+  tlsCert?: string[];
+  tlsKey?: string[];
+  tlsDir?: string;
+  tlsMinVersion?: string;
+  tlsPollInterval?: string;
 }
 
 /** Flags win over CONSUL_* environment variables, which win over defaults. */

@@ -65,7 +65,7 @@ export class ClusterPrimary implements DataPlaneLink {
     for (let i = 0; i < this.size; i++) this.fork(i, 0);
     await Promise.race([Promise.all(this.slots.map((s) => this.upOf(s))), new Promise((r) => setTimeout(r, 30_000).unref())]);
     this.control.watch();
-    this.logger.info({ listen: formatAddress(this.config.listen.host, this.port), admin: this.control.adminAddress, consul: this.config.consul, workers: this.size }, 'gateway started');
+    this.logger.info({ listen: formatAddress(this.config.listen.host, this.port), listenTls: this.config.listenTls.map((a) => formatAddress(a.host, a.port)), admin: this.control.adminAddress, consul: this.config.consul, workers: this.size }, 'gateway started');
   }
 
   // ---- DataPlaneLink --------------------------------------------------------------------------

@@ -199,6 +199,26 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Client connections open on the proxy listener',
       registers: [registry],
     }),
+    tlsHandshakeErrors: new Counter({
+      name: 'cgw_tls_handshake_errors_total',
+      help: 'TLS handshakes on --listen-tls that failed (no common version or cipher, no certificate for the name, the client gave up)',
+      registers: [registry],
+    }),
+    tlsCertificateExpiry: new Gauge({
+      name: 'cgw_tls_certificate_expiry_seconds',
+      help: 'When each certificate in force expires (Unix seconds), by name and source: alert before it does',
+      labelNames: ['name', 'source'] as const,
+      registers: [registry],
+      // Every data plane loads the same files: the same value from each, not their sum.
+      aggregator: 'max',
+    }),
+    tlsCertificateRejections: new Counter({
+      name: 'cgw_tls_certificate_rejections_total',
+      help: 'Certificates refused (malformed, expired, key mismatch, unreadable); the last good one of the source keeps serving',
+      labelNames: ['source'] as const,
+      registers: [registry],
+      aggregator: 'max',
+    }),
     clientConnectionsRefused: new Counter({
       name: 'cgw_client_connections_refused_total',
       help: 'Client connections closed at once because --max-connections were open',

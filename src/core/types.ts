@@ -112,6 +112,43 @@ export interface DataPlaneReport {
   readonly rateLimiter: string;
   readonly circuitsNotClosed: readonly string[];
   readonly services: Readonly<Record<string, ServiceHealthReport>>;
+  /** Certificates of the HTTPS listeners; null without --listen-tls. */
+  readonly tls: TlsView | null;
+}
+
+/** A certificate in force (never its key). */
+export interface CertificateInfo {
+  /** The name it was loaded under (file base name). */
+  readonly name: string;
+  /** Where it came from, e.g. `file:/etc/cgw/api.pem`. */
+  readonly source: string;
+  readonly subject: string;
+  /** DNS names it serves (subjectAltName; the CN only when it has none), lower case. */
+  readonly names: readonly string[];
+  readonly notBefore: string;
+  readonly notAfter: string;
+  /** `notAfter` as epoch milliseconds (for the expiry metric). */
+  readonly expiresAtMs: number;
+  readonly serial: string;
+  readonly fingerprint256: string;
+}
+
+/** A certificate source that failed its checks; what served before keeps serving. */
+export interface CertificateRejection {
+  readonly source: string;
+  readonly name: string;
+  readonly error: string;
+  /** When it was refused (ISO time). */
+  readonly at: string;
+  /** A good version of the same source keeps serving. */
+  readonly keptLastGood: boolean;
+}
+
+export interface TlsView {
+  readonly certificates: readonly CertificateInfo[];
+  readonly rejected: readonly CertificateRejection[];
+  /** The certificate for clients without a matching server name, by name. */
+  readonly default: string | null;
 }
 
 /** Which services a report details: none, all, or one. */

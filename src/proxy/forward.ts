@@ -97,7 +97,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       headers: upstreamRequestHeaders(ex.req.headers, {
         requestId: ex.requestId,
         clientIp: ex.clientIp,
-        proto: 'http',
+        proto: ex.encrypted ? 'https' : 'http',
         identity: ex.identity,
         drop: route.auth.credentialHeaders,
       }),

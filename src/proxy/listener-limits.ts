@@ -19,11 +19,14 @@ export class ListenerLimits {
   private lastLogAt = new Map<string, number>();
 
   constructor(
-    server: Server,
     private readonly maxConnections: number | undefined,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
-  ) {
+  ) {}
+
+  /** Counts and caps the connections of one more listener (the cap holds per listener). */
+  watch(server: Server): void {
+    const { maxConnections, metrics } = this;
     if (maxConnections !== undefined) server.maxConnections = maxConnections;
     server.on('connection', (socket: Socket) => {
       this.open += 1;

@@ -1,4 +1,6 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { SecureContext } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../core/logger.ts';
@@ -45,6 +47,9 @@ type TrackedResponse = ServerResponse & { [LISTENER]?: ProxyListener | null };
  */
 export class ProxyListener {
   readonly server: Server;
+  /** The plain listener and any TLS ones. */
+  private readonly servers: Server[] = [];
+  private readonly serverOptions: ServerOptions;
   private inflight = 0;
   private idleWaiters: (() => void)[] = [];
   private readonly head: HeadLimits;
@@ -57,30 +62,21 @@ export class ProxyListener {
   constructor(private readonly options: ProxyOptions) {
     const headerTimeoutMs = options.clientHeaderTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
     this.head = { maxHeaderCount: options.maxHeaderCount ?? 200, maxHeaderSize: options.maxHeaderSize ?? 16_384, headerTimeoutMs };
-    this.server = createServer(
-      {
-        keepAliveTimeout: 5_000,
-        maxHeaderSize: options.maxHeaderSize,
-        headersTimeout: headerTimeoutMs,
-        // A missing Host is refused by checkHead with our JSON 400, not by Node with a bare one.
-        requireHostHeader: false,
-        // Bodies are timed by their idleness (--client-body-timeout) and the route's request
-        // timeout; Node's whole-request timer would cut legitimate long uploads.
-        requestTimeout: 0,
-        // Node checks head timeouts on this period; its 30 s default answered after 40-90 s.
-        connectionsCheckingInterval: Math.min(1_000, Math.max(100, Math.floor(headerTimeoutMs / 4))),
-      },
-      (req, res) => this.onRequest(req, res, false),
-    );
-    // One more than the limit, so a head over it is seen (and refused) rather than cut.
-    this.server.maxHeadersCount = this.head.maxHeaderCount + 1;
-    // Without this listener Node answers `Expect: 100-continue` itself, before authentication.
-    this.server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, true));
-    // Other expectations: Node would answer a bare 417 before routing and authentication. The
-    // header is never forwarded, so the request is served like any other.
-    this.server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, false));
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
-    this.limits = new ListenerLimits(this.server, options.maxConnections, options.metrics, options.logger);
+    this.serverOptions = {
+      keepAliveTimeout: 5_000,
+      maxHeaderSize: options.maxHeaderSize,
+      headersTimeout: headerTimeoutMs,
+      // A missing Host is refused by checkHead with our JSON 400, not by Node with a bare one.
+      requireHostHeader: false,
+      // Bodies are timed by their idleness (--client-body-timeout) and the route's request
+      // timeout; Node's whole-request timer would cut legitimate long uploads.
+      requestTimeout: 0,
+      // Node checks head timeouts on this period; its 30 s default answered after 40-90 s.
+      connectionsCheckingInterval: Math.min(1_000, Math.max(100, Math.floor(headerTimeoutMs / 4))),
+    };
+    this.server = this.configure(createServer(this.serverOptions, (req, res) => this.onRequest(req, res, false)));
+    this.limits = new ListenerLimits(options.maxConnections, options.metrics, options.logger);
+    this.limits.watch(this.server);
     this.ctx = {
       runtime: options.runtime,
       head: this.head,
@@ -93,6 +89,42 @@ export class ProxyListener {
       draining: false,
       countUnrouted: (status) => this.countUnrouted(status),
     };
+  }
+
+  /** The same request handling on every listener of this proxy, plain or TLS. */
+  private configure<S extends Server>(server: S): S {
+    // One more than the limit, so a head over it is seen (and refused) rather than cut.
+    server.maxHeadersCount = this.head.maxHeaderCount + 1;
+    // Without this listener Node answers `Expect: 100-continue` itself, before authentication.
+    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, true));
+    // Other expectations: Node would answer a bare 417 before routing and authentication. The
+    // header is never forwarded, so the request is served like any other.
+    server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, false));
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    this.servers.push(server);
+    return server;
+  }
+
+  /**
+   * An HTTPS listener serving the same routes: the certificate for each handshake comes from the
+   * store (SNI), so a certificate that changes serves the next handshake and open connections go
+   * on. A failed handshake never reaches the request path; it is counted.
+   */
+  addTls(certificates: { contextFor(serverName: string | undefined): SecureContext | undefined }, minVersion: 'TLSv1.2' | 'TLSv1.3'): HttpsServer {
+    const server = createHttpsServer(
+      {
+        ...this.serverOptions,
+        minVersion,
+        SNICallback: (serverName, done) => done(null, certificates.contextFor(serverName)),
+      },
+      (req, res) => this.onRequest(req, res, false),
+    );
+    server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+      this.options.metrics.tlsHandshakeErrors.inc();
+      this.options.logger.debug({ err: err.message, code: err.code ?? null }, 'TLS handshake failed');
+    });
+    this.limits.watch(server);
+    return this.configure(server);
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
@@ -163,8 +195,8 @@ export class ProxyListener {
     return this.inflight;
   }
 
-  listen(host: string, port: number): Promise<number> {
-    return listenOn(this.server, host, port);
+  listen(host: string, port: number, server: Server = this.server): Promise<number> {
+    return listenOn(server, host, port);
   }
 
   /**
@@ -173,8 +205,8 @@ export class ProxyListener {
    */
   async drain(timeoutMs: number): Promise<{ unfinished: number }> {
     this.ctx.draining = true;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
+    const closed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    for (const server of this.servers) server.closeIdleConnections();
     if (this.inflight > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
@@ -184,7 +216,7 @@ export class ProxyListener {
       clearTimeout(timer);
     }
     const unfinished = this.inflight;
-    this.server.closeAllConnections();
+    for (const server of this.servers) server.closeAllConnections();
     await closed;
     return { unfinished };
   }

@@ -43,6 +43,8 @@ export class Exchange {
   readonly started = performance.now();
   readonly requestId: string;
   readonly clientIp: string;
+  /** The client spoke TLS to a --listen-tls listener (X-Forwarded-Proto: https). */
+  readonly encrypted: boolean;
   route: CompiledRoute | undefined;
   target: RequestTarget | undefined;
   readonly declaredLength: number | undefined;
@@ -65,6 +67,7 @@ export class Exchange {
   ) {
     // Read now: once a request body stream is destroyed (client hung up), req.socket is null.
     this.clientIp = req.socket.remoteAddress ?? '';
+    this.encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
     this.requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     this.declaredLength = contentLength(req);
     this.hasBody = req.headers['transfer-encoding'] !== undefined || (this.declaredLength !== undefined && this.declaredLength > 0);

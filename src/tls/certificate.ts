@@ -1,5 +1,8 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
+import type { CertificateInfo } from '../core/types.ts';
+
+export type { CertificateInfo } from '../core/types.ts';
 
 /**
  * One certificate chain and its key, checked before it may serve a handshake: every PEM block
@@ -7,25 +10,11 @@ import { createSecureContext, type SecureContext } from 'node:tls';
  * chain is issued by the next. What is refused never replaces what serves (the store keeps the
  * last good one); the error says what is wrong in words an operator can act on.
  */
-export interface CertificateInfo {
-  /** The name it was loaded under (file base name, KV key name). */
-  readonly name: string;
-  /** Where it came from, e.g. `file:/etc/cgw/api.pem`. */
-  readonly source: string;
-  readonly subject: string;
-  /** DNS names it serves (subjectAltName; the CN only when it has none), lower case. */
-  readonly names: readonly string[];
-  readonly notBefore: string;
-  readonly notAfter: string;
-  /** `notAfter` as epoch milliseconds (for the expiry metric). */
-  readonly expiresAtMs: number;
-  readonly serial: string;
-  readonly fingerprint256: string;
-}
-
 export interface LoadedCertificate {
   readonly info: CertificateInfo;
   readonly context: SecureContext;
+  /** The PEM text, for a TLS server's default context (handshakes without a server name). Never shown. */
+  readonly pem: { readonly cert: string; readonly key: string };
 }
 
 export type CertificateResult = { readonly ok: true; readonly certificate: LoadedCertificate } | { readonly ok: false; readonly error: string };
@@ -43,12 +32,15 @@ export interface CertificateInput {
   readonly keyPem: string;
   readonly minVersion: TlsMinVersion;
   readonly now?: number;
+  /** Why the material could not be read at all (a missing or unreadable file). */
+  readonly readError?: string;
 }
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 export function loadCertificate(input: CertificateInput): CertificateResult {
   const { certPem, keyPem } = input;
+  if (input.readError) return { ok: false, error: input.readError };
   if (Buffer.byteLength(certPem) > MAX_PEM_BYTES || Buffer.byteLength(keyPem) > MAX_PEM_BYTES) {
     return { ok: false, error: `certificate or key larger than ${MAX_PEM_BYTES} bytes` };
   }
@@ -101,6 +93,7 @@ export function loadCertificate(input: CertificateInput): CertificateResult {
         fingerprint256: leaf.fingerprint256,
       },
       context,
+      pem: { cert: certPem, key: keyPem },
     },
   };
 }

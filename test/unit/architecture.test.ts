@@ -27,7 +27,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   cli: ['core', 'config.ts', 'consul', 'policy', 'gateway.ts', 'cluster'],
   // The two halves and the roots that run them: one process (gateway.ts) or a primary and workers (cluster/).
   'control-plane.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'admin'],
-  'data-plane.ts': ['core', 'config.ts', 'state', 'router', 'balancer', 'resilience', 'filters', 'runtime', 'proxy'],
+  'data-plane.ts': ['core', 'config.ts', 'state', 'router', 'balancer', 'resilience', 'filters', 'runtime', 'proxy', 'tls'],
   'gateway.ts': ['core', 'config.ts', 'control-plane.ts', 'data-plane.ts'],
   cluster: ['core', 'config.ts', 'state', 'admin', 'control-plane.ts', 'data-plane.ts'],
 };

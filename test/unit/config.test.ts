@@ -40,6 +40,11 @@ describe('parseGatewayConfig: defaults', () => {
       clientHeaderTimeout: 10_000,
       clientBodyTimeout: 30_000,
       requestBufferSize: 65_536,
+      listenTls: [],
+      tlsCert: [],
+      tlsKey: [],
+      tlsMinVersion: 'TLSv1.2',
+      tlsPollInterval: 5_000,
     };
     assert.deepEqual(config, expected);
   });
@@ -163,5 +168,24 @@ describe('consulEnvDefaults', () => {
   test('flags win over the environment', () => {
     const config = parseGatewayConfig({ ...consulEnvDefaults({ CONSUL_HTTP_ADDR: '10.0.0.5:8500' }), consul: 'http://127.0.0.1:18500' });
     assert.equal(config.consul, 'http://127.0.0.1:18500');
+  });
+});
+
+describe('parseGatewayConfig: TLS listeners', () => {
+  const refused: { name: string; input: Record<string, unknown>; error: RegExp }[] = [
+    { name: 'a certificate without its key', input: { tlsCert: ['a.crt'] }, error: /in pairs/ },
+    { name: 'two keys for one certificate', input: { tlsCert: ['a.crt'], tlsKey: ['a.key', 'b.key'] }, error: /in pairs/ },
+    { name: 'an HTTPS listener without certificates', input: { listenTls: ['127.0.0.1:8443'] }, error: /needs certificates/ },
+    { name: 'a bad HTTPS listen address', input: { listenTls: ['nope'], tlsDir: '/tmp' }, error: /host:port/ },
+    { name: 'TLS 1.1', input: { tlsMinVersion: 'TLSv1.1' }, error: /TLSv1.2|TLSv1.3/ },
+  ];
+  for (const c of refused) {
+    test(`refused: ${c.name}`, () => assert.throws(() => parseGatewayConfig(c.input as never), c.error));
+  }
+
+  test('listeners and certificate pairs keep their order', () => {
+    const config = parseGatewayConfig({ listenTls: ['127.0.0.1:8443', ':9443'], tlsCert: ['a.crt', 'b.crt'], tlsKey: ['a.key', 'b.key'], tlsMinVersion: 'TLSv1.3' });
+    assert.deepEqual(config.listenTls, [{ host: '127.0.0.1', port: 8443 }, { host: '', port: 9443 }]);
+    assert.deepEqual([config.tlsCert, config.tlsKey, config.tlsMinVersion], [['a.crt', 'b.crt'], ['a.key', 'b.key'], 'TLSv1.3']);
   });
 });
