@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadCertificate, MAX_PEM_BYTES, type LoadedCertificate } from '../../src/tls/certificate.ts';
 import { SniIndex } from '../../src/tls/sni.ts';
+import { CertificateStore } from '../../src/tls/store.ts';
 import * as pem from '../helpers/tls-certs.ts';
 
 function load(certPem: string, keyPem: string, name = 'test'): ReturnType<typeof loadCertificate> {
@@ -83,5 +84,35 @@ describe('SNI selection', () => {
     const api2 = loaded(pem.API_V2_CERT, pem.API_V2_KEY, 'api-v2');
     assert.equal(new SniIndex([api2, api], undefined).select('api.example.com'), api2);
     assert.equal(new SniIndex([api], undefined).select('other.test'), undefined);
+  });
+});
+
+describe('certificate store', () => {
+  const input = (source: string, cert: string, key: string) => ({ name: source, source, certPem: cert, keyPem: key, minVersion: 'TLSv1.2' as const });
+
+  test('a refused update keeps the last good certificate of that source, once reported; a good one clears it', () => {
+    const rejected: string[] = [];
+    const store = new CertificateStore({ onRejected: (r) => rejected.push(r.error) });
+    store.update([input('site', pem.DEFAULT_CERT, pem.DEFAULT_KEY), input('api', pem.API_CERT, pem.API_KEY)]);
+    const good = store.contextFor('api.example.com');
+    assert.notEqual(good, store.contextFor('other.test'));
+    const expired = [input('site', pem.DEFAULT_CERT, pem.DEFAULT_KEY), input('api', pem.EXPIRED_CERT, pem.EXPIRED_KEY)];
+    store.update(expired);
+    store.update(expired);
+    assert.equal(rejected.length, 1, 'unchanged input is not checked (nor reported) again');
+    assert.equal(store.view().rejected[0]?.keptLastGood, true);
+    assert.equal(store.contextFor('api.example.com'), good, 'the last good certificate still serves its name');
+    store.update([input('site', pem.DEFAULT_CERT, pem.DEFAULT_KEY), input('api', pem.API_V2_CERT, pem.API_V2_KEY)]);
+    assert.deepEqual(store.view().rejected, []);
+  });
+
+  test('a source no longer listed stops serving; without any, there is no default', () => {
+    const store = new CertificateStore();
+    store.update([input('api', pem.API_CERT, pem.API_KEY)]);
+    assert.ok(store.hasCertificate);
+    store.update([]);
+    assert.equal(store.hasCertificate, false);
+    assert.equal(store.contextFor('api.example.com'), undefined);
+    assert.deepEqual(store.view(), { certificates: [], rejected: [], default: null });
   });
 });
