@@ -115,13 +115,21 @@ export class ProxyListener {
       {
         ...this.serverOptions,
         minVersion,
+        // Node's default of 120 s would let a client that opens connections and never finishes a
+        // handshake hold them for two minutes each: the same bound as for a request head.
+        handshakeTimeout: this.head.headerTimeoutMs,
         SNICallback: (serverName, done) => done(null, certificates.contextFor(serverName)),
       },
       (req, res) => this.onRequest(req, res, false),
     );
-    server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+    // https.Server hands handshake errors to 'clientError', whose handler answers HTTP: on a
+    // socket still in its handshake that answer is never written and the socket stays open. A
+    // failed handshake has nothing to answer: count it and close.
+    server.removeAllListeners('tlsClientError');
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       this.options.metrics.tlsHandshakeErrors.inc();
       this.options.logger.debug({ err: err.message, code: err.code ?? null }, 'TLS handshake failed');
+      socket.destroy();
     });
     this.limits.watch(server);
     return this.configure(server);

@@ -86,6 +86,7 @@ before(async () => {
       '--tls-cert', join(dir, 'default.crt'), '--tls-key', join(dir, 'default.key'),
       '--tls-cert', join(dir, 'api.crt'), '--tls-key', join(dir, 'api.key'),
       '--tls-poll-interval', '200ms',
+      '--client-header-timeout', '2s',
     ],
   });
   await waitFor(async () => (await get('/web')).status === 200, { timeoutMs: 20_000, message: 'route /web served over TLS' });
@@ -184,4 +185,20 @@ test('garbage and a plain HTTP request on the TLS port end nothing; Consul chang
   } finally {
     await api.close();
   }
+});
+
+test('a client that connects and never finishes its handshake is cut after --client-header-timeout', async () => {
+  const errorsBefore = await metric(/^cgw_tls_handshake_errors_total /);
+  const started = Date.now();
+  const closedAfterMs = await new Promise<number>((resolve, reject) => {
+    const socket = netConnect({ host: '127.0.0.1', port: tlsPort });
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(Date.now() - started));
+    socket.setTimeout(30_000, () => reject(new Error('the idle connection was still open after 30 s')));
+    socket.resume();
+  });
+  // Node's own default would be 120 s; the flag says 2 s (a loaded machine may add some).
+  assert.ok(closedAfterMs >= 1_500 && closedAfterMs < 25_000, `closed after ${closedAfterMs} ms`);
+  await waitFor(async () => ((await metric(/^cgw_tls_handshake_errors_total /)) > errorsBefore ? true : undefined), { timeoutMs: 10_000, message: 'the timed-out handshake counted' });
+  assert.equal((await get('/web')).status, 200);
 });
