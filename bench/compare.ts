@@ -10,7 +10,10 @@
  *
  * Flags (or environment): --seconds (BENCH_SECONDS, 10), --rounds (BENCH_ROUNDS, 3), --warmup
  * seconds per target before the first round (BENCH_WARMUP, 2), --connections (64), --threads (2),
- * --targets (comma list of direct, nginx, bare, cgw1, cgw; default all available), --no-nginx.
+ * --targets (comma list of direct, nginx, bare, cgw1, cgw, nginx-tls, cgw1-tls; default all
+ * available), --no-nginx. The TLS rows: the same nginx on a second, HTTPS server block, and a
+ * `cgw --workers 1` of its own with `--listen-tls` (a self-signed test certificate; wrk negotiates
+ * TLS 1.3 and keeps its 64 connections, so this is the cost of TLS records, not of handshakes).
  * cgw runs with its default flags (info logs and access log on), its output sent to /dev/null.
  * --cgw-root DIR (BENCH_CGW_ROOT): measure the cgw of another checkout, built (e.g. a git worktree
  * of an older revision); default this one, built first by the npm script.
@@ -19,11 +22,12 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
+import { DEFAULT_CERT, DEFAULT_KEY } from '../test/helpers/tls-certs.ts';
 import { startConsul } from '../test/helpers/consul.ts';
 import { freePorts } from '../test/helpers/ports.ts';
 import {
-  WRK_MISSING, cgwHasWorkersFlag, fixed, flag, hasFlag, loadAverage, machine, median, repoRoot, runWrk, startBackend, startCgw, startChild,
+  WRK_MISSING, cgwHasStartFlag, cgwHasWorkersFlag, fixed, flag, hasFlag, loadAverage, machine, median, repoRoot, runWrk, startBackend, startCgw, startChild,
   table, which, type Child, type WrkResult,
 } from './harness.ts';
 import { describeTree, treeCpuSeconds } from './proc-tree.ts';
@@ -33,7 +37,7 @@ const rounds = Number(flag('rounds', 'BENCH_ROUNDS', '3'));
 const warmup = Number(flag('warmup', 'BENCH_WARMUP', '2'));
 const connections = Number(flag('connections', 'BENCH_CONNECTIONS', '64'));
 const threads = Number(flag('threads', 'BENCH_THREADS', '2'));
-const wanted = flag('targets', 'BENCH_TARGETS', 'direct,nginx,bare,cgw1,cgw').split(',').map((s) => s.trim());
+const wanted = flag('targets', 'BENCH_TARGETS', 'direct,nginx,bare,cgw1,cgw,nginx-tls,cgw1-tls').split(',').map((s) => s.trim());
 
 if (!which('wrk')) {
   console.error(WRK_MISSING);
@@ -48,6 +52,9 @@ interface Target {
   readonly pid: number;
   readonly runs: { wrk: WrkResult; cpuUs: number; backendUs: number }[];
 }
+
+/** For the readiness check of the TLS rows: their certificate is self-signed. */
+const insecure = new Agent({ connect: { rejectUnauthorized: false } });
 
 const notes: string[] = [];
 const children: Child[] = [];
@@ -66,17 +73,24 @@ try {
   };
   if (wanted.includes('direct')) add('direct', 'direct to the backend (node:http)', `${origin}/bench/x`, backend.pid);
 
-  if (wanted.includes('nginx') && !hasFlag('no-nginx')) {
+  // One certificate for both TLS rows: the test fixture (self-signed; wrk does not verify).
+  const certFile = join(tmp, 'bench.crt');
+  const keyFile = join(tmp, 'bench.key');
+  writeFileSync(certFile, DEFAULT_CERT);
+  writeFileSync(keyFile, DEFAULT_KEY);
+  const wantsNginx = wanted.includes('nginx') || wanted.includes('nginx-tls');
+  if (wantsNginx && !hasFlag('no-nginx')) {
     if (which('nginx')) {
-      const [port] = (await freePorts(1)) as [number];
+      const [port, tlsPort] = (await freePorts(2)) as [number, number];
       const dir = join(tmp, 'nginx');
       mkdirSync(join(dir, 'tmp'), { recursive: true });
-      writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, port, backendPort));
+      writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, port, backendPort, { port: tlsPort, cert: certFile, key: keyFile }));
       const nginx = await startChild(which('nginx') as string, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;'], {
         stderrFile: join(dir, 'stderr.log'),
       });
       children.push(nginx);
-      add('nginx', 'nginx, 2 workers, upstream keepalive', `http://127.0.0.1:${port}/bench/x`, nginx.pid);
+      if (wanted.includes('nginx')) add('nginx', 'nginx, 2 workers, upstream keepalive', `http://127.0.0.1:${port}/bench/x`, nginx.pid);
+      if (wanted.includes('nginx-tls')) add('nginx-tls', 'nginx over TLS 1.3 (same process)', `https://127.0.0.1:${tlsPort}/bench/x`, nginx.pid);
     } else {
       notes.push('nginx: not installed, row skipped (Debian/Ubuntu: apt-get install nginx)');
     }
@@ -91,11 +105,22 @@ try {
   }
 
   const workers = cgwHasWorkersFlag();
+  const extra = (process.env.BENCH_CGW_ARGS ?? '').split(' ').filter(Boolean);
   if (wanted.includes('cgw1')) {
-    const extra = (process.env.BENCH_CGW_ARGS ?? '').split(' ').filter(Boolean);
     const cgw = await startCgw({ consul: consul.addr, args: [...(workers ? ['--workers', '1'] : []), ...extra], stderrFile: join(tmp, 'cgw1.stderr') });
     children.push(cgw);
     add('cgw1', workers ? 'cgw --workers 1' : 'cgw (defaults; no --workers flag yet)', `${cgw.url}/bench/x`, cgw.pid);
+  }
+  if (wanted.includes('cgw1-tls') && cgwHasStartFlag('--listen-tls')) {
+    // A process of its own: TLS and plain requests through one process cost the plain ones about
+    // 40 % more CPU (measured), which would blur the plain row.
+    const [tlsPort] = (await freePorts(1)) as [number];
+    const args = [...(workers ? ['--workers', '1'] : []), '--listen-tls', `127.0.0.1:${tlsPort}`, '--tls-cert', certFile, '--tls-key', keyFile, ...extra];
+    const cgw = await startCgw({ consul: consul.addr, args, stderrFile: join(tmp, 'cgw1-tls.stderr') });
+    children.push(cgw);
+    add('cgw1-tls', 'cgw --workers 1 over TLS 1.3', `https://127.0.0.1:${tlsPort}/bench/x`, cgw.pid);
+  } else if (wanted.includes('cgw1-tls')) {
+    notes.push('cgw over TLS: `cgw start --help` lists no --listen-tls flag, row skipped');
   }
   if (wanted.includes('cgw') && workers) {
     const cgw = await startCgw({ consul: consul.addr, stderrFile: join(tmp, 'cgw.stderr') });
@@ -110,7 +135,7 @@ try {
     let status = 0;
     for (let i = 0; i < 100 && status !== 200; i++) {
       try {
-        const res = await request(t.url);
+        const res = await request(t.url, { dispatcher: insecure });
         await res.body.dump();
         status = res.statusCode;
       } catch {
@@ -175,6 +200,15 @@ try {
     }
     if (direct) ratioRows.push([`${c.label}: CPU/request ÷ (3 × direct backend's)`, fixed(cpu / (3 * med(direct, (x) => x.cpuUs)), 2)]);
   }
+  // What TLS adds, each proxy against its own plain row.
+  for (const [tlsKey, plainKey] of [['cgw1-tls', 'cgw1'], ['nginx-tls', 'nginx']] as const) {
+    const t = by(tlsKey);
+    const p = by(plainKey);
+    if (t && p) ratioRows.push([`${t.label}: CPU/request ÷ the same over plain HTTP`, fixed(med(t, (x) => x.cpuUs) / med(p, (x) => x.cpuUs), 2)]);
+  }
+  const cgwTls = by('cgw1-tls');
+  const nginxTls = by('nginx-tls');
+  if (cgwTls && nginxTls) ratioRows.push(['cgw over TLS: CPU/request ÷ nginx over TLS', fixed(med(cgwTls, (x) => x.cpuUs) / med(nginxTls, (x) => x.cpuUs), 2)]);
   if (ratioRows.length) {
     console.log('');
     console.log(table(['ratio', 'value'], ratioRows));
@@ -187,7 +221,7 @@ try {
   rmSync(tmp, { recursive: true, force: true });
 }
 
-function nginxConf(dir: string, port: number, backendPort: number): string {
+function nginxConf(dir: string, port: number, backendPort: number, tls: { port: number; cert: string; key: string }): string {
   const t = join(dir, 'tmp');
   return `# written by bench/compare.ts
 worker_processes 2;
@@ -207,6 +241,17 @@ http {
   }
   server {
     listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+  server {
+    listen 127.0.0.1:${tls.port} ssl;
+    ssl_certificate ${tls.cert};
+    ssl_certificate_key ${tls.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;

@@ -114,15 +114,20 @@ export async function startBackend(ports: number[] = [0]): Promise<Child & { por
   return { ...child, ports: (JSON.parse(line) as { ports: number[] }).ports };
 }
 
-let workersFlag: boolean | undefined;
+let startHelp: string | undefined;
 /** Does `cgw start --help` list `--workers`? (It is being added; until then cgw runs as it is.) */
 export function cgwHasWorkersFlag(): boolean {
-  if (workersFlag === undefined) {
+  return cgwHasStartFlag('--workers');
+}
+
+/** Whether the measured cgw's `start` knows a flag (an older checkout may not). */
+export function cgwHasStartFlag(name: string): boolean {
+  if (startHelp === undefined) {
     checkBuilt();
     const r = spawnSync(process.execPath, [CGW, 'start', '--help'], { cwd: repoRoot, encoding: 'utf8', timeout: 60_000 });
-    workersFlag = /--workers\b/.test(`${r.stdout}${r.stderr}`);
+    startHelp = `${r.stdout}${r.stderr}`;
   }
-  return workersFlag;
+  return new RegExp(`${name}\\b`).test(startHelp);
 }
 
 export interface Cgw extends Child {
