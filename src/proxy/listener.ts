@@ -15,7 +15,7 @@ import { AccessLog } from './access-log.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
-  /** One info line per request; off saves about a third of the proxy's CPU. */
+  /** One info line per request (`--no-access-log` turns it off). */
   readonly accessLog: boolean;
   readonly logger: Logger;
   readonly metrics: Metrics;
