@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { consulSettingsFromEnv, readConsulTls, type ConsulTlsMaterial } from './consul/connection.ts';
-import { LOG_LEVELS, PICKERS } from './core/choices.ts';
+import { LOG_LEVELS, PICKERS, TLS_MIN_VERSIONS } from './core/choices.ts';
 import { durationField } from './core/duration-field.ts';
 
 /**
@@ -104,7 +104,7 @@ export const gatewayConfigSchema = z.object({
   tlsKey: z.array(z.string().min(1)).default([]),
   /** Every `<name>.crt` + `<name>.key`, or `<name>.pem` holding both. */
   tlsDir: z.string().min(1).optional(),
-  tlsMinVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  tlsMinVersion: z.enum(TLS_MIN_VERSIONS).default('TLSv1.2'),
   /** How often certificate files are checked when the platform's change notifications miss a change. */
   tlsPollInterval: duration(100, 3_600_000).prefault('5s'),
 })

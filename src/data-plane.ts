@@ -185,23 +185,17 @@ export class DataPlane {
   /** The store the HTTPS listeners take certificates from, fed by the certificate files. */
   private loadCertificates(config: GatewayConfig): { store: CertificateStore; source: FileCertificateSource } {
     const { metrics, logger } = this;
-    let shown = new Set<string>();
+    /** Expiry series set last time, by name and source, so those of certificates gone are removed. */
+    let shown = new Map<string, { name: string; source: string }>();
     const store = new CertificateStore({
       onRejected: (r) => {
         metrics.tlsCertificateRejections.inc({ source: r.source });
         logger.warn({ source: r.source, keptLastGood: r.keptLastGood }, `certificate refused: ${r.error}`);
       },
       onChanged: (certificates) => {
-        const now = new Set<string>();
-        for (const c of certificates) {
-          metrics.tlsCertificateExpiry.set({ name: c.name, source: c.source }, Math.floor(c.expiresAtMs / 1000));
-          now.add(`${c.name}\u0000${c.source}`);
-        }
-        for (const key of shown) {
-          if (now.has(key)) continue;
-          const [name = '', source = ''] = key.split('\u0000');
-          metrics.tlsCertificateExpiry.remove({ name, source });
-        }
+        const now = new Map(certificates.map((c) => [`${c.name}\u0000${c.source}`, { name: c.name, source: c.source }]));
+        for (const c of certificates) metrics.tlsCertificateExpiry.set({ name: c.name, source: c.source }, Math.floor(c.expiresAtMs / 1000));
+        for (const [key, labels] of shown) if (!now.has(key)) metrics.tlsCertificateExpiry.remove(labels);
         shown = now;
         this.useDefaultCertificate();
         logger.info({ certificates: certificates.map((c) => ({ name: c.name, names: c.names, notAfter: c.notAfter, source: c.source })) }, 'certificates in force');

@@ -4,7 +4,7 @@
 // inspection commands never load zod, pino or the `consul` package, and only `start` loads the
 // gateway.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { LOG_LEVELS, PICKERS } from '../core/choices.ts';
+import { LOG_LEVELS, PICKERS, TLS_MIN_VERSIONS } from '../core/choices.ts';
 import { parseDuration } from '../core/duration.ts';
 import type { AdminReader, ConsumerAddOptions, IssuedKey } from './consumer.ts';
 import type { ConsulStore } from './consul-kv.ts';
@@ -120,7 +120,7 @@ program
   .option('--tls-cert <file>', 'PEM certificate chain, paired with the --tls-key at the same position (repeatable; the first pair is the default certificate)', collect, undefined)
   .option('--tls-key <file>', 'PEM private key of the --tls-cert at the same position (repeatable)', collect, undefined)
   .option('--tls-dir <dir>', 'certificates from a directory: <name>.crt + <name>.key, or <name>.pem holding both')
-  .addOption(new Option('--tls-min-version <version>', 'oldest TLS version accepted').choices(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'))
+  .addOption(new Option('--tls-min-version <version>', 'oldest TLS version accepted').choices(TLS_MIN_VERSIONS).default('TLSv1.2'))
   .option('--tls-poll-interval <duration>', 'how often certificate files are checked besides change notifications', '5s')
   .action(async (flags: StartFlags) => {
     keepRunning = true;

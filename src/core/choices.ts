@@ -7,3 +7,7 @@
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export const PICKERS = ['round_robin', 'least_request'] as const;
+
+/** Oldest TLS version an HTTPS listener accepts (`--tls-min-version`). */
+export const TLS_MIN_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+export type TlsMinVersion = (typeof TLS_MIN_VERSIONS)[number];

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { SecureContext } from 'node:tls';
+import type { TlsMinVersion } from '../core/choices.ts';
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../core/logger.ts';
@@ -110,7 +111,7 @@ export class ProxyListener {
    * store (SNI), so a certificate that changes serves the next handshake and open connections go
    * on. A failed handshake never reaches the request path; it is counted.
    */
-  addTls(certificates: { contextFor(serverName: string | undefined): SecureContext | undefined }, minVersion: 'TLSv1.2' | 'TLSv1.3'): HttpsServer {
+  addTls(certificates: { contextFor(serverName: string | undefined): SecureContext | undefined }, minVersion: TlsMinVersion): HttpsServer {
     const server = createHttpsServer(
       {
         ...this.serverOptions,

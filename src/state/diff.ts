@@ -27,8 +27,9 @@ export interface SnapshotDiff {
  */
 export function diffSnapshots(prev: Snapshot | undefined, next: Snapshot): SnapshotDiff {
   const prevServices = prev?.services ?? {};
-  const touched = [...(changedServices(prev, next) ?? Object.keys(next.services).filter((n) => own(prevServices, n) !== own(next.services, n)))];
-  if (!changedServices(prev, next)) for (const n of Object.keys(prevServices)) if (!Object.hasOwn(next.services, n)) touched.push(n);
+  const known = changedServices(prev, next);
+  const touched = known ? [...known] : Object.keys(next.services).filter((n) => own(prevServices, n) !== own(next.services, n));
+  if (!known) for (const n of Object.keys(prevServices)) if (!Object.hasOwn(next.services, n)) touched.push(n);
   const endpointLines = (s: Snapshot['services']): Map<string, string> => {
     const out = new Map<string, string>();
     for (const name of touched) {

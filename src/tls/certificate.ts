@@ -1,6 +1,7 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { CertificateInfo } from '../core/types.ts';
+import type { TlsMinVersion } from '../core/choices.ts';
 
 export type { CertificateInfo } from '../core/types.ts';
 
@@ -23,7 +24,7 @@ export type CertificateResult = { readonly ok: true; readonly certificate: Loade
 export const MAX_PEM_BYTES = 1024 * 1024;
 const MAX_CHAIN_LENGTH = 10;
 
-export type TlsMinVersion = 'TLSv1.2' | 'TLSv1.3';
+export type { TlsMinVersion } from '../core/choices.ts';
 
 export interface CertificateInput {
   readonly name: string;
