@@ -27,6 +27,8 @@ before(async () => {
   await writeFile(join(certs, 'a-api.key'), pem.API_KEY);
   await writeFile(join(certs, 'orphan.crt'), pem.API_V2_CERT); // no orphan.key: not a pair
   await writeFile(join(certs, '.hidden.pem'), 'ignored');
+  // A prototype name is a name like any other.
+  await writeFile(join(certs, '__proto__.pem'), pem.API_V2_CERT + pem.API_V2_KEY);
   await writeFile(join(certs, 'big.pem'), 'x'.repeat(MAX_PEM_BYTES + 1));
   await mkdir(join(certs, 'dir.pem'));
 });
@@ -39,7 +41,7 @@ function source(onInputs: (inputs: CertificateInput[]) => void, pairs = [{ cert:
   return new FileCertificateSource({ pairs, dir: certs, minVersion: 'TLSv1.2', pollIntervalMs: 100, onInputs, onError: (err) => assert.fail(String(err)) });
 }
 
-test('pairs first, then the directory in name order; a file too large or not a file is refused by name; orphans and dot files are left out', async () => {
+test('pairs first, then the directory in name order (a file named __proto__ included); a file too large or not a file is refused by name; orphans and dot files are left out', async () => {
   const seen: CertificateInput[][] = [];
   const files = source((inputs) => seen.push(inputs));
   await files.start();
@@ -47,7 +49,7 @@ test('pairs first, then the directory in name order; a file too large or not a f
   const store = new CertificateStore();
   store.update(seen[0] ?? []);
   const view = store.view();
-  assert.deepEqual(view.certificates.map((c) => c.name), ['site', 'a-api', 'b-wild']);
+  assert.deepEqual(view.certificates.map((c) => c.name), ['site', '__proto__', 'a-api', 'b-wild']);
   assert.equal(view.default, 'site');
   assert.deepEqual(
     view.rejected.map((r) => [r.name, r.error.replace(certs, 'DIR')]).sort(),
