@@ -99,7 +99,22 @@ export interface StartConsulOptions {
   config?: string[];
 }
 
+/**
+ * A free port can be taken by another test file's process between the check and the agent's
+ * bind (the suite runs two files at once): the agent then exits with "address already in use",
+ * and is started again on fresh ports.
+ */
 export async function startConsul(opts: StartConsulOptions = {}): Promise<ConsulAgent> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startConsulOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !(err instanceof Error) || !err.message.includes('address already in use')) throw err;
+    }
+  }
+}
+
+async function startConsulOnce(opts: StartConsulOptions): Promise<ConsulAgent> {
   const bin = findConsul();
   const ownsDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'cgw-consul-')));
@@ -214,7 +229,12 @@ export async function startConsul(opts: StartConsulOptions = {}): Promise<Consul
     return status === null ? c === undefined : c?.Status === status;
   };
 
-  await launch();
+  try {
+    await launch();
+  } catch (err) {
+    if (ownsDir) await rm(dataDir, { recursive: true, force: true });
+    throw err;
+  }
 
   const agent: ConsulAgent = {
     addr,
