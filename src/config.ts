@@ -108,11 +108,8 @@ export const gatewayConfigSchema = z.object({
   /** How often certificate files are checked when the platform's change notifications miss a change. */
   tlsPollInterval: duration(100, 3_600_000).prefault('5s'),
 })
-  .refine((c) => c.tlsCert.length === c.tlsKey.length, { message: 'give --tls-cert and --tls-key in pairs (as many of each)', path: ['tlsKey'] })
-  .refine((c) => c.listenTls.length === 0 || c.tlsCert.length > 0 || c.tlsDir !== undefined, {
-    message: '--listen-tls needs certificates: --tls-cert/--tls-key or --tls-dir',
-    path: ['listenTls'],
-  });
+  // --listen-tls alone is valid: certificates may all come from Consul KV (<prefix>certs/<name>).
+  .refine((c) => c.tlsCert.length === c.tlsKey.length, { message: 'give --tls-cert and --tls-key in pairs (as many of each)', path: ['tlsKey'] });
 
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

@@ -4,7 +4,7 @@ import type { Logger } from './core/logger.ts';
 import type { Metrics } from './core/metrics.ts';
 import { describeError } from './core/errors.ts';
 import type { DataPlaneReport, EndpointHealthReport, ReportScope, ServiceHealthReport } from './core/types.ts';
-import type { Snapshot } from './state/snapshot.ts';
+import type { KvCertificate, Snapshot } from './state/snapshot.ts';
 import { UpstreamPools } from './balancer/upstream-pools.ts';
 import { RuntimeHolder } from './runtime/runtime.ts';
 import { ResilienceRegistry } from './resilience/registry.ts';
@@ -14,6 +14,7 @@ import type { Server as HttpsServer } from 'node:https';
 import { ProxyListener } from './proxy/listener.ts';
 import { CertificateStore } from './tls/store.ts';
 import { FileCertificateSource } from './tls/file-source.ts';
+import type { CertificateInput } from './tls/certificate.ts';
 
 /** How long start waits for the first Redis connection; readiness must not hinge on Redis. */
 const REDIS_FIRST_CONNECT_MS = 2_000;
@@ -45,6 +46,9 @@ export class DataPlane {
   private readonly tlsServers: HttpsServer[] = [];
   /** Certificates of the HTTPS listeners, loaded by this process (each worker loads its own). */
   private readonly certificates: { store: CertificateStore; source: FileCertificateSource } | undefined;
+  /** The last inputs of each certificate source: files (read here) and Consul KV (from snapshots). */
+  private fileCertificates: readonly CertificateInput[] = [];
+  private kvCertificates: readonly KvCertificate[] = [];
 
   constructor(
     private readonly config: GatewayConfig,
@@ -108,7 +112,11 @@ export class DataPlane {
     this.port = await this.proxy.listen(this.config.listen.host, this.config.listen.port);
     if (this.certificates) {
       await this.certificates.source.start();
-      if (!this.certificates.store.hasCertificate) this.logger.error({ rejected: this.certificates.store.view().rejected }, 'no usable certificate: HTTPS handshakes fail until one loads');
+      if (!this.certificates.store.hasCertificate) {
+        const fromFiles = this.config.tlsCert.length > 0 || this.config.tlsDir !== undefined;
+        if (fromFiles) this.logger.error({ rejected: this.certificates.store.view().rejected }, 'no usable certificate: HTTPS handshakes fail until one loads');
+        else this.logger.warn(`no certificate yet: HTTPS handshakes fail until one is stored in Consul KV (${this.config.kvPrefix}certs/<name>, cgw cert put)`);
+      }
       this.tlsPorts = [];
       for (const address of this.config.listenTls) {
         const server = this.proxy.addTls(this.certificates.store, this.config.tlsMinVersion);
@@ -134,6 +142,11 @@ export class DataPlane {
     }
     this.runtime.swap(next);
     if (next.changed === null) this.proxy.limits.retainServices(new Set(Object.keys(snapshot.services)));
+    // Deltas keep the certificates of the snapshot they change: compared by reference, not content.
+    if (this.certificates && snapshot.certificates !== this.kvCertificates) {
+      this.kvCertificates = snapshot.certificates;
+      this.updateCertificates();
+    }
     return { ok: true };
   }
 
@@ -206,10 +219,24 @@ export class DataPlane {
       dir: config.tlsDir,
       minVersion: config.tlsMinVersion,
       pollIntervalMs: config.tlsPollInterval,
-      onInputs: (inputs) => store.update(inputs),
+      onInputs: (inputs) => {
+        this.fileCertificates = inputs;
+        this.updateCertificates();
+      },
       onError: (err) => logger.error({ err }, 'reading certificate files failed; the certificates in force stay'),
     });
     return { store, source };
+  }
+
+  /**
+   * Files first, so the first --tls-cert pair (else the first of --tls-dir) is the default
+   * certificate; then KV, where a certificate named `default` comes first, then the others by name.
+   */
+  private updateCertificates(): void {
+    if (!this.certificates) return;
+    const kv = [...this.kvCertificates].sort((a, b) => Number(b.name === 'default') - Number(a.name === 'default'));
+    const fromKv = kv.map((c): CertificateInput => ({ name: c.name, source: `kv:${c.key}`, certPem: c.certPem, keyPem: c.keyPem, minVersion: this.config.tlsMinVersion }));
+    this.certificates.store.update([...this.fileCertificates, ...fromKv]);
   }
 
   private showLimiterState(state: BackendState): void {

@@ -231,9 +231,9 @@ function originText(origin: { kind: 'file'; path: string } | { kind: 'kv'; key: 
   return origin.kind === 'file' ? `file:${origin.path}` : `kv:${origin.key}`;
 }
 
-const SECRET_FIELDS = new Set(['secret', 'keyHash']);
+const SECRET_FIELDS = new Set(['secret', 'keyHash', 'keyPem']);
 
-/** The snapshot for `/v1/snapshot`, with HMAC secrets and API-key hashes blanked out. */
+/** The snapshot for `/v1/snapshot`, with HMAC secrets, API-key hashes and private keys blanked out. */
 export function redactedJson(value: unknown): string {
   return JSON.stringify(value, (key, v: unknown) => (SECRET_FIELDS.has(key) && typeof v === 'string' ? '[redacted]' : v), 2);
 }

@@ -59,7 +59,7 @@ Environment (as the consul CLI reads them; flags win):
 
 Commands by what they talk to:
   admin API (--admin)   status, services, endpoints, routes, policies
-  Consul KV (--consul)  canary, policy push, consumer, consumers
+  Consul KV (--consul)  canary, cert, policy push, consumer, consumers
   local files only      policy validate
 
 Examples:
@@ -242,6 +242,32 @@ kvOptions(canary.command('clear').argument('<service>').description('delete the 
     const result = await clearCanary(store, f.kvPrefix, service);
     if (f.json) return print(JSON.stringify(result, null, 2));
     print(result.deleted ? `deleted ${result.key} (was ModifyIndex ${result.modifyIndex ?? '?'}): plain balancing` : `no canary weights for ${service}: nothing to do`);
+  },
+);
+
+const cert = program.command('cert').description('certificates for the HTTPS listeners, stored in Consul KV at <prefix>certs/<name>');
+kvOptions(
+  cert
+    .command('put')
+    .argument('<name>', 'certificate name: 1-128 letters, digits, _ . - (a KV certificate named "default" serves clients without a matching server name when no file certificate is given)')
+    .requiredOption('--cert <file>', 'PEM certificate chain, leaf first')
+    .requiredOption('--key <file>', 'PEM private key (unencrypted) of the leaf')
+    .option('--cas <modifyIndex>', 'only write if the key is still at this ModifyIndex (0: only if it does not exist)', wholeNumber)
+    .description('check that the chain parses, the key matches and the certificate is valid now, then write it with check-and-set'),
+).action(async (name: string, f: ConsulFlags & { cert: string; key: string; cas?: number }) => {
+  const [store, { putCertificate }] = await withConsul(f, import('./cert.ts'));
+  const result = await putCertificate(store, f.kvPrefix, name, { cert: f.cert, key: f.key }, { cas: f.cas });
+  if (f.json) return print(JSON.stringify(result, null, 2));
+  const c = result.certificate;
+  print(`wrote ${result.key} (ModifyIndex ${result.modifyIndex}${result.replaced === null ? ', new' : `, replaced ${result.replaced}`}): ${c.names.join(', ') || c.subject}, valid until ${c.notAfter}`);
+  print('gateways serve it on their next handshakes for these names once they see the change (cgw certs)');
+});
+kvOptions(cert.command('rm').argument('<name>').description('delete a certificate (check-and-set); gateways stop serving it once they see the change')).action(
+  async (name: string, f: ConsulFlags) => {
+    const [store, { removeCertificate }] = await withConsul(f, import('./cert.ts'));
+    const result = await removeCertificate(store, f.kvPrefix, name);
+    if (f.json) return print(JSON.stringify({ ...result, deleted: true }, null, 2));
+    print(`deleted ${result.key} (was ModifyIndex ${result.modifyIndex})`);
   },
 );
 

@@ -8,6 +8,7 @@ import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
 import { buildEndpoints, staticEndpoints, type EndpointSnapshot } from './endpoints.ts';
 import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
+import { resolveKvCertificates, type KvCertificate } from './certificates.ts';
 
 export type { RoutePolicy, ServicePolicy } from '../policy/effective.ts';
 export type { PolicySet } from '../policy/resolve.ts';
@@ -16,6 +17,7 @@ export type { CanarySnapshot, CanarySubset } from './canary.ts';
 export { instanceStatus } from './endpoints.ts';
 export { canaryFor } from './canary.ts';
 export type { RouteGuard } from './route-owners.ts';
+export type { KvCertificate } from './certificates.ts';
 
 /**
  * The snapshot: everything the data plane needs, as plain frozen data. It is built by a pure
@@ -70,6 +72,8 @@ export interface Snapshot {
   readonly policies: PolicySet;
   /** Routes protected by a policy of the service serving them (see route-owners.ts). */
   readonly routeGuards: Readonly<Record<string, RouteGuard>>;
+  /** Certificates from `<prefix>certs/<name>`, checked, by name (keys redacted by `/v1/snapshot`). */
+  readonly certificates: readonly KvCertificate[];
 }
 
 export const STATIC_SERVICE_PREFIX = 'static:';
@@ -93,6 +97,7 @@ interface ConfigPart {
   readonly kvPrefix: string;
   readonly routes: readonly RouteSnapshot[];
   readonly routeGuards: Readonly<Record<string, RouteGuard>>;
+  readonly certificates: readonly KvCertificate[];
   readonly problems: readonly Problem[];
   readonly version: string;
   /** Routed services in name order, with what their build depends on besides health. */
@@ -242,6 +247,7 @@ function finish(config: ConfigPart, services: Record<string, ServiceSnapshot>, t
     problems,
     policies,
     routeGuards: config.routeGuards,
+    certificates: config.certificates,
   };
   Object.freeze(services);
   Object.freeze(snapshot);
@@ -359,7 +365,8 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
       problems.push({ kind: 'canary', subject: entry.key, message: `service "${service}" is not routed by the gateway; weights ignored` });
     }
   }
-  const body = { routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards };
+  const certificates = resolveKvCertificates(views.kv, options.kvPrefix, previous?.certificates ?? [], problems);
+  const body = { routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards, certificates };
   deepFreeze(body);
   return {
     catalog: views.catalog,
@@ -369,6 +376,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     kvPrefix: options.kvPrefix,
     routes: body.routes,
     routeGuards: body.routeGuards,
+    certificates: body.certificates,
     problems: body.problems,
     version: contentHash(body),
     services: plans,

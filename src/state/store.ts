@@ -40,6 +40,8 @@ export class SnapshotStore {
     for (const p of next.problems) {
       if (seen.has(problemKey(p))) continue;
       this.metrics.configRejected.inc({ kind: p.kind });
+      // The same counter as a refused certificate file, so one alert covers both sources.
+      if (p.kind === 'certificate') this.metrics.tlsCertificateRejections.inc({ source: `kv:${p.subject}` });
       this.logger.warn({ problem: p }, `configuration rejected: ${p.subject}: ${p.message}`);
     }
     this.countProblems(next.problems);

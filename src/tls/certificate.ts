@@ -19,6 +19,7 @@ export interface LoadedCertificate {
 }
 
 export type CertificateResult = { readonly ok: true; readonly certificate: LoadedCertificate } | { readonly ok: false; readonly error: string };
+export type CertificateCheck = { readonly ok: true; readonly info: CertificateInfo } | { readonly ok: false; readonly error: string };
 
 /** Larger than any real chain and key; a bigger file is refused before it is parsed. */
 export const MAX_PEM_BYTES = 1024 * 1024;
@@ -39,7 +40,25 @@ export interface CertificateInput {
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
+/** The checks and the facts a TLS server needs, and a secure context to serve handshakes with. */
 export function loadCertificate(input: CertificateInput): CertificateResult {
+  const checked = checkCertificate(input);
+  if (!checked.ok) return checked;
+  let context: SecureContext;
+  try {
+    context = createSecureContext({ cert: input.certPem, key: input.keyPem, minVersion: input.minVersion });
+  } catch (err) {
+    return { ok: false, error: `TLS refuses the pair (${reason(err)})` };
+  }
+  return { ok: true, certificate: { info: checked.info, context, pem: { cert: input.certPem, key: input.keyPem } } };
+}
+
+/**
+ * The checks alone, without a secure context: what the control plane runs on a certificate from
+ * Consul KV (and `cgw cert put` before writing one), so a bad one is refused once, for every
+ * process, before it reaches a listener.
+ */
+export function checkCertificate(input: Omit<CertificateInput, 'minVersion'>): CertificateCheck {
   const { certPem, keyPem } = input;
   if (input.readError) return { ok: false, error: input.readError };
   if (Buffer.byteLength(certPem) > MAX_PEM_BYTES || Buffer.byteLength(keyPem) > MAX_PEM_BYTES) {
@@ -73,28 +92,18 @@ export function loadCertificate(input: CertificateInput): CertificateResult {
     const [cert, issuer] = [chain[i] as X509Certificate, chain[i + 1] as X509Certificate];
     if (!cert.checkIssued(issuer)) return { ok: false, error: `certificate ${i + 1} of the chain is not issued by certificate ${i + 2} (leaf first, then each issuer)` };
   }
-  let context: SecureContext;
-  try {
-    context = createSecureContext({ cert: certPem, key: keyPem, minVersion: input.minVersion });
-  } catch (err) {
-    return { ok: false, error: `TLS refuses the pair (${reason(err)})` };
-  }
   return {
     ok: true,
-    certificate: {
-      info: {
-        name: input.name,
-        source: input.source,
-        subject: leaf.subject.replace(/\n/g, ', '),
-        names: namesOf(leaf),
-        notBefore: new Date(notBefore).toISOString(),
-        notAfter: new Date(notAfter).toISOString(),
-        expiresAtMs: notAfter,
-        serial: leaf.serialNumber,
-        fingerprint256: leaf.fingerprint256,
-      },
-      context,
-      pem: { cert: certPem, key: keyPem },
+    info: {
+      name: input.name,
+      source: input.source,
+      subject: leaf.subject.replace(/\n/g, ', '),
+      names: namesOf(leaf),
+      notBefore: new Date(notBefore).toISOString(),
+      notAfter: new Date(notAfter).toISOString(),
+      expiresAtMs: notAfter,
+      serial: leaf.serialNumber,
+      fingerprint256: leaf.fingerprint256,
     },
   };
 }

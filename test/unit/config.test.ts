@@ -175,7 +175,6 @@ describe('parseGatewayConfig: TLS listeners', () => {
   const refused: { name: string; input: Record<string, unknown>; error: RegExp }[] = [
     { name: 'a certificate without its key', input: { tlsCert: ['a.crt'] }, error: /in pairs/ },
     { name: 'two keys for one certificate', input: { tlsCert: ['a.crt'], tlsKey: ['a.key', 'b.key'] }, error: /in pairs/ },
-    { name: 'an HTTPS listener without certificates', input: { listenTls: ['127.0.0.1:8443'] }, error: /needs certificates/ },
     { name: 'a bad HTTPS listen address', input: { listenTls: ['nope'], tlsDir: '/tmp' }, error: /host:port/ },
     { name: 'TLS 1.1', input: { tlsMinVersion: 'TLSv1.1' }, error: /TLSv1.2|TLSv1.3/ },
   ];
@@ -187,5 +186,10 @@ describe('parseGatewayConfig: TLS listeners', () => {
     const config = parseGatewayConfig({ listenTls: ['127.0.0.1:8443', ':9443'], tlsCert: ['a.crt', 'b.crt'], tlsKey: ['a.key', 'b.key'], tlsMinVersion: 'TLSv1.3' });
     assert.deepEqual(config.listenTls, [{ host: '127.0.0.1', port: 8443 }, { host: '', port: 9443 }]);
     assert.deepEqual([config.tlsCert, config.tlsKey, config.tlsMinVersion], [['a.crt', 'b.crt'], ['a.key', 'b.key'], 'TLSv1.3']);
+  });
+
+  test('an HTTPS listener without certificate files is accepted: its certificates come from Consul KV', () => {
+    const config = parseGatewayConfig({ listenTls: ['127.0.0.1:8443'] });
+    assert.deepEqual([config.listenTls, config.tlsCert, config.tlsDir], [[{ host: '127.0.0.1', port: 8443 }], [], undefined]);
   });
 });
