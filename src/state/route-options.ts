@@ -162,6 +162,8 @@ function parseRedirect(value: string): RouteRedirect | { error: string } {
   if (!/^[\x21-\x7e]+$/.test(url)) return { error: 'redirect URL may hold printable ASCII only (escape the rest)' };
   if (url.split('$path').length > 2) return { error: 'redirect URL may hold $path once' };
   if (/\$(?!path)/.test(url)) return { error: 'redirect URL: only $path is replaced ($host and other variables are not supported)' };
+  const at = url.indexOf('$path');
+  if (at !== -1 && [url.indexOf('?'), url.indexOf('#')].some((i) => i !== -1 && i < at)) return { error: 'redirect URL: $path belongs in the path, before any ? or #' };
   const probe = url.replace('$path', '/p');
   if (probe.startsWith('/')) {
     // A path on this host. `//x` or `/\x` would be read by browsers as another host.
