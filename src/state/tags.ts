@@ -78,7 +78,8 @@ function checkHost(name: string, hostPort: string): string | null {
   // A glob is a host name with `*` standing for any characters: checked as one with `*` → `a`.
   if (!HOST.test(name.replace(/\*+/g, 'a'))) return `"${shortText(hostPort)}" is not a valid host name or host glob (only * is supported)`;
   if (/\*\*/.test(name)) return `host glob "${shortText(hostPort)}": write * once (** means the same)`;
-  if (/^[*.]*$/.test(name)) return `host glob "${shortText(hostPort)}" matches every host: leave the host out (urlprefix-/path) instead`;
+  // `*`, `*.*.*`: no name at all, nearly every host; a host-less route says that plainly.
+  if (/^[*.]*$/.test(name)) return `host glob "${shortText(hostPort)}" names no domain: write one (*.example.com), or leave the host out (urlprefix-/path)`;
   return null;
 }
 
