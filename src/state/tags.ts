@@ -74,6 +74,8 @@ export function parseUrlprefixTag(tag: string, env: TagEnvironment = NO_ENVIRONM
 }
 
 function checkHost(name: string, hostPort: string): string | null {
+  // fabio's gobwas globs also know ? [..] {..}; cgw takes * only, and says so.
+  if (/[?[\]{}]/.test(name)) return `"${shortText(hostPort)}" is not a valid host name or host glob (only * is supported)`;
   if (!name.includes('*')) return HOST.test(name) ? null : `"${shortText(hostPort)}" is not a valid host name`;
   // A glob is a host name with `*` standing for any characters: checked as one with `*` → `a`.
   if (!HOST.test(name.replace(/\*+/g, 'a'))) return `"${shortText(hostPort)}" is not a valid host name or host glob (only * is supported)`;

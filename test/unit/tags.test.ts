@@ -105,3 +105,52 @@ describe('isPathPrefix: segment-boundary semantics', () => {
     test(`${prefix} vs ${JSON.stringify(path)} → ${expected}`, () => assert.equal(isPathPrefix(prefix, path), expected));
   }
 });
+
+describe('parseUrlprefixTag: fabio forms', () => {
+  const dc1 = { datacenter: 'dc1' };
+  const cases: { tag: string; env?: { datacenter: string | null }; route: Partial<TagRoute> }[] = [
+    { tag: ' urlprefix-/x', route: { host: null, path: '/x' } },
+    { tag: '  urlprefix-/x strip=/x  ', route: { host: null, path: '/x', strip: '/x' } },
+    { tag: 'urlprefix-/svc/$DC', env: dc1, route: { host: null, path: '/svc/dc1' } },
+    { tag: 'urlprefix-/svc/${DC}/x', env: dc1, route: { host: null, path: '/svc/dc1/x' } },
+    { tag: 'urlprefix-$DC.example.com/', env: { datacenter: 'EU-West' }, route: { host: 'eu-west.example.com', path: '/' } },
+    { tag: 'urlprefix-/a/$DC/$DC/${DC}', env: dc1, route: { host: null, path: '/a/dc1/dc1/dc1' } },
+    { tag: 'urlprefix-*.example.com/', route: { host: '*.example.com', path: '/' } },
+    { tag: 'urlprefix-*.Example.com:443/api', route: { host: '*.example.com', path: '/api' } },
+    { tag: 'urlprefix-api-*.example.com/', route: { host: 'api-*.example.com', path: '/' } },
+    { tag: 'urlprefix-*.*.example.com/', route: { host: '*.*.example.com', path: '/' } },
+    { tag: 'urlprefix-/api strip=/api prepend=/v2 host=dst', route: { host: null, path: '/api', strip: '/api', prepend: '/v2', upstreamHost: 'dst' } },
+    { tag: 'urlprefix-/ redirect=301,https://www.foo.com$path', route: { host: null, path: '/', redirect: { code: 301, url: 'https://www.foo.com$path' } } },
+  ];
+  for (const { tag, env, route } of cases) {
+    test(JSON.stringify(tag), () => {
+      assert.deepEqual(parseUrlprefixTag(tag, env), { ok: true, route: { ...DEFAULT_ROUTE_OPTIONS, ...route } });
+    });
+  }
+
+  const refused: { name: string; tag: string; env?: { datacenter: string | null }; error: RegExp }[] = [
+    { name: '$DC unknown yet', tag: 'urlprefix-/svc/$DC', env: { datacenter: null }, error: /\$DC: the datacenter .* is not known yet/ },
+    { name: 'another variable', tag: 'urlprefix-/svc/$HOME', env: { datacenter: 'dc1' }, error: /unknown variable \$HOME: only \$DC/ },
+    { name: '$DCX is another variable', tag: 'urlprefix-/svc/$DCX', env: { datacenter: 'dc1' }, error: /unknown variable \$DCX/ },
+    { name: 'unclosed ${DC', tag: 'urlprefix-/svc/${DC', env: { datacenter: 'dc1' }, error: /unknown variable/ },
+    { name: 'bare $', tag: 'urlprefix-/svc/$', env: { datacenter: 'dc1' }, error: /unknown variable \$/ },
+    { name: 'glob that names no domain', tag: 'urlprefix-*/', error: /names no domain/ },
+    { name: 'glob *.*.*', tag: 'urlprefix-*.*.*/', error: /names no domain/ },
+    { name: 'glob **', tag: 'urlprefix-**.example.com/', error: /write \* once/ },
+    { name: 'glob ?', tag: 'urlprefix-a?.example.com/', error: /is not a valid host name or host glob \(only \* is supported\)/ },
+    { name: 'glob [ab]', tag: 'urlprefix-[ab].example.com/', error: /host glob/ },
+    { name: 'glob {a,b}', tag: 'urlprefix-{a,b}.example.com/', error: /host glob/ },
+    { name: 'huge tag', tag: `urlprefix-/x${'/y'.repeat(3000)}`, error: /tag is 6012 characters; at most 4096/ },
+    { name: 'a bad option refuses the tag', tag: 'urlprefix-/x proto=tcp', error: /TCP routes are not supported/ },
+  ];
+  for (const { name, tag, env, error } of refused) {
+    test(`refused: ${name}`, () => {
+      const parsed = parseUrlprefixTag(tag, env);
+      assert.equal(parsed.ok, false);
+      if (!parsed.ok) {
+        assert.match(parsed.error, error);
+        assert.ok(parsed.error.length < 400);
+      }
+    });
+  }
+});
