@@ -442,6 +442,11 @@ function collectRoutes(views: ConsulViews, problems: Problem[], env: TagEnvironm
         continue;
       }
       const { host, path, ...options } = parsed.route;
+      if (options.redirect !== null) {
+        // A redirect route answers itself and never dials: it has no say in how instances are.
+        out.push({ id: `${host ?? ''}${path}`, host, path, ...options, service, source: { kind: 'tag', tag } });
+        continue;
+      }
       const wanted = transportOf(options);
       const key = transportKey(wanted);
       if (transport && transport.key !== key) {
@@ -464,10 +469,9 @@ function collectRoutes(views: ConsulViews, problems: Problem[], env: TagEnvironm
  * fabio: proto=https (and grpcs) dials the instance over TLS, tlsskipverify=true skips the
  * certificate check, and host=<name> (not dst) is also the TLS server name (route/route.go,
  * addTarget: `tls.Config{ServerName: t.Host, ...}`); without it the instance address is verified.
- * A redirect route never dials, so it never decides the transport.
  */
 function transportOf(options: RouteOptions): UpstreamTransport {
-  if (options.redirect !== null || (options.proto !== 'https' && options.proto !== 'grpcs')) return PLAIN_HTTP;
+  if (options.proto !== 'https' && options.proto !== 'grpcs') return PLAIN_HTTP;
   const named = options.upstreamHost !== null && options.upstreamHost !== 'dst' ? options.upstreamHost.replace(/:\d+$/, '') : null;
   return { scheme: 'https', tlsSkipVerify: options.tlsSkipVerify, serverName: named };
 }
