@@ -82,7 +82,7 @@ before(async () => {
   await consul.register({ id: 'hosty', name: 'hosty', port: port('hosty'), tags: ['urlprefix-/hosty host=internal.example'] });
   await consul.register({ id: 'dsty', name: 'dsty', port: port('dsty'), tags: ['urlprefix-/dsty host=dst'] });
   await consul.register({ id: 'pre', name: 'pre', port: port('pre'), tags: ['urlprefix-/pre strip=/pre prepend=/v2'] });
-  await consul.register({ id: 'redir', name: 'redir', port: port('redir'), tags: ['urlprefix-/old redirect=301,https://new.example.com$path', 'urlprefix-/moved redirect=308,https://docs.example.com/fixed'] });
+  await consul.register({ id: 'redir', name: 'redir', port: port('redir'), tags: ['urlprefix-/old redirect=301,https://new.example.com$path', 'urlprefix-/moved redirect=308,https://docs.example.com/fixed', 'urlprefix-loop.test/ redirect=301,http://loop.test$path'] });
   await consul.register({ id: 'dc', name: 'dc', port: port('dc'), tags: ['urlprefix-/in/$DC/app', 'urlprefix-${DC}.dc.test/'] });
   await consul.register({ id: 'glob', name: 'glob', port: port('glob'), tags: ['urlprefix-*.glob.test/'] });
   await consul.register({ id: 'deepglob', name: 'deepglob', port: port('deepglob'), tags: ['urlprefix-*.deep.glob.test/'] });
@@ -145,6 +145,14 @@ describe('prepend=', () => {
     assert.equal(echo(await send(gw.url, '/pre/items/7?x=1')).url, '/v2/items/7?x=1');
     assert.equal(echo(await send(gw.url, '/pre')).url, '/v2/');
   });
+
+  test('the options show in /v1/routes', async () => {
+    const routes = (await (await fetch(`${gw.adminUrl}/v1/routes`)).json()) as Array<Record<string, unknown>>;
+    const pre = routes.find((r) => r.route === '/pre');
+    assert.deepEqual([pre?.strip, pre?.prepend, pre?.proto], ['/pre', '/v2', 'http']);
+    const secureRoute = routes.find((r) => r.route === '/secure');
+    assert.deepEqual([secureRoute?.proto, secureRoute?.tlsSkipVerify], ['https', true]);
+  });
 });
 
 describe('redirect=', () => {
@@ -157,6 +165,13 @@ describe('redirect=', () => {
     assert.equal(fixed.status, 308);
     assert.equal(fixed.headers.location, 'https://docs.example.com/fixed');
     assert.equal((ups.redir as Upstream).hits, before);
+  });
+
+  test('a redirect to the very URL asked for is skipped for the host-less route, as fabio does', async () => {
+    assert.equal(echo(await send(gw.url, '/spaced', { headers: { host: 'loop.test' } })).upstream, 'spaced');
+    const none = await send(gw.url, '/nothing-here', { headers: { host: 'loop.test' } });
+    assert.equal(none.status, 404);
+    assert.equal(errorOf(none).code, 'route_not_found');
   });
 });
 
