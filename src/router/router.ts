@@ -1,4 +1,4 @@
-import { fabioGlobOrder, globMatches, isHostGlob } from './host-glob.ts';
+import { fabioGlobOrder, globMatches, isHostGlob } from '../core/host-glob.ts';
 
 /**
  * Route lookup compiled once per snapshot. A lookup walks the request path's segment boundaries

@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fabioGlobOrder, globMatches } from '../../src/router/host-glob.ts';
+import { fabioGlobOrder, globMatches, hostCaptures } from '../../src/core/host-glob.ts';
 import { compileRouter } from '../../src/router/router.ts';
 
 describe('globMatches: * is any run of characters, dots included (gobwas glob without separators)', () => {
@@ -63,4 +63,18 @@ describe('router: exact host, then globs (most specific first), then host-less',
   });
 
   test('a Host longer than any DNS name skips the globs', () => assert.equal(router.match(`${'a'.repeat(300)}.example.com`, '/')?.name, '/'));
+});
+
+describe('hostCaptures: would a claim take requests a guarded glob route served?', () => {
+  const cases: [claim: string, guarded: string, expected: boolean][] = [
+    ['a.example.com', '*.example.com', true],
+    ['a.example.org', '*.example.com', false],
+    ['*.a.example.com', '*.example.com', true],
+    ['*.example.com', '*.a.example.com', false],
+    ['*.example.org', '*.example.com', false],
+    ['*.example.com', '*.example.com', false],
+    ['a.example.com', 'a.example.com', false],
+    ['*.example.com', 'a.example.com', false],
+  ];
+  for (const [claim, guarded, expected] of cases) test(`${claim} over ${guarded} → ${expected}`, () => assert.equal(hostCaptures(claim, guarded), expected));
 });

@@ -1,4 +1,7 @@
 /**
+ * In core/ because two rooms need it: the router matches with it, and the route guards
+ * (state/route-owners.ts) ask whether a new route would take a protected route's requests.
+ *
  * fabio's glob hosts (`urlprefix-*.example.com/`): `*` stands for any run of characters, dots
  * included, because fabio compiles host patterns with gobwas/glob and no separators
  * (route/table.go, matchingHosts). Only `*` is accepted by the tag parser.
@@ -44,4 +47,15 @@ export function fabioGlobOrder(a: string, b: string): number {
 
 export function isHostGlob(host: string): boolean {
   return host.includes('*');
+}
+
+/**
+ * Whether some request host could be routed by `claim` where `guarded` served it before: `claim`
+ * is tried first (an exact host, or a glob earlier in fabio's order) and both can match one name.
+ */
+export function hostCaptures(claim: string, guarded: string): boolean {
+  if (!isHostGlob(guarded) || claim === guarded) return false;
+  if (!isHostGlob(claim)) return globMatches(guarded, claim);
+  // Two globs: a name made from the claim (each * as one label) that the guarded glob also takes.
+  return fabioGlobOrder(claim, guarded) < 0 && globMatches(guarded, claim.replace(/\*/g, 'x'));
 }
