@@ -241,6 +241,14 @@ describe('proto=https', () => {
     assert.equal(secure.hits(), before, 'no request reached the upstream');
   });
 
+  test('TLS failures count against the endpoint like connect failures (outlier detection)', async () => {
+    await send(gw.url, '/strict');
+    const [endpoint] = (await (await fetch(`${gw.adminUrl}/v1/services/strict/endpoints`)).json()) as Array<{ consecutiveFailures: number; ejected: boolean }>;
+    assert.ok(endpoint && (endpoint.ejected || endpoint.consecutiveFailures >= 2), JSON.stringify(endpoint));
+    // The same address:port over TLS without verification is another pool and endpoint: unaffected.
+    assert.equal(echo(await send(gw.url, '/secure/z')).upstream, 'secure');
+  });
+
   test('with --upstream-ca naming its certificate, a second gateway verifies and serves it', async () => {
     const ca = join(dir, 'upstream-ca.pem');
     writeFileSync(ca, DEFAULT_CERT);
