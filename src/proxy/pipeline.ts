@@ -85,12 +85,7 @@ export class Exchange {
     this.target = target;
     let route = runtime.router.match(target.host, target.path);
     if (!route) return this.refuse('route_not_found');
-    this.route = route;
-    if (route.access !== null && this.deniedBy(route.access)) {
-      route.countIpDenied();
-      return this.refuse('ip_denied', `route ${route.id} does not accept requests from ${this.clientIp || 'this client'} (its ${route.access.kind}= rules)`);
-    }
-    if (route.holdReason !== null) return this.refuse('policy_unavailable', route.holdReason);
+    if (this.refusedAt(route)) return;
     if (route.redirect !== null) {
       const location = route.redirect.location(route.upstreamPath(target.path), target.query);
       if (!redirectsToItself(location, this.encrypted ? 'https' : 'http', target.host, target.path)) return this.redirect(route.redirect.status, location);
@@ -98,12 +93,7 @@ export class Exchange {
       const fallback = runtime.router.match(undefined, target.path);
       if (!fallback || fallback.redirect !== null) return this.refuse('route_not_found', 'the route redirects to this very URL and no host-less route matches');
       route = fallback;
-      this.route = route;
-      if (route.access !== null && this.deniedBy(route.access)) {
-        route.countIpDenied();
-        return this.refuse('ip_denied', `route ${route.id} does not accept requests from ${this.clientIp || 'this client'} (its ${route.access.kind}= rules)`);
-      }
-      if (route.holdReason !== null) return this.refuse('policy_unavailable', route.holdReason);
+      if (this.refusedAt(route)) return;
     }
     if (route.maxHeaderBytes !== null && headerBytes(req) > route.maxHeaderBytes) {
       route.countSizeRejection('headers');
@@ -178,6 +168,21 @@ export class Exchange {
       });
     }
     forward(this, route, body, permit.probe);
+  }
+
+  /** The route's first steps: client IP rules (fabio checks them before anything), then a hold. */
+  private refusedAt(route: CompiledRoute): boolean {
+    this.route = route;
+    if (route.access !== null && this.deniedBy(route.access)) {
+      route.countIpDenied();
+      this.refuse('ip_denied', `route ${route.id} does not accept requests from ${this.clientIp || 'this client'} (its ${route.access.kind}= rules)`);
+      return true;
+    }
+    if (route.holdReason !== null) {
+      this.refuse('policy_unavailable', route.holdReason);
+      return true;
+    }
+    return false;
   }
 
   /**
