@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { consulSettingsFromEnv, readConsulTls, type ConsulTlsMaterial } from './consul/connection.ts';
 import { LOG_LEVELS, PICKERS, TLS_MIN_VERSIONS } from './core/choices.ts';
 import { durationField } from './core/duration-field.ts';
+import { readCaBundle } from './core/ca-bundle.ts';
 
 /**
  * Static configuration, fixed at boot. Flags win over environment variables, which win over
@@ -105,6 +106,22 @@ export const gatewayConfigSchema = z.object({
   /** Every `<name>.crt` + `<name>.key`, or `<name>.pem` holding both. */
   tlsDir: z.string().min(1).optional(),
   tlsMinVersion: z.enum(TLS_MIN_VERSIONS).default('TLSv1.2'),
+  /**
+   * CA certificates trusted for https upstreams (proto=https tags, https route documents) besides
+   * Node's roots: read and checked here, so a bad file stops the start with its reason.
+   */
+  upstreamCa: z
+    .string()
+    .min(1)
+    .transform((file, ctx) => {
+      const bundle = readCaBundle(file);
+      if (!bundle.ok) {
+        ctx.addIssue({ code: 'custom', message: bundle.error });
+        return z.NEVER;
+      }
+      return { file, pem: bundle.pem };
+    })
+    .optional(),
   /** How often certificate files are checked when the platform's change notifications miss a change. */
   tlsPollInterval: duration(100, 3_600_000).prefault('5s'),
 })

@@ -6,6 +6,7 @@ import type { Logger } from './core/logger.ts';
 import type { Metrics } from './core/metrics.ts';
 import { ConsulClient } from './consul/client.ts';
 import { ConsulSupervisor } from './consul/supervisor.ts';
+import { readAgentDatacenter } from './consul/datacenter.ts';
 import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type Snapshot } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
 import { BuildHealth } from './state/build-health.ts';
@@ -56,6 +57,9 @@ export class ControlPlane {
   private healthChanged = new Set<string>();
   private rebuildScheduled = false;
   private closing = false;
+  /** For `$DC` in route tags: `--dc`, else the agent's own (read at start, retried until known). */
+  private datacenter: string | null;
+  private datacenterRetry: NodeJS.Timeout | undefined;
   adminPort = 0;
 
   constructor(
@@ -64,6 +68,7 @@ export class ControlPlane {
     private readonly metrics: Metrics,
     private readonly plane: DataPlaneLink,
   ) {
+    this.datacenter = config.dc ?? null;
     this.consul = new ConsulClient({
       address: config.consul,
       token: config.token,
@@ -130,6 +135,7 @@ export class ControlPlane {
     const consul = await this.consul.identify(CONSUL_IDENTIFY_TIMEOUT_MS);
     if (consul.kind === 'not-consul') throw new Error(`${this.config.consul} is not a Consul agent (${consul.error}); check --consul or CONSUL_HTTP_ADDR`);
     if (consul.kind === 'unreachable') this.logger.warn({ consul: this.config.consul, err: consul.error }, 'Consul does not answer yet; the watches keep trying');
+    if (this.datacenter === null) await this.learnDatacenter(1_000);
     this.adminPort = await listenOn(this.admin, this.config.admin.host, this.config.admin.port);
   }
 
@@ -155,8 +161,27 @@ export class ControlPlane {
     this.closing = true;
   }
 
+  /**
+   * One read of the agent's datacenter; on failure another later (capped doubling), so tags with
+   * `$DC` route as soon as it is known. Never on the request path, and watching does not wait.
+   */
+  private async learnDatacenter(retryMs: number): Promise<void> {
+    const read = await readAgentDatacenter(this.consul, CONSUL_IDENTIFY_TIMEOUT_MS);
+    if (this.closing) return;
+    if (read.ok) {
+      this.datacenter = read.datacenter;
+      this.logger.info({ datacenter: read.datacenter }, 'Consul datacenter known ($DC in route tags)');
+      this.ring();
+      return;
+    }
+    this.logger.warn({ err: read.error, retryInMs: retryMs }, 'datacenter of the Consul agent unknown; route tags with $DC wait for it');
+    this.datacenterRetry = setTimeout(() => void this.learnDatacenter(Math.min(retryMs * 2, 60_000)), retryMs);
+    this.datacenterRetry.unref();
+  }
+
   async close(): Promise<void> {
     this.closing = true;
+    clearTimeout(this.datacenterRetry);
     await this.supervisor.close();
     await new Promise<void>((resolve) => {
       this.admin.close(() => resolve());
@@ -213,7 +238,7 @@ export class ControlPlane {
       for (const name of this.supervisor.takeHealthChanges()) this.healthChanged.add(name);
       const views = this.supervisor.views();
       if (!views) return;
-      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, previous, policies, this.healthChanged);
+      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix, datacenter: this.datacenter }, previous, policies, this.healthChanged);
     } catch (err) {
       this.buildFailed('snapshot', err);
       return;

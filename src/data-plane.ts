@@ -57,7 +57,11 @@ export class DataPlane {
     /** Data planes that count rate limits on their own besides this one (workers): each takes its share. */
     shares = 1,
   ) {
-    this.pools = new UpstreamPools({ connectTimeoutMs: config.connectTimeout, connectionsPerEndpoint: config.maxRequestsPerEndpoint });
+    this.pools = new UpstreamPools({
+      connectTimeoutMs: config.connectTimeout,
+      connectionsPerEndpoint: config.maxRequestsPerEndpoint,
+      ...(config.upstreamCa ? { upstreamCa: config.upstreamCa.pem } : {}),
+    });
     this.keys = new JwtKeyCache();
     this.limiter = new RateLimiterBackend({
       redis: redisOptions(config),

@@ -153,6 +153,13 @@ export function routesView(src: AdminSources) {
     path: r.path,
     service: r.service,
     strip: r.strip,
+    // fabio's other route options (the table's ORIGIN column shows the tag that set them).
+    prepend: r.prepend,
+    upstreamHost: r.upstreamHost,
+    redirect: r.redirect,
+    access: r.access,
+    proto: r.proto,
+    tlsSkipVerify: r.tlsSkipVerify,
     source: r.source.kind,
     /** The tag, or the document id with its file path or KV key. */
     origin: r.source.kind === 'tag' ? r.source.tag : r.source.kind === 'file' ? `${r.source.document} (${r.source.path})` : `${r.source.document} (${r.source.key})`,

@@ -90,7 +90,8 @@ export class ServiceBalancer {
     return contentHash({
       pickerKind,
       connectTimeoutMs: connectTimeoutMs ?? null,
-      endpoints: service.endpoints.filter((e) => e.weight > 0).map((e) => [e.key, e.weight, e.tags]),
+      // How TLS is checked is not in the key (https://address:port) but decides the pool.
+      endpoints: service.endpoints.filter((e) => e.weight > 0).map((e) => [e.key, e.weight, e.tags, e.tlsSkipVerify ?? false, e.serverName ?? null]),
       canary: service.canary ? [service.canary.fallback, service.canary.subsets] : null,
     });
   }

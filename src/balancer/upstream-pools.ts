@@ -1,3 +1,4 @@
+import { rootCertificates } from 'node:tls';
 import { Pool } from 'undici';
 
 /**
@@ -10,6 +11,17 @@ export interface UpstreamPoolOptions {
   readonly connectTimeoutMs: number;
   /** Per-endpoint connection cap; requests beyond it queue in the pool. */
   readonly connectionsPerEndpoint: number;
+  /** `--upstream-ca`: PEM certificates trusted for https upstreams besides Node's built-in roots. */
+  readonly upstreamCa?: string;
+}
+
+/** How one endpoint is dialled over TLS (EndpointSnapshot's fields). */
+export interface UpstreamTls {
+  readonly skipVerify: boolean;
+  /** SNI and the name verified; absent: the address (Node sends no SNI for an IP address). */
+  readonly serverName: string | undefined;
+  /** Trusted roots: Node's plus `--upstream-ca`; undefined: Node's. */
+  readonly ca: readonly string[] | undefined;
 }
 
 export class UpstreamEndpoint {
@@ -21,6 +33,8 @@ export class UpstreamEndpoint {
    * let through always finds a free connection and never waits in undici's queue without a deadline.
    */
   readonly cap: number;
+  /** `host:port` as dialled (`[v6]:port`): the Host header of fabio's `host=dst`. */
+  readonly authority: string;
 
   constructor(
     /** The endpoint (`address:port`, or `https://host:port`): outlier state and logs use it. */
@@ -29,9 +43,20 @@ export class UpstreamEndpoint {
     options: UpstreamPoolOptions,
     /** The key, plus the connect timeout when it is not the default: one pool per combination. */
     readonly poolId: string = key,
+    tls?: UpstreamTls,
   ) {
     this.cap = options.connectionsPerEndpoint;
+    this.authority = new URL(origin).host;
     this.pool = new Pool(origin, {
+      ...(tls
+        ? {
+            connect: {
+              rejectUnauthorized: !tls.skipVerify,
+              ...(tls.serverName !== undefined ? { servername: tls.serverName } : {}),
+              ...(tls.ca !== undefined ? { ca: [...tls.ca] } : {}),
+            },
+          }
+        : {}),
       connections: options.connectionsPerEndpoint,
       connectTimeout: options.connectTimeoutMs,
       keepAliveTimeout: 4_000,
@@ -50,17 +75,35 @@ export class UpstreamPools {
   private readonly endpoints = new Map<string, UpstreamEndpoint>();
   private readonly closing = new Set<UpstreamEndpoint>();
 
-  constructor(private readonly options: UpstreamPoolOptions) {}
+  /** Node's roots plus `--upstream-ca`, built once (Node replaces its roots with any `ca` given). */
+  private readonly trusted: readonly string[] | undefined;
+
+  constructor(private readonly options: UpstreamPoolOptions) {
+    this.trusted = options.upstreamCa ? [...rootCertificates, options.upstreamCa] : undefined;
+  }
 
   get(
-    target: { readonly key: string; readonly address: string; readonly port: number; readonly scheme?: 'https' | undefined },
+    target: {
+      readonly key: string;
+      readonly address: string;
+      readonly port: number;
+      readonly scheme?: 'https' | undefined;
+      readonly tlsSkipVerify?: true | undefined;
+      readonly serverName?: string | undefined;
+    },
     connectTimeoutMs: number = this.options.connectTimeoutMs,
   ): UpstreamEndpoint {
-    const poolId = connectTimeoutMs === this.options.connectTimeoutMs ? target.key : `${target.key}~${connectTimeoutMs}ms`;
+    // https keys differ from http ones already (`https://...`); how TLS is checked is part of
+    // the pool too, so a verified and an unverified route never share a connection.
+    const tlsPart = target.scheme === 'https' && (target.tlsSkipVerify || target.serverName) ? `~tls:${target.tlsSkipVerify ? 'insecure' : 'verify'}:${target.serverName ?? ''}` : '';
+    const timeoutPart = connectTimeoutMs === this.options.connectTimeoutMs ? '' : `~${connectTimeoutMs}ms`;
+    const poolId = `${target.key}${tlsPart}${timeoutPart}`;
     let endpoint = this.endpoints.get(poolId);
     if (!endpoint) {
       const host = target.address.includes(':') ? `[${target.address}]` : target.address;
-      endpoint = new UpstreamEndpoint(target.key, `${target.scheme ?? 'http'}://${host}:${target.port}`, { ...this.options, connectTimeoutMs }, poolId);
+      const tls: UpstreamTls | undefined =
+        target.scheme === 'https' ? { skipVerify: target.tlsSkipVerify === true, serverName: target.serverName, ca: this.trusted } : undefined;
+      endpoint = new UpstreamEndpoint(target.key, `${target.scheme ?? 'http'}://${host}:${target.port}`, { ...this.options, connectTimeoutMs }, poolId, tls);
       this.endpoints.set(poolId, endpoint);
     }
     return endpoint;

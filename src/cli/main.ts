@@ -122,6 +122,7 @@ program
   .option('--tls-dir <dir>', 'certificates from a directory: <name>.crt + <name>.key, or <name>.pem holding both')
   .addOption(new Option('--tls-min-version <version>', 'oldest TLS version accepted').choices(TLS_MIN_VERSIONS).default('TLSv1.2'))
   .option('--tls-poll-interval <duration>', 'how often certificate files are checked besides change notifications', '5s')
+  .option('--upstream-ca <file>', 'PEM CA bundle trusted for https upstreams (proto=https tags) besides the system roots; checked at start')
   .action(async (flags: StartFlags) => {
     keepRunning = true;
     // The one resolver every command uses: host:port or URL, CONSUL_HTTP_SSL for a bare host:port.

@@ -45,6 +45,7 @@ export interface StartFlags {
   tlsDir?: string;
   tlsMinVersion?: string;
   tlsPollInterval?: string;
+  upstreamCa?: string;
 }
 
 /** Flags win over CONSUL_* environment variables, which win over defaults. */

@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   headers_too_large: { status: 431, message: 'the request headers are larger than this route accepts' },
   policy_unavailable: { status: 503, message: 'the policy of this route is invalid and no good version is known' },
   request_timeout: { status: 408, message: 'the request did not arrive in time' },
+  ip_denied: { status: 403, message: 'the route does not accept requests from this client address' },
+  upstream_tls_error: { status: 502, message: 'the TLS handshake with the upstream endpoint failed' },
   upstream_busy: { status: 503, message: 'every endpoint of the service is at its limit of concurrent requests' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -138,6 +138,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['route', 'kind'] as const,
       registers: [registry],
     }),
+    ipDenied: new Counter({
+      name: 'cgw_ip_denied_total',
+      help: 'Requests refused by a route\'s allow= or deny= client IP rules (403 ip_denied), by route',
+      labelNames: ['route'] as const,
+      registers: [registry],
+    }),
     retryBudgetExhausted: new Counter({
       name: 'cgw_retry_budget_exhausted_total',
       help: 'Retries not made because the retry budget of the route was spent (labelled with its service)',

@@ -15,15 +15,43 @@ const TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 /** undici refused the request before sending anything (e.g. a header it will not send). */
 const LOCAL_REFUSALS = new Set(['UND_ERR_NOT_SUPPORTED', 'UND_ERR_INVALID_ARG']);
 
+/**
+ * The TLS handshake with an https upstream failed: a certificate that does not verify, a name
+ * that does not match, or an endpoint that does not speak TLS. Nothing reached the application,
+ * so it is a connect failure (retried like one, and counted against the endpoint by outlier
+ * detection), answered 502 upstream_tls_error with the reason.
+ */
+const CERTIFICATE_FAILURES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+const HANDSHAKE_FAILURES = new Set(['EPROTO', 'ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_TLS_HANDSHAKE_TIMEOUT', 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE', 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION']);
+
 export type FailureKind = 'connect-failure' | 'reset' | 'timeout' | 'local' | 'other';
 
 /**
  * One reading of an upstream error: what kind of failure it is (which retry rule applies, whether
  * the endpoint is to blame) and the error code the client gets if it is not retried.
  */
-export function classifyFailure(err: unknown): { readonly kind: FailureKind; readonly code: ErrorCode } {
+export function classifyFailure(err: unknown): { readonly kind: FailureKind; readonly code: ErrorCode; readonly message?: string } {
   const raw = (err as { code?: unknown } | null)?.code;
   const code = typeof raw === 'string' ? raw : '';
+  if (CERTIFICATE_FAILURES.has(code)) {
+    const why = (err as Error).message;
+    return { kind: 'connect-failure', code: 'upstream_tls_error', message: `the upstream's TLS certificate was refused: ${why} (${code}); trust its CA with --upstream-ca, or tag the route tlsskipverify=true` };
+  }
+  if (HANDSHAKE_FAILURES.has(code) || code.startsWith('ERR_SSL_')) {
+    return { kind: 'connect-failure', code: 'upstream_tls_error', message: `the TLS handshake with the upstream failed (${code}); does the endpoint speak TLS on this port?` };
+  }
   if (CONNECT_FAILURES.has(code)) return { kind: 'connect-failure', code: 'upstream_unreachable' };
   if (RESETS.has(code)) return { kind: 'reset', code: 'upstream_error' };
   if (TIMEOUTS.has(code)) return { kind: code === 'UND_ERR_HEADERS_TIMEOUT' ? 'timeout' : 'other', code: 'upstream_timeout' };

@@ -91,16 +91,20 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const { retry } = route;
     this.maxAttempts = 1 + (isRetryableMethod(method, retry.nonIdempotent) && (prepared?.replayable ?? true) ? retry.attempts : 0);
     const target = ex.target as NonNullable<Exchange['target']>;
+    const headers = upstreamRequestHeaders(ex.req.headers, {
+      requestId: ex.requestId,
+      clientIp: ex.clientIp,
+      proto: ex.encrypted ? 'https' : 'http',
+      identity: ex.identity,
+      drop: route.auth.credentialHeaders,
+    });
+    // fabio's host= option (proxy/http_proxy.go): a name replaces the client's Host; `dst` is set
+    // per attempt in dispatch(), since a retry may go to another endpoint.
+    if (route.upstreamHost !== null && route.upstreamHost !== 'dst') headers.host = route.upstreamHost;
     this.options = {
       method: method as Dispatcher.HttpMethod,
       path: route.upstreamPath(target.path) + target.query,
-      headers: upstreamRequestHeaders(ex.req.headers, {
-        requestId: ex.requestId,
-        clientIp: ex.clientIp,
-        proto: ex.encrypted ? 'https' : 'http',
-        identity: ex.identity,
-        drop: route.auth.credentialHeaders,
-      }),
+      headers,
       body: this.body,
       headersTimeout: route.responseHeadersTimeoutMs,
       bodyTimeout: route.responseHeadersTimeoutMs,
@@ -123,6 +127,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.ex.endpoint = endpoint;
     endpoint.inflight += 1;
     this.abort = null;
+    if (this.route.upstreamHost === 'dst') (this.options.headers as Record<string, string>).host = endpoint.authority;
     this.headersTimedOut = false;
     if (this.route.responseHeadersTimeoutMs < PRECISE_HEADERS_TIMEOUT_BELOW_MS) {
       this.headersTimer = setTimeout(onHeadersTimer, this.route.responseHeadersTimeoutMs, this);
@@ -216,7 +221,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       if (next) return this.retryOn(next);
     }
     ex.ctx.logger.warn({ requestId: ex.requestId, endpoint: this.endpoint.key, service: route.service, err: describeError(err) }, 'upstream request failed');
-    this.finish(sendError(this.res, failure.code, ex.requestId, undefined, { close: ex.bodyUnread || ex.ctx.draining }), 'failure');
+    this.finish(sendError(this.res, failure.code, ex.requestId, failure.message, { close: ex.bodyUnread || ex.ctx.draining }), 'failure');
   }
 
   // ---- retries, timers, the client leaving ---------------------------------------------------

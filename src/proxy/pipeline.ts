@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { serializedBindings, type Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { ErrorCode } from '../core/errors.ts';
-import type { CompiledRoute, Identity, Runtime, UpstreamEndpoint } from '../runtime/runtime.ts';
+import { redirectsToItself, type AccessCheck, type CompiledRoute, type Identity, type Runtime, type UpstreamEndpoint } from '../runtime/runtime.ts';
 import { acceptableRequestId } from './headers.ts';
 import { requestTarget, type RequestTarget } from './target.ts';
 import { prepareBody, type BodyLimits, type PreparedBody } from './body.ts';
@@ -83,10 +83,18 @@ export class Exchange {
     const target = requestTarget(req);
     if (!target) return this.refuse('bad_request', 'request target must be an absolute path without dot segments, escaped slashes or broken escapes');
     this.target = target;
-    const route = runtime.router.match(target.host, target.path);
+    let route = runtime.router.match(target.host, target.path);
     if (!route) return this.refuse('route_not_found');
-    this.route = route;
-    if (route.holdReason !== null) return this.refuse('policy_unavailable', route.holdReason);
+    if (this.refusedAt(route)) return;
+    if (route.redirect !== null) {
+      const location = route.redirect.location(route.upstreamPath(target.path), target.query);
+      if (!redirectsToItself(location, this.encrypted ? 'https' : 'http', target.host, target.path)) return this.redirect(route.redirect.status, location);
+      // fabio goes on to the routes without a host; so does this one, with that route's own steps.
+      const fallback = runtime.router.match(undefined, target.path);
+      if (!fallback || fallback.redirect !== null) return this.refuse('route_not_found', 'the route redirects to this very URL and no host-less route matches');
+      route = fallback;
+      if (this.refusedAt(route)) return;
+    }
     if (route.maxHeaderBytes !== null && headerBytes(req) > route.maxHeaderBytes) {
       route.countSizeRejection('headers');
       return this.refuse('headers_too_large', `request headers exceed ${route.maxHeaderBytes} bytes`);
@@ -160,6 +168,52 @@ export class Exchange {
       });
     }
     forward(this, route, body, permit.probe);
+  }
+
+  /** The route's first steps: client IP rules (fabio checks them before anything), then a hold. */
+  private refusedAt(route: CompiledRoute): boolean {
+    this.route = route;
+    if (route.access !== null && this.deniedBy(route.access)) {
+      route.countIpDenied();
+      this.refuse('ip_denied', `route ${route.id} does not accept requests from ${this.clientIp || 'this client'} (its ${route.access.kind}= rules)`);
+      return true;
+    }
+    if (route.holdReason !== null) {
+      this.refuse('policy_unavailable', route.holdReason);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * fabio's AccessDeniedHTTP (route/access_rules.go): the socket peer, then every
+   * X-Forwarded-For element. The header can only add refusals, never admit a peer the rules
+   * refuse, so a forged one gains nothing.
+   */
+  private deniedBy(access: AccessCheck): boolean {
+    if (access.denies(this.clientIp)) return true;
+    const xff = this.req.headers['x-forwarded-for'];
+    if (xff === undefined) return false;
+    for (const item of (Array.isArray(xff) ? xff.join(',') : xff).split(',')) {
+      const address = item.trim();
+      if (address !== '' && address !== this.clientIp && access.denies(address)) return true;
+    }
+    return false;
+  }
+
+  /** A redirect route's answer: no upstream is involved. */
+  private redirect(status: number, location: string): void {
+    this.reason = 'redirect';
+    // The path is the client's: anything outside printable ASCII is escaped so the header is valid.
+    const safe = /^[\x21-\x7e]*$/.test(location) ? location : location.replace(/[^\x21-\x7e]/g, (c) => encodeURIComponent(c));
+    this.res.writeHead(status, {
+      location: safe,
+      'content-length': 0,
+      'x-request-id': this.requestId,
+      ...(this.bodyUnread || this.ctx.draining ? { connection: 'close' } : {}),
+    });
+    this.res.end();
+    this.finish(status);
   }
 
   /** Answers from the gateway, remembering why for the access log. */

@@ -12,6 +12,12 @@ import { own } from '../core/own.ts';
 import { compileRouteAuth, type ConsumerIndex, type JwtKeyCache, type RouteAuth } from '../filters/auth.ts';
 import { compileRateLimits, type RateLimiterBackend, type RouteRateLimits } from '../filters/rate-limit.ts';
 import type { RetryBudget } from '../resilience/retry-budget.ts';
+import { compileAccessRules, type AccessCheck } from '../core/ip-rules.ts';
+import { compileRedirect, type CompiledRedirect } from './redirect.ts';
+
+export type { AccessCheck } from '../core/ip-rules.ts';
+export type { CompiledRedirect } from './redirect.ts';
+export { redirectsToItself } from './redirect.ts';
 import type { ResilienceRegistry, ServiceResilience } from '../resilience/registry.ts';
 
 export type { Identity, AuthOutcome } from '../filters/auth.ts';
@@ -40,8 +46,17 @@ export interface CompiledRoute {
   readonly path: string;
   readonly service: string;
   readonly strip: string | null;
-  /** The path the upstream sees: `strip` removed. */
+  /** The path the upstream sees: `strip` removed, then `prepend` added (fabio's order). */
   readonly upstreamPath: (path: string) => string;
+  /** Host header sent upstream: a name, `dst` (the endpoint's address:port), or null for the client's. */
+  readonly upstreamHost: string | null;
+  /** fabio's `proto=`: carried for the forwarders (https is dialled through the service's endpoints). */
+  readonly proto: RouteSnapshot['proto'];
+  /** The route answers a redirect itself (`redirect=`), or null. */
+  readonly redirect: CompiledRedirect | null;
+  /** Client IP rules (`allow=` / `deny=`), or null. */
+  readonly access: AccessCheck | null;
+  readonly countIpDenied: () => void;
   /** The access log's `route` and `service` fields of this route, serialised once. */
   readonly accessBindings: string;
   readonly balancer: ServiceBalancer;
@@ -173,7 +188,12 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     path: route.path,
     service: route.service,
     strip: route.strip,
-    upstreamPath: route.strip === null ? samePath : stripper(route.strip),
+    upstreamPath: upstreamPathOf(route.strip, route.prepend),
+    upstreamHost: route.upstreamHost,
+    proto: route.proto,
+    redirect: route.redirect ? compileRedirect(route.redirect) : null,
+    access: route.access ? compileAccessRules(route.access) : null,
+    countIpDenied: boundOnce(() => metrics.ipDenied.labels({ route: route.id })),
     accessBindings: serializedBindings({ route: route.id, service: route.service }),
     get balancer() {
       return slot.balancer;
@@ -217,6 +237,23 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
 
 function samePath(path: string): string {
   return path;
+}
+
+function upstreamPathOf(strip: string | null, prepend: string | null): (path: string) => string {
+  const stripped = strip === null ? samePath : stripper(strip);
+  if (prepend === null) return stripped;
+  // fabio's PrependPath + path (target.go); prepend is kept without a trailing slash, so the
+  // two never meet as "//", and "/" after strip becomes "<prepend>/" as in fabio.
+  return (path) => prepend + stripped(path);
+}
+
+/** A counter child of one route bound on first use. */
+function boundOnce(bind: () => { inc(): void }): () => void {
+  let child: { inc(): void } | undefined;
+  return () => {
+    child ??= bind();
+    child.inc();
+  };
 }
 
 /** Removes the route's `strip` prefix (fabio's `strip=`); the rest always starts with `/`. */
@@ -303,6 +340,7 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.authRejections, { route: r.id });
       void removeSeriesMatching(metrics.rateLimitDecisions, { route: r.id });
       void removeSeriesMatching(metrics.requestLimitRejections, { route: r.id });
+      metrics.ipDenied.remove({ route: r.id });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
     }
   }

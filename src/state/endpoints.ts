@@ -14,8 +14,28 @@ export interface EndpointSnapshot {
   readonly status: HealthStatus;
   /** Traffic weight: Consul's `Weights.Passing` or `Weights.Warning`, 0 when not admitted. */
   readonly weight: number;
-  /** Only static upstreams can be https; absent means http. */
+  /** https: static https upstreams, and instances of a service routed with proto=https/grpcs; absent means http. */
   readonly scheme?: 'https';
+  /** `tlsskipverify=true`: the instance's certificate is not verified. */
+  readonly tlsSkipVerify?: true;
+  /** TLS server name (SNI, and the name verified) when a `host=` option names one; else the address. */
+  readonly serverName?: string;
+}
+
+/**
+ * How a service's instances are dialled, from its route tags (`proto=`, `tlsskipverify=`, `host=`).
+ * One per service: a service's port speaks one protocol, and its endpoints share one balancer.
+ */
+export interface UpstreamTransport {
+  readonly scheme: 'http' | 'https';
+  readonly tlsSkipVerify: boolean;
+  readonly serverName: string | null;
+}
+
+export const PLAIN_HTTP: UpstreamTransport = Object.freeze({ scheme: 'http', tlsSkipVerify: false, serverName: null });
+
+export function transportKey(t: UpstreamTransport): string {
+  return t.scheme === 'http' ? 'http' : `https|${t.tlsSkipVerify ? 'insecure' : 'verify'}|${t.serverName ?? ''}`;
 }
 
 const STATUS_RANK: Record<HealthStatus, number> = { passing: 0, warning: 1, critical: 2 };
@@ -72,7 +92,19 @@ function quoted(text: string): string {
  * The instances of one service as endpoints, sorted so the version does not depend on the order
  * Consul lists them in. Instances that cannot be dialled are left out and reported.
  */
-export function buildEndpoints(service: string, instances: readonly ServiceInstance[], allowWarning: boolean, problems: Problem[]): EndpointSnapshot[] {
+export function buildEndpoints(
+  service: string,
+  instances: readonly ServiceInstance[],
+  allowWarning: boolean,
+  problems: Problem[],
+  transport: UpstreamTransport = PLAIN_HTTP,
+): EndpointSnapshot[] {
+  // https endpoints get their own key (as static https upstreams do), so http and https routes to
+  // the same address:port never share a pool, a connection or outlier state.
+  const tls =
+    transport.scheme === 'https'
+      ? { scheme: 'https' as const, ...(transport.tlsSkipVerify ? { tlsSkipVerify: true as const } : {}), ...(transport.serverName !== null ? { serverName: transport.serverName } : {}) }
+      : undefined;
   const out: EndpointSnapshot[] = [];
   for (const i of instances) {
     const why = undialable(i.address, i.port);
@@ -83,7 +115,8 @@ export function buildEndpoints(service: string, instances: readonly ServiceInsta
     const status = instanceStatus(i);
     const raw = status === 'passing' ? i.weights.passing : status === 'warning' && allowWarning ? i.weights.warning : 0;
     const weight = Number.isFinite(raw) && raw > 0 ? Math.min(MAX_WEIGHT, Math.floor(raw)) : 0;
-    out.push({ id: i.id, node: i.node, address: i.address, port: i.port, key: endpointKey(i.address, i.port), tags: [...i.tags], status, weight });
+    const key = endpointKey(i.address, i.port);
+    out.push({ id: i.id, node: i.node, address: i.address, port: i.port, key: tls ? `https://${key}` : key, tags: [...i.tags], status, weight, ...tls });
   }
   return out.sort((a, b) => (a.node + '\u0000' + a.id < b.node + '\u0000' + b.id ? -1 : a.node === b.node && a.id === b.id ? 0 : 1));
 }

@@ -1,4 +1,5 @@
 import type { Problem } from '../core/types.ts';
+import { hostCaptures } from '../core/host-glob.ts';
 import type { PolicyIndex } from '../policy/effective.ts';
 import type { RoutePolicy } from '../policy/effective.ts';
 import { isPathPrefix } from './tags.ts';
@@ -168,7 +169,8 @@ function holdCapturingClaims(routes: readonly GuardedRoute[], memory: OwnershipM
 function captures(claim: string, guarded: string): boolean {
   const c = splitRouteId(claim);
   const g = splitRouteId(guarded);
-  const scope = c.host === g.host || (g.host === null && c.host !== null);
+  // A glob host serves what no exact host or earlier glob takes (router.ts): those capture it.
+  const scope = c.host === g.host || (g.host === null && c.host !== null) || (c.host !== null && g.host !== null && hostCaptures(c.host, g.host));
   return scope && claim !== guarded && isPathPrefix(g.path, c.path);
 }
 

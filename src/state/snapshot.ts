@@ -4,15 +4,17 @@ import { own, unroutableServiceName } from '../core/own.ts';
 import { EMPTY_POLICY_SET, type PolicySet } from '../policy/resolve.ts';
 import { indexPolicies, routePolicy, servicePolicy, type PolicyIndex, type RoutePolicy, type ServicePolicy } from '../policy/effective.ts';
 import type { RouteDocument } from '../policy/schema.ts';
-import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
-import { buildEndpoints, staticEndpoints, type EndpointSnapshot } from './endpoints.ts';
+import { isUrlprefixTag, parseUrlprefixTag, type TagEnvironment } from './tags.ts';
+import { DEFAULT_ROUTE_OPTIONS, type RouteOptions } from './route-options.ts';
+import { buildEndpoints, PLAIN_HTTP, staticEndpoints, transportKey, type EndpointSnapshot, type UpstreamTransport } from './endpoints.ts';
 import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
 import { resolveKvCertificates, type KvCertificate } from './certificates.ts';
 
 export type { RoutePolicy, ServicePolicy } from '../policy/effective.ts';
 export type { PolicySet } from '../policy/resolve.ts';
-export type { EndpointSnapshot } from './endpoints.ts';
+export type { EndpointSnapshot, UpstreamTransport } from './endpoints.ts';
+export type { RouteOptions, RouteProto, RouteRedirect } from './route-options.ts';
 export type { CanarySnapshot, CanarySubset } from './canary.ts';
 export { instanceStatus } from './endpoints.ts';
 export { canaryFor } from './canary.ts';
@@ -43,12 +45,13 @@ export type RouteSource =
 /** How the route's endpoints are kept fresh. */
 export type Freshness = 'watched' | 'polled' | 'pinned' | 'static';
 
-export interface RouteSnapshot {
+/** A route and its fabio options (route-options.ts; route documents set only `strip`). */
+export interface RouteSnapshot extends RouteOptions {
   /** `[host]/path`, unique; used as the metric label and in `cgw routes`. */
   readonly id: string;
+  /** Lower-case host, a host glob (`*.example.com`), or null for every host. */
   readonly host: string | null;
   readonly path: string;
-  readonly strip: string | null;
   readonly service: string;
   readonly source: RouteSource;
   readonly freshness: Freshness;
@@ -81,6 +84,8 @@ export const STATIC_SERVICE_PREFIX = 'static:';
 export interface BuildOptions {
   readonly allowWarning: boolean;
   readonly kvPrefix: string;
+  /** The datacenter `$DC` in route tags stands for; null or absent while it is not known. */
+  readonly datacenter?: string | null;
 }
 
 /**
@@ -95,6 +100,7 @@ interface ConfigPart {
   readonly policies: PolicySet;
   readonly allowWarning: boolean;
   readonly kvPrefix: string;
+  readonly datacenter: string | null;
   readonly routes: readonly RouteSnapshot[];
   readonly routeGuards: Readonly<Record<string, RouteGuard>>;
   readonly certificates: readonly KvCertificate[];
@@ -112,6 +118,9 @@ interface ServicePlan {
   readonly policyKey: string;
   readonly staticDoc: NamedRouteDocument | undefined;
   readonly canary: CanaryKey | undefined;
+  /** How its instances are dialled (from its route tags), and that as a comparable key. */
+  readonly transport: UpstreamTransport;
+  readonly transportKey: string;
 }
 
 interface ServiceBuild {
@@ -120,6 +129,7 @@ interface ServiceBuild {
   readonly canaryKey: string;
   readonly policyKey: string;
   readonly tagsKey: string;
+  readonly transportKey: string;
   readonly allowWarning: boolean;
   readonly problems: readonly Problem[];
   /** The service's content hash as two 32-bit words, summed into the snapshot version. */
@@ -166,7 +176,8 @@ export function buildSnapshot(
     before.kv === views.kv &&
     before.policies === policies &&
     before.allowWarning === options.allowWarning &&
-    before.kvPrefix === options.kvPrefix
+    before.kvPrefix === options.kvPrefix &&
+    before.datacenter === (options.datacenter ?? null)
       ? before
       : buildConfig(views, options, previous, policies);
   const totals = previous ? TOTALS.get(previous) : undefined;
@@ -292,6 +303,7 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     was.canaryKey === canaryKey &&
     was.policyKey === plan.policyKey &&
     was.tagsKey === tagsKey &&
+    was.transportKey === plan.transportKey &&
     was.allowWarning === options.allowWarning
   ) {
     return known;
@@ -302,7 +314,7 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     const endpoints = staticEndpoints(staticDoc.upstreams);
     service = { name, kind: 'static', tags: [], endpoints, healthy: endpoints.length, canary: null, policy };
   } else {
-    const endpoints = buildEndpoints(name, instances ?? NO_INSTANCES, options.allowWarning, problems);
+    const endpoints = buildEndpoints(name, instances ?? NO_INSTANCES, options.allowWarning, problems, plan.transport);
     const canary = resolveCanary(plan.canary, endpoints, known?.canary ?? null, problems);
     service = {
       name,
@@ -323,6 +335,7 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     canaryKey,
     policyKey: plan.policyKey,
     tagsKey,
+    transportKey: plan.transportKey,
     allowWarning: options.allowWarning,
     problems: Object.freeze(problems),
     digest: [parseInt(hash.slice(0, 8), 16), parseInt(hash.slice(8, 16), 16)],
@@ -340,7 +353,8 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     owners: new Map((previous?.routes ?? []).map((r) => [r.id, r.service])),
     guards: previous?.routeGuards ?? {},
   };
-  const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...collectRoutes(views, problems)];
+  const tagRoutes = collectRoutes(views, problems, { datacenter: options.datacenter ?? null });
+  const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...tagRoutes.routes];
   const routes = chooseOwners(draftRoutes, memory, index, problems);
   const routedServices = [...new Set(routes.map((r) => r.service))].sort();
   const canaryValues = readCanaryKeys(views, options.kvPrefix);
@@ -350,6 +364,8 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     policyKey: `${index.services.get(name)?.version ?? ''}|${index.defaults?.version ?? ''}`,
     staticDoc: staticByService.get(name),
     canary: canaryValues.get(name),
+    transport: tagRoutes.transports.get(name) ?? PLAIN_HTTP,
+    transportKey: transportKey(tagRoutes.transports.get(name) ?? PLAIN_HTTP),
   }));
   const planByName = new Map(plans.map((p) => [p.name, p]));
 
@@ -374,6 +390,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     policies,
     allowWarning: options.allowWarning,
     kvPrefix: options.kvPrefix,
+    datacenter: options.datacenter ?? null,
     routes: body.routes,
     routeGuards: body.routeGuards,
     certificates: body.certificates,
@@ -410,12 +427,13 @@ function routeDocumentsOf(policies: PolicySet): NamedRouteDocument[] {
 function collectDocumentRoutes(docs: readonly NamedRouteDocument[]): DraftRoute[] {
   return docs.map((d) => {
     const host = d.host ?? null;
-    return { id: `${host ?? ''}${d.path}`, host, path: d.path, strip: d.strip ?? null, service: d.service, source: d.source };
+    return { id: `${host ?? ''}${d.path}`, host, path: d.path, ...DEFAULT_ROUTE_OPTIONS, strip: d.strip ?? null, service: d.service, source: d.source };
   });
 }
 
-function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {
+function collectRoutes(views: ConsulViews, problems: Problem[], env: TagEnvironment): { routes: DraftRoute[]; transports: Map<string, UpstreamTransport> } {
   const out: DraftRoute[] = [];
+  const transports = new Map<string, UpstreamTransport>();
   for (const service of Object.keys(views.catalog).sort()) {
     const tags = own(views.catalog, service) ?? [];
     const unroutable = unroutableServiceName(service);
@@ -423,18 +441,57 @@ function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {
       if (tags.some(isUrlprefixTag)) problems.push({ kind: 'service', subject: service, message: `service name "${service}" cannot be routed (${unroutable}); its tags are ignored` });
       continue;
     }
-    for (const tag of tags) {
-      if (!isUrlprefixTag(tag)) continue;
-      const parsed = parseUrlprefixTag(tag);
+    // Sorted, so which tag sets the service's transport does not depend on Consul's tag order.
+    let transport: { readonly tag: string; readonly transport: UpstreamTransport; readonly key: string } | undefined;
+    for (const tag of [...tags].filter(isUrlprefixTag).sort()) {
+      const parsed = parseUrlprefixTag(tag, env);
       if (!parsed.ok) {
-        problems.push({ kind: 'tag', subject: service, message: `tag "${tag}": ${parsed.error}` });
+        problems.push({ kind: 'tag', subject: service, message: `tag "${shownTag(tag)}": ${parsed.error}` });
         continue;
       }
-      const { host, path, strip } = parsed.route;
-      out.push({ id: `${host ?? ''}${path}`, host, path, strip, service, source: { kind: 'tag', tag } });
+      const { host, path, ...options } = parsed.route;
+      if (options.redirect !== null) {
+        // A redirect route answers itself and never dials: it has no say in how instances are.
+        out.push({ id: `${host ?? ''}${path}`, host, path, ...options, service, source: { kind: 'tag', tag } });
+        continue;
+      }
+      const wanted = transportOf(options);
+      const key = transportKey(wanted);
+      if (transport && transport.key !== key) {
+        problems.push({
+          kind: 'tag',
+          subject: service,
+          message: `tag "${shownTag(tag)}": asks to dial the instances ${describeTransport(wanted)}, but tag "${shownTag(transport.tag)}" of the same service dials them ${describeTransport(transport.transport)}; a service is dialled one way (route skipped)`,
+        });
+        continue;
+      }
+      transport ??= { tag, transport: wanted, key };
+      out.push({ id: `${host ?? ''}${path}`, host, path, ...options, service, source: { kind: 'tag', tag } });
     }
+    if (transport && transport.key !== transportKey(PLAIN_HTTP)) transports.set(service, transport.transport);
   }
-  return out;
+  return { routes: out, transports };
+}
+
+/**
+ * fabio: proto=https (and grpcs) dials the instance over TLS, tlsskipverify=true skips the
+ * certificate check, and host=<name> (not dst) is also the TLS server name (route/route.go,
+ * addTarget: `tls.Config{ServerName: t.Host, ...}`); without it the instance address is verified.
+ */
+function transportOf(options: RouteOptions): UpstreamTransport {
+  if (options.proto !== 'https' && options.proto !== 'grpcs') return PLAIN_HTTP;
+  const named = options.upstreamHost !== null && options.upstreamHost !== 'dst' ? options.upstreamHost.replace(/:\d+$/, '') : null;
+  return { scheme: 'https', tlsSkipVerify: options.tlsSkipVerify, serverName: named };
+}
+
+function describeTransport(t: UpstreamTransport): string {
+  if (t.scheme === 'http') return 'over plain HTTP';
+  return `over TLS${t.tlsSkipVerify ? ' without verifying certificates' : ''}${t.serverName ? ` as ${t.serverName}` : ''}`;
+}
+
+/** A tag as shown in a problem: cut, since a tag can be kilobytes long. */
+function shownTag(tag: string): string {
+  return tag.length > 200 ? `${tag.slice(0, 197)}...` : tag;
 }
 
 /** A policy whose target does not exist is in force but does nothing: most often a typo in appliesTo. */

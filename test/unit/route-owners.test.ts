@@ -312,6 +312,7 @@ describe('route takeover through successive snapshots', () => {
     { name: 'a nested path', tags: ['urlprefix-/admin/secret'], route: '/admin/secret', path: '/admin/secret' },
     { name: 'a host route on the same path', tags: ['urlprefix-127.0.0.1/admin'], route: '127.0.0.1/admin', path: '/admin' },
     { name: 'a host route on a nested path', tags: ['urlprefix-localhost/admin/x'], route: 'localhost/admin/x', path: '/admin/x/y' },
+    { name: 'a glob host route on the same path', tags: ['urlprefix-*.example.com/admin'], route: '*.example.com/admin', path: '/admin' },
   ];
   for (const c of capturing) {
     test(`a newcomer on ${c.name} (${c.tags[0] ?? ''}) is held, and stays held`, () => {

@@ -2,6 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ConsulViews, HealthStatus, KvEntry, ServiceInstance } from '../../src/core/types.ts';
 import { buildSnapshot, canaryFor, type BuildOptions, type EndpointSnapshot, type Snapshot } from '../../src/state/snapshot.ts';
+import { DEFAULT_ROUTE_OPTIONS } from '../../src/state/route-options.ts';
 
 type Check = ServiceInstance['checks'][number];
 
@@ -169,7 +170,7 @@ describe('buildSnapshot: routes', () => {
       views(
         {
           web: ['urlprefix-/web', 'urlprefix-/bad strip=/nope', 'urlprefix-/web2', 'primary'],
-          api: ['urlprefix-api.example.com/v1', 'urlprefix-/x proto=https'],
+          api: ['urlprefix-api.example.com/v1', 'urlprefix-/x proto=tcp'],
         },
         { web: [instance('w1')], api: [instance('a1', { service: 'api' })] },
       ),
@@ -191,7 +192,7 @@ describe('buildSnapshot: routes', () => {
       ],
     );
     assert.match(snap.problems.find((p) => p.subject === 'web')?.message ?? '', /urlprefix-\/bad strip=\/nope.*not a prefix/);
-    assert.match(snap.problems.find((p) => p.subject === 'api')?.message ?? '', /unknown option "proto"/);
+    assert.match(snap.problems.find((p) => p.subject === 'api')?.message ?? '', /proto=tcp: cgw proxies HTTP/);
   });
 
   test('route fields: host, path, strip, service, source tag and freshness', () => {
@@ -201,6 +202,7 @@ describe('buildSnapshot: routes', () => {
         id: 'api.example.com/v1',
         host: 'api.example.com',
         path: '/v1',
+        ...DEFAULT_ROUTE_OPTIONS,
         strip: '/v1',
         service: 'api',
         source: { kind: 'tag', tag: 'urlprefix-Api.Example.com:443/v1/ strip=/v1' },
