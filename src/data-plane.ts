@@ -14,6 +14,16 @@ import type { Server as HttpsServer } from 'node:https';
 import { ProxyListener } from './proxy/listener.ts';
 import { CertificateStore } from './tls/store.ts';
 import { FileCertificateSource } from './tls/file-source.ts';
+import { readClientAuthority, type ClientAuthority } from './tls/client-ca.ts';
+
+/**
+ * The --tls-client-ca bundle, read and checked (a ClientCaError names what is wrong); undefined
+ * when client certificates are not asked for. `cgw start` calls it before anything starts.
+ */
+export function clientAuthorityOf(config: GatewayConfig): ClientAuthority | undefined {
+  if (config.tlsClientAuth === 'none' || config.tlsClientCa === undefined) return undefined;
+  return readClientAuthority(config.tlsClientCa, config.tlsClientAuth);
+}
 
 /** How long start waits for the first Redis connection; readiness must not hinge on Redis. */
 const REDIS_FIRST_CONNECT_MS = 2_000;
@@ -45,6 +55,7 @@ export class DataPlane {
   private readonly tlsServers: HttpsServer[] = [];
   /** Certificates of the HTTPS listeners, loaded by this process (each worker loads its own). */
   private readonly certificates: { store: CertificateStore; source: FileCertificateSource } | undefined;
+  private readonly clientAuthority: ClientAuthority | undefined;
 
   constructor(
     private readonly config: GatewayConfig,
@@ -77,6 +88,7 @@ export class DataPlane {
       },
       logger,
     );
+    this.clientAuthority = config.listenTls.length > 0 ? clientAuthorityOf(config) : undefined;
     this.certificates = config.listenTls.length > 0 ? this.loadCertificates(config) : undefined;
     this.proxy = new ProxyListener({
       runtime: () => this.runtime.current,
@@ -111,11 +123,13 @@ export class DataPlane {
       if (!this.certificates.store.hasCertificate) this.logger.error({ rejected: this.certificates.store.view().rejected }, 'no usable certificate: HTTPS handshakes fail until one loads');
       this.tlsPorts = [];
       for (const address of this.config.listenTls) {
-        const server = this.proxy.addTls(this.certificates.store, this.config.tlsMinVersion);
+        const server = this.proxy.addTls(this.certificates.store, this.config.tlsMinVersion, { mode: this.config.tlsClientAuth, ca: this.clientAuthority?.pem });
         this.tlsServers.push(server);
         this.useDefaultCertificate();
         this.tlsPorts.push(await this.proxy.listen(address.host, address.port, server));
       }
+      // redirect-https sends plain-HTTP clients to the first HTTPS listener.
+      this.proxy.httpsPort = this.tlsPorts[0] ?? null;
     }
   }
 
@@ -156,7 +170,7 @@ export class DataPlane {
       services[name] = { picker: balancer.pickerKind, breaker: health ? { ...health.breaker.status() } : null, ejected: health?.outlier.ejectedCount ?? 0, endpoints };
     }
     const circuitsNotClosed = runtime ? [...runtime.balancers.keys()].filter((name) => (this.resilience.peek(name)?.breaker.state ?? 'closed') !== 'closed') : [];
-    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services, tls: this.certificates?.store.view() ?? null };
+    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services, tls: this.certificates ? { ...this.certificates.store.view(), ...(this.clientAuthority ? { clientAuth: this.clientAuthority.view } : {}) } : null };
   }
 
   /** Refuse new requests, finish in-flight ones (bounded). */
@@ -179,7 +193,8 @@ export class DataPlane {
   private useDefaultCertificate(): void {
     const pem = this.certificates?.store.defaultPem;
     if (!pem) return;
-    for (const server of this.tlsServers) server.setSecureContext({ cert: pem.cert, key: pem.key, minVersion: this.config.tlsMinVersion });
+    const ca = this.clientAuthority?.pem;
+    for (const server of this.tlsServers) server.setSecureContext({ cert: pem.cert, key: pem.key, minVersion: this.config.tlsMinVersion, ...(ca === undefined ? {} : { ca }) });
   }
 
   /** The store the HTTPS listeners take certificates from, fed by the certificate files. */
@@ -200,7 +215,7 @@ export class DataPlane {
         this.useDefaultCertificate();
         logger.info({ certificates: certificates.map((c) => ({ name: c.name, names: c.names, notAfter: c.notAfter, source: c.source })) }, 'certificates in force');
       },
-    });
+    }, this.clientAuthority?.pem);
     const source = new FileCertificateSource({
       pairs: config.tlsCert.map((cert, i) => ({ cert, key: config.tlsKey[i] as string })),
       dir: config.tlsDir,

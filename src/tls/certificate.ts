@@ -35,6 +35,12 @@ export interface CertificateInput {
   readonly now?: number;
   /** Why the material could not be read at all (a missing or unreadable file). */
   readonly readError?: string;
+  /**
+   * CAs client certificates are verified against (`--tls-client-ca`). Every SNI context needs
+   * them: OpenSSL verifies the client with the store of the context the SNI callback chose, so a
+   * context without them calls every client certificate unverifiable.
+   */
+  readonly clientCa?: string;
 }
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
@@ -75,7 +81,7 @@ export function loadCertificate(input: CertificateInput): CertificateResult {
   }
   let context: SecureContext;
   try {
-    context = createSecureContext({ cert: certPem, key: keyPem, minVersion: input.minVersion });
+    context = createSecureContext({ cert: certPem, key: keyPem, minVersion: input.minVersion, ...(input.clientCa === undefined ? {} : { ca: input.clientCa }) });
   } catch (err) {
     return { ok: false, error: `TLS refuses the pair (${reason(err)})` };
   }

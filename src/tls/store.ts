@@ -23,7 +23,11 @@ export class CertificateStore {
   private readonly rejected = new Map<string, CertificateRejection>();
   private index = new SniIndex([], undefined);
 
-  constructor(private readonly events: StoreEvents = {}) {}
+  constructor(
+    private readonly events: StoreEvents = {},
+    /** The --tls-client-ca bundle, put in every context (see CertificateInput.clientCa). */
+    private readonly clientCa?: string,
+  ) {}
 
   /**
    * The sources as they are now, in precedence order. Sources no longer listed are dropped
@@ -43,7 +47,7 @@ export class CertificateStore {
       const text = `${input.certPem}\u0000${input.keyPem}\u0000${input.minVersion}\u0000${input.readError ?? ''}`;
       if (this.seen.get(input.source) === text) continue;
       this.seen.set(input.source, text);
-      const result = loadCertificate(input);
+      const result = loadCertificate(this.clientCa === undefined ? input : { ...input, clientCa: this.clientCa });
       if (result.ok) {
         this.good.set(input.source, result.certificate);
         this.rejected.delete(input.source);

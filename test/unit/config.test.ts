@@ -45,6 +45,7 @@ describe('parseGatewayConfig: defaults', () => {
       tlsKey: [],
       tlsMinVersion: 'TLSv1.2',
       tlsPollInterval: 5_000,
+      tlsClientAuth: 'none',
     };
     assert.deepEqual(config, expected);
   });
