@@ -6,7 +6,7 @@ import type { Logger } from './core/logger.ts';
 import type { Metrics } from './core/metrics.ts';
 import { ConsulClient } from './consul/client.ts';
 import { ConsulSupervisor } from './consul/supervisor.ts';
-import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type Snapshot } from './state/snapshot.ts';
+import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
 import { BuildHealth } from './state/build-health.ts';
 import { isUrlprefixTag } from './state/tags.ts';
@@ -55,6 +55,8 @@ export class ControlPlane {
   /** Services whose health moved since the snapshot in force was built (cleared once one is). */
   private healthChanged = new Set<string>();
   private rebuildScheduled = false;
+  /** One object for the gateway's life: the build compares it by identity to reuse its routes. */
+  private readonly listeners: ListenerFacts;
   private closing = false;
   adminPort = 0;
 
@@ -64,6 +66,7 @@ export class ControlPlane {
     private readonly metrics: Metrics,
     private readonly plane: DataPlaneLink,
   ) {
+    this.listeners = Object.freeze({ https: config.listenTls.length > 0, clientCertificates: config.tlsClientAuth !== 'none' });
     this.consul = new ConsulClient({
       address: config.consul,
       token: config.token,
@@ -213,7 +216,7 @@ export class ControlPlane {
       for (const name of this.supervisor.takeHealthChanges()) this.healthChanged.add(name);
       const views = this.supervisor.views();
       if (!views) return;
-      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix }, previous, policies, this.healthChanged);
+      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix, listeners: this.listeners }, previous, policies, this.healthChanged);
     } catch (err) {
       this.buildFailed('snapshot', err);
       return;

@@ -88,6 +88,7 @@ export class ProxyListener {
       metrics: options.metrics,
       limits: this.limits,
       draining: false,
+      httpsPort: null,
       countUnrouted: (status) => this.countUnrouted(status),
     };
   }
@@ -217,6 +218,11 @@ export class ProxyListener {
 
   get requestsInFlight(): number {
     return this.inflight;
+  }
+
+  /** The port redirect-https sends plain-HTTP clients to: the first --listen-tls listener's, or null. */
+  set httpsPort(port: number | null) {
+    this.ctx.httpsPort = port;
   }
 
   listen(host: string, port: number, server: Server = this.server): Promise<number> {

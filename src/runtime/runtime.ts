@@ -9,12 +9,14 @@ export type { UpstreamEndpoint } from '../balancer/upstream-pools.ts';
 import { compileRouter, type Router } from '../router/router.ts';
 import { changedServices, type RouteSnapshot, type Snapshot } from '../state/snapshot.ts';
 import { own } from '../core/own.ts';
+import { hstsHeaderValue } from '../filters/hsts.ts';
 import { compileRouteAuth, type ConsumerIndex, type JwtKeyCache, type RouteAuth } from '../filters/auth.ts';
 import { compileRateLimits, type RateLimiterBackend, type RouteRateLimits } from '../filters/rate-limit.ts';
 import type { RetryBudget } from '../resilience/retry-budget.ts';
 import type { ResilienceRegistry, ServiceResilience } from '../resilience/registry.ts';
 
-export type { Identity, AuthOutcome } from '../filters/auth.ts';
+export type { Identity, AuthOutcome, ClientCertificate } from '../filters/auth.ts';
+export { clientCertificateFrom } from '../filters/auth.ts';
 export type { RateLimitOutcome } from '../filters/rate-limit.ts';
 export type { ServiceResilience } from '../resilience/registry.ts';
 
@@ -48,6 +50,11 @@ export interface CompiledRoute {
   /** Why this route answers 503 policy_unavailable (see RouteSnapshot.heldBy), or null. */
   readonly holdReason: string | null;
   readonly auth: RouteAuth;
+  /** The Strict-Transport-Security value for answers over TLS, or null. */
+  readonly hsts: string | null;
+  /** On plain HTTP, answer with a redirect to HTTPS (when the gateway has an HTTPS listener). */
+  readonly redirectHttps: boolean;
+  readonly countRedirect: () => void;
   readonly rateLimits: RouteRateLimits;
   readonly maxBodyBytes: number | null;
   readonly maxHeaderBytes: number | null;
@@ -180,6 +187,9 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     },
     holdReason: route.heldBy === null ? null : (route.holdReason ?? `policy document ${route.heldBy} holds this route`),
     auth: compileRouteAuth(policy.auth, policy.authorize, { keys: deps.keys, consumers }),
+    hsts: policy.hsts === null ? null : hstsHeaderValue(policy.hsts),
+    redirectHttps: route.redirectHttps,
+    countRedirect: boundPerValue(() => metrics.httpsRedirects.labels({ route: route.id })).bind(null, 'redirect'),
     rateLimits: compileRateLimits(policy.rateLimits, { routeId: route.id, service: route.service }, deps.limiter),
     maxBodyBytes: policy.limits.maxBodyBytes ?? null,
     maxHeaderBytes: policy.limits.maxHeaderBytes ?? null,
@@ -303,6 +313,7 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.authRejections, { route: r.id });
       void removeSeriesMatching(metrics.rateLimitDecisions, { route: r.id });
       void removeSeriesMatching(metrics.requestLimitRejections, { route: r.id });
+      metrics.httpsRedirects.remove({ route: r.id });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
     }
   }

@@ -5,6 +5,9 @@ import { EMPTY_POLICY_SET, type PolicySet } from '../policy/resolve.ts';
 import { indexPolicies, routePolicy, servicePolicy, type PolicyIndex, type RoutePolicy, type ServicePolicy } from '../policy/effective.ts';
 import type { RouteDocument } from '../policy/schema.ts';
 import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
+import { listenerProblems, type ListenerFacts } from './listener-problems.ts';
+
+export type { ListenerFacts } from './listener-problems.ts';
 import { buildEndpoints, staticEndpoints, type EndpointSnapshot } from './endpoints.ts';
 import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
@@ -49,6 +52,8 @@ export interface RouteSnapshot {
   readonly strip: string | null;
   readonly service: string;
   readonly source: RouteSource;
+  /** Plain-HTTP requests are redirected to HTTPS: the tag's `redirect-https` or the policy's `redirectHttps`. */
+  readonly redirectHttps: boolean;
   readonly freshness: Freshness;
   readonly policy: RoutePolicy;
   /**
@@ -77,7 +82,10 @@ export const STATIC_SERVICE_PREFIX = 'static:';
 export interface BuildOptions {
   readonly allowWarning: boolean;
   readonly kvPrefix: string;
+  /** What the listeners offer, so routes asking for more are shown as problems (absent: nothing is checked). */
+  readonly listeners?: ListenerFacts;
 }
+
 
 /**
  * What a snapshot was built from, kept beside it (never inside: the snapshot is plain data) so the
@@ -91,6 +99,7 @@ interface ConfigPart {
   readonly policies: PolicySet;
   readonly allowWarning: boolean;
   readonly kvPrefix: string;
+  readonly listeners: ListenerFacts | undefined;
   readonly routes: readonly RouteSnapshot[];
   readonly routeGuards: Readonly<Record<string, RouteGuard>>;
   readonly problems: readonly Problem[];
@@ -161,7 +170,8 @@ export function buildSnapshot(
     before.kv === views.kv &&
     before.policies === policies &&
     before.allowWarning === options.allowWarning &&
-    before.kvPrefix === options.kvPrefix
+    before.kvPrefix === options.kvPrefix &&
+    before.listeners === options.listeners
       ? before
       : buildConfig(views, options, previous, policies);
   const totals = previous ? TOTALS.get(previous) : undefined;
@@ -353,6 +363,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   for (const [id, hold] of holds) problems.push({ kind: 'route', subject: id, message: hold.reason });
   reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), planByName, problems);
   reportAuthorizeWithoutAuth(finalRoutes, problems);
+  if (options.listeners) problems.push(...listenerProblems(finalRoutes, options.listeners));
   reportUnknownPlans(policies, problems);
   for (const [service, entry] of canaryValues) {
     if (!planByName.has(service)) {
@@ -367,6 +378,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     policies,
     allowWarning: options.allowWarning,
     kvPrefix: options.kvPrefix,
+    listeners: options.listeners,
     routes: body.routes,
     routeGuards: body.routeGuards,
     problems: body.problems,
@@ -402,7 +414,7 @@ function routeDocumentsOf(policies: PolicySet): NamedRouteDocument[] {
 function collectDocumentRoutes(docs: readonly NamedRouteDocument[]): DraftRoute[] {
   return docs.map((d) => {
     const host = d.host ?? null;
-    return { id: `${host ?? ''}${d.path}`, host, path: d.path, strip: d.strip ?? null, service: d.service, source: d.source };
+    return { id: `${host ?? ''}${d.path}`, host, path: d.path, strip: d.strip ?? null, service: d.service, source: d.source, redirectHttps: false };
   });
 }
 
@@ -422,8 +434,8 @@ function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {
         problems.push({ kind: 'tag', subject: service, message: `tag "${tag}": ${parsed.error}` });
         continue;
       }
-      const { host, path, strip } = parsed.route;
-      out.push({ id: `${host ?? ''}${path}`, host, path, strip, service, source: { kind: 'tag', tag } });
+      const { host, path, strip, redirectHttps } = parsed.route;
+      out.push({ id: `${host ?? ''}${path}`, host, path, strip, service, source: { kind: 'tag', tag }, redirectHttps: redirectHttps === true });
     }
   }
   return out;
@@ -483,7 +495,7 @@ function finishRoute(
   const holder = held.find(({ target }) => target === 'defaults' || ('service' in target ? target.service === route.service : target.route === route.id));
   const heldBy = holder?.document ?? takeover?.document ?? null;
   const holdReason = holder ? `policy document ${holder.document} for this route is invalid and no good version is known` : (takeover?.reason ?? null);
-  return { ...route, freshness, heldBy, holdReason };
+  return { ...route, redirectHttps: route.redirectHttps || route.policy.redirectHttps, freshness, heldBy, holdReason };
 }
 
 /** Consul services the snapshot needs beyond those with urlprefix- tags: the ones route documents name. */

@@ -1,4 +1,5 @@
 import { unmatchableRoutePath } from '../core/url-path.ts';
+import { isRedirectHttpsOption, REDIRECT_HTTPS_OPTION } from './tag-redirect.ts';
 
 /**
  * Routes from service tags, in fabio's syntax so fabio users can switch without retagging:
@@ -13,6 +14,8 @@ export interface TagRoute {
   /** Path prefix without trailing slash ("/" for the root). */
   readonly path: string;
   readonly strip: string | null;
+  /** `redirect-https`: plain-HTTP requests are redirected to HTTPS (tag-redirect.ts); absent otherwise. */
+  readonly redirectHttps?: true;
 }
 
 export type TagParse = { readonly ok: true; readonly route: TagRoute } | { readonly ok: false; readonly error: string };
@@ -48,12 +51,17 @@ export function parseUrlprefixTag(tag: string): TagParse {
   if (unmatchable) return { ok: false, error: unmatchable };
 
   let strip: string | null = null;
+  let redirectHttps = false as boolean;
   for (const option of options) {
+    if (isRedirectHttpsOption(option)) {
+      redirectHttps = true;
+      continue;
+    }
     const eq = option.indexOf('=');
     const name = eq === -1 ? option : option.slice(0, eq);
     const value = eq === -1 ? '' : option.slice(eq + 1);
     if (!(KNOWN_OPTIONS as readonly string[]).includes(name)) {
-      return { ok: false, error: `unknown option "${name}" (supported: ${KNOWN_OPTIONS.join(', ')})` };
+      return { ok: false, error: `unknown option "${name}" (supported: ${[...KNOWN_OPTIONS, REDIRECT_HTTPS_OPTION].join(', ')})` };
     }
     const stripError = checkPath(value);
     if (stripError) return { ok: false, error: `strip: ${stripError}` };
@@ -63,7 +71,7 @@ export function parseUrlprefixTag(tag: string): TagParse {
     if (strip === '/') return { ok: false, error: 'strip=/ would strip nothing' };
     if (!isPathPrefix(strip, path)) return { ok: false, error: `strip=${strip} is not a prefix of the route path ${path}` };
   }
-  return { ok: true, route: { host, path, strip } };
+  return { ok: true, route: { host, path, strip, ...(redirectHttps ? { redirectHttps } : {}) } };
 }
 
 function checkPath(path: string): string | null {
