@@ -63,7 +63,7 @@ const maxAgeSeconds = z.preprocess((v) => {
   if (typeof v !== 'string') return v;
   const m = /^(\d{1,9})(s|m|h|d|y)$/.exec(v.trim());
   return m ? Number(m[1]) * SECONDS_PER[m[2] as keyof typeof SECONDS_PER] : v;
-}, z.number({ error: 'maxAge is seconds, or a number with s, m, h, d or y (1y = 31536000 s)' }).int().min(0).max(2 * YEAR, 'maxAge is at most 2y'));
+}, z.number({ error: 'maxAge is seconds, or a number with s, m, h, d or y (1y = 31536000 s)' }).int('maxAge is whole seconds').min(0, 'maxAge cannot be negative').max(2 * YEAR, 'maxAge is at most 2y'));
 
 export const hstsSchema = z
   .object({
