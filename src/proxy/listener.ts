@@ -138,7 +138,7 @@ export class ProxyListener {
     server.removeAllListeners('tlsClientError');
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       this.options.metrics.tlsHandshakeErrors.inc();
-      if (asks && isClientCertificateRefusal(err)) this.options.metrics.tlsClientCertificates.inc({ result: 'refused' });
+      if (asks && isClientCertificateRefusal(err, socket)) this.options.metrics.tlsClientCertificates.inc({ result: 'refused' });
       this.options.logger.debug({ err: err.message, code: err.code ?? null }, 'TLS handshake failed');
       socket.destroy();
     });
@@ -293,12 +293,15 @@ function leavePending(res: PendingResponse): void {
 }
 
 /**
- * OpenSSL's reasons for ending a handshake over the client certificate (`require`): none sent, or
- * one that does not verify against --tls-client-ca (expired, another CA, self-signed).
+ * A handshake ended over the client certificate (`require`): OpenSSL's error when none was sent;
+ * for one that does not verify (expired, another CA, self-signed) Node itself closes the socket
+ * once the handshake is done, leaving the reason in `authorizationError` and a plain reset as the
+ * error.
  */
-function isClientCertificateRefusal(err: NodeJS.ErrnoException): boolean {
-  const text = `${err.code ?? ''} ${err.message}`;
-  return /PEER_DID_NOT_RETURN_A_CERTIFICATE|CERTIFICATE_VERIFY_FAILED|certificate verify failed|did not return a certificate/i.test(text);
+function isClientCertificateRefusal(err: NodeJS.ErrnoException, socket: Socket): boolean {
+  if (err.code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE') return true;
+  const reason = (socket as Partial<TLSSocket>).authorizationError;
+  return reason !== undefined && reason !== null;
 }
 
 function hasPeerCertificate(socket: TLSSocket): boolean {
