@@ -60,7 +60,7 @@ export class Exchange {
   identity: Identity | null = null;
   reason: string | null = null;
   /** Response headers added by the pipeline (rate limits), as name, value pairs. */
-  extraHeaders: string[] | null = null;
+  extraHeaders: readonly string[] | null = null;
   private done = false;
 
   constructor(
@@ -100,7 +100,7 @@ export class Exchange {
       if (sent === null) return this.refuse('bad_request', 'the Host header is not a host name this route can be redirected to');
       return this.finish(sent);
     }
-    if (this.encrypted && route.hsts !== null) this.extraHeaders = ['strict-transport-security', route.hsts];
+    if (this.encrypted) this.extraHeaders = route.hstsHeader;
     if (route.maxHeaderBytes !== null && headerBytes(req) > route.maxHeaderBytes) {
       route.countSizeRejection('headers');
       return this.refuse('headers_too_large', `request headers exceed ${route.maxHeaderBytes} bytes`);
@@ -142,7 +142,7 @@ export class Exchange {
         return this.refuse(limited.code, limited.message, { headers: limited.headers });
       }
       route.countRateLimit('allowed');
-      const extra: string[] = this.extraHeaders ?? [];
+      const extra: string[] = this.extraHeaders === null ? [] : [...this.extraHeaders];
       for (const name in limited.headers) extra.push(name, limited.headers[name] as string);
       this.extraHeaders = extra;
     }

@@ -52,6 +52,8 @@ export interface CompiledRoute {
   readonly auth: RouteAuth;
   /** The Strict-Transport-Security value for answers over TLS, or null. */
   readonly hsts: string | null;
+  /** The same as a response header pair, shared by every TLS answer of the route (never changed). */
+  readonly hstsHeader: readonly string[] | null;
   /** On plain HTTP, answer with a redirect to HTTPS (when the gateway has an HTTPS listener). */
   readonly redirectHttps: boolean;
   readonly countRedirect: () => void;
@@ -174,6 +176,7 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
   const duration = metrics.requestDuration.labels(labels);
   const { policy } = route;
   const retries = policy.retries;
+  const hsts = policy.hsts === null ? null : hstsHeaderValue(policy.hsts);
   return {
     id: route.id,
     host: route.host,
@@ -187,7 +190,8 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     },
     holdReason: route.heldBy === null ? null : (route.holdReason ?? `policy document ${route.heldBy} holds this route`),
     auth: compileRouteAuth(policy.auth, policy.authorize, { keys: deps.keys, consumers }),
-    hsts: policy.hsts === null ? null : hstsHeaderValue(policy.hsts),
+    hsts: hsts,
+    hstsHeader: hsts === null ? null : Object.freeze(['strict-transport-security', hsts]),
     redirectHttps: route.redirectHttps,
     countRedirect: boundPerValue(() => metrics.httpsRedirects.labels({ route: route.id })).bind(null, 'redirect'),
     rateLimits: compileRateLimits(policy.rateLimits, { routeId: route.id, service: route.service }, deps.limiter),

@@ -29,7 +29,7 @@ const DOCS = [
 ];
 
 describe('snapshot: redirect-https and hsts', () => {
-  const snap = buildSnapshot(views(CATALOG), options(BOTH), undefined, resolvePolicies(DOCS, [], PREFIX));
+  const snap = buildSnapshot(views(CATALOG), options(BOTH), undefined, resolvePolicies(DOCS, [], PREFIX, undefined));
   const route = (id: string) => snap.routes.find((r) => r.id === id);
 
   test('a redirect from the tag option or the (inherited) policy section', () => {
@@ -51,7 +51,7 @@ describe('snapshot: redirect-https and hsts', () => {
   });
 
   test('without --listen-tls and client certificates: one problem per route that asks, naming where it asks', () => {
-    const plain = buildSnapshot(views(CATALOG), options(PLAIN), undefined, resolvePolicies(DOCS, [], PREFIX));
+    const plain = buildSnapshot(views(CATALOG), options(PLAIN), undefined, resolvePolicies(DOCS, [], PREFIX, undefined));
     assert.deepEqual(
       plain.problems.map((p) => [p.kind, p.subject, p.message.replace(/ needs an HTTPS.*| accepts client certificates.*/, '')]),
       [
@@ -65,6 +65,6 @@ describe('snapshot: redirect-https and hsts', () => {
   });
 
   test('a build that does not say what the listeners offer checks nothing', () => {
-    assert.deepEqual(buildSnapshot(views(CATALOG), options(), undefined, resolvePolicies(DOCS, [], PREFIX)).problems, []);
+    assert.deepEqual(buildSnapshot(views(CATALOG), options(), undefined, resolvePolicies(DOCS, [], PREFIX, undefined)).problems, []);
   });
 });
