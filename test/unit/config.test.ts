@@ -179,6 +179,10 @@ describe('parseGatewayConfig: TLS listeners', () => {
     { name: 'an HTTPS listener without certificates', input: { listenTls: ['127.0.0.1:8443'] }, error: /needs certificates/ },
     { name: 'a bad HTTPS listen address', input: { listenTls: ['nope'], tlsDir: '/tmp' }, error: /host:port/ },
     { name: 'TLS 1.1', input: { tlsMinVersion: 'TLSv1.1' }, error: /TLSv1.2|TLSv1.3/ },
+    { name: 'client auth without a CA', input: { listenTls: [':8443'], tlsDir: '/tmp', tlsClientAuth: 'require' }, error: /needs --tls-client-ca/ },
+    { name: 'client auth without an HTTPS listener', input: { tlsClientAuth: 'request', tlsClientCa: 'ca.pem' }, error: /needs an HTTPS listener/ },
+    { name: 'a CA without client auth', input: { listenTls: [':8443'], tlsDir: '/tmp', tlsClientCa: 'ca.pem' }, error: /no effect without --tls-client-auth/ },
+    { name: 'an unknown client-auth mode', input: { listenTls: [':8443'], tlsDir: '/tmp', tlsClientCa: 'ca.pem', tlsClientAuth: 'optional' }, error: /none|request|require/ },
   ];
   for (const c of refused) {
     test(`refused: ${c.name}`, () => assert.throws(() => parseGatewayConfig(c.input as never), c.error));
@@ -188,5 +192,10 @@ describe('parseGatewayConfig: TLS listeners', () => {
     const config = parseGatewayConfig({ listenTls: ['127.0.0.1:8443', ':9443'], tlsCert: ['a.crt', 'b.crt'], tlsKey: ['a.key', 'b.key'], tlsMinVersion: 'TLSv1.3' });
     assert.deepEqual(config.listenTls, [{ host: '127.0.0.1', port: 8443 }, { host: '', port: 9443 }]);
     assert.deepEqual([config.tlsCert, config.tlsKey, config.tlsMinVersion], [['a.crt', 'b.crt'], ['a.key', 'b.key'], 'TLSv1.3']);
+  });
+
+  test('client certificates: a mode and its CA file', () => {
+    const config = parseGatewayConfig({ listenTls: [':8443'], tlsDir: '/tmp', tlsClientAuth: 'request', tlsClientCa: '/etc/cgw/clients.pem' });
+    assert.deepEqual([config.tlsClientAuth, config.tlsClientCa], ['request', '/etc/cgw/clients.pem']);
   });
 });
