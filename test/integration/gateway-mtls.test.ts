@@ -306,7 +306,7 @@ function attempt(port: number, cert: ClientCert | undefined): Promise<number | s
   });
 }
 
-describe('--tls-client-auth require: no verified certificate, no handshake', () => {
+describe('--tls-client-auth require, with two workers: no verified certificate, no handshake', () => {
   let gw: GatewayProcess;
   let tlsPort: number;
 
@@ -314,7 +314,7 @@ describe('--tls-client-auth require: no verified certificate, no handshake', () 
     [tlsPort] = (await freePorts(1)) as [number];
     gw = await startGateway({
       consul: consul.addr,
-      args: ['--wait', '5s', '--listen-tls', `127.0.0.1:${tlsPort}`, '--tls-cert', join(certDir, 'server.crt'), '--tls-key', join(certDir, 'server.key'), '--tls-client-auth', 'require', '--tls-client-ca', pki.caFile],
+      args: ['--workers', '2', '--wait', '5s', '--listen-tls', `127.0.0.1:${tlsPort}`, '--tls-cert', join(certDir, 'server.crt'), '--tls-key', join(certDir, 'server.key'), '--tls-client-auth', 'require', '--tls-client-ca', pki.caFile],
     });
     await waitFor(async () => (await attempt(tlsPort, pki.allowed)) === 200 || undefined, { timeoutMs: 30_000, message: '/web served to a verified certificate' });
   });
@@ -332,6 +332,12 @@ describe('--tls-client-auth require: no verified certificate, no handshake', () 
     assert.equal(await attempt(tlsPort, pki.notAllowed), 200, 'no route policy asks for mtls on /web: any verified certificate is let in');
     await waitFor(async () => (await metric(gw, /^cgw_tls_client_certificates_total\{result="refused"\} /)) >= 3 || undefined, { timeoutMs: 10_000, message: 'three refusals counted' });
     assert.equal(await attempt(tlsPort, pki.allowed), 200, 'still serving');
+  });
+
+  test('each worker verifies with the CA; cgw status shows the mode', async () => {
+    for (let i = 0; i < 6; i++) assert.equal(await attempt(tlsPort, pki.allowed), 200);
+    const st = await runCli(['status', '--admin', gw.adminUrl]);
+    assert.match(st.stdout, /^client certs: require \(1 CA from /m);
   });
 });
 
