@@ -59,7 +59,7 @@ export class Exchange {
   retries = 0;
   identity: Identity | null = null;
   reason: string | null = null;
-  /** Response headers added by the pipeline (rate limits), as name, value pairs. */
+  /** Response headers added by the pipeline (HSTS over TLS, rate limits), as name, value pairs. */
   extraHeaders: readonly string[] | null = null;
   private done = false;
 
@@ -94,10 +94,10 @@ export class Exchange {
     // Before credentials or limits: a plain-HTTP request on such a route is never served, so
     // nothing it carries is looked at (and a credential sent in clear is not checked).
     if (route.redirectHttps && !this.encrypted && ctx.httpsPort !== null) {
-      route.countRedirect();
-      this.reason = 'redirect_https';
       const sent = sendHttpsRedirect(this, route, target, ctx.httpsPort);
       if (sent === null) return this.refuse('bad_request', 'the Host header is not a host name this route can be redirected to');
+      route.countRedirect();
+      this.reason = 'redirect_https';
       return this.finish(sent);
     }
     if (this.encrypted) this.extraHeaders = route.hstsHeader;
