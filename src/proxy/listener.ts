@@ -139,7 +139,7 @@ export class ProxyListener {
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       this.options.metrics.tlsHandshakeErrors.inc();
       if (asks && isClientCertificateRefusal(err, socket)) this.options.metrics.tlsClientCertificates.inc({ result: 'refused' });
-      this.options.logger.debug({ err: err.message, code: err.code ?? null }, 'TLS handshake failed');
+      this.options.logger.debug({ err: err.message, code: err.code ?? null, clientCertificate: (socket as Partial<TLSSocket>).authorizationError ?? null }, 'TLS handshake failed');
       socket.destroy();
     });
     if (asks) {
