@@ -272,8 +272,10 @@ describe('--tls-client-auth request: route policies decide', () => {
     ];
     const texts = [...bad.map((b) => JSON.stringify(b)), '{"appliesTo":{"route":"/billing"},"auth":{"methods":["mtls"],"mtls":{"subjects":["x"],"__proto__":{"anyVerified":true}}}}', '{"appliesTo":{"route":"/billing"},"hsts":{"preload":true}}'];
     for (const text of texts) {
+      const rejected = await metric(gw, /^cgw_config_rejected_total\{kind="policy"\} /);
       await consul.kvPut(key, text);
-      await waitFor(async () => (await problems(gw)).some((p) => p.subject.includes('policies/billing')) || undefined, { timeoutMs: 20_000, message: `the refusal of ${text.slice(0, 80)} shown` });
+      await waitFor(async () => (await metric(gw, /^cgw_config_rejected_total\{kind="policy"\} /)) > rejected || undefined, { timeoutMs: 20_000, message: `the refusal of ${text.slice(0, 80)} counted` });
+      assert.ok((await problems(gw)).some((p) => p.subject.includes('policies/billing')), 'and shown');
       assert.equal((await httpsCall(tlsPort, '/billing/x', { cert: pki.notAllowed })).status, 403, 'the last good allow list still applies');
       assert.equal((await httpsCall(tlsPort, '/billing/x', { cert: pki.allowed })).status, 200);
     }
