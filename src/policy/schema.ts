@@ -136,7 +136,7 @@ export const rateQuota = z
 export const rateLimitSchema = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'names are lower-case letters, digits, - and _'),
-    /** What is counted: the consumer (API key / JWT subject), the client IP, or a header's value. */
+    /** What is counted: the consumer (API key / JWT subject / client certificate subject), the client IP, or a header's value. */
     by: z.union([z.literal('consumer'), z.literal('ip'), z.string().regex(/^header:[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/, 'by is consumer, ip or header:<name>')]),
     limit: z.number().int().min(1).max(1_000_000_000),
     window: durationField(1000, 86_400_000),
