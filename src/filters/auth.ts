@@ -155,7 +155,7 @@ export function compileRouteAuth(auth: AuthPolicy | null, authorize: AuthorizePo
     } as const),
   };
 
-  const authorizeIdentity = compileAuthorize(authorize, apiKeyHeader !== undefined && verifyJwt === undefined);
+  const authorizeIdentity = compileAuthorize(authorize, verifyJwt === undefined);
 
   const credentialHeaders: string[] = [];
   if (!auth.forwardCredentials) {
@@ -417,7 +417,7 @@ function compileApiKey(consumers: ConsumerIndex): (key: string) => Identity | un
   };
 }
 
-/** One frozen identity per subject and route would be a cache to bound; this is a small object. */
+/** A small object per request: keeping one per certificate subject would be a cache to bound. */
 function mtlsIdentity(subject: string): Identity {
   return { method: 'mtls', subject, consumer: null, scopes: NO_SCOPES, plan: null, limits: null };
 }
@@ -427,7 +427,7 @@ const NO_SCOPES: readonly string[] = Object.freeze([]);
 // ---------------------------------------------------------------------------------------------
 // Authorization
 
-function compileAuthorize(authorize: AuthorizePolicy | null, apiKeyOnly: boolean): (verified: Verified) => AuthOutcome {
+function compileAuthorize(authorize: AuthorizePolicy | null, withoutJwt: boolean): (verified: Verified) => AuthOutcome {
   const scopes = authorize?.scopes ?? [];
   const claims = Object.entries(authorize?.claims ?? {}).map(([name, want]) => [name, typeof want === 'string' ? [want] : want] as const);
   if (scopes.length === 0 && claims.length === 0) return ({ identity }) => ({ ok: true, identity });
@@ -448,7 +448,7 @@ function compileAuthorize(authorize: AuthorizePolicy | null, apiKeyOnly: boolean
     code: 'insufficient_scope',
     reason,
     message: MESSAGES[reason],
-    challenge: apiKeyOnly ? null : 'Bearer error="insufficient_scope"',
+    challenge: withoutJwt ? null : 'Bearer error="insufficient_scope"',
   });
 
   return ({ identity, claims: payload }) => {
