@@ -159,6 +159,8 @@ export interface ClientAuthView {
   /** The --tls-client-ca file. */
   readonly caFile: string;
   readonly authorities: readonly { readonly subject: string; readonly notAfter: string; readonly fingerprint256: string }[];
+  /** The file changed into something refused; the authorities above keep verifying. */
+  readonly refused?: { readonly error: string; readonly at: string };
 }
 
 /** Which services a report details: none, all, or one. */

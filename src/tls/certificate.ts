@@ -105,6 +105,11 @@ export function loadCertificate(input: CertificateInput): CertificateResult {
   };
 }
 
+/** The same certificate with a context that verifies client certificates against other CAs. */
+export function withClientCa(certificate: LoadedCertificate, minVersion: TlsMinVersion, ca: string): LoadedCertificate {
+  return { ...certificate, context: createSecureContext({ cert: certificate.pem.cert, key: certificate.pem.key, minVersion, ca }) };
+}
+
 /** DNS names of the subjectAltName, or the subject's CN when there is none (as clients check). */
 export function namesOf(cert: X509Certificate): string[] {
   const alt = cert.subjectAltName;

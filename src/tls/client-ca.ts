@@ -4,11 +4,10 @@ import type { ClientAuthView } from '../core/types.ts';
 import { MAX_PEM_BYTES } from './certificate.ts';
 
 /**
- * The CAs client certificates must chain to (`--tls-client-ca`). Read and checked once at start:
- * a bundle that does not parse, holds no certificate, or holds a certificate that is not a CA
- * stops the start with an error naming the file and the certificate. Changing the bundle takes a
- * restart (workers can be replaced one by one): trust is not something to change under a running
- * listener without an operator seeing it happen.
+ * The CAs client certificates must chain to (`--tls-client-ca`). Read and checked at start: a
+ * bundle that does not parse, holds no certificate, or holds a certificate that is not a CA or
+ * has expired stops the start with an error naming the file and the certificate. Afterwards the
+ * file is watched (client-ca-file.ts) and the same checks decide whether a change is taken.
  */
 export interface ClientAuthority {
   /** The bundle as given, for the TLS contexts (`ca`). */

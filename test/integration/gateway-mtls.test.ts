@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { connect as tlsConnect } from 'node:tls';
-import { writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
@@ -129,7 +129,7 @@ describe('--tls-client-auth request: route policies decide', () => {
     [tlsPort] = (await freePorts(1)) as [number];
     gw = await startGateway({
       consul: consul.addr,
-      args: ['--wait', '5s', '--listen-tls', `127.0.0.1:${tlsPort}`, '--tls-cert', join(certDir, 'server.crt'), '--tls-key', join(certDir, 'server.key'), '--tls-client-auth', 'request', '--tls-client-ca', pki.caFile],
+      args: ['--wait', '5s', '--listen-tls', `127.0.0.1:${tlsPort}`, '--tls-cert', join(certDir, 'server.crt'), '--tls-key', join(certDir, 'server.key'), '--tls-client-auth', 'request', '--tls-client-ca', pki.caFile, '--tls-poll-interval', '200ms'],
     });
     await waitFor(async () => (await httpsCall(tlsPort, '/billing/x', { cert: pki.allowed })).status === 200, { timeoutMs: 30_000, message: '/billing served to the allowed certificate' });
   });
@@ -261,6 +261,26 @@ describe('--tls-client-auth request: route policies decide', () => {
     assert.ok((await metric(gw, /^cgw_tls_client_certificates_total\{result="unverified"\} /)) > 0);
     assert.ok((await metric(gw, /^cgw_tls_client_certificates_total\{result="absent"\} /)) > 0);
     assert.ok((await metric(gw, /^cgw_auth_rejections_total\{route="\/billing",reason="client_certificate_unverified"\} /)) > 0);
+  });
+
+  test('the CA file changes: a good bundle verifies the next handshakes, a bad one is refused and shown while the last good one verifies', async () => {
+    const replace = async (text: string): Promise<void> => {
+      await writeFile(`${pki.caFile}.tmp`, text);
+      await rename(`${pki.caFile}.tmp`, pki.caFile);
+    };
+    try {
+      await replace(pki.otherCaPem);
+      await waitFor(async () => (await httpsCall(tlsPort, '/billing/x', { cert: pki.foreign })).status === 200 || undefined, { timeoutMs: 20_000, message: 'a certificate of the new CA verified' });
+      assert.equal((await httpsCall(tlsPort, '/billing/x', { cert: pki.allowed })).status, 401, 'the old CA no longer verifies');
+      await replace(pki.leafPem);
+      await waitFor(async () => /REFUSED: .*is not a CA certificate/.test((await runCli(['status', '--admin', gw.adminUrl])).stdout) || undefined, { timeoutMs: 20_000, message: 'the refused bundle shown' });
+      assert.equal((await httpsCall(tlsPort, '/billing/x', { cert: pki.foreign })).status, 200, 'the last good bundle still verifies');
+      assert.ok((await metric(gw, /^cgw_tls_certificate_rejections_total\{source="client-ca:/)) >= 1);
+    } finally {
+      await replace(pki.caPem);
+    }
+    await waitFor(async () => (await httpsCall(tlsPort, '/billing/x', { cert: pki.allowed })).status === 200 || undefined, { timeoutMs: 20_000, message: 'the first CA verifies again' });
+    assert.equal((await httpsCall(tlsPort, '/billing/x', { cert: pki.foreign })).status, 401);
   });
 
   test('bad mtls policies are refused and the last good one keeps protecting; Consul changes still apply', async () => {

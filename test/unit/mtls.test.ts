@@ -6,11 +6,13 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
 import { clientCertificateFrom, compileMtls, parseSubjectAltName, type ClientCertificate } from '../../src/filters/mtls.ts';
 import { compileRouteAuth, JwtKeyCache } from '../../src/filters/auth.ts';
 import { authSchema } from '../../src/policy/schema.ts';
 import { mtlsSchema } from '../../src/policy/tls-schema.ts';
 import { ClientCaError, parseClientAuthority } from '../../src/tls/client-ca.ts';
+import { ClientCaFile } from '../../src/tls/client-ca-file.ts';
 import { hostOnly } from '../../src/proxy/redirect.ts';
 import { parseUrlprefixTag } from '../../src/state/tags.ts';
 import { createTestPki } from '../helpers/client-certs.ts';
@@ -205,5 +207,44 @@ describe('tag option redirect-https', () => {
     const out = parseUrlprefixTag('urlprefix-/web redirect-https=false');
     assert.ok(!out.ok);
     assert.match(out.error, /unknown option "redirect-https" \(supported: strip, redirect-https\)/);
+  });
+});
+
+describe('--tls-client-ca after start (ClientCaFile)', () => {
+  const pki = createTestPki();
+  after(() => pki.remove());
+
+  test('a good change is taken, a bad one refused once and shown with the last good in force, a fix clears it', async () => {
+    const file = `${pki.dir}/watched-ca.pem`;
+    writeFileSync(file, pki.caPem);
+    const changes: string[][] = [];
+    const refusals: string[] = [];
+    const watched = new ClientCaFile({
+      file,
+      mode: 'request',
+      initial: parseClientAuthority(pki.caPem, file, 'request'),
+      pollIntervalMs: 60_000,
+      onChange: (a) => changes.push(a.view.authorities.map((x) => x.subject)),
+      onRejected: (e) => refusals.push(e),
+    });
+    await watched.check();
+    assert.deepEqual(changes, [], 'unchanged: nothing to do');
+    writeFileSync(file, `${pki.caPem}\n${pki.otherCaPem}`);
+    await watched.check();
+    assert.deepEqual(changes, [['CN=cgw test client CA', 'CN=untrusted test CA']]);
+    writeFileSync(file, pki.leafPem);
+    await watched.check();
+    await watched.check();
+    assert.equal(refusals.length, 1, 'the same refusal is reported once');
+    assert.match(watched.view().refused?.error ?? '', /is not a CA certificate/);
+    assert.equal(watched.view().authorities.length, 2, 'the last good bundle stays in force');
+    rmSync(file);
+    await watched.check();
+    assert.match(watched.view().refused?.error ?? '', /cannot be read \(ENOENT\)/);
+    writeFileSync(file, pki.caPem);
+    await watched.check();
+    assert.equal(watched.view().refused, undefined);
+    assert.deepEqual(changes.at(-1), ['CN=cgw test client CA']);
+    watched.close();
   });
 });
