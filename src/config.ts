@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { consulSettingsFromEnv, readConsulTls, type ConsulTlsMaterial } from './consul/connection.ts';
-import { LOG_LEVELS, PICKERS, TLS_MIN_VERSIONS } from './core/choices.ts';
+import { LOG_LEVELS, PICKERS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from './core/choices.ts';
 import { durationField } from './core/duration-field.ts';
 import { readCaBundle } from './core/ca-bundle.ts';
 
@@ -124,9 +124,22 @@ export const gatewayConfigSchema = z.object({
     .optional(),
   /** How often certificate files are checked when the platform's change notifications miss a change. */
   tlsPollInterval: duration(100, 3_600_000).prefault('5s'),
+  /** PEM bundle of the CAs client certificates must chain to (read and checked at start). */
+  tlsClientCa: z.string().min(1).optional(),
+  /** none: no client certificate asked; request: asked and verified, policies decide; require: no verified certificate, no handshake. */
+  tlsClientAuth: z.enum(TLS_CLIENT_AUTH_MODES).default('none'),
 })
   // --listen-tls alone is valid: certificates may all come from Consul KV (<prefix>certs/<name>).
-  .refine((c) => c.tlsCert.length === c.tlsKey.length, { message: 'give --tls-cert and --tls-key in pairs (as many of each)', path: ['tlsKey'] });
+  .refine((c) => c.tlsCert.length === c.tlsKey.length, { message: 'give --tls-cert and --tls-key in pairs (as many of each)', path: ['tlsKey'] })
+  .refine((c) => c.tlsClientAuth === 'none' || c.tlsClientCa !== undefined, {
+    message: '--tls-client-auth request|require needs --tls-client-ca (the CAs client certificates are verified against)',
+    path: ['tlsClientAuth'],
+  })
+  .refine((c) => c.tlsClientAuth === 'none' || c.listenTls.length > 0, { message: '--tls-client-auth needs an HTTPS listener (--listen-tls)', path: ['tlsClientAuth'] })
+  .refine((c) => c.tlsClientCa === undefined || c.tlsClientAuth !== 'none', {
+    message: '--tls-client-ca has no effect without --tls-client-auth request|require',
+    path: ['tlsClientCa'],
+  });
 
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

@@ -7,7 +7,7 @@ import type { Metrics } from './core/metrics.ts';
 import { ConsulClient } from './consul/client.ts';
 import { ConsulSupervisor } from './consul/supervisor.ts';
 import { readAgentDatacenter } from './consul/datacenter.ts';
-import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type Snapshot } from './state/snapshot.ts';
+import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
 import { BuildHealth } from './state/build-health.ts';
 import { isUrlprefixTag } from './state/tags.ts';
@@ -56,6 +56,8 @@ export class ControlPlane {
   /** Services whose health moved since the snapshot in force was built (cleared once one is). */
   private healthChanged = new Set<string>();
   private rebuildScheduled = false;
+  /** One object for the gateway's life: the build compares it by identity to reuse its routes. */
+  private readonly listeners: ListenerFacts;
   private closing = false;
   /** For `$DC` in route tags: `--dc`, else the agent's own (read at start, retried until known). */
   private datacenter: string | null;
@@ -69,6 +71,7 @@ export class ControlPlane {
     private readonly plane: DataPlaneLink,
   ) {
     this.datacenter = config.dc ?? null;
+    this.listeners = Object.freeze({ https: config.listenTls.length > 0, clientCertificates: config.tlsClientAuth !== 'none' });
     this.consul = new ConsulClient({
       address: config.consul,
       token: config.token,
@@ -238,7 +241,7 @@ export class ControlPlane {
       for (const name of this.supervisor.takeHealthChanges()) this.healthChanged.add(name);
       const views = this.supervisor.views();
       if (!views) return;
-      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix, datacenter: this.datacenter }, previous, policies, this.healthChanged);
+      snapshot = buildSnapshot(views, { allowWarning: this.config.allowWarning, kvPrefix: this.config.kvPrefix, datacenter: this.datacenter, listeners: this.listeners }, previous, policies, this.healthChanged);
     } catch (err) {
       this.buildFailed('snapshot', err);
       return;

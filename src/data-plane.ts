@@ -15,6 +15,17 @@ import { ProxyListener } from './proxy/listener.ts';
 import { CertificateStore } from './tls/store.ts';
 import { FileCertificateSource } from './tls/file-source.ts';
 import type { CertificateInput } from './tls/certificate.ts';
+import { readClientAuthority, type ClientAuthority } from './tls/client-ca.ts';
+import { ClientCaFile } from './tls/client-ca-file.ts';
+
+/**
+ * The --tls-client-ca bundle, read and checked (a ClientCaError names what is wrong); undefined
+ * when client certificates are not asked for. `cgw start` calls it before anything starts.
+ */
+export function clientAuthorityOf(config: GatewayConfig): ClientAuthority | undefined {
+  if (config.tlsClientAuth === 'none' || config.tlsClientCa === undefined) return undefined;
+  return readClientAuthority(config.tlsClientCa, config.tlsClientAuth);
+}
 
 /** How long start waits for the first Redis connection; readiness must not hinge on Redis. */
 const REDIS_FIRST_CONNECT_MS = 2_000;
@@ -49,6 +60,8 @@ export class DataPlane {
   /** The last inputs of each certificate source: files (read here) and Consul KV (from snapshots). */
   private fileCertificates: readonly CertificateInput[] = [];
   private kvCertificates: readonly KvCertificate[] = [];
+  /** The --tls-client-ca bundle in force and the watch on its file. */
+  private readonly clientCa: ClientCaFile | undefined;
 
   constructor(
     private readonly config: GatewayConfig,
@@ -85,7 +98,9 @@ export class DataPlane {
       },
       logger,
     );
-    this.certificates = config.listenTls.length > 0 ? this.loadCertificates(config) : undefined;
+    const authority = config.listenTls.length > 0 ? clientAuthorityOf(config) : undefined;
+    this.certificates = config.listenTls.length > 0 ? this.loadCertificates(config, authority) : undefined;
+    this.clientCa = authority ? this.watchClientCa(config, authority) : undefined;
     this.proxy = new ProxyListener({
       runtime: () => this.runtime.current,
       maxHeaderSize: config.maxHeaderSize,
@@ -123,11 +138,14 @@ export class DataPlane {
       }
       this.tlsPorts = [];
       for (const address of this.config.listenTls) {
-        const server = this.proxy.addTls(this.certificates.store, this.config.tlsMinVersion);
+        const server = this.proxy.addTls(this.certificates.store, this.config.tlsMinVersion, { mode: this.config.tlsClientAuth, ca: this.clientCa?.authority.pem });
         this.tlsServers.push(server);
         this.useDefaultCertificate();
         this.tlsPorts.push(await this.proxy.listen(address.host, address.port, server));
       }
+      // redirect-https sends plain-HTTP clients to the first HTTPS listener.
+      this.proxy.httpsPort = this.tlsPorts[0] ?? null;
+      this.clientCa?.start();
     }
   }
 
@@ -173,7 +191,7 @@ export class DataPlane {
       services[name] = { picker: balancer.pickerKind, breaker: health ? { ...health.breaker.status() } : null, ejected: health?.outlier.ejectedCount ?? 0, endpoints };
     }
     const circuitsNotClosed = runtime ? [...runtime.balancers.keys()].filter((name) => (this.resilience.peek(name)?.breaker.state ?? 'closed') !== 'closed') : [];
-    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services, tls: this.certificates?.store.view() ?? null };
+    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services, tls: this.certificates ? { ...this.certificates.store.view(), ...(this.clientCa ? { clientAuth: this.clientCa.view() } : {}) } : null };
   }
 
   /** Refuse new requests, finish in-flight ones (bounded). */
@@ -184,6 +202,7 @@ export class DataPlane {
   /** After the drain: upstream pools, Redis, JWKS refreshers. */
   async close(): Promise<void> {
     this.certificates?.source.close();
+    this.clientCa?.close();
     await this.pools.closeAll(1_000);
     await this.limiter.close();
     this.keys.close();
@@ -196,11 +215,12 @@ export class DataPlane {
   private useDefaultCertificate(): void {
     const pem = this.certificates?.store.defaultPem;
     if (!pem) return;
-    for (const server of this.tlsServers) server.setSecureContext({ cert: pem.cert, key: pem.key, minVersion: this.config.tlsMinVersion });
+    const ca = this.clientCa?.authority.pem;
+    for (const server of this.tlsServers) server.setSecureContext({ cert: pem.cert, key: pem.key, minVersion: this.config.tlsMinVersion, ...(ca === undefined ? {} : { ca }) });
   }
 
   /** The store the HTTPS listeners take certificates from, fed by the certificate files. */
-  private loadCertificates(config: GatewayConfig): { store: CertificateStore; source: FileCertificateSource } {
+  private loadCertificates(config: GatewayConfig, authority: ClientAuthority | undefined): { store: CertificateStore; source: FileCertificateSource } {
     const { metrics, logger } = this;
     /** Expiry series set last time, by name and source, so those of certificates gone are removed. */
     let shown = new Map<string, { name: string; source: string }>();
@@ -217,7 +237,7 @@ export class DataPlane {
         this.useDefaultCertificate();
         logger.info({ certificates: certificates.map((c) => ({ name: c.name, names: c.names, notAfter: c.notAfter, source: c.source })) }, 'certificates in force');
       },
-    });
+    }, authority?.pem);
     const source = new FileCertificateSource({
       pairs: config.tlsCert.map((cert, i) => ({ cert, key: config.tlsKey[i] as string })),
       dir: config.tlsDir,
@@ -241,6 +261,26 @@ export class DataPlane {
     const kv = [...this.kvCertificates].sort((a, b) => Number(b.name === 'default') - Number(a.name === 'default'));
     const fromKv = kv.map((c): CertificateInput => ({ name: c.name, source: `kv:${c.key}`, certPem: c.certPem, keyPem: c.keyPem, minVersion: this.config.tlsMinVersion }));
     this.certificates.store.update([...this.fileCertificates, ...fromKv]);
+  }
+
+  /** The --tls-client-ca file after start: a good change re-makes every TLS context, a bad one is shown. */
+  private watchClientCa(config: GatewayConfig, initial: ClientAuthority): ClientCaFile {
+    const { metrics, logger } = this;
+    const file = initial.view.caFile;
+    return new ClientCaFile({
+      file,
+      mode: initial.view.mode,
+      initial,
+      pollIntervalMs: config.tlsPollInterval,
+      onChange: (authority) => {
+        this.certificates?.store.setClientCa(authority.pem);
+        logger.info({ file, authorities: authority.view.authorities.map((a) => a.subject) }, 'client CA bundle in force');
+      },
+      onRejected: (error) => {
+        metrics.tlsCertificateRejections.inc({ source: `client-ca:${file}` });
+        logger.warn({ file }, `client CA bundle refused, the one in force stays: ${error}`);
+      },
+    });
   }
 
   private showLimiterState(state: BackendState): void {

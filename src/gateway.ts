@@ -5,6 +5,9 @@ import { createMetrics, type Metrics } from './core/metrics.ts';
 import { ControlPlane } from './control-plane.ts';
 import { DataPlane } from './data-plane.ts';
 
+/** Files `cgw start` checks before anything listens (the --tls-client-ca bundle); throws naming the problem. */
+export { clientAuthorityOf as checkStartFiles } from './data-plane.ts';
+
 /**
  * The gateway in one process (`--workers 1`): the control plane hands each snapshot straight to
  * the data plane beside it. `cluster/` runs the same two halves as a primary and its workers.

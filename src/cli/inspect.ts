@@ -68,12 +68,19 @@ interface TlsBody {
   certificates: { name: string; names: string[]; notAfter: string; source: string }[];
   rejected: { name: string; source: string; error: string; keptLastGood: boolean }[];
   default: string | null;
+  clientAuth?: { mode: string; caFile: string; authorities: { subject: string; notAfter: string }[]; refused?: { error: string } };
 }
 
 /** `tls: 2 certificates (default: site), 1 REFUSED`, then one line per refused source. */
 function tlsLines(t: TlsBody): string[] {
   const lines = [`tls:          ${t.certificates.length} certificate${t.certificates.length === 1 ? '' : 's'} (default: ${t.default ?? 'NONE: handshakes without a matching name fail'})${t.rejected.length > 0 ? `, ${t.rejected.length} REFUSED` : ''}`];
   for (const r of t.rejected) lines.push(`  refused: ${r.source}: ${r.error}${r.keptLastGood ? ' (last good kept)' : ''}`);
+  const ca = t.clientAuth;
+  if (ca) {
+    lines.push(`client certs: ${ca.mode} (${ca.authorities.length} CA${ca.authorities.length === 1 ? '' : 's'} from ${ca.caFile})`);
+    for (const a of ca.authorities) lines.push(`  ca: ${a.subject} (until ${a.notAfter})`);
+    if (ca.refused) lines.push(`  REFUSED: ${ca.refused.error} (the CAs above stay in force)`);
+  }
   return lines;
 }
 

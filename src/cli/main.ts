@@ -4,7 +4,7 @@
 // inspection commands never load zod, pino or the `consul` package, and only `start` loads the
 // gateway.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { LOG_LEVELS, PICKERS, TLS_MIN_VERSIONS } from '../core/choices.ts';
+import { LOG_LEVELS, PICKERS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from '../core/choices.ts';
 import { parseDuration } from '../core/duration.ts';
 import type { AdminReader, ConsumerAddOptions, IssuedKey } from './consumer.ts';
 import type { ConsulStore } from './consul-kv.ts';
@@ -123,6 +123,8 @@ program
   .addOption(new Option('--tls-min-version <version>', 'oldest TLS version accepted').choices(TLS_MIN_VERSIONS).default('TLSv1.2'))
   .option('--tls-poll-interval <duration>', 'how often certificate files are checked besides change notifications', '5s')
   .option('--upstream-ca <file>', 'PEM CA bundle trusted for https upstreams (proto=https tags) besides the system roots; checked at start')
+  .option('--tls-client-ca <file>', 'PEM bundle of the CAs that issue client certificates (read at start)')
+  .addOption(new Option('--tls-client-auth <mode>', 'ask HTTPS clients for a certificate: none, request (verified; route policies decide) or require (no handshake without one)').choices(TLS_CLIENT_AUTH_MODES).default('none'))
   .action(async (flags: StartFlags) => {
     keepRunning = true;
     // The one resolver every command uses: host:port or URL, CONSUL_HTTP_SSL for a bare host:port.

@@ -2,7 +2,7 @@ import { ZodError } from 'zod';
 import { consulEnvDefaults, formatConfigError, parseGatewayConfig, type GatewayConfigInput } from '../config.ts';
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import { Gateway } from '../gateway.ts';
+import { Gateway, checkStartFiles } from '../gateway.ts';
 import { ClusterPrimary } from '../cluster/primary.ts';
 import { runWorker } from '../cluster/worker.ts';
 import { CliError } from './admin-client.ts';
@@ -46,6 +46,8 @@ export interface StartFlags {
   tlsMinVersion?: string;
   tlsPollInterval?: string;
   upstreamCa?: string;
+  tlsClientCa?: string;
+  tlsClientAuth?: string;
 }
 
 /** Flags win over CONSUL_* environment variables, which win over defaults. */
@@ -64,6 +66,11 @@ export function configFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv) {
 export async function runStart(flags: StartFlags): Promise<void> {
   const config = configFromFlags(flags, process.env);
   const workers = config.workers ?? availableParallelism();
+  try {
+    checkStartFiles(config);
+  } catch (err) {
+    throw new CliError(`cannot start: ${describeError(err)}`);
+  }
   // A worker re-runs this command (node:cluster forks the same argv): it runs the data plane only.
   if (cluster.isWorker) return runWorker(config, workers);
   const gateway = workers > 1 ? new ClusterPrimary(config, workers) : new Gateway(config);

@@ -11,3 +11,7 @@ export const PICKERS = ['round_robin', 'least_request'] as const;
 /** Oldest TLS version an HTTPS listener accepts (`--tls-min-version`). */
 export const TLS_MIN_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
 export type TlsMinVersion = (typeof TLS_MIN_VERSIONS)[number];
+
+/** Whether HTTPS listeners ask for client certificates (`--tls-client-auth`). */
+export const TLS_CLIENT_AUTH_MODES = ['none', 'request', 'require'] as const;
+export type TlsClientAuthMode = (typeof TLS_CLIENT_AUTH_MODES)[number];

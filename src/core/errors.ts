@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   internal_error: { status: 500, message: 'internal gateway error' },
   unauthorized: { status: 401, message: 'valid credentials are required' },
   insufficient_scope: { status: 403, message: 'the credentials do not grant access to this route' },
+  certificate_not_allowed: { status: 403, message: 'the client certificate is verified but not on this route\'s allow list' },
   auth_unavailable: { status: 503, message: 'credentials cannot be verified right now (identity provider unreachable)' },
   rate_limited: { status: 429, message: 'rate limit exceeded' },
   rate_limiter_unavailable: { status: 503, message: 'the rate limiter is unavailable and this route fails closed' },

@@ -225,6 +225,18 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       registers: [registry],
       aggregator: 'max',
     }),
+    tlsClientCertificates: new Counter({
+      name: 'cgw_tls_client_certificates_total',
+      help: 'TLS connections by client certificate (--tls-client-auth): verified, unverified (request mode), absent, refused (handshake ended by require mode)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    httpsRedirects: new Counter({
+      name: 'cgw_https_redirects_total',
+      help: 'Plain-HTTP requests answered with a redirect to HTTPS (redirect-https), by route',
+      labelNames: ['route'] as const,
+      registers: [registry],
+    }),
     clientConnectionsRefused: new Counter({
       name: 'cgw_client_connections_refused_total',
       help: 'Client connections closed at once because --max-connections were open',

@@ -149,6 +149,18 @@ export interface TlsView {
   readonly rejected: readonly CertificateRejection[];
   /** The certificate for clients without a matching server name, by name. */
   readonly default: string | null;
+  /** Client certificates (`--tls-client-auth`); absent when none are asked for. */
+  readonly clientAuth?: ClientAuthView;
+}
+
+/** How HTTPS listeners ask for client certificates, and the CAs they must chain to. */
+export interface ClientAuthView {
+  readonly mode: 'request' | 'require';
+  /** The --tls-client-ca file. */
+  readonly caFile: string;
+  readonly authorities: readonly { readonly subject: string; readonly notAfter: string; readonly fingerprint256: string }[];
+  /** The file changed into something refused; the authorities above keep verifying. */
+  readonly refused?: { readonly error: string; readonly at: string };
 }
 
 /** Which services a report details: none, all, or one. */

@@ -8,13 +8,15 @@ import { algorithmsForPem } from '../policy/keys.ts';
 import { canonicalJson } from '../core/hash.ts';
 import type { ConsumerRecord } from '../policy/consumers.ts';
 import type { JwtKeyCache } from './jwks-cache.ts';
+import { compileMtls, type ClientCertificate, type MtlsReason } from './mtls.ts';
 
 export { JwtKeyCache } from './jwks-cache.ts';
 export type { JwksTiming, JwtKeyCacheOptions } from './jwks-cache.ts';
+export { clientCertificateFrom, type ClientCertificate } from './mtls.ts';
 
 export interface Identity {
-  readonly method: 'jwt' | 'apiKey';
-  /** JWT `sub`, or the consumer id. */
+  readonly method: 'jwt' | 'apiKey' | 'mtls';
+  /** JWT `sub`, the consumer id, or the client certificate's subject CN (see mtls.ts subjectOf). */
   readonly subject: string;
   /** Consumer id for API keys; null for JWTs. */
   readonly consumer: string | null;
@@ -41,14 +43,15 @@ export type AuthReason =
   | 'key_unavailable'
   | 'missing_scope'
   | 'claim_mismatch'
-  | 'claims_required';
+  | 'claims_required'
+  | MtlsReason;
 
 export type AuthOutcome =
   | { readonly ok: true; readonly identity: Identity | null }
   | {
       readonly ok: false;
       readonly status: 401 | 403 | 503;
-      readonly code: 'unauthorized' | 'insufficient_scope' | 'auth_unavailable';
+      readonly code: 'unauthorized' | 'insufficient_scope' | 'auth_unavailable' | 'certificate_not_allowed';
       readonly reason: AuthReason;
       readonly message: string;
       /** `WWW-Authenticate` value, or null when none applies (503). */
@@ -59,7 +62,10 @@ export interface RouteAuth {
   readonly required: boolean;
   /** Header names (lower case) to delete before forwarding when forwardCredentials is false. */
   readonly credentialHeaders: readonly string[];
-  authenticate(headers: IncomingHttpHeaders): Promise<AuthOutcome>;
+  /** The mtls method is on: the proxy reads the connection's client certificate for `authenticate`. */
+  readonly needsClientCertificate: boolean;
+  /** `clientCertificate`: the connection's, or null (none sent, plain HTTP, or not needed). */
+  authenticate(headers: IncomingHttpHeaders, clientCertificate?: ClientCertificate | null): Promise<AuthOutcome>;
 }
 
 /** Consumer id → record. */
@@ -91,12 +97,16 @@ const MESSAGES: Readonly<Record<AuthReason, string>> = {
   missing_scope: 'the credential lacks a required scope',
   claim_mismatch: 'the token does not satisfy the required claims',
   claims_required: 'this route requires a token with specific claims',
+  client_certificate_required: 'a client certificate is required (TLS with a certificate issued by a trusted CA)',
+  client_certificate_unverified: 'the client certificate could not be verified against the trusted CAs',
+  client_certificate_not_allowed: 'the client certificate is not allowed on this route',
 };
 
 const ANONYMOUS: AuthOutcome = Object.freeze({ ok: true, identity: null });
 const PUBLIC: RouteAuth = Object.freeze({
   required: false,
   credentialHeaders: Object.freeze([]) as readonly string[],
+  needsClientCertificate: false,
   authenticate: () => Promise.resolve(ANONYMOUS),
 });
 
@@ -110,6 +120,9 @@ export function compileRouteAuth(auth: AuthPolicy | null, authorize: AuthorizePo
   const apiKeyHeader = auth.methods.includes('apiKey') ? auth.apiKey.header : undefined;
   const verifyJwt = jwtPolicy === undefined ? undefined : compileJwt(jwtPolicy, deps.keys);
   const checkApiKey = apiKeyHeader === undefined ? undefined : compileApiKey(deps.consumers);
+  const checkMtls = auth.methods.includes('mtls') && auth.mtls !== undefined ? compileMtls(auth.mtls) : undefined;
+  /** The only method: an absent certificate is named as such, not as missing credentials in general. */
+  const mtlsOnly = checkMtls !== undefined && verifyJwt === undefined && checkApiKey === undefined;
 
   const bearerChallenge = 'Bearer realm="cgw"';
   const apiKeyChallenge = apiKeyHeader === undefined ? undefined : `ApiKey realm="cgw", header="${apiKeyHeader}"`;
@@ -117,6 +130,9 @@ export function compileRouteAuth(auth: AuthPolicy | null, authorize: AuthorizePo
     [
       verifyJwt === undefined ? undefined : rejectedJwt === null ? bearerChallenge : `${bearerChallenge}, error="invalid_token", error_description="${rejectedJwt}"`,
       apiKeyChallenge,
+      // No scheme is registered for TLS client certificates; RFC 9110 §11.6.1 still wants a
+      // challenge on every 401, and this one names what to present.
+      checkMtls === undefined ? undefined : 'ClientCertificate realm="cgw"',
     ]
       .filter((c) => c !== undefined)
       .join(', ');
@@ -126,8 +142,20 @@ export function compileRouteAuth(auth: AuthPolicy | null, authorize: AuthorizePo
       ? { ok: false, status: 503, code: 'auth_unavailable', reason, message: MESSAGES[reason], challenge: null }
       : { ok: false, status: 401, code: 'unauthorized', reason, message: MESSAGES[reason], challenge: tokenPresented ? challengeFor(reason) : plainChallenge };
   const missing = Object.freeze(unauthorized('missing_credentials', false));
+  const mtlsRejections: Readonly<Record<MtlsReason, Rejection>> = {
+    client_certificate_required: Object.freeze(mtlsOnly ? unauthorized('client_certificate_required', false) : missing),
+    client_certificate_unverified: Object.freeze(unauthorized('client_certificate_unverified', false)),
+    client_certificate_not_allowed: Object.freeze({
+      ok: false,
+      status: 403,
+      code: 'certificate_not_allowed',
+      reason: 'client_certificate_not_allowed',
+      message: MESSAGES.client_certificate_not_allowed,
+      challenge: null,
+    } as const),
+  };
 
-  const authorizeIdentity = compileAuthorize(authorize, apiKeyHeader !== undefined && verifyJwt === undefined);
+  const authorizeIdentity = compileAuthorize(authorize, verifyJwt === undefined);
 
   const credentialHeaders: string[] = [];
   if (!auth.forwardCredentials) {
@@ -138,7 +166,8 @@ export function compileRouteAuth(auth: AuthPolicy | null, authorize: AuthorizePo
   return Object.freeze({
     required: true,
     credentialHeaders: Object.freeze(credentialHeaders),
-    async authenticate(headers: IncomingHttpHeaders): Promise<AuthOutcome> {
+    needsClientCertificate: checkMtls !== undefined,
+    async authenticate(headers: IncomingHttpHeaders, clientCertificate: ClientCertificate | null = null): Promise<AuthOutcome> {
       let verified: Verified;
       const token = verifyJwt === undefined ? undefined : bearerToken(headers.authorization);
       if (token !== undefined && verifyJwt !== undefined) {
@@ -146,11 +175,20 @@ export function compileRouteAuth(auth: AuthPolicy | null, authorize: AuthorizePo
         if (typeof result === 'string') return unauthorized(result, true);
         verified = result;
       } else {
+        // Credentials in headers are the request's own choice and win; the connection's
+        // certificate is the fallback when none is sent.
         const key = apiKeyHeader === undefined ? undefined : headerValue(headers[apiKeyHeader]);
-        if (key === undefined || checkApiKey === undefined) return missing;
-        const identity = checkApiKey(key);
-        if (identity === undefined) return unauthorized('invalid_api_key', false);
-        verified = { identity, claims: null };
+        if (key !== undefined && checkApiKey !== undefined) {
+          const identity = checkApiKey(key);
+          if (identity === undefined) return unauthorized('invalid_api_key', false);
+          verified = { identity, claims: null };
+        } else if (checkMtls !== undefined) {
+          const outcome = checkMtls(clientCertificate);
+          if (!outcome.ok) return mtlsRejections[outcome.reason];
+          verified = { identity: mtlsIdentity(outcome.subject), claims: null };
+        } else {
+          return missing;
+        }
       }
       return authorizeIdentity(verified);
     },
@@ -379,10 +417,17 @@ function compileApiKey(consumers: ConsumerIndex): (key: string) => Identity | un
   };
 }
 
+/** A small object per request: keeping one per certificate subject would be a cache to bound. */
+function mtlsIdentity(subject: string): Identity {
+  return { method: 'mtls', subject, consumer: null, scopes: NO_SCOPES, plan: null, limits: null };
+}
+
+const NO_SCOPES: readonly string[] = Object.freeze([]);
+
 // ---------------------------------------------------------------------------------------------
 // Authorization
 
-function compileAuthorize(authorize: AuthorizePolicy | null, apiKeyOnly: boolean): (verified: Verified) => AuthOutcome {
+function compileAuthorize(authorize: AuthorizePolicy | null, withoutJwt: boolean): (verified: Verified) => AuthOutcome {
   const scopes = authorize?.scopes ?? [];
   const claims = Object.entries(authorize?.claims ?? {}).map(([name, want]) => [name, typeof want === 'string' ? [want] : want] as const);
   if (scopes.length === 0 && claims.length === 0) return ({ identity }) => ({ ok: true, identity });
@@ -395,7 +440,7 @@ function compileAuthorize(authorize: AuthorizePolicy | null, apiKeyOnly: boolean
     code: 'insufficient_scope',
     reason: 'missing_scope',
     message: scopeMessage,
-    challenge: `${method === 'jwt' ? 'Bearer' : 'ApiKey'} error="insufficient_scope", scope="${needed}"`,
+    challenge: method === 'mtls' ? null : `${method === 'jwt' ? 'Bearer' : 'ApiKey'} error="insufficient_scope", scope="${needed}"`,
   });
   const claimsDenied = (reason: 'claim_mismatch' | 'claims_required'): Rejection => ({
     ok: false,
@@ -403,7 +448,7 @@ function compileAuthorize(authorize: AuthorizePolicy | null, apiKeyOnly: boolean
     code: 'insufficient_scope',
     reason,
     message: MESSAGES[reason],
-    challenge: apiKeyOnly ? null : 'Bearer error="insufficient_scope"',
+    challenge: withoutJwt ? null : 'Bearer error="insufficient_scope"',
   });
 
   return ({ identity, claims: payload }) => {

@@ -6,6 +6,7 @@ import {
   type AuthPolicy,
   type CircuitBreakerPolicy,
   type DiscoveryPolicy,
+  type HstsPolicy,
   type LimitsPolicy,
   type OutlierPolicy,
   type PolicyDocument,
@@ -26,6 +27,10 @@ export interface RoutePolicy {
   readonly timeouts: TimeoutsPolicy;
   readonly retries: RetriesPolicy;
   readonly limits: LimitsPolicy;
+  /** Strict-Transport-Security for responses over TLS, or null. */
+  readonly hsts: HstsPolicy | null;
+  /** Plain-HTTP requests are redirected to HTTPS. */
+  readonly redirectHttps: boolean;
   readonly sources: Readonly<Record<string, string>>;
 }
 
@@ -87,6 +92,8 @@ export function routePolicy(index: PolicyIndex, service: string, routeId: string
     timeouts: pick(chain, 'timeouts', sources) ?? {},
     retries: pick(chain, 'retries', sources) ?? DEFAULT_RETRIES,
     limits: pick(chain, 'limits', sources) ?? {},
+    hsts: pick(chain, 'hsts', sources) ?? null,
+    redirectHttps: pick(chain, 'redirectHttps', sources) ?? false,
     sources,
   };
 }

@@ -2,6 +2,9 @@ import { z } from 'zod';
 import { durationField } from '../core/duration-field.ts';
 import { algorithmsForPem } from './keys.ts';
 import { unmatchableRoutePath } from '../core/url-path.ts';
+import { hstsSchema, mtlsSchema } from './tls-schema.ts';
+
+export { MAX_ALLOWED_NAMES, type HstsPolicy, type MtlsPolicy } from './tls-schema.ts';
 
 /**
  * Policy and route documents: the data operators write in `policies/` and Consul KV. Every field
@@ -89,13 +92,15 @@ export const jwtSchema = z
     }
   });
 
-export const AUTH_METHODS = ['jwt', 'apiKey'] as const;
+export const AUTH_METHODS = ['jwt', 'apiKey', 'mtls'] as const;
 
 export const authSchema = z
   .object({
     /** Credentials accepted, any one suffices; `[]` makes the route public. */
-    methods: z.array(z.enum(AUTH_METHODS)).max(2),
+    methods: z.array(z.enum(AUTH_METHODS)).max(AUTH_METHODS.length),
     jwt: jwtSchema.optional(),
+    /** A client certificate verified by --tls-client-ca, its subject CN or a SAN on the allow list. */
+    mtls: mtlsSchema.optional(),
     apiKey: z
       .object({ header: headerName.prefault('x-api-key') })
       .strict()
@@ -106,6 +111,7 @@ export const authSchema = z
   .strict()
   .superRefine((auth, ctx) => {
     if (auth.methods.includes('jwt') && !auth.jwt) ctx.addIssue({ code: 'custom', path: ['jwt'], message: 'methods includes jwt, so jwt settings are required' });
+    if (auth.methods.includes('mtls') && !auth.mtls) ctx.addIssue({ code: 'custom', path: ['mtls'], message: 'methods includes mtls, so mtls settings (subjects, sans or anyVerified) are required' });
     if (new Set(auth.methods).size !== auth.methods.length) ctx.addIssue({ code: 'custom', path: ['methods'], message: 'a method is listed twice' });
   });
 
@@ -130,7 +136,7 @@ export const rateQuota = z
 export const rateLimitSchema = z
   .object({
     name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'names are lower-case letters, digits, - and _'),
-    /** What is counted: the consumer (API key / JWT subject), the client IP, or a header's value. */
+    /** What is counted: the consumer (API key / JWT subject / client certificate subject), the client IP, or a header's value. */
     by: z.union([z.literal('consumer'), z.literal('ip'), z.string().regex(/^header:[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/, 'by is consumer, ip or header:<name>')]),
     limit: z.number().int().min(1).max(1_000_000_000),
     window: durationField(1000, 86_400_000),
@@ -247,6 +253,10 @@ export const policyDocumentSchema = z
     circuitBreaker: circuitBreakerSchema.optional(),
     limits: limitsSchema.optional(),
     discovery: discoverySchema.optional(),
+    /** Strict-Transport-Security on this route's responses over TLS (never over plain HTTP, RFC 6797 §7.2). */
+    hsts: hstsSchema.optional(),
+    /** On the plain-HTTP listener, answer with a redirect to the first --listen-tls port instead of serving. */
+    redirectHttps: z.boolean().optional(),
   })
   .strict()
   .superRefine((doc, ctx) => {
@@ -319,5 +329,5 @@ export type DiscoveryPolicy = z.output<typeof discoverySchema>;
 export type AppliesTo = z.output<typeof appliesToSchema>;
 
 /** Sections that can appear in a policy and are inherited route → service → defaults. */
-export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'discovery'] as const;
+export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'discovery', 'hsts', 'redirectHttps'] as const;
 export type PolicySection = (typeof POLICY_SECTIONS)[number];

@@ -221,7 +221,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       if (next) return this.retryOn(next);
     }
     ex.ctx.logger.warn({ requestId: ex.requestId, endpoint: this.endpoint.key, service: route.service, err: describeError(err) }, 'upstream request failed');
-    this.finish(sendError(this.res, failure.code, ex.requestId, failure.message, { close: ex.bodyUnread || ex.ctx.draining }), 'failure');
+    this.finish(sendError(this.res, failure.code, ex.requestId, failure.message, { headers: ex.answerHeaders, close: ex.bodyUnread || ex.ctx.draining }), 'failure');
   }
 
   // ---- retries, timers, the client leaving ---------------------------------------------------
@@ -295,12 +295,12 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private timeout(): void {
     const { ex, route } = this;
     ex.ctx.logger.warn({ requestId: ex.requestId, service: route.service, timeoutMs: route.requestTimeoutMs }, 'request timeout reached');
-    this.finish(sendError(this.res, 'upstream_timeout', ex.requestId, `no complete answer within ${route.requestTimeoutMs ?? 0} ms`, { close: ex.bodyUnread || ex.ctx.draining }), 'failure');
+    this.finish(sendError(this.res, 'upstream_timeout', ex.requestId, `no complete answer within ${route.requestTimeoutMs ?? 0} ms`, { headers: ex.answerHeaders, close: ex.bodyUnread || ex.ctx.draining }), 'failure');
   }
 
   private refuse(code: Parameters<Exchange['refuse']>[0], message: string): void {
     this.ex.reason ??= code;
-    this.finish(sendError(this.res, code, this.ex.requestId, message, { close: true }), 'none');
+    this.finish(sendError(this.res, code, this.ex.requestId, message, { headers: this.ex.answerHeaders, close: true }), 'none');
   }
 
   /** Every permit ends in exactly one record or release, or a half-open breaker waits forever. */

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { SecureContext } from 'node:tls';
-import type { TlsMinVersion } from '../core/choices.ts';
+import type { SecureContext, TLSSocket } from 'node:tls';
+import type { TlsClientAuthMode, TlsMinVersion } from '../core/choices.ts';
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Logger } from '../core/logger.ts';
@@ -88,6 +88,7 @@ export class ProxyListener {
       metrics: options.metrics,
       limits: this.limits,
       draining: false,
+      httpsPort: null,
       countUnrouted: (status) => this.countUnrouted(status),
     };
   }
@@ -111,11 +112,19 @@ export class ProxyListener {
    * store (SNI), so a certificate that changes serves the next handshake and open connections go
    * on. A failed handshake never reaches the request path; it is counted.
    */
-  addTls(certificates: { contextFor(serverName: string | undefined): SecureContext | undefined }, minVersion: TlsMinVersion): HttpsServer {
+  addTls(
+    certificates: { contextFor(serverName: string | undefined): SecureContext | undefined },
+    minVersion: TlsMinVersion,
+    clientAuth: { readonly mode: TlsClientAuthMode; readonly ca?: string } = { mode: 'none' },
+  ): HttpsServer {
+    const asks = clientAuth.mode !== 'none';
     const server = createHttpsServer(
       {
         ...this.serverOptions,
         minVersion,
+        // request: the certificate is asked for and verified, and a route's policy decides what an
+        // absent or unverified one means; require: OpenSSL ends the handshake without a verified one.
+        ...(asks ? { requestCert: true, rejectUnauthorized: clientAuth.mode === 'require', ...(clientAuth.ca === undefined ? {} : { ca: clientAuth.ca }) } : {}),
         // Node's default of 120 s would let a client that opens connections and never finishes a
         // handshake hold them for two minutes each: the same bound as for a request head.
         handshakeTimeout: this.head.headerTimeoutMs,
@@ -129,9 +138,16 @@ export class ProxyListener {
     server.removeAllListeners('tlsClientError');
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       this.options.metrics.tlsHandshakeErrors.inc();
-      this.options.logger.debug({ err: err.message, code: err.code ?? null }, 'TLS handshake failed');
+      if (asks && isClientCertificateRefusal(err, socket)) this.options.metrics.tlsClientCertificates.inc({ result: 'refused' });
+      this.options.logger.debug({ err: err.message, code: err.code ?? null, clientCertificate: (socket as Partial<TLSSocket>).authorizationError ?? null }, 'TLS handshake failed');
       socket.destroy();
     });
+    if (asks) {
+      server.on('secureConnection', (socket: TLSSocket) => {
+        const result = socket.authorized ? 'verified' : hasPeerCertificate(socket) ? 'unverified' : 'absent';
+        this.options.metrics.tlsClientCertificates.inc({ result });
+      });
+    }
     this.limits.watch(server);
     return this.configure(server);
   }
@@ -204,6 +220,11 @@ export class ProxyListener {
     return this.inflight;
   }
 
+  /** The port redirect-https sends plain-HTTP clients to: the first --listen-tls listener's, or null. */
+  set httpsPort(port: number | null) {
+    this.ctx.httpsPort = port;
+  }
+
   listen(host: string, port: number, server: Server = this.server): Promise<number> {
     return listenOn(server, host, port);
   }
@@ -269,4 +290,21 @@ function closeWithSocket(socket: Socket, res: ServerResponse): void {
 /** Called from the response's own 'close' (onRequestClosed). */
 function leavePending(res: PendingResponse): void {
   res[PENDING]?.delete(res);
+}
+
+/**
+ * A handshake ended over the client certificate (`require`): OpenSSL's error when none was sent;
+ * for one that does not verify (expired, another CA, self-signed) Node itself closes the socket
+ * once the handshake is done, leaving the reason in `authorizationError` and a plain reset as the
+ * error.
+ */
+function isClientCertificateRefusal(err: NodeJS.ErrnoException, socket: Socket): boolean {
+  if (err.code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE') return true;
+  const reason = (socket as Partial<TLSSocket>).authorizationError;
+  return reason !== undefined && reason !== null;
+}
+
+function hasPeerCertificate(socket: TLSSocket): boolean {
+  const cert = socket.getPeerCertificate();
+  return cert !== null && typeof cert === 'object' && Object.keys(cert).length > 0;
 }

@@ -5,6 +5,8 @@ import { serializedBindings, type Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { ErrorCode } from '../core/errors.ts';
 import { redirectsToItself, type AccessCheck, type CompiledRoute, type Identity, type Runtime, type UpstreamEndpoint } from '../runtime/runtime.ts';
+import { connectionClientCertificate } from './client-certificate.ts';
+import { sendHttpsRedirect } from './redirect.ts';
 import { acceptableRequestId } from './headers.ts';
 import { requestTarget, type RequestTarget } from './target.ts';
 import { prepareBody, type BodyLimits, type PreparedBody } from './body.ts';
@@ -27,6 +29,8 @@ export interface PipelineContext {
   readonly limits: ListenerLimits;
   /** Set while draining: every answer closes its connection. */
   draining: boolean;
+  /** Where redirect-https sends plain-HTTP clients: the first --listen-tls port, null without one. */
+  httpsPort: number | null;
   /** Counts an answer given before a route matched (route and service labels ""). */
   readonly countUnrouted: (status: number) => void;
 }
@@ -55,8 +59,8 @@ export class Exchange {
   retries = 0;
   identity: Identity | null = null;
   reason: string | null = null;
-  /** Response headers added by the pipeline (rate limits), as name, value pairs. */
-  extraHeaders: string[] | null = null;
+  /** Response headers added by the pipeline (HSTS over TLS, rate limits), as name, value pairs. */
+  extraHeaders: readonly string[] | null = null;
   private done = false;
 
   constructor(
@@ -95,6 +99,16 @@ export class Exchange {
       route = fallback;
       if (this.refusedAt(route)) return;
     }
+    // Before credentials or limits: a plain-HTTP request on such a route is never served, so
+    // nothing it carries is looked at (and a credential sent in clear is not checked).
+    if (route.redirectHttps && !this.encrypted && ctx.httpsPort !== null) {
+      const sent = sendHttpsRedirect(this, route, target, ctx.httpsPort);
+      if (sent === null) return this.refuse('bad_request', 'the Host header is not a host name this route can be redirected to');
+      route.countRedirect();
+      this.reason = 'redirect_https';
+      return this.finish(sent);
+    }
+    if (this.encrypted) this.extraHeaders = route.hstsHeader;
     if (route.maxHeaderBytes !== null && headerBytes(req) > route.maxHeaderBytes) {
       route.countSizeRejection('headers');
       return this.refuse('headers_too_large', `request headers exceed ${route.maxHeaderBytes} bytes`);
@@ -114,7 +128,7 @@ export class Exchange {
   private async slowSteps(route: CompiledRoute): Promise<void> {
     const { req, res } = this;
     if (route.auth.required) {
-      const outcome = await route.auth.authenticate(req.headers);
+      const outcome = await route.auth.authenticate(req.headers, route.auth.needsClientCertificate && this.encrypted ? connectionClientCertificate(req.socket) : null);
       if (!outcome.ok) {
         route.countAuthRejection(outcome.reason);
         return this.refuse(outcome.code, outcome.message, { reason: outcome.reason, headers: outcome.challenge ? { 'www-authenticate': outcome.challenge } : undefined });
@@ -124,8 +138,8 @@ export class Exchange {
     if (route.rateLimits.count > 0) {
       const identity = this.identity;
       const limited = await route.rateLimits.check({
-        // JWT subjects and consumer ids live in one key space; the prefix keeps them apart.
-        consumer: identity ? (identity.consumer ?? `jwt:${identity.subject}`) : null,
+        // JWT subjects, certificate subjects and consumer ids live in one key space; the method prefix keeps them apart.
+        consumer: identity ? (identity.consumer ?? `${identity.method}:${identity.subject}`) : null,
         plan: identity?.plan ?? null,
         limits: identity?.limits ?? null,
         ip: this.clientIp,
@@ -136,7 +150,7 @@ export class Exchange {
         return this.refuse(limited.code, limited.message, { headers: limited.headers });
       }
       route.countRateLimit('allowed');
-      const extra: string[] = [];
+      const extra: string[] = this.extraHeaders === null ? [] : [...this.extraHeaders];
       for (const name in limited.headers) extra.push(name, limited.headers[name] as string);
       this.extraHeaders = extra;
     }
@@ -219,7 +233,18 @@ export class Exchange {
   /** Answers from the gateway, remembering why for the access log. */
   refuse(code: ErrorCode, message?: string, extras?: ErrorExtras): void {
     this.reason ??= extras?.reason ?? code;
-    this.finish(sendError(this.res, code, this.requestId, message, { ...extras, close: this.bodyUnread || this.ctx.draining }));
+    const own = this.answerHeaders;
+    const headers = own === undefined ? extras?.headers : { ...extras?.headers, ...own };
+    this.finish(sendError(this.res, code, this.requestId, message, { ...extras, headers, close: this.bodyUnread || this.ctx.draining }));
+  }
+
+  /**
+   * Headers every gateway answer of this exchange carries: HSTS when the route has it and the
+   * client came over TLS (RFC 6797 §7.2: never over plain HTTP, where an attacker could forge it).
+   */
+  get answerHeaders(): Readonly<Record<string, string>> | undefined {
+    const hsts = this.encrypted ? (this.route?.hsts ?? null) : null;
+    return hsts === null ? undefined : { 'strict-transport-security': hsts };
   }
 
   /** A bug in this request's handling: 500, logged and counted, never the process. */
@@ -230,7 +255,7 @@ export class Exchange {
       this.res.destroy();
       return;
     }
-    this.finish(sendError(this.res, 'internal_error', this.requestId, undefined, { close: true }));
+    this.finish(sendError(this.res, 'internal_error', this.requestId, undefined, { headers: this.answerHeaders, close: true }));
   }
 
   /** Once per exchange: metrics and the access log line. */

@@ -9,6 +9,7 @@ export type { UpstreamEndpoint } from '../balancer/upstream-pools.ts';
 import { compileRouter, type Router } from '../router/router.ts';
 import { changedServices, type RouteSnapshot, type Snapshot } from '../state/snapshot.ts';
 import { own } from '../core/own.ts';
+import { hstsHeaderValue } from '../filters/hsts.ts';
 import { compileRouteAuth, type ConsumerIndex, type JwtKeyCache, type RouteAuth } from '../filters/auth.ts';
 import { compileRateLimits, type RateLimiterBackend, type RouteRateLimits } from '../filters/rate-limit.ts';
 import type { RetryBudget } from '../resilience/retry-budget.ts';
@@ -20,7 +21,8 @@ export type { CompiledRedirect } from './redirect.ts';
 export { redirectsToItself } from './redirect.ts';
 import type { ResilienceRegistry, ServiceResilience } from '../resilience/registry.ts';
 
-export type { Identity, AuthOutcome } from '../filters/auth.ts';
+export type { Identity, AuthOutcome, ClientCertificate } from '../filters/auth.ts';
+export { clientCertificateFrom } from '../filters/auth.ts';
 export type { RateLimitOutcome } from '../filters/rate-limit.ts';
 export type { ServiceResilience } from '../resilience/registry.ts';
 
@@ -63,6 +65,13 @@ export interface CompiledRoute {
   /** Why this route answers 503 policy_unavailable (see RouteSnapshot.heldBy), or null. */
   readonly holdReason: string | null;
   readonly auth: RouteAuth;
+  /** The Strict-Transport-Security value for answers over TLS, or null. */
+  readonly hsts: string | null;
+  /** The same as a response header pair, shared by every TLS answer of the route (never changed). */
+  readonly hstsHeader: readonly string[] | null;
+  /** On plain HTTP, answer with a redirect to HTTPS (when the gateway has an HTTPS listener). */
+  readonly redirectHttps: boolean;
+  readonly countRedirect: () => void;
   readonly rateLimits: RouteRateLimits;
   readonly maxBodyBytes: number | null;
   readonly maxHeaderBytes: number | null;
@@ -182,6 +191,7 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
   const duration = metrics.requestDuration.labels(labels);
   const { policy } = route;
   const retries = policy.retries;
+  const hsts = policy.hsts === null ? null : hstsHeaderValue(policy.hsts);
   return {
     id: route.id,
     host: route.host,
@@ -200,6 +210,10 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     },
     holdReason: route.heldBy === null ? null : (route.holdReason ?? `policy document ${route.heldBy} holds this route`),
     auth: compileRouteAuth(policy.auth, policy.authorize, { keys: deps.keys, consumers }),
+    hsts: hsts,
+    hstsHeader: hsts === null ? null : Object.freeze(['strict-transport-security', hsts]),
+    redirectHttps: route.redirectHttps,
+    countRedirect: boundPerValue(() => metrics.httpsRedirects.labels({ route: route.id })).bind(null, 'redirect'),
     rateLimits: compileRateLimits(policy.rateLimits, { routeId: route.id, service: route.service }, deps.limiter),
     maxBodyBytes: policy.limits.maxBodyBytes ?? null,
     maxHeaderBytes: policy.limits.maxHeaderBytes ?? null,
@@ -341,6 +355,7 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.rateLimitDecisions, { route: r.id });
       void removeSeriesMatching(metrics.requestLimitRejections, { route: r.id });
       metrics.ipDenied.remove({ route: r.id });
+      metrics.httpsRedirects.remove({ route: r.id });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
     }
   }

@@ -37,6 +37,8 @@ export interface RouteOptions {
   readonly proto: RouteProto;
   /** `tlsskipverify=true`: an https/grpcs upstream's certificate is not verified (self-signed services). */
   readonly tlsSkipVerify: boolean;
+  /** `redirect-https`: on a plain-HTTP listener the route redirects to HTTPS instead of serving. */
+  readonly redirectHttps: boolean;
 }
 
 export const DEFAULT_ROUTE_OPTIONS: RouteOptions = Object.freeze({
@@ -47,11 +49,12 @@ export const DEFAULT_ROUTE_OPTIONS: RouteOptions = Object.freeze({
   access: null,
   proto: 'http',
   tlsSkipVerify: false,
+  redirectHttps: false,
 });
 
 export type RouteOptionsParse = { readonly ok: true; readonly options: RouteOptions } | { readonly ok: false; readonly error: string };
 
-export const KNOWN_ROUTE_OPTIONS = ['strip', 'prepend', 'host', 'redirect', 'allow', 'deny', 'proto', 'tlsskipverify'] as const;
+export const KNOWN_ROUTE_OPTIONS = ['strip', 'prepend', 'host', 'redirect', 'allow', 'deny', 'proto', 'tlsskipverify', 'redirect-https'] as const;
 type OptionName = (typeof KNOWN_ROUTE_OPTIONS)[number];
 
 const REDIRECT_CODES: readonly number[] = [301, 302, 303, 307, 308];
@@ -121,6 +124,11 @@ export function parseRouteOptions(words: readonly string[], routePath?: string):
       case 'tlsskipverify':
         if (value !== 'true' && value !== 'false') error = `tlsskipverify must be true or false, not "${shortText(value)}"`;
         out.tlsSkipVerify = value === 'true';
+        break;
+      case 'redirect-https':
+        // A flag: `redirect-https` alone, or spelled out as `redirect-https=true|false`.
+        if (eq !== -1 && value !== 'true' && value !== 'false') error = `redirect-https takes no value (or true/false), not "${shortText(value)}"`;
+        out.redirectHttps = eq === -1 || value === 'true';
         break;
     }
     if (error !== null) return fail(error);

@@ -7,6 +7,9 @@ import type { RouteDocument } from '../policy/schema.ts';
 import { isUrlprefixTag, parseUrlprefixTag, type TagEnvironment } from './tags.ts';
 import { DEFAULT_ROUTE_OPTIONS, type RouteOptions } from './route-options.ts';
 import { buildEndpoints, PLAIN_HTTP, staticEndpoints, transportKey, type EndpointSnapshot, type UpstreamTransport } from './endpoints.ts';
+import { listenerProblems, type ListenerFacts } from './listener-problems.ts';
+
+export type { ListenerFacts } from './listener-problems.ts';
 import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
 import { resolveKvCertificates, type KvCertificate } from './certificates.ts';
@@ -54,6 +57,8 @@ export interface RouteSnapshot extends RouteOptions {
   readonly path: string;
   readonly service: string;
   readonly source: RouteSource;
+  /** Plain-HTTP requests are redirected to HTTPS: the tag's `redirect-https` or the policy's `redirectHttps`. */
+  readonly redirectHttps: boolean;
   readonly freshness: Freshness;
   readonly policy: RoutePolicy;
   /**
@@ -86,7 +91,10 @@ export interface BuildOptions {
   readonly kvPrefix: string;
   /** The datacenter `$DC` in route tags stands for; null or absent while it is not known. */
   readonly datacenter?: string | null;
+  /** What the listeners offer, so routes asking for more are shown as problems (absent: nothing is checked). */
+  readonly listeners?: ListenerFacts;
 }
+
 
 /**
  * What a snapshot was built from, kept beside it (never inside: the snapshot is plain data) so the
@@ -101,6 +109,7 @@ interface ConfigPart {
   readonly allowWarning: boolean;
   readonly kvPrefix: string;
   readonly datacenter: string | null;
+  readonly listeners: ListenerFacts | undefined;
   readonly routes: readonly RouteSnapshot[];
   readonly routeGuards: Readonly<Record<string, RouteGuard>>;
   readonly certificates: readonly KvCertificate[];
@@ -177,7 +186,8 @@ export function buildSnapshot(
     before.policies === policies &&
     before.allowWarning === options.allowWarning &&
     before.kvPrefix === options.kvPrefix &&
-    before.datacenter === (options.datacenter ?? null)
+    before.datacenter === (options.datacenter ?? null) &&
+    before.listeners === options.listeners
       ? before
       : buildConfig(views, options, previous, policies);
   const totals = previous ? TOTALS.get(previous) : undefined;
@@ -375,6 +385,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   for (const [id, hold] of holds) problems.push({ kind: 'route', subject: id, message: hold.reason });
   reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), planByName, problems);
   reportAuthorizeWithoutAuth(finalRoutes, problems);
+  if (options.listeners) problems.push(...listenerProblems(finalRoutes, options.listeners));
   reportUnknownPlans(policies, problems);
   for (const [service, entry] of canaryValues) {
     if (!planByName.has(service)) {
@@ -391,6 +402,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     allowWarning: options.allowWarning,
     kvPrefix: options.kvPrefix,
     datacenter: options.datacenter ?? null,
+    listeners: options.listeners,
     routes: body.routes,
     routeGuards: body.routeGuards,
     certificates: body.certificates,
@@ -548,7 +560,7 @@ function finishRoute(
   const holder = held.find(({ target }) => target === 'defaults' || ('service' in target ? target.service === route.service : target.route === route.id));
   const heldBy = holder?.document ?? takeover?.document ?? null;
   const holdReason = holder ? `policy document ${holder.document} for this route is invalid and no good version is known` : (takeover?.reason ?? null);
-  return { ...route, freshness, heldBy, holdReason };
+  return { ...route, redirectHttps: route.redirectHttps || route.policy.redirectHttps, freshness, heldBy, holdReason };
 }
 
 /** Consul services the snapshot needs beyond those with urlprefix- tags: the ones route documents name. */

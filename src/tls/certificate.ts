@@ -36,6 +36,12 @@ export interface CertificateInput {
   readonly now?: number;
   /** Why the material could not be read at all (a missing or unreadable file). */
   readonly readError?: string;
+  /**
+   * CAs client certificates are verified against (`--tls-client-ca`). Every SNI context needs
+   * them: OpenSSL verifies the client with the store of the context the SNI callback chose, so a
+   * context without them calls every client certificate unverifiable.
+   */
+  readonly clientCa?: string;
 }
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
@@ -46,7 +52,7 @@ export function loadCertificate(input: CertificateInput): CertificateResult {
   if (!checked.ok) return checked;
   let context: SecureContext;
   try {
-    context = createSecureContext({ cert: input.certPem, key: input.keyPem, minVersion: input.minVersion });
+    context = createSecureContext({ cert: input.certPem, key: input.keyPem, minVersion: input.minVersion, ...(input.clientCa === undefined ? {} : { ca: input.clientCa }) });
   } catch (err) {
     return { ok: false, error: `TLS refuses the pair (${reason(err)})` };
   }
@@ -106,6 +112,11 @@ export function checkCertificate(input: Omit<CertificateInput, 'minVersion'>): C
       fingerprint256: leaf.fingerprint256,
     },
   };
+}
+
+/** The same certificate with a context that verifies client certificates against other CAs. */
+export function withClientCa(certificate: LoadedCertificate, minVersion: TlsMinVersion, ca: string): LoadedCertificate {
+  return { ...certificate, context: createSecureContext({ cert: certificate.pem.cert, key: certificate.pem.key, minVersion, ca }) };
 }
 
 /** DNS names of the subjectAltName, or the subject's CN when there is none (as clients check). */

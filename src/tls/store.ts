@@ -1,6 +1,6 @@
 import type { SecureContext } from 'node:tls';
 import type { CertificateInfo, CertificateRejection, TlsView } from '../core/types.ts';
-import { loadCertificate, type CertificateInput, type LoadedCertificate } from './certificate.ts';
+import { loadCertificate, withClientCa, type CertificateInput, type LoadedCertificate } from './certificate.ts';
 import { SniIndex } from './sni.ts';
 
 export interface StoreEvents {
@@ -23,13 +23,32 @@ export class CertificateStore {
   private readonly rejected = new Map<string, CertificateRejection>();
   private index = new SniIndex([], undefined);
 
-  constructor(private readonly events: StoreEvents = {}) {}
+  constructor(
+    private readonly events: StoreEvents = {},
+    /** The --tls-client-ca bundle, put in every context (see CertificateInput.clientCa). */
+    private clientCa?: string,
+  ) {}
+
+  /** The inputs of the last update, so a new client CA bundle can rebuild every context. */
+  private inputs: readonly CertificateInput[] = [];
 
   /**
-   * The sources as they are now, in precedence order. Sources no longer listed are dropped
-   * (their certificate stops serving); unchanged ones are not checked again.
+   * A new --tls-client-ca bundle: the context of every certificate in force is made again with it
+   * (contexts hold the CAs), and the next handshakes verify against it. The certificates are not
+   * checked again: they are the ones serving, and only the CAs changed.
    */
+  setClientCa(pem: string): void {
+    if (pem === this.clientCa) return;
+    this.clientCa = pem;
+    for (const [source, certificate] of this.good) {
+      const minVersion = this.inputs.find((i) => i.source === source)?.minVersion;
+      if (minVersion !== undefined) this.good.set(source, withClientCa(certificate, minVersion, pem));
+    }
+    this.rebuildIndex();
+  }
+
   update(inputs: readonly CertificateInput[]): void {
+    this.inputs = inputs;
     const names = new Set(inputs.map((i) => i.source));
     let changed = false;
     for (const source of [...this.good.keys()]) {
@@ -43,7 +62,7 @@ export class CertificateStore {
       const text = `${input.certPem}\u0000${input.keyPem}\u0000${input.minVersion}\u0000${input.readError ?? ''}`;
       if (this.seen.get(input.source) === text) continue;
       this.seen.set(input.source, text);
-      const result = loadCertificate(input);
+      const result = loadCertificate(this.clientCa === undefined ? input : { ...input, clientCa: this.clientCa });
       if (result.ok) {
         this.good.set(input.source, result.certificate);
         this.rejected.delete(input.source);
@@ -64,6 +83,10 @@ export class CertificateStore {
     if (order.join('\u0000') !== this.order.join('\u0000')) changed = true;
     this.order = order;
     if (!changed) return;
+    this.rebuildIndex();
+  }
+
+  private rebuildIndex(): void {
     const inForce = this.order.flatMap((s) => {
       const c = this.good.get(s);
       return c ? [c] : [];

@@ -45,6 +45,7 @@ describe('parseGatewayConfig: defaults', () => {
       tlsKey: [],
       tlsMinVersion: 'TLSv1.2',
       tlsPollInterval: 5_000,
+      tlsClientAuth: 'none',
     };
     assert.deepEqual(config, expected);
   });
@@ -177,6 +178,10 @@ describe('parseGatewayConfig: TLS listeners', () => {
     { name: 'two keys for one certificate', input: { tlsCert: ['a.crt'], tlsKey: ['a.key', 'b.key'] }, error: /in pairs/ },
     { name: 'a bad HTTPS listen address', input: { listenTls: ['nope'], tlsDir: '/tmp' }, error: /host:port/ },
     { name: 'TLS 1.1', input: { tlsMinVersion: 'TLSv1.1' }, error: /TLSv1.2|TLSv1.3/ },
+    { name: 'client auth without a CA', input: { listenTls: [':8443'], tlsDir: '/tmp', tlsClientAuth: 'require' }, error: /needs --tls-client-ca/ },
+    { name: 'client auth without an HTTPS listener', input: { tlsClientAuth: 'request', tlsClientCa: 'ca.pem' }, error: /needs an HTTPS listener/ },
+    { name: 'a CA without client auth', input: { listenTls: [':8443'], tlsDir: '/tmp', tlsClientCa: 'ca.pem' }, error: /no effect without --tls-client-auth/ },
+    { name: 'an unknown client-auth mode', input: { listenTls: [':8443'], tlsDir: '/tmp', tlsClientCa: 'ca.pem', tlsClientAuth: 'optional' }, error: /none|request|require/ },
   ];
   for (const c of refused) {
     test(`refused: ${c.name}`, () => assert.throws(() => parseGatewayConfig(c.input as never), c.error));
@@ -191,5 +196,10 @@ describe('parseGatewayConfig: TLS listeners', () => {
   test('an HTTPS listener without certificate files is accepted: its certificates come from Consul KV', () => {
     const config = parseGatewayConfig({ listenTls: ['127.0.0.1:8443'] });
     assert.deepEqual([config.listenTls, config.tlsCert, config.tlsDir], [[{ host: '127.0.0.1', port: 8443 }], [], undefined]);
+  });
+
+  test('client certificates: a mode and its CA file', () => {
+    const config = parseGatewayConfig({ listenTls: [':8443'], tlsDir: '/tmp', tlsClientAuth: 'request', tlsClientCa: '/etc/cgw/clients.pem' });
+    assert.deepEqual([config.tlsClientAuth, config.tlsClientCa], ['request', '/etc/cgw/clients.pem']);
   });
 });

@@ -44,7 +44,7 @@ describe('parseRouteOptions: accepted (fabio examples and forms)', () => {
 
 describe('parseRouteOptions: refused, each with its reason', () => {
   const cases: { name: string; opts: string[]; path?: string; error: RegExp }[] = [
-    { name: 'unknown option', opts: ['weight=0.5'], error: /unknown option "weight" \(supported: strip, prepend, host, redirect, allow, deny, proto, tlsskipverify\)/ },
+    { name: 'unknown option', opts: ['weight=0.5'], error: /unknown option "weight" \(supported: strip, prepend, host, redirect, allow, deny, proto, tlsskipverify, redirect-https\)/ },
     { name: '__proto__ as a name', opts: ['__proto__=1'], error: /unknown option "__proto__"/ },
     { name: 'constructor as a name', opts: ['constructor=x'], error: /unknown option "constructor"/ },
     { name: 'toString as a name', opts: ['toString'], error: /unknown option "toString"/ },

@@ -206,6 +206,7 @@ describe('buildSnapshot: routes', () => {
         strip: '/v1',
         service: 'api',
         source: { kind: 'tag', tag: 'urlprefix-Api.Example.com:443/v1/ strip=/v1' },
+        redirectHttps: false,
         freshness: 'watched',
       },
     ]);
