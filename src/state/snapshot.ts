@@ -8,6 +8,8 @@ import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
 import { buildEndpoints, staticEndpoints, type EndpointSnapshot } from './endpoints.ts';
 import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
+import { EMPTY_FABIO_TABLE, evaluateFabio, FABIO_SERVICE_PREFIX, shareOf, slotsOf, type FabioRoute, type FabioSource, type FabioTable } from './fabio-kv.ts';
+import { shapeEndpoints, shapingFor, type ServiceShaping } from './fabio-shaping.ts';
 
 export type { RoutePolicy, ServicePolicy } from '../policy/effective.ts';
 export type { PolicySet } from '../policy/resolve.ts';
@@ -36,7 +38,9 @@ export interface ServiceSnapshot {
 export type RouteSource =
   | { readonly kind: 'tag'; readonly tag: string }
   | { readonly kind: 'file'; readonly document: string; readonly path: string }
-  | { readonly kind: 'kv'; readonly document: string; readonly key: string; readonly modifyIndex: number };
+  | { readonly kind: 'kv'; readonly document: string; readonly key: string; readonly modifyIndex: number }
+  /** A fabio `route add` line (the first that added the route); `document` is `<key> line <n>`. */
+  | FabioSource;
 
 /** How the route's endpoints are kept fresh. */
 export type Freshness = 'watched' | 'polled' | 'pinned' | 'static';
@@ -88,6 +92,9 @@ export interface BuildOptions {
 interface ConfigPart {
   readonly catalog: ConsulViews['catalog'];
   readonly kv: ConsulViews['kv'];
+  readonly fabio: ConsulViews['fabio'];
+  /** What fabio's KV lines say, with each key's last good lines. */
+  readonly fabioTable: FabioTable;
   readonly policies: PolicySet;
   readonly allowWarning: boolean;
   readonly kvPrefix: string;
@@ -107,12 +114,16 @@ interface ServicePlan {
   readonly policyKey: string;
   readonly staticDoc: NamedRouteDocument | undefined;
   readonly canary: CanaryKey | undefined;
+  /** fabio KV lines that exclude or weigh this Consul service's instances. */
+  readonly shaping: ServiceShaping | undefined;
+  readonly shapingKey: string;
 }
 
 interface ServiceBuild {
   readonly instances: readonly ServiceInstance[] | undefined;
   readonly tags: readonly string[] | undefined;
   readonly canaryKey: string;
+  readonly shapingKey: string;
   readonly policyKey: string;
   readonly tagsKey: string;
   readonly allowWarning: boolean;
@@ -159,6 +170,7 @@ export function buildSnapshot(
     before &&
     before.catalog === views.catalog &&
     before.kv === views.kv &&
+    before.fabio === views.fabio &&
     before.policies === policies &&
     before.allowWarning === options.allowWarning &&
     before.kvPrefix === options.kvPrefix
@@ -284,6 +296,7 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     was &&
     was.instances === instances &&
     was.canaryKey === canaryKey &&
+    was.shapingKey === plan.shapingKey &&
     was.policyKey === plan.policyKey &&
     was.tagsKey === tagsKey &&
     was.allowWarning === options.allowWarning
@@ -296,7 +309,10 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     const endpoints = staticEndpoints(staticDoc.upstreams);
     service = { name, kind: 'static', tags: [], endpoints, healthy: endpoints.length, canary: null, policy };
   } else {
-    const endpoints = buildEndpoints(name, instances ?? NO_INSTANCES, options.allowWarning, problems);
+    const built = buildEndpoints(name, instances ?? NO_INSTANCES, options.allowWarning, problems);
+    // Canary weights are cgw's own and win over fabio's weight lines for the same service.
+    const shaping = plan.shaping && plan.canary && plan.shaping.weights.length > 0 ? reportCanaryWins(name, plan.shaping, problems) : plan.shaping;
+    const endpoints = shaping ? shapeEndpoints(name, built, shaping, problems) : built;
     const canary = resolveCanary(plan.canary, endpoints, known?.canary ?? null, problems);
     service = {
       name,
@@ -315,6 +331,7 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     instances,
     tags,
     canaryKey,
+    shapingKey: plan.shapingKey,
     policyKey: plan.policyKey,
     tagsKey,
     allowWarning: options.allowWarning,
@@ -330,12 +347,17 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   const index = indexPolicies(policies);
   const routeDocuments = routeDocumentsOf(policies);
   const staticByService = new Map(routeDocuments.filter((d) => d.upstreams).map((d) => [d.service, d]));
+  const fabioTable = views.fabio ? evaluateFabio(views.fabio, (previous ? CONFIG.get(previous) : undefined)?.fabioTable.good ?? EMPTY_FABIO_TABLE.good) : EMPTY_FABIO_TABLE;
+  problems.push(...fabioTable.problems);
+  const fabioDocs = fabioTable.routes.map(fabioRouteDocument);
   const memory: OwnershipMemory = {
     owners: new Map((previous?.routes ?? []).map((r) => [r.id, r.service])),
     guards: previous?.routeGuards ?? {},
   };
-  const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...collectRoutes(views, problems)];
+  const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...collectFabioRoutes(fabioDocs), ...withoutRemoved(collectRoutes(views, problems), fabioTable)];
   const routes = chooseOwners(draftRoutes, memory, index, problems);
+  for (const d of fabioDocs) if (routes.some((r) => r.service === d.service)) staticByService.set(d.service, d);
+  const fabioWeights = weightsByService(fabioTable, routes, problems);
   const routedServices = [...new Set(routes.map((r) => r.service))].sort();
   const canaryValues = readCanaryKeys(views, options.kvPrefix);
   const plans: ServicePlan[] = routedServices.map((name) => ({
@@ -344,6 +366,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     policyKey: `${index.services.get(name)?.version ?? ''}|${index.defaults?.version ?? ''}`,
     staticDoc: staticByService.get(name),
     canary: canaryValues.get(name),
+    ...shapingOf(staticByService.has(name) ? undefined : shapingFor(fabioTable, name, fabioWeights.get(name) ?? [])),
   }));
   const planByName = new Map(plans.map((p) => [p.name, p]));
 
@@ -364,6 +387,8 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   return {
     catalog: views.catalog,
     kv: views.kv,
+    fabio: views.fabio,
+    fabioTable,
     policies,
     allowWarning: options.allowWarning,
     kvPrefix: options.kvPrefix,
@@ -404,6 +429,61 @@ function collectDocumentRoutes(docs: readonly NamedRouteDocument[]): DraftRoute[
     const host = d.host ?? null;
     return { id: `${host ?? ''}${d.path}`, host, path: d.path, strip: d.strip ?? null, service: d.service, source: d.source };
   });
+}
+
+/** A fabio route as a route document with fixed upstreams, served by the static service `fabio:<route id>`. */
+function fabioRouteDocument(r: FabioRoute): NamedRouteDocument & { readonly fabio: FabioRoute } {
+  // Targets with the same URL (added under two service names) are one endpoint with their shares summed.
+  const slots = slotsOf(shareOf(r.targets.map((t) => t.fixedWeight)));
+  const byUrl = new Map<string, number>();
+  r.targets.forEach((t, i) => byUrl.set(t.url, (byUrl.get(t.url) ?? 0) + (slots[i] ?? 0)));
+  const upstreams = [...byUrl].filter(([, weight]) => weight > 0).map(([url, weight]) => ({ url, weight }));
+  return { id: r.source.document, service: `${FABIO_SERVICE_PREFIX}${r.id}`, source: r.source, path: r.route.path, upstreams, fabio: r };
+}
+
+function collectFabioRoutes(docs: readonly (NamedRouteDocument & { readonly fabio: FabioRoute })[]): DraftRoute[] {
+  // Every option the tag parser read (strip today, more as tags learn them) comes along.
+  return docs.map((d) => ({ ...d.fabio.route, id: d.fabio.id, service: d.service, source: d.source }));
+}
+
+/** Tag routes that `route del <svc>[ <src>]` lines remove (fabio runs its KV lines after the tag lines). */
+function withoutRemoved(routes: DraftRoute[], table: FabioTable): DraftRoute[] {
+  if (table.removals.length === 0) return routes;
+  return routes.filter((r) => !table.removals.some((d) => d.service === r.service && (d.routeId === null || d.routeId === r.id)));
+}
+
+/**
+ * `route weight` lines for routes that fabio lines did not add: each applies to the service
+ * serving the route, when it is a Consul service the line names (or any, without a name).
+ */
+function weightsByService(table: FabioTable, routes: readonly DraftRoute[], problems: Problem[]): Map<string, ServiceShaping['weights'][number][]> {
+  const out = new Map<string, ServiceShaping['weights'][number][]>();
+  for (const rule of table.weights) {
+    const route = routes.find((r) => r.id === rule.routeId);
+    const fits = route !== undefined && route.source.kind === 'tag' && (rule.service === null || rule.service === route.service);
+    if (!route || !fits) {
+      const why = !route
+        ? `no route ${rule.routeId}`
+        : route.source.kind !== 'tag'
+          ? `route ${rule.routeId} is declared by ${route.source.document}, whose upstreams are not weighed by fabio lines`
+          : `route ${rule.routeId} is served by service "${route.service}", not "${rule.service ?? ''}"`;
+      problems.push({ kind: 'kv', subject: rule.where, message: `route weight: ${why}; line has no effect` });
+      continue;
+    }
+    const list = out.get(route.service) ?? [];
+    list.push({ weight: rule.weight, tags: rule.tags, where: rule.where });
+    out.set(route.service, list);
+  }
+  return out;
+}
+
+function shapingOf(shaping: ServiceShaping | undefined): { shaping: ServiceShaping | undefined; shapingKey: string } {
+  return { shaping, shapingKey: shaping ? JSON.stringify(shaping) : '' };
+}
+
+function reportCanaryWins(service: string, shaping: ServiceShaping, problems: Problem[]): ServiceShaping {
+  for (const w of shaping.weights) problems.push({ kind: 'kv', subject: w.where, message: `service "${service}" has canary weights, which win over fabio route weight lines; line has no effect` });
+  return { exclusions: shaping.exclusions, weights: [] };
 }
 
 function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {

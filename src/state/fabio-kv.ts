@@ -1,0 +1,291 @@
+import type { KvEntry, Problem } from '../core/types.ts';
+import { parseFabioValue, quoteLine, type FabioCommand, type FabioLine } from '../policy/fabio-routes.ts';
+import { undialable } from './endpoints.ts';
+import { parseUrlprefixTag, URLPREFIX, type TagRoute } from './tags.ts';
+
+/**
+ * What fabio's KV route lines mean for cgw's routing table (the syntax is policy/fabio-routes.ts).
+ * fabio appends the KV lines to the lines it generates from service tags and runs them in order
+ * (main.go watchBackend: "manual config overrides service config"); cgw does the same in effect:
+ *
+ * - `route add svc src dst`: dst is one fixed upstream URL of route src (fabio adds it as a target
+ *   whatever svc is), like a route document's `upstreams`. Lines adding the same src gather their
+ *   targets into one route, with fabio's fixed weights; the route is served by the static service
+ *   `fabio:<route id>`. Its options (`opts "..."`) are read by the urlprefix- tag parser, so every
+ *   tag option works in KV lines too.
+ * - `route del`: removes targets added by earlier lines, and routes that service tags declare
+ *   (`route del svc`, `route del svc src`); `route del [svc] tags "..."` removes the Consul
+ *   instances of svc (any service without svc) that carry all the tags.
+ * - `route weight`: on a fabio route, fabio's fixed weights on its targets; on a route from a tag,
+ *   the share of that service's healthy instances carrying the tags (`serviceShaping` below).
+ */
+
+export const FABIO_SERVICE_PREFIX = 'fabio:';
+/** Keys read under the configured key; more are ignored (and reported). */
+export const MAX_FABIO_KEYS = 64;
+/** Commands over all keys; more are ignored (and reported). */
+export const MAX_FABIO_COMMANDS = 20_000;
+
+export interface FabioSource {
+  readonly kind: 'fabio-kv';
+  readonly key: string;
+  readonly line: number;
+  /** `<key> line <n>`, how problems and `cgw routes` name it. */
+  readonly document: string;
+}
+
+export interface FabioTarget {
+  /** fabio's service name of the line that added it (a label: the target is the URL). */
+  readonly service: string;
+  readonly url: string;
+  readonly tags: readonly string[];
+  readonly fixedWeight: number;
+}
+
+export interface FabioRoute {
+  readonly id: string;
+  /** Everything the tag parser read from src and opts (host, path, strip, and any later option). */
+  readonly route: TagRoute;
+  readonly targets: readonly FabioTarget[];
+  readonly source: FabioSource;
+}
+
+/** A `route weight` line for a route fabio lines do not declare: it applies to the service serving it. */
+export interface FabioWeightRule {
+  readonly service: string | null;
+  readonly routeId: string;
+  readonly weight: number;
+  readonly tags: readonly string[];
+  readonly where: string;
+}
+
+export interface FabioTable {
+  readonly routes: readonly FabioRoute[];
+  /** Tag routes removed: all of a service's (routeId null) or one. */
+  readonly removals: readonly { readonly service: string; readonly routeId: string | null }[];
+  /** Consul instances removed by tags, of one service or (service null) of all. */
+  readonly exclusions: readonly { readonly service: string | null; readonly tags: readonly string[] }[];
+  readonly weights: readonly FabioWeightRule[];
+  readonly problems: readonly Problem[];
+  /** Per key, the lines in force: the next build's last good when a value cannot be read. */
+  readonly good: ReadonlyMap<string, { readonly modifyIndex: number; readonly lines: readonly FabioLine[] }>;
+}
+
+export const EMPTY_FABIO_TABLE: FabioTable = { routes: [], removals: [], exclusions: [], weights: [], problems: [], good: new Map() };
+
+/** The configured key itself and the keys under `<key>/` (fabio ≥ 1.5.7), in key order as fabio joins them. */
+export function fabioEntries(kv: readonly KvEntry[], key: string): KvEntry[] {
+  const under = `${key}/`;
+  return kv.filter((e) => e.key === key || e.key.startsWith(under)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** Runs every line of every key in order, on its own: a bad line is a problem and changes nothing. */
+export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTable['good']): FabioTable {
+  const problems: Problem[] = [];
+  const good = new Map<string, { modifyIndex: number; lines: readonly FabioLine[] }>();
+  const table = new TableBuilder(problems);
+  if (entries.length > MAX_FABIO_KEYS) {
+    problems.push({ kind: 'kv', subject: entries[MAX_FABIO_KEYS]?.key ?? '', message: `more than ${MAX_FABIO_KEYS} fabio route keys (${entries.length}); keys from this one on are ignored` });
+  }
+  let commands = 0;
+  for (const entry of entries.slice(0, MAX_FABIO_KEYS)) {
+    const lines = linesOf(entry, previousGood, problems);
+    if (lines === undefined) continue;
+    good.set(entry.key, { modifyIndex: entry.modifyIndex, lines });
+    for (const l of lines) {
+      const where = `${entry.key} line ${l.line}`;
+      if (l.kind === 'error') {
+        problems.push(lineProblem(where, l.text, l.error));
+        continue;
+      }
+      if (++commands > MAX_FABIO_COMMANDS) {
+        problems.push({ kind: 'kv', subject: where, message: `more than ${MAX_FABIO_COMMANDS} fabio route commands; this line and the ones after it are ignored` });
+        break;
+      }
+      table.run(l.command, { kind: 'fabio-kv', key: entry.key, line: l.line, document: where }, l.text);
+    }
+    if (commands > MAX_FABIO_COMMANDS) break;
+  }
+  return { ...table.result(), problems, good };
+}
+
+function linesOf(entry: KvEntry, previousGood: FabioTable['good'], problems: Problem[]): readonly FabioLine[] | undefined {
+  const refuse = (error: string): readonly FabioLine[] | undefined => {
+    const kept = previousGood.get(entry.key);
+    problems.push({ kind: 'kv', subject: entry.key, message: `fabio routes at ModifyIndex ${entry.modifyIndex}: ${error}; ${kept ? `the last good value (ModifyIndex ${kept.modifyIndex}) stays in force` : 'no good value is known, the key adds nothing'}`, keptLastGood: kept !== undefined });
+    return kept?.lines;
+  };
+  if (entry.undecodable) return refuse('value is not UTF-8 text');
+  const parsed = parseFabioValue(entry.value ?? '');
+  return parsed.ok ? parsed.lines : refuse(parsed.error);
+}
+
+function lineProblem(where: string, text: string, error: string): Problem {
+  return { kind: 'kv', subject: where, message: `${quoteLine(text)}: ${error}; line ignored` };
+}
+
+interface MutableRoute {
+  readonly id: string;
+  readonly route: TagRoute;
+  readonly routeKey: string;
+  targets: FabioTarget[];
+  readonly source: FabioSource;
+}
+
+class TableBuilder {
+  /** Route id → route, in the order first added (a Map: ids and names come from outside). */
+  private readonly routes = new Map<string, MutableRoute>();
+  private readonly removals: { service: string; routeId: string | null }[] = [];
+  private readonly exclusions: { service: string | null; tags: readonly string[] }[] = [];
+  private readonly weights: FabioWeightRule[] = [];
+
+  constructor(private readonly problems: Problem[]) {}
+
+  run(command: FabioCommand, source: FabioSource, text: string): void {
+    const error = command.cmd === 'add' ? this.add(command, source) : command.cmd === 'del' ? this.del(command) : this.weigh(command, source.document);
+    if (error !== null) this.problems.push(lineProblem(source.document, text, error));
+  }
+
+  result(): Omit<FabioTable, 'problems' | 'good'> {
+    const routes = [...this.routes.values()].filter((r) => r.targets.length > 0).map((r) => ({ id: r.id, route: r.route, targets: r.targets, source: r.source }));
+    return { routes, removals: this.removals, exclusions: this.exclusions, weights: this.weights };
+  }
+
+  private add(c: Extract<FabioCommand, { cmd: 'add' }>, source: FabioSource): string | null {
+    const parsed = parseSrc(c.src, c.opts);
+    if (typeof parsed === 'string') return parsed;
+    const url = targetUrl(c.dst);
+    if (url.error !== undefined) return url.error;
+    const id = `${parsed.host ?? ''}${parsed.path}`;
+    const routeKey = JSON.stringify(parsed);
+    let route = this.routes.get(id);
+    if (route && route.targets.length === 0) {
+      this.routes.delete(id); // every target was deleted: the next add starts the route afresh
+      route = undefined;
+    }
+    if (!route) {
+      route = { id, route: parsed, routeKey, targets: [], source };
+      this.routes.set(id, route);
+    } else if (route.routeKey !== routeKey) {
+      // fabio keeps options per target; cgw has them per route, so the first line's stay.
+      return `route ${id} already has other options from ${route.source.document}; options are per route in cgw, so this target is not added`;
+    }
+    const target: FabioTarget = { service: c.service, url: url.url, tags: c.tags, fixedWeight: c.weight };
+    // fabio's addTarget skips a target equal in service, URL, weight and tags.
+    if (route.targets.some((t) => sameTarget(t, target))) return null;
+    route.targets = [...route.targets, target];
+    return null;
+  }
+
+  private del(c: Extract<FabioCommand, { cmd: 'del' }>): string | null {
+    if (c.tags.length > 0) {
+      for (const r of this.routes.values()) r.targets = r.targets.filter((t) => !((c.service === null || t.service === c.service) && hasAll(t.tags, c.tags)));
+      this.exclusions.push({ service: c.service, tags: c.tags });
+      return null;
+    }
+    const service = c.service as string;
+    if (c.src === null) {
+      for (const r of this.routes.values()) r.targets = r.targets.filter((t) => t.service !== service);
+      this.removals.push({ service, routeId: null });
+      return null;
+    }
+    const id = routeIdOf(c.src);
+    if (typeof id !== 'string') return id.error;
+    const route = this.routes.get(id);
+    if (c.dst === null) {
+      if (route) route.targets = route.targets.filter((t) => t.service !== service);
+      this.removals.push({ service, routeId: id });
+      return null;
+    }
+    const url = targetUrl(c.dst);
+    if (url.error !== undefined) return url.error;
+    const before = route?.targets.length ?? 0;
+    if (route) route.targets = route.targets.filter((t) => !(t.service === service && t.url === url.url));
+    if ((route?.targets.length ?? 0) === before) {
+      return `no target ${url.url} of service "${service}" on route ${id} was added by an earlier line; a Consul instance cannot be removed from a tag route one by one (put it in maintenance: consul maint)`;
+    }
+    return null;
+  }
+
+  private weigh(c: Extract<FabioCommand, { cmd: 'weight' }>, where: string): string | null {
+    const id = routeIdOf(c.src);
+    if (typeof id !== 'string') return id.error;
+    const route = this.routes.get(id);
+    if (!route || route.targets.length === 0) {
+      this.weights.push({ service: c.service, routeId: id, weight: c.weight, tags: c.tags, where });
+      return null;
+    }
+    // fabio's Route.setWeight: the matching targets share the weight.
+    const matches = (t: FabioTarget): boolean => (c.service === null || t.service === c.service) && hasAll(t.tags, c.tags);
+    const n = route.targets.filter(matches).length;
+    if (n === 0) return `no target of route ${id} matches${c.service === null ? '' : ` service "${c.service}"`}${c.tags.length > 0 ? ` and tags ${c.tags.join(',')}` : ''}`;
+    route.targets = route.targets.map((t) => (matches(t) ? { ...t, fixedWeight: c.weight / n } : t));
+    return null;
+  }
+}
+
+function sameTarget(a: FabioTarget, b: FabioTarget): boolean {
+  return a.service === b.service && a.url === b.url && a.fixedWeight === b.fixedWeight && a.tags.join(',') === b.tags.join(',');
+}
+
+function hasAll(carried: readonly string[], wanted: readonly string[]): boolean {
+  return wanted.every((t) => carried.includes(t));
+}
+
+/** src and opts as the equivalent `urlprefix-<src> <opts>` tag, read by the tag parser. */
+function parseSrc(src: string, opts: readonly string[]): TagRoute | string {
+  if (src.startsWith(':')) return `src "${src}" is a TCP listener port; cgw routes HTTP only`;
+  const parsed = parseUrlprefixTag(`${URLPREFIX}${src}${opts.length > 0 ? ` ${opts.join(' ')}` : ''}`);
+  return parsed.ok ? parsed.route : `src ${quoteLine(src)}: ${parsed.error}`;
+}
+
+function routeIdOf(src: string): string | { error: string } {
+  const parsed = parseSrc(src, []);
+  return typeof parsed === 'string' ? { error: parsed } : `${parsed.host ?? ''}${parsed.path}`;
+}
+
+/**
+ * dst as an upstream URL: http or https, a host that can be dialled and a port, nothing else.
+ * fabio also takes tcp:// and grpc:// targets, which cgw does not proxy, and forwards to a path
+ * in the URL, which cgw leaves to the `prepend` option.
+ */
+export function targetUrl(dst: string): { url: string; error?: undefined } | { error: string } {
+  let url: URL;
+  try {
+    url = new URL(dst);
+  } catch {
+    return { error: `dst ${quoteLine(dst)} is not a URL (expected http://host:port/)` };
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return { error: `dst ${quoteLine(dst)}: only http and https targets are proxied (not ${url.protocol.slice(0, -1)})` };
+  if ((url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    return { error: `dst ${quoteLine(dst)}: a target is scheme://host:port/ only, without path, query or credentials` };
+  }
+  const https = url.protocol === 'https:';
+  const port = url.port === '' ? (https ? 443 : 80) : Number(url.port);
+  const why = undialable(url.hostname.replace(/^\[|\]$/g, ''), port);
+  if (why !== null) return { error: `dst ${quoteLine(dst)}: ${why}` };
+  return { url: `${url.protocol}//${url.host}` };
+}
+
+/**
+ * fabio's Route.weighTargets: targets with a fixed weight get it (scaled to 100% when they sum to
+ * more, or when every target has one), the others share what is left equally. Fractions of 1.
+ */
+export function shareOf(fixed: readonly number[]): number[] {
+  const nFixed = fixed.filter((w) => w > 0).length;
+  if (fixed.length === 0) return [];
+  if (nFixed === 0) return fixed.map(() => 1 / fixed.length);
+  const sumFixed = fixed.reduce((a, w) => a + (w > 0 ? w : 0), 0);
+  const scale = sumFixed > 1 || (nFixed === fixed.length && sumFixed < 1) ? 1 / sumFixed : 1;
+  const dynamic = nFixed === fixed.length ? 0 : Math.max(0, (1 - sumFixed) / (fixed.length - nFixed));
+  return fixed.map((w) => (w > 0 ? w * scale : dynamic));
+}
+
+/**
+ * Shares as the integer weights the balancer takes, on fabio's ring of 10,000 slots: every target
+ * with a share gets at least one slot, a target with none gets no traffic.
+ */
+export const WEIGHT_SLOTS = 10_000;
+export function slotsOf(shares: readonly number[]): number[] {
+  return shares.map((s) => (s > 0 ? Math.max(1, Math.round(s * WEIGHT_SLOTS)) : 0));
+}
