@@ -62,6 +62,18 @@ export const gatewayConfigSchema = z.object({
     .regex(/^[A-Za-z0-9_./-]*$/, 'KV prefix may hold letters, digits and _ . / -')
     .transform((p) => (p === '' || p.endsWith('/') ? p : `${p}/`))
     .prefault('gateway/'),
+  /**
+   * fabio's KV route key (fabio's registry.consul.kvpath): the key and the keys under it are read
+   * as fabio route lines. A leading or trailing "/" is dropped as fabio's Consul client does; ''
+   * turns it off, as does `fabioKv: false` (--no-fabio-kv).
+   */
+  fabioKvKey: z
+    .string()
+    .regex(/^[A-Za-z0-9_./-]*$/, 'a KV key may hold letters, digits and _ . / -')
+    .transform((k) => k.replace(/^\/+|\/+$/g, ''))
+    .refine((k) => !k.split('/').some((s) => s === '.' || s === '..' || (s === '' && k !== '')), 'a KV key has no empty, "." or ".." segments')
+    .prefault('fabio/config'),
+  fabioKv: z.boolean().default(true),
   logLevel: z.enum(LOG_LEVELS).default('info'),
   allowWarning: z.boolean().default(false),
   accessLog: z.boolean().default(true),
@@ -116,6 +128,11 @@ export const gatewayConfigSchema = z.object({
 
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+
+/** The fabio route key the gateway reads, or null when that is turned off. */
+export function fabioKvKeyOf(config: Pick<GatewayConfig, 'fabioKv' | 'fabioKvKey'>): string | null {
+  return config.fabioKv && config.fabioKvKey !== '' ? config.fabioKvKey : null;
+}
 
 /**
  * Environment variables Consul's own tools read, so cgw behaves like `consul` on the same box.

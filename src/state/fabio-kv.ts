@@ -73,12 +73,6 @@ export interface FabioTable {
 
 export const EMPTY_FABIO_TABLE: FabioTable = { routes: [], removals: [], exclusions: [], weights: [], problems: [], good: new Map() };
 
-/** The configured key itself and the keys under `<key>/` (fabio ≥ 1.5.7), in key order as fabio joins them. */
-export function fabioEntries(kv: readonly KvEntry[], key: string): KvEntry[] {
-  const under = `${key}/`;
-  return kv.filter((e) => e.key === key || e.key.startsWith(under)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-}
-
 /** Runs every line of every key in order, on its own: a bad line is a problem and changes nothing. */
 export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTable['good']): FabioTable {
   const problems: Problem[] = [];
