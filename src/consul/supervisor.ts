@@ -220,7 +220,7 @@ export class ConsulSupervisor {
     const out: Problem[] = [];
     if (this.fabioUnreadable && this.fabioUnreadable.errors >= UNREADABLE_AFTER_ERRORS) {
       const key = this.options.fabioKvKey ?? '';
-      out.push({ kind: 'kv', subject: key, message: `Consul does not answer for fabio's route key (${this.fabioUnreadable.error}); no fabio routes until a read succeeds` });
+      out.push({ kind: 'fabio-kv', subject: key, message: `Consul does not answer for fabio's route key (${this.fabioUnreadable.error}); no fabio routes until a read succeeds` });
     }
     for (const [name, u] of this.unreadable) {
       if (u.errors < UNREADABLE_AFTER_ERRORS || !this.routedSet.has(name)) continue;

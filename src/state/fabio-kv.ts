@@ -79,7 +79,7 @@ export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTa
   const good = new Map<string, { modifyIndex: number; lines: readonly FabioLine[] }>();
   const table = new TableBuilder(problems);
   if (entries.length > MAX_FABIO_KEYS) {
-    problems.push({ kind: 'kv', subject: entries[MAX_FABIO_KEYS]?.key ?? '', message: `more than ${MAX_FABIO_KEYS} fabio route keys (${entries.length}); keys from this one on are ignored` });
+    problems.push({ kind: 'fabio-kv', subject: entries[MAX_FABIO_KEYS]?.key ?? '', message: `more than ${MAX_FABIO_KEYS} fabio route keys (${entries.length}); keys from this one on are ignored` });
   }
   let commands = 0;
   for (const entry of entries.slice(0, MAX_FABIO_KEYS)) {
@@ -93,7 +93,7 @@ export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTa
         continue;
       }
       if (++commands > MAX_FABIO_COMMANDS) {
-        problems.push({ kind: 'kv', subject: where, message: `more than ${MAX_FABIO_COMMANDS} fabio route commands; this line and the ones after it are ignored` });
+        problems.push({ kind: 'fabio-kv', subject: where, message: `more than ${MAX_FABIO_COMMANDS} fabio route commands; this line and the ones after it are ignored` });
         break;
       }
       table.run(l.command, { kind: 'fabio-kv', key: entry.key, line: l.line, document: where }, l.text);
@@ -106,7 +106,7 @@ export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTa
 function linesOf(entry: KvEntry, previousGood: FabioTable['good'], problems: Problem[]): readonly FabioLine[] | undefined {
   const refuse = (error: string): readonly FabioLine[] | undefined => {
     const kept = previousGood.get(entry.key);
-    problems.push({ kind: 'kv', subject: entry.key, message: `fabio routes at ModifyIndex ${entry.modifyIndex}: ${error}; ${kept ? `the last good value (ModifyIndex ${kept.modifyIndex}) stays in force` : 'no good value is known, the key adds nothing'}`, keptLastGood: kept !== undefined });
+    problems.push({ kind: 'fabio-kv', subject: entry.key, message: `fabio routes at ModifyIndex ${entry.modifyIndex}: ${error}; ${kept ? `the last good value (ModifyIndex ${kept.modifyIndex}) stays in force` : 'no good value is known, the key adds nothing'}`, keptLastGood: kept !== undefined });
     return kept?.lines;
   };
   if (entry.undecodable) return refuse('value is not UTF-8 text');
@@ -115,7 +115,7 @@ function linesOf(entry: KvEntry, previousGood: FabioTable['good'], problems: Pro
 }
 
 function lineProblem(where: string, text: string, error: string): Problem {
-  return { kind: 'kv', subject: where, message: `${quoteLine(text)}: ${error}; line ignored` };
+  return { kind: 'fabio-kv', subject: where, message: `${quoteLine(text)}: ${error}; line ignored` };
 }
 
 interface MutableRoute {

@@ -32,7 +32,7 @@ export function shapeEndpoints(service: string, endpoints: readonly EndpointSnap
   for (const rule of shaping.weights) {
     const matching = admitted.map(({ e }, j) => (rule.tags.every((t) => e.tags.includes(t)) ? j : -1)).filter((j) => j >= 0);
     if (matching.length === 0) {
-      problems.push({ kind: 'kv', subject: rule.where, message: `no healthy instance of service "${service}" carries ${rule.tags.length > 0 ? `tags ${rule.tags.join(',')}` : 'any tag'}; the weight has no effect until one does` });
+      problems.push({ kind: 'fabio-kv', subject: rule.where, message: `no healthy instance of service "${service}" carries ${rule.tags.length > 0 ? `tags ${rule.tags.join(',')}` : 'any tag'}; the weight has no effect until one does` });
       continue;
     }
     for (const j of matching) fixed[j] = rule.weight / matching.length;

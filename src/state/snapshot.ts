@@ -467,7 +467,7 @@ function weightsByService(table: FabioTable, routes: readonly DraftRoute[], prob
         : route.source.kind !== 'tag'
           ? `route ${rule.routeId} is declared by ${route.source.document}, whose upstreams are not weighed by fabio lines`
           : `route ${rule.routeId} is served by service "${route.service}", not "${rule.service ?? ''}"`;
-      problems.push({ kind: 'kv', subject: rule.where, message: `route weight: ${why}; line has no effect` });
+      problems.push({ kind: 'fabio-kv', subject: rule.where, message: `route weight: ${why}; line has no effect` });
       continue;
     }
     const list = out.get(route.service) ?? [];
@@ -482,7 +482,7 @@ function shapingOf(shaping: ServiceShaping | undefined): { shaping: ServiceShapi
 }
 
 function reportCanaryWins(service: string, shaping: ServiceShaping, problems: Problem[]): ServiceShaping {
-  for (const w of shaping.weights) problems.push({ kind: 'kv', subject: w.where, message: `service "${service}" has canary weights, which win over fabio route weight lines; line has no effect` });
+  for (const w of shaping.weights) problems.push({ kind: 'fabio-kv', subject: w.where, message: `service "${service}" has canary weights, which win over fabio route weight lines; line has no effect` });
   return { exclusions: shaping.exclusions, weights: [] };
 }
 

@@ -34,7 +34,7 @@ function weightsOf(s: Snapshot, service: string): Record<string, number> {
   return out;
 }
 
-const kvProblems = (s: Snapshot) => s.problems.filter((p) => p.kind === 'kv');
+const kvProblems = (s: Snapshot) => s.problems.filter((p) => p.kind === 'fabio-kv');
 
 describe('fabio KV routes: route add', () => {
   test('adds a route to a fixed upstream, served by a static service named after the route', () => {
