@@ -33,7 +33,7 @@ export interface SupervisorOptions {
   readonly onChange: () => void;
 }
 
-/** Connections kept free of per-service watches: catalog, KV, the three bulk health queries, three one-off fetches. */
+/** Connections kept free of per-service watches: catalog, KV (and fabio's key), the three bulk health queries, three one-off fetches. */
 export const RESERVED_CONNECTIONS = 8;
 /** Leave bulk mode only well below the budget, so a service count near it does not flap. */
 const PER_SERVICE_RETURN_RATIO = 0.8;
@@ -129,7 +129,9 @@ export class ConsulSupervisor {
   }
 
   get healthWatchBudget(): number {
-    return Math.max(0, this.options.maxConnections - RESERVED_CONNECTIONS - (this.fabioQuery ? 1 : 0));
+    // The fabio watch parks in the reserve: in bulk mode a re-read may then wait a moment for a
+    // connection (the client's pool holds the budget either way).
+    return Math.max(0, this.options.maxConnections - RESERVED_CONNECTIONS);
   }
 
   start(): void {
