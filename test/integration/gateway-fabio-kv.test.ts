@@ -2,8 +2,8 @@
  * fabio's KV route language through the real gateway and a real Consul agent: `route add` to an
  * upstream Consul does not know, `route del` of a tag route, `route weight` by tag, the key's
  * subtree, `cgw routes` naming the source, one bad line (the others apply, the problem shows in
- * `cgw status`), a value that is not text (the last good lines stay), and Consul changes applied
- * afterwards.
+ * `cgw status`), a value that is not text (the last good lines stay), many writes at once, and
+ * Consul changes applied afterwards.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -182,6 +182,18 @@ describe('changes to fabio/config', () => {
     await served('/legacy', 404);
     assert.equal((await get('/web')).status, 200);
     assert.ok((await problems()).some((p) => p.subject === 'fabio/config line 3'));
+  });
+
+  test('many writes at once: the last value is the one in force', async () => {
+    await Promise.all(Array.from({ length: 30 }, (_, i) => consul.kvPut(`${KEY}/burst${String(i).padStart(2, '0')}`, `route add b${i} /burst${i} http://127.0.0.1:${legacy2.port}/\nroute bogus ${i}`)));
+    await consul.kvPut(`${KEY}/burst29`, `route add last /burst-last http://127.0.0.1:${legacy.port}/`);
+    await served('/burst-last', 'legacy');
+    await served('/burst29', 404);
+    assert.equal((await get('/burst0')).upstream, 'legacy2');
+    const bogus = (await problems()).filter((p) => p.kind === 'fabio-kv' && /"route bogus \d+"/.test(p.message));
+    assert.equal(bogus.length, 29);
+    await Promise.all(Array.from({ length: 30 }, (_, i) => consul.kvDelete(`${KEY}/burst${String(i).padStart(2, '0')}`)));
+    await served('/burst0', 404);
   });
 
   test('the gateway still applies Consul changes afterwards', async () => {
