@@ -1,3 +1,5 @@
+import { ParseMemo } from './value-bounds.ts';
+
 /**
  * fabio's route language, as fabio reads it from Consul KV (`registry.consul.kvpath`, default
  * `fabio/config`), so a fabio user's manual overrides work unchanged. Syntax only: what a line
@@ -76,6 +78,13 @@ export type FabioValueParse =
  * trims each line; comment and blank lines are left out of the result.
  */
 export function parseFabioValue(text: string): FabioValueParse {
+  return memo.get(text, parseUncached);
+}
+
+/** Every rebuild of the routes reads every fabio key: a value seen before is not parsed again. */
+const memo = new ParseMemo<FabioValueParse>(256);
+
+function parseUncached(text: string): FabioValueParse {
   if (text.length > FABIO_LIMITS.maxValueBytes || Buffer.byteLength(text) > FABIO_LIMITS.maxValueBytes) {
     return { ok: false, error: `value is larger than ${FABIO_LIMITS.maxValueBytes} bytes (${Buffer.byteLength(text)})` };
   }

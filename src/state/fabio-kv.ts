@@ -24,7 +24,13 @@ export const FABIO_SERVICE_PREFIX = 'fabio:';
 /** Keys read under the configured key; more are ignored (and reported). */
 export const MAX_FABIO_KEYS = 64;
 /** Commands over all keys; more are ignored (and reported). */
-export const MAX_FABIO_COMMANDS = 20_000;
+export const MAX_FABIO_COMMANDS = 10_000;
+/**
+ * Targets that `route add` lines may hold at once (a route document has at most 256 upstreams).
+ * It also bounds the work of a table: each line looks at no more than this many targets, so a
+ * hostile value costs milliseconds, not seconds, of the control plane's time.
+ */
+export const MAX_FABIO_TARGETS = 1_000;
 
 export interface FabioSource {
   readonly kind: 'fabio-kv';
@@ -129,6 +135,9 @@ interface MutableRoute {
 class TableBuilder {
   /** Route id → route, in the order first added (a Map: ids and names come from outside). */
   private readonly routes = new Map<string, MutableRoute>();
+  /** Service → routes that may hold targets of it, so a `route del <svc>` looks at those only. */
+  private readonly byService = new Map<string, Set<MutableRoute>>();
+  private targets = 0;
   private readonly removals: { service: string; routeId: string | null }[] = [];
   private readonly exclusions: { service: string | null; tags: readonly string[] }[] = [];
   private readonly weights: FabioWeightRule[] = [];
@@ -167,19 +176,33 @@ class TableBuilder {
     const target: FabioTarget = { service: c.service, url: url.url, tags: c.tags, fixedWeight: c.weight };
     // fabio's addTarget skips a target equal in service, URL, weight and tags.
     if (route.targets.some((t) => sameTarget(t, target))) return null;
-    route.targets = [...route.targets, target];
+    if (this.targets >= MAX_FABIO_TARGETS) return `more than ${MAX_FABIO_TARGETS} targets in the fabio routes; target not added`;
+    route.targets.push(target);
+    this.targets += 1;
+    const routes = this.byService.get(c.service);
+    if (routes) routes.add(route);
+    else this.byService.set(c.service, new Set([route]));
     return null;
+  }
+
+  /** Drops the targets of `route` that `gone` matches. */
+  private drop(route: MutableRoute, gone: (t: FabioTarget) => boolean): void {
+    const kept = route.targets.filter((t) => !gone(t));
+    this.targets -= route.targets.length - kept.length;
+    route.targets = kept;
   }
 
   private del(c: Extract<FabioCommand, { cmd: 'del' }>): string | null {
     if (c.tags.length > 0) {
-      for (const r of this.routes.values()) r.targets = r.targets.filter((t) => !((c.service === null || t.service === c.service) && hasAll(t.tags, c.tags)));
+      const routes = c.service === null ? this.routes.values() : (this.byService.get(c.service) ?? []);
+      for (const r of routes) this.drop(r, (t) => (c.service === null || t.service === c.service) && hasAll(t.tags, c.tags));
       this.exclusions.push({ service: c.service, tags: c.tags });
       return null;
     }
     const service = c.service as string;
     if (c.src === null) {
-      for (const r of this.routes.values()) r.targets = r.targets.filter((t) => t.service !== service);
+      for (const r of this.byService.get(service) ?? []) this.drop(r, (t) => t.service === service);
+      this.byService.delete(service);
       this.removals.push({ service, routeId: null });
       return null;
     }
@@ -187,14 +210,14 @@ class TableBuilder {
     if (typeof id !== 'string') return id.error;
     const route = this.routes.get(id);
     if (c.dst === null) {
-      if (route) route.targets = route.targets.filter((t) => t.service !== service);
+      if (route) this.drop(route, (t) => t.service === service);
       this.removals.push({ service, routeId: id });
       return null;
     }
     const url = targetUrl(c.dst);
     if (url.error !== undefined) return url.error;
     const before = route?.targets.length ?? 0;
-    if (route) route.targets = route.targets.filter((t) => !(t.service === service && t.url === url.url));
+    if (route) this.drop(route, (t) => t.service === service && t.url === url.url);
     if ((route?.targets.length ?? 0) === before) {
       return `no target ${url.url} of service "${service}" on route ${id} was added by an earlier line; a Consul instance cannot be removed from a tag route one by one (put it in maintenance: consul maint)`;
     }
@@ -219,7 +242,7 @@ class TableBuilder {
 }
 
 function sameTarget(a: FabioTarget, b: FabioTarget): boolean {
-  return a.service === b.service && a.url === b.url && a.fixedWeight === b.fixedWeight && a.tags.join(',') === b.tags.join(',');
+  return a.url === b.url && a.service === b.service && a.fixedWeight === b.fixedWeight && a.tags.length === b.tags.length && a.tags.every((t, i) => t === b.tags[i]);
 }
 
 function hasAll(carried: readonly string[], wanted: readonly string[]): boolean {

@@ -347,7 +347,9 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   const index = indexPolicies(policies);
   const routeDocuments = routeDocumentsOf(policies);
   const staticByService = new Map(routeDocuments.filter((d) => d.upstreams).map((d) => [d.service, d]));
-  const fabioTable = views.fabio ? evaluateFabio(views.fabio, (previous ? CONFIG.get(previous) : undefined)?.fabioTable.good ?? EMPTY_FABIO_TABLE.good) : EMPTY_FABIO_TABLE;
+  // The lines are run again only when fabio's keys changed, not on every catalog change.
+  const before = previous ? CONFIG.get(previous) : undefined;
+  const fabioTable = !views.fabio ? EMPTY_FABIO_TABLE : before?.fabio === views.fabio ? before.fabioTable : evaluateFabio(views.fabio, before?.fabioTable.good ?? EMPTY_FABIO_TABLE.good);
   problems.push(...fabioTable.problems);
   const fabioDocs = fabioTable.routes.map(fabioRouteDocument);
   const memory: OwnershipMemory = {
@@ -356,7 +358,8 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   };
   const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...collectFabioRoutes(fabioDocs), ...withoutRemoved(collectRoutes(views, problems), fabioTable)];
   const routes = chooseOwners(draftRoutes, memory, index, problems);
-  for (const d of fabioDocs) if (routes.some((r) => r.service === d.service)) staticByService.set(d.service, d);
+  const servedBy = new Set(routes.map((r) => r.service));
+  for (const d of fabioDocs) if (servedBy.has(d.service)) staticByService.set(d.service, d);
   const fabioWeights = weightsByService(fabioTable, routes, problems);
   const routedServices = [...new Set(routes.map((r) => r.service))].sort();
   const canaryValues = readCanaryKeys(views, options.kvPrefix);
@@ -449,7 +452,18 @@ function collectFabioRoutes(docs: readonly (NamedRouteDocument & { readonly fabi
 /** Tag routes that `route del <svc>[ <src>]` lines remove (fabio runs its KV lines after the tag lines). */
 function withoutRemoved(routes: DraftRoute[], table: FabioTable): DraftRoute[] {
   if (table.removals.length === 0) return routes;
-  return routes.filter((r) => !table.removals.some((d) => d.service === r.service && (d.routeId === null || d.routeId === r.id)));
+  // Service → route ids removed, or null for all of them (Maps: names come from outside).
+  const removed = new Map<string, Set<string> | null>();
+  for (const d of table.removals) {
+    const ids = removed.get(d.service);
+    if (d.routeId === null) removed.set(d.service, null);
+    else if (ids === undefined) removed.set(d.service, new Set([d.routeId]));
+    else ids?.add(d.routeId);
+  }
+  return routes.filter((r) => {
+    const ids = removed.get(r.service);
+    return ids === undefined ? true : ids !== null && !ids.has(r.id);
+  });
 }
 
 /**
@@ -458,14 +472,17 @@ function withoutRemoved(routes: DraftRoute[], table: FabioTable): DraftRoute[] {
  */
 function weightsByService(table: FabioTable, routes: readonly DraftRoute[], problems: Problem[]): Map<string, ServiceShaping['weights'][number][]> {
   const out = new Map<string, ServiceShaping['weights'][number][]>();
+  const byId = new Map(routes.map((r) => [r.id, r]));
   for (const rule of table.weights) {
-    const route = routes.find((r) => r.id === rule.routeId);
+    const route = byId.get(rule.routeId);
     const fits = route !== undefined && route.source.kind === 'tag' && (rule.service === null || rule.service === route.service);
     if (!route || !fits) {
       const why = !route
         ? `no route ${rule.routeId}`
-        : route.source.kind !== 'tag'
-          ? `route ${rule.routeId} is declared by ${route.source.document}, whose upstreams are not weighed by fabio lines`
+        : route.source.kind === 'fabio-kv'
+          ? `route ${rule.routeId} is added by ${route.source.document}, after this line (lines apply in order)`
+          : route.source.kind !== 'tag'
+            ? `route ${rule.routeId} is declared by document ${route.source.document}, whose upstreams fabio lines do not weigh`
           : `route ${rule.routeId} is served by service "${route.service}", not "${rule.service ?? ''}"`;
       problems.push({ kind: 'fabio-kv', subject: rule.where, message: `route weight: ${why}; line has no effect` });
       continue;

@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ConsulViews, KvEntry, ServiceInstance } from '../../src/core/types.ts';
 import { buildSnapshot, type BuildOptions, type Snapshot } from '../../src/state/snapshot.ts';
-import { shareOf, slotsOf, targetUrl } from '../../src/state/fabio-kv.ts';
+import { MAX_FABIO_TARGETS, shareOf, slotsOf, targetUrl } from '../../src/state/fabio-kv.ts';
 
 const OPTIONS: BuildOptions = { allowWarning: false, kvPrefix: 'gateway/' };
 const KEY = 'fabio/config';
@@ -267,6 +267,24 @@ describe('fabio KV routes: keys, values and limits', () => {
     const s = buildSnapshot(views(entries), OPTIONS);
     assert.equal(s.routes.length, 64);
     assert.match(kvProblems(s)[0]?.message ?? '', /more than 64 fabio route keys/);
+  });
+
+  test('more targets than the cap: the lines beyond it are refused, one problem each', () => {
+    const lines = Array.from({ length: MAX_FABIO_TARGETS + 2 }, (_, i) => `route add s /t${i} http://10.0.${Math.floor(i / 250)}.${(i % 250) + 1}:80`);
+    const s = build(lines.join('\n'));
+    assert.equal(s.routes.length, MAX_FABIO_TARGETS);
+    assert.deepEqual(
+      kvProblems(s).map((p) => p.subject),
+      [`fabio/config line ${MAX_FABIO_TARGETS + 1}`, `fabio/config line ${MAX_FABIO_TARGETS + 2}`],
+    );
+    assert.match(kvProblems(s)[0]?.message ?? '', /more than 1000 targets/);
+  });
+
+  test('more commands than the cap over all keys: the rest are ignored, reported once', () => {
+    const value = Array.from({ length: 4_000 }, () => 'route del nobody').join('\n');
+    const s = buildSnapshot(views(['a', 'b', 'c'].map((k) => entry(value, `fabio/config/${k}`))), OPTIONS);
+    const capped = kvProblems(s).filter((p) => /more than 10000 fabio route commands/.test(p.message));
+    assert.deepEqual(capped.map((p) => p.subject), ['fabio/config/c line 2001']);
   });
 
   test('without the fabio view (turned off) nothing changes', () => {
