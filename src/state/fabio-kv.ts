@@ -23,8 +23,10 @@ import { parseUrlprefixTag, URLPREFIX, type TagRoute } from './tags.ts';
 export const FABIO_SERVICE_PREFIX = 'fabio:';
 /** Keys read under the configured key; more are ignored (and reported). */
 export const MAX_FABIO_KEYS = 64;
-/** Commands over all keys; more are ignored (and reported). */
+/** Lines other than blanks and comments over all keys; more are ignored (and reported). */
 export const MAX_FABIO_COMMANDS = 10_000;
+/** Problems listed per key; the rest are summed up in one, so a value of junk cannot flood `cgw status` and the log. */
+export const MAX_LINE_PROBLEMS_PER_KEY = 50;
 /**
  * Targets that `route add` lines may hold at once (a route document has at most 256 upstreams).
  * It also bounds the work of a table: each line looks at no more than this many targets, so a
@@ -83,7 +85,8 @@ export const EMPTY_FABIO_TABLE: FabioTable = { routes: [], removals: [], exclusi
 export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTable['good']): FabioTable {
   const problems: Problem[] = [];
   const good = new Map<string, { modifyIndex: number; lines: readonly FabioLine[] }>();
-  const table = new TableBuilder(problems);
+  const lineProblems: Problem[] = [];
+  const table = new TableBuilder(lineProblems);
   if (entries.length > MAX_FABIO_KEYS) {
     problems.push({ kind: 'fabio-kv', subject: entries[MAX_FABIO_KEYS]?.key ?? '', message: `more than ${MAX_FABIO_KEYS} fabio route keys (${entries.length}); keys from this one on are ignored` });
   }
@@ -94,19 +97,25 @@ export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTa
     good.set(entry.key, { modifyIndex: entry.modifyIndex, lines });
     for (const l of lines) {
       const where = `${entry.key} line ${l.line}`;
-      if (l.kind === 'error') {
-        problems.push(lineProblem(where, l.text, l.error));
-        continue;
-      }
       if (++commands > MAX_FABIO_COMMANDS) {
-        problems.push({ kind: 'fabio-kv', subject: where, message: `more than ${MAX_FABIO_COMMANDS} fabio route commands; this line and the ones after it are ignored` });
+        problems.push({ kind: 'fabio-kv', subject: where, message: `more than ${MAX_FABIO_COMMANDS} fabio route lines; this line and the ones after it are ignored` });
         break;
       }
-      table.run(l.command, { kind: 'fabio-kv', key: entry.key, line: l.line, document: where }, l.text);
+      if (l.kind === 'error') lineProblems.push(lineProblem(where, l.text, l.error));
+      else table.run(l.command, { kind: 'fabio-kv', key: entry.key, line: l.line, document: where }, l.text);
     }
+    summarise(entry.key, lineProblems, problems);
+    lineProblems.length = 0;
     if (commands > MAX_FABIO_COMMANDS) break;
   }
   return { ...table.result(), problems, good };
+}
+
+/** The first problems of a key as they are, the rest counted in one. */
+function summarise(key: string, lineProblems: readonly Problem[], out: Problem[]): void {
+  for (const p of lineProblems.slice(0, MAX_LINE_PROBLEMS_PER_KEY)) out.push(p);
+  const more = lineProblems.length - MAX_LINE_PROBLEMS_PER_KEY;
+  if (more > 0) out.push({ kind: 'fabio-kv', subject: key, message: `${more} more refused or ineffective lines, not listed one by one (the first ${MAX_LINE_PROBLEMS_PER_KEY} are)` });
 }
 
 function linesOf(entry: KvEntry, previousGood: FabioTable['good'], problems: Problem[]): readonly FabioLine[] | undefined {

@@ -350,7 +350,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   // The lines are run again only when fabio's keys changed, not on every catalog change.
   const before = previous ? CONFIG.get(previous) : undefined;
   const fabioTable = !views.fabio ? EMPTY_FABIO_TABLE : before?.fabio === views.fabio ? before.fabioTable : evaluateFabio(views.fabio, before?.fabioTable.good ?? EMPTY_FABIO_TABLE.good);
-  problems.push(...fabioTable.problems);
+  for (const p of fabioTable.problems) problems.push(p);
   const fabioDocs = fabioTable.routes.map(fabioRouteDocument);
   const memory: OwnershipMemory = {
     owners: new Map((previous?.routes ?? []).map((r) => [r.id, r.service])),

@@ -283,8 +283,17 @@ describe('fabio KV routes: keys, values and limits', () => {
   test('more commands than the cap over all keys: the rest are ignored, reported once', () => {
     const value = Array.from({ length: 4_000 }, () => 'route del nobody').join('\n');
     const s = buildSnapshot(views(['a', 'b', 'c'].map((k) => entry(value, `fabio/config/${k}`))), OPTIONS);
-    const capped = kvProblems(s).filter((p) => /more than 10000 fabio route commands/.test(p.message));
+    const capped = kvProblems(s).filter((p) => /more than 10000 fabio route lines/.test(p.message));
     assert.deepEqual(capped.map((p) => p.subject), ['fabio/config/c line 2001']);
+  });
+
+  test('a key full of junk lists its first 50 bad lines and counts the rest in one problem; the good lines apply', () => {
+    const value = ['route add a /x http://10.0.0.1:80', ...Array.from({ length: 4_000 }, (_, i) => `junk ${i}`)].join('\n');
+    const s = build(value);
+    assert.deepEqual(Object.keys(routeTable(s)), ['/x']);
+    const problems = kvProblems(s);
+    assert.equal(problems.length, 51);
+    assert.ok(problems.some((p) => p.subject === KEY && p.message.startsWith('3950 more refused or ineffective lines')));
   });
 
   test('without the fabio view (turned off) nothing changes', () => {
