@@ -120,6 +120,10 @@ export const gatewayConfigSchema = z.object({
   /** How often certificate files are checked when the platform's change notifications miss a change. */
   tlsPollInterval: duration(100, 3_600_000).prefault('5s'),
 })
+  .refine((c) => !c.fabioKv || c.fabioKvKey === '' || !overlapsGatewayKeys(c.fabioKvKey, c.kvPrefix), {
+    message: "fabio's key and the keys under it must not hold the gateway's own keys (--kv-prefix, its policies/, routes/, canary/, consumers/): pick another key or --no-fabio-kv",
+    path: ['fabioKvKey'],
+  })
   .refine((c) => c.tlsCert.length === c.tlsKey.length, { message: 'give --tls-cert and --tls-key in pairs (as many of each)', path: ['tlsKey'] })
   .refine((c) => c.listenTls.length === 0 || c.tlsCert.length > 0 || c.tlsDir !== undefined, {
     message: '--listen-tls needs certificates: --tls-cert/--tls-key or --tls-dir',
@@ -128,6 +132,16 @@ export const gatewayConfigSchema = z.object({
 
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+
+/** Whether fabio's key or its subtree would read the gateway's documents, canary weights or consumers as route lines. */
+function overlapsGatewayKeys(fabioKey: string, kvPrefix: string): boolean {
+  // The gateway's prefix inside fabio's subtree (`fabio/config/` as the prefix, or below it).
+  if (kvPrefix !== '' && kvPrefix.startsWith(`${fabioKey}/`)) return true;
+  // fabio's key inside the gateway's prefix, in one of the areas the gateway reads.
+  if (!fabioKey.startsWith(kvPrefix)) return false;
+  const area = fabioKey.slice(kvPrefix.length).split('/')[0] ?? '';
+  return ['policies', 'routes', 'canary', 'consumers'].includes(area);
+}
 
 /** The fabio route key the gateway reads, or null when that is turned off. */
 export function fabioKvKeyOf(config: Pick<GatewayConfig, 'fabioKv' | 'fabioKvKey'>): string | null {
