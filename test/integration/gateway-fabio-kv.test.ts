@@ -211,6 +211,26 @@ describe('changes to fabio/config', () => {
   });
 });
 
+describe('--workers 2', () => {
+  test('the workers serve the fabio routes the primary builds', async () => {
+    await consul.kvPut(KEY, `route add legacy /legacy http://127.0.0.1:${legacy.port}/\nroute del api`);
+    await served('/legacy', 'legacy');
+    const multi = await startGateway({ consul: consul.addr, args: ['--wait', '5s', '--workers', '2'] });
+    try {
+      for (let i = 0; i < 6; i++) {
+        const r = await request(`${multi.url}/legacy`, { dispatcher: client, headersTimeout: 10_000, bodyTimeout: 10_000 });
+        await r.body.text();
+        assert.equal(r.headers['x-upstream'], 'legacy');
+        const a = await request(`${multi.url}/api`, { dispatcher: client, headersTimeout: 10_000, bodyTimeout: 10_000 });
+        await a.body.text();
+        assert.equal(a.statusCode, 404);
+      }
+    } finally {
+      await multi.kill();
+    }
+  });
+});
+
 describe('--no-fabio-kv', () => {
   test('a gateway started with it ignores fabio/config', async () => {
     await consul.kvPut(KEY, 'route del web');
