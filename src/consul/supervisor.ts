@@ -90,6 +90,8 @@ export class ConsulSupervisor {
   private readonly fabioQuery: BlockingQuery<readonly KvEntry[]> | undefined;
   /** HTTP errors (an ACL denial) on fabio's key before its first read; see noteFabioUnreadable. */
   private fabioUnreadable: { errors: number; error: string } | undefined;
+  /** A read of fabio's key succeeded once: its entries stay in force through later errors. */
+  private fabioRead = false;
   private kvIndexResets = 0;
   /** Routed services Consul answered with errors before their first read (see noteUnreadable). */
   private readonly unreadable = new Map<string, { errors: number; error: string }>();
@@ -154,6 +156,7 @@ export class ConsulSupervisor {
       this.track(
         this.consume(this.fabioQuery, (entries) => {
           this.fabioUnreadable = undefined;
+          this.fabioRead = true;
           this.fabio = entries;
           this.options.onChange();
         }),
@@ -222,7 +225,8 @@ export class ConsulSupervisor {
     const out: Problem[] = [];
     if (this.fabioUnreadable && this.fabioUnreadable.errors >= UNREADABLE_AFTER_ERRORS) {
       const key = this.options.fabioKvKey ?? '';
-      out.push({ kind: 'fabio-kv', subject: key, message: `Consul does not answer for fabio's route key (${this.fabioUnreadable.error}); no fabio routes until a read succeeds` });
+      const meanwhile = this.fabioRead ? 'the lines read last stay in force' : 'no fabio routes until a read succeeds';
+      out.push({ kind: 'fabio-kv', subject: key, message: `Consul does not answer for fabio's route key (${this.fabioUnreadable.error}); ${meanwhile}`, keptLastGood: this.fabioRead });
     }
     for (const [name, u] of this.unreadable) {
       if (u.errors < UNREADABLE_AFTER_ERRORS || !this.routedSet.has(name)) continue;

@@ -110,6 +110,23 @@ test('a token that may not read the key: the views come anyway, empty, and the p
   }
 });
 
+test('a read once, then denials: the lines read last stay, and the problem says so', async () => {
+  fabioStatus = 200;
+  const s = supervisor('fabio/config');
+  s.start();
+  try {
+    await waitFor(() => s.views(), { timeoutMs: 20_000, message: 'views with the fabio key' });
+    fabioStatus = 403;
+    const problem = await waitFor(() => s.problems().find((p) => p.kind === 'fabio-kv'), { timeoutMs: 30_000, message: 'the denial is reported' });
+    assert.match(problem.message, /the lines read last stay in force/);
+    assert.equal(problem.keptLastGood, true);
+    assert.equal(s.views()?.fabio?.[0]?.value, 'route add a /a http://10.0.0.1:80');
+  } finally {
+    await s.close();
+    fabioStatus = 200;
+  }
+});
+
 test('a key under the gateway prefix is read from the gateway\'s own KV watch', async () => {
   requested.clear();
   const s = supervisor('gateway/fabio');
