@@ -76,7 +76,13 @@ export interface FabioTable {
   readonly weights: readonly FabioWeightRule[];
   readonly problems: readonly Problem[];
   /** Per key, the lines in force: the next build's last good when a value cannot be read. */
-  readonly good: ReadonlyMap<string, { readonly modifyIndex: number; readonly lines: readonly FabioLine[] }>;
+  readonly good: ReadonlyMap<string, KeyLines>;
+}
+
+/** The lines of one key, from the value at `modifyIndex`. */
+export interface KeyLines {
+  readonly modifyIndex: number;
+  readonly lines: readonly FabioLine[];
 }
 
 export const EMPTY_FABIO_TABLE: FabioTable = { routes: [], removals: [], exclusions: [], weights: [], problems: [], good: new Map() };
@@ -84,7 +90,7 @@ export const EMPTY_FABIO_TABLE: FabioTable = { routes: [], removals: [], exclusi
 /** Runs every line of every key in order, on its own: a bad line is a problem and changes nothing. */
 export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTable['good']): FabioTable {
   const problems: Problem[] = [];
-  const good = new Map<string, { modifyIndex: number; lines: readonly FabioLine[] }>();
+  const good = new Map<string, KeyLines>();
   const lineProblems: Problem[] = [];
   const table = new TableBuilder(lineProblems);
   if (entries.length > MAX_FABIO_KEYS) {
@@ -92,10 +98,10 @@ export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTa
   }
   let commands = 0;
   for (const entry of entries.slice(0, MAX_FABIO_KEYS)) {
-    const lines = linesOf(entry, previousGood, problems);
-    if (lines === undefined) continue;
-    good.set(entry.key, { modifyIndex: entry.modifyIndex, lines });
-    for (const l of lines) {
+    const inForce = linesOf(entry, previousGood, problems);
+    if (inForce === undefined) continue;
+    good.set(entry.key, inForce);
+    for (const l of inForce.lines) {
       const where = `${entry.key} line ${l.line}`;
       if (++commands > MAX_FABIO_COMMANDS) {
         problems.push({ kind: 'fabio-kv', subject: where, message: `more than ${MAX_FABIO_COMMANDS} fabio route lines; this line and the ones after it are ignored` });
@@ -111,22 +117,23 @@ export function evaluateFabio(entries: readonly KvEntry[], previousGood: FabioTa
   return { ...table.result(), problems, good };
 }
 
-/** The first problems of a key as they are, the rest counted in one. */
-function summarise(key: string, lineProblems: readonly Problem[], out: Problem[]): void {
+/** The first problems of a group (a key's lines, a service's weights) as they are, the rest counted in one. */
+export function summarise(subject: string, lineProblems: readonly Problem[], out: Problem[]): void {
   for (const p of lineProblems.slice(0, MAX_LINE_PROBLEMS_PER_KEY)) out.push(p);
   const more = lineProblems.length - MAX_LINE_PROBLEMS_PER_KEY;
-  if (more > 0) out.push({ kind: 'fabio-kv', subject: key, message: `${more} more refused or ineffective lines, not listed one by one (the first ${MAX_LINE_PROBLEMS_PER_KEY} are)` });
+  if (more > 0) out.push({ kind: 'fabio-kv', subject, message: `${more} more refused or ineffective lines, not listed one by one (the first ${MAX_LINE_PROBLEMS_PER_KEY} are)` });
 }
 
-function linesOf(entry: KvEntry, previousGood: FabioTable['good'], problems: Problem[]): readonly FabioLine[] | undefined {
-  const refuse = (error: string): readonly FabioLine[] | undefined => {
+/** The lines of a key in force: its value's, or the last good ones when the value cannot be read. */
+function linesOf(entry: KvEntry, previousGood: FabioTable['good'], problems: Problem[]): KeyLines | undefined {
+  const refuse = (error: string): KeyLines | undefined => {
     const kept = previousGood.get(entry.key);
     problems.push({ kind: 'fabio-kv', subject: entry.key, message: `fabio routes at ModifyIndex ${entry.modifyIndex}: ${error}; ${kept ? `the last good value (ModifyIndex ${kept.modifyIndex}) stays in force` : 'no good value is known, the key adds nothing'}`, keptLastGood: kept !== undefined });
-    return kept?.lines;
+    return kept;
   };
   if (entry.undecodable) return refuse('value is not UTF-8 text');
   const parsed = parseFabioValue(entry.value ?? '');
-  return parsed.ok ? parsed.lines : refuse(parsed.error);
+  return parsed.ok ? { modifyIndex: entry.modifyIndex, lines: parsed.lines } : refuse(parsed.error);
 }
 
 function lineProblem(where: string, text: string, error: string): Problem {

@@ -1,6 +1,6 @@
 import type { Problem } from '../core/types.ts';
 import type { EndpointSnapshot } from './endpoints.ts';
-import { shareOf, slotsOf, type FabioTable } from './fabio-kv.ts';
+import { shareOf, slotsOf, summarise, type FabioTable } from './fabio-kv.ts';
 
 /**
  * What fabio KV lines do to the instances of one Consul service: `route del [svc] tags "..."`
@@ -29,14 +29,16 @@ export function shapeEndpoints(service: string, endpoints: readonly EndpointSnap
   if (shaping.weights.length === 0) return out;
   const admitted = out.map((e, i) => ({ e, i })).filter(({ e }) => e.weight > 0);
   const fixed = admitted.map(() => 0);
+  const idle: Problem[] = [];
   for (const rule of shaping.weights) {
     const matching = admitted.map(({ e }, j) => (rule.tags.every((t) => e.tags.includes(t)) ? j : -1)).filter((j) => j >= 0);
     if (matching.length === 0) {
-      problems.push({ kind: 'fabio-kv', subject: rule.where, message: `no healthy instance of service "${service}" carries ${rule.tags.length > 0 ? `tags ${rule.tags.join(',')}` : 'any tag'}; the weight has no effect until one does` });
+      idle.push({ kind: 'fabio-kv', subject: rule.where, message: `no healthy instance of service "${service}" carries ${rule.tags.length > 0 ? `tags ${rule.tags.join(',')}` : 'any tag'}; the weight has no effect until one does` });
       continue;
     }
     for (const j of matching) fixed[j] = rule.weight / matching.length;
   }
+  summarise(`route weight lines of service "${service}"`, idle, problems);
   const slots = slotsOf(shareOf(fixed));
   admitted.forEach(({ e, i }, j) => {
     out[i] = { ...e, weight: slots[j] ?? 0 };

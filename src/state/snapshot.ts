@@ -8,7 +8,7 @@ import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
 import { buildEndpoints, staticEndpoints, type EndpointSnapshot } from './endpoints.ts';
 import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
-import { EMPTY_FABIO_TABLE, evaluateFabio, FABIO_SERVICE_PREFIX, shareOf, slotsOf, type FabioRoute, type FabioSource, type FabioTable } from './fabio-kv.ts';
+import { EMPTY_FABIO_TABLE, evaluateFabio, FABIO_SERVICE_PREFIX, shareOf, slotsOf, summarise, type FabioRoute, type FabioSource, type FabioTable } from './fabio-kv.ts';
 import { shapeEndpoints, shapingFor, type ServiceShaping } from './fabio-shaping.ts';
 
 export type { RoutePolicy, ServicePolicy } from '../policy/effective.ts';
@@ -473,6 +473,7 @@ function withoutRemoved(routes: DraftRoute[], table: FabioTable): DraftRoute[] {
 function weightsByService(table: FabioTable, routes: readonly DraftRoute[], problems: Problem[]): Map<string, ServiceShaping['weights'][number][]> {
   const out = new Map<string, ServiceShaping['weights'][number][]>();
   const byId = new Map(routes.map((r) => [r.id, r]));
+  const ineffective: Problem[] = [];
   for (const rule of table.weights) {
     const route = byId.get(rule.routeId);
     const fits = route !== undefined && route.source.kind === 'tag' && (rule.service === null || rule.service === route.service);
@@ -484,13 +485,14 @@ function weightsByService(table: FabioTable, routes: readonly DraftRoute[], prob
           : route.source.kind !== 'tag'
             ? `route ${rule.routeId} is declared by document ${route.source.document}, whose upstreams fabio lines do not weigh`
           : `route ${rule.routeId} is served by service "${route.service}", not "${rule.service ?? ''}"`;
-      problems.push({ kind: 'fabio-kv', subject: rule.where, message: `route weight: ${why}; line has no effect` });
+      ineffective.push({ kind: 'fabio-kv', subject: rule.where, message: `route weight: ${why}; line has no effect` });
       continue;
     }
     const list = out.get(route.service) ?? [];
     list.push({ weight: rule.weight, tags: rule.tags, where: rule.where });
     out.set(route.service, list);
   }
+  summarise('route weight lines', ineffective, problems);
   return out;
 }
 

@@ -256,6 +256,21 @@ describe('fabio KV routes: keys, values and limits', () => {
     assert.deepEqual(kvProblems(gone), []);
   });
 
+  test('two refused values in a row still name the good value in force', () => {
+    const good = build('route add a /x http://10.0.0.1:80');
+    const bad1 = buildSnapshot(views([{ key: KEY, value: null, modifyIndex: 2, undecodable: true }]), OPTIONS, good);
+    const bad2 = buildSnapshot(views([{ key: KEY, value: null, modifyIndex: 3, undecodable: true }]), OPTIONS, bad1);
+    assert.deepEqual(Object.keys(routeTable(bad2)), ['/x']);
+    assert.match(kvProblems(bad2)[0]?.message ?? '', /ModifyIndex 3: .*the last good value \(ModifyIndex 1\) stays in force/);
+  });
+
+  test('many route weight lines without effect: the first 50 listed, the rest counted', () => {
+    const value = Array.from({ length: 120 }, (_, i) => `route weight /nope${i} weight 0.1 tags "x"`).join('\n');
+    const s = build(value);
+    assert.equal(kvProblems(s).length, 51);
+    assert.ok(kvProblems(s).some((p) => p.subject === 'route weight lines' && p.message.startsWith('70 more')));
+  });
+
   test('a refused value with no good version before adds nothing and says so', () => {
     const s = buildSnapshot(views([{ key: KEY, value: null, modifyIndex: 2, undecodable: true }]), OPTIONS);
     assert.deepEqual(s.routes, []);
