@@ -63,6 +63,18 @@ export const gatewayConfigSchema = z.object({
     .regex(/^[A-Za-z0-9_./-]*$/, 'KV prefix may hold letters, digits and _ . / -')
     .transform((p) => (p === '' || p.endsWith('/') ? p : `${p}/`))
     .prefault('gateway/'),
+  /**
+   * fabio's KV route key (fabio's registry.consul.kvpath): the key and the keys under it are read
+   * as fabio route lines. A leading or trailing "/" is dropped as fabio's Consul client does; ''
+   * turns it off, as does `fabioKv: false` (--no-fabio-kv).
+   */
+  fabioKvKey: z
+    .string()
+    .regex(/^[A-Za-z0-9_./-]*$/, 'a KV key may hold letters, digits and _ . / -')
+    .transform((k) => k.replace(/^\/+|\/+$/g, ''))
+    .refine((k) => !k.split('/').some((s) => s === '.' || s === '..' || (s === '' && k !== '')), 'a KV key has no empty, "." or ".." segments')
+    .prefault('fabio/config'),
+  fabioKv: z.boolean().default(true),
   logLevel: z.enum(LOG_LEVELS).default('info'),
   allowWarning: z.boolean().default(false),
   accessLog: z.boolean().default(true),
@@ -130,6 +142,10 @@ export const gatewayConfigSchema = z.object({
   tlsClientAuth: z.enum(TLS_CLIENT_AUTH_MODES).default('none'),
 })
   // --listen-tls alone is valid: certificates may all come from Consul KV (<prefix>certs/<name>).
+  .refine((c) => !c.fabioKv || c.fabioKvKey === '' || !overlapsGatewayKeys(c.fabioKvKey, c.kvPrefix), {
+    message: "fabio's key and the keys under it must not hold the gateway's own keys (--kv-prefix, its policies/, routes/, canary/, consumers/): pick another key or --no-fabio-kv",
+    path: ['fabioKvKey'],
+  })
   .refine((c) => c.tlsCert.length === c.tlsKey.length, { message: 'give --tls-cert and --tls-key in pairs (as many of each)', path: ['tlsKey'] })
   .refine((c) => c.tlsClientAuth === 'none' || c.tlsClientCa !== undefined, {
     message: '--tls-client-auth request|require needs --tls-client-ca (the CAs client certificates are verified against)',
@@ -143,6 +159,21 @@ export const gatewayConfigSchema = z.object({
 
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+
+/** Whether fabio's key or its subtree would read the gateway's documents, canary weights or consumers as route lines. */
+function overlapsGatewayKeys(fabioKey: string, kvPrefix: string): boolean {
+  // The gateway's prefix inside fabio's subtree (`fabio/config/` as the prefix, or below it).
+  if (kvPrefix !== '' && kvPrefix.startsWith(`${fabioKey}/`)) return true;
+  // fabio's key inside the gateway's prefix, in one of the areas the gateway reads.
+  if (!fabioKey.startsWith(kvPrefix)) return false;
+  const area = fabioKey.slice(kvPrefix.length).split('/')[0] ?? '';
+  return ['policies', 'routes', 'canary', 'consumers'].includes(area);
+}
+
+/** The fabio route key the gateway reads, or null when that is turned off. */
+export function fabioKvKeyOf(config: Pick<GatewayConfig, 'fabioKv' | 'fabioKvKey'>): string | null {
+  return config.fabioKv && config.fabioKvKey !== '' ? config.fabioKvKey : null;
+}
 
 /**
  * Environment variables Consul's own tools read, so cgw behaves like `consul` on the same box.

@@ -1,5 +1,5 @@
 import type { Server } from 'node:http';
-import { consulTls, type GatewayConfig } from './config.ts';
+import { consulTls, fabioKvKeyOf, type GatewayConfig } from './config.ts';
 import { formatAddress, listenOn } from './core/net.ts';
 import type { DataPlaneReport, KvEntry, ReportScope } from './core/types.ts';
 import type { Logger } from './core/logger.ts';
@@ -84,6 +84,7 @@ export class ControlPlane {
       client: this.consul,
       waitMs: config.wait,
       kvPrefix: config.kvPrefix,
+      fabioKvKey: fabioKvKeyOf(config),
       maxConnections: config.consulMaxConns,
       resyncIntervalMs: config.resyncInterval,
       isRouted: (tags) => tags.some(isUrlprefixTag),
@@ -107,6 +108,7 @@ export class ControlPlane {
           consul: config.consul,
           dc: config.dc ?? null,
           kvPrefix: config.kvPrefix,
+          fabioKvKey: fabioKvKeyOf(config),
           consistency: config.consistency,
           waitSeconds: config.wait / 1000,
           consulMaxConns: config.consulMaxConns,

@@ -3,7 +3,7 @@ import { own } from '../core/own.ts';
 import type { BuildFailureView } from '../state/build-health.ts';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
 import type { PublishedSnapshot } from '../state/store.ts';
-import type { Snapshot } from '../state/snapshot.ts';
+import type { RouteSnapshot, Snapshot } from '../state/snapshot.ts';
 
 /**
  * JSON views served by the admin API and printed by the CLI. They are built from the snapshot
@@ -161,8 +161,8 @@ export function routesView(src: AdminSources) {
     proto: r.proto,
     tlsSkipVerify: r.tlsSkipVerify,
     source: r.source.kind,
-    /** The tag, or the document id with its file path or KV key. */
-    origin: r.source.kind === 'tag' ? r.source.tag : r.source.kind === 'file' ? `${r.source.document} (${r.source.path})` : `${r.source.document} (${r.source.key})`,
+    /** The tag, the document id with its file path or KV key, or the fabio key and line. */
+    origin: routeOrigin(r.source),
     refresh: r.freshness,
     heldBy: r.heldBy,
     holdReason: r.holdReason,
@@ -170,6 +170,19 @@ export function routesView(src: AdminSources) {
     policies: [...new Set([...Object.values(r.policy.sources), ...Object.values(own(snapshot.services, r.service)?.policy.sources ?? {})])].sort(),
     endpointsHealthy: own(snapshot.services, r.service)?.healthy ?? 0,
   }));
+}
+
+function routeOrigin(source: RouteSnapshot['source']): string {
+  switch (source.kind) {
+    case 'tag':
+      return source.tag;
+    case 'file':
+      return `${source.document} (${source.path})`;
+    case 'kv':
+      return `${source.document} (${source.key})`;
+    case 'fabio-kv':
+      return source.document;
+  }
 }
 
 export function canaryView(src: AdminSources) {

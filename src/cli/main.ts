@@ -95,6 +95,8 @@ program
   .option('--listen <host:port>', 'proxy listener', '0.0.0.0:8080')
   .option('--admin <host:port>', 'admin listener (health, metrics, JSON views)', '127.0.0.1:9901')
   .option('--kv-prefix <prefix>', 'Consul KV prefix for gateway settings', 'gateway/')
+  .option('--fabio-kv-key <key>', "fabio route lines (route add/del/weight) at this key and the keys under it ('' turns it off)", 'fabio/config')
+  .option('--no-fabio-kv', 'do not read fabio route lines from KV')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
   .option('--allow-warning', 'also route to instances whose worst check is warning (at Weights.Warning)')
   .option('--no-access-log', 'do not log one line per request')

@@ -18,6 +18,8 @@ export interface StartFlags {
   listen?: string;
   admin?: string;
   kvPrefix?: string;
+  fabioKvKey?: string;
+  fabioKv?: boolean;
   logLevel?: string;
   allowWarning?: boolean;
   accessLog?: boolean;

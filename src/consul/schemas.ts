@@ -93,3 +93,26 @@ export const kvListSchema = z
       }))
       .sort((a, b) => (a.key < b.key ? -1 : 1)),
   );
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * KV recurse read for values that must be text (fabio's route lines): bytes that are not UTF-8
+ * are marked `undecodable` instead of being read with replacement characters, so the reader can
+ * keep the last good value rather than apply a mangled one.
+ */
+export const kvTextListSchema = z
+  .array(z.object({ Key: z.string(), Value: z.string().nullable(), ModifyIndex: z.number().int() }))
+  .nullable()
+  .transform((entries): KvEntry[] =>
+    (entries ?? [])
+      .map((e): KvEntry => {
+        if (e.Value === null) return { key: e.Key, value: null, modifyIndex: e.ModifyIndex };
+        try {
+          return { key: e.Key, value: strictUtf8.decode(Buffer.from(e.Value, 'base64')), modifyIndex: e.ModifyIndex };
+        } catch {
+          return { key: e.Key, value: null, modifyIndex: e.ModifyIndex, undecodable: true };
+        }
+      })
+      .sort((a, b) => (a.key < b.key ? -1 : 1)),
+  );

@@ -6,7 +6,7 @@ import { BULK_FETCH_CONCURRENCY, BulkHealthSync, type BulkStatus } from './bulk-
 import { ConsulHttpError, ConsulRefusedError, type ConsulClient } from './client.ts';
 import { own, unroutableServiceName } from '../core/own.ts';
 import { FIRST_READS_AT_ONCE, REFUSAL_BACKOFF_BASE_MS, REFUSAL_BACKOFF_CAP_MS, RefusalGate, type RefusalState } from './refusal-gate.ts';
-import { catalogServicesSchema, healthServiceSchema, kvListSchema } from './schemas.ts';
+import { catalogServicesSchema, healthServiceSchema, kvListSchema, kvTextListSchema } from './schemas.ts';
 import { describeError } from '../core/errors.ts';
 
 /**
@@ -18,6 +18,12 @@ export interface SupervisorOptions {
   readonly client: ConsulClient;
   readonly waitMs: number;
   readonly kvPrefix: string;
+  /**
+   * fabio's route key (`--fabio-kv-key`): the key and the keys under `<key>/` are read. Under
+   * `kvPrefix` the gateway's own KV watch already reads them; elsewhere one more KV watch does.
+   * Absent or null: not read.
+   */
+  readonly fabioKvKey?: string | null;
   /** The whole connection budget towards Consul (the client's pool size). */
   readonly maxConnections: number;
   readonly resyncIntervalMs: number;
@@ -27,7 +33,7 @@ export interface SupervisorOptions {
   readonly onChange: () => void;
 }
 
-/** Connections kept free of per-service watches: catalog, KV, the three bulk health queries, three one-off fetches. */
+/** Connections kept free of per-service watches: catalog, KV (and fabio's key), the three bulk health queries, three one-off fetches. */
 export const RESERVED_CONNECTIONS = 8;
 /** Leave bulk mode only well below the budget, so a service count near it does not flap. */
 const PER_SERVICE_RETURN_RATIO = 0.8;
@@ -79,6 +85,13 @@ export class ConsulSupervisor {
   private readonly closing = new AbortController();
   private readonly catalogQuery: BlockingQuery<CatalogView>;
   private readonly kvQuery: BlockingQuery<readonly KvEntry[]>;
+  /** fabio's route keys, once read; its own watch only when the key is outside the KV prefix. */
+  private fabio: readonly KvEntry[] | undefined;
+  private readonly fabioQuery: BlockingQuery<readonly KvEntry[]> | undefined;
+  /** HTTP errors (an ACL denial) on fabio's key before its first read; see noteFabioUnreadable. */
+  private fabioUnreadable: { errors: number; error: string } | undefined;
+  /** A read of fabio's key succeeded once: its entries stay in force through later errors. */
+  private fabioRead = false;
   private kvIndexResets = 0;
   /** Routed services Consul answered with errors before their first read (see noteUnreadable). */
   private readonly unreadable = new Map<string, { errors: number; error: string }>();
@@ -110,9 +123,16 @@ export class ConsulSupervisor {
     });
     this.catalogQuery = this.query('catalog', '/v1/catalog/services', {}, (b) => catalogServicesSchema.parse(b));
     this.kvQuery = this.query('kv', `/v1/kv/${options.kvPrefix}`, { recurse: '' }, (b) => kvListSchema.parse(b));
+    const fabioKey = options.fabioKvKey;
+    if (fabioKey && !fabioKey.startsWith(options.kvPrefix)) {
+      // A recursive read of `fabio/config` also lists `fabio/configs`; fabioEntries keeps the key and its subtree.
+      this.fabioQuery = this.query('fabio-kv', `/v1/kv/${fabioKey}`, { recurse: '' }, (b) => fabioEntries(kvTextListSchema.parse(b), fabioKey));
+    }
   }
 
   get healthWatchBudget(): number {
+    // The fabio watch parks in the reserve: in bulk mode a re-read may then wait a moment for a
+    // connection (the client's pool holds the budget either way).
     return Math.max(0, this.options.maxConnections - RESERVED_CONNECTIONS);
   }
 
@@ -126,10 +146,22 @@ export class ConsulSupervisor {
           // documents that vanished with it rather than drop their protection.
           if (update.index === 0 && this.kv !== undefined) this.kvIndexResets += 1;
           this.kv = update.value;
+          const fabioKey = this.options.fabioKvKey;
+          if (fabioKey && !this.fabioQuery) this.fabio = sameEntries(this.fabio, fabioEntries(update.value, fabioKey));
           this.options.onChange();
         }
       })(),
     );
+    if (this.fabioQuery) {
+      this.track(
+        this.consume(this.fabioQuery, (entries) => {
+          this.fabioUnreadable = undefined;
+          this.fabioRead = true;
+          this.fabio = entries;
+          this.options.onChange();
+        }),
+      );
+    }
     this.watchdog = setInterval(() => this.checkSilentWatches(), WATCHDOG_PERIOD_MS);
     this.watchdog.unref();
   }
@@ -167,8 +199,9 @@ export class ConsulSupervisor {
    */
   views(): ConsulViews | undefined {
     if (!this.catalog || !this.kv) return undefined;
+    if (this.options.fabioKvKey && !this.fabio) return undefined;
     for (const name of this.routed) if (!this.health.has(name)) return undefined;
-    return { catalog: this.catalog, kv: this.kv, health: this.health };
+    return { catalog: this.catalog, kv: this.kv, health: this.health, ...(this.fabio ? { fabio: this.fabio } : {}) };
   }
 
   /** Services whose health entry was set or removed since the last call. */
@@ -190,6 +223,11 @@ export class ConsulSupervisor {
 
   problems(): Problem[] {
     const out: Problem[] = [];
+    if (this.fabioUnreadable && this.fabioUnreadable.errors >= UNREADABLE_AFTER_ERRORS) {
+      const key = this.options.fabioKvKey ?? '';
+      const meanwhile = this.fabioRead ? 'the lines read last stay in force' : 'no fabio routes until a read succeeds';
+      out.push({ kind: 'fabio-kv', subject: key, message: `Consul does not answer for fabio's route key (${this.fabioUnreadable.error}); ${meanwhile}`, keptLastGood: this.fabioRead });
+    }
     for (const [name, u] of this.unreadable) {
       if (u.errors < UNREADABLE_AFTER_ERRORS || !this.routedSet.has(name)) continue;
       out.push({ kind: 'service', subject: name, message: `Consul does not answer for the health of this service (${u.error}); it has no endpoints until a read succeeds` });
@@ -375,6 +413,7 @@ export class ConsulSupervisor {
   private onWatchError(name: string, err: unknown): void {
     this.options.metrics.watchErrors.inc({ watch: watchLabel(name) });
     this.noteUnreadable(name, err);
+    if (name === 'fabio-kv') this.noteFabioUnreadable(err);
     // Refusals come in bursts; the gate logs the start and end of each episode instead.
     if (err instanceof ConsulRefusedError) this.options.logger.debug({ watch: name, err: describeError(err) }, 'Consul refused a watch request');
     else this.options.logger.warn({ watch: name, err: describeError(err) }, 'Consul watch failed');
@@ -402,6 +441,23 @@ export class ConsulSupervisor {
     }
   }
 
+  /**
+   * fabio's key is read with the gateway's token, which may not be allowed to (an ACL denial is
+   * a 403 on every read): after a few such answers it counts as read and empty, so the gateway
+   * still starts and applies every other change, and the problem shows in `cgw status`.
+   */
+  private noteFabioUnreadable(err: unknown): void {
+    if (!(err instanceof ConsulHttpError) || err.status === 429) return;
+    const u = this.fabioUnreadable ?? { errors: 0, error: '' };
+    u.errors += 1;
+    u.error = describeError(err);
+    this.fabioUnreadable = u;
+    if (u.errors === UNREADABLE_AFTER_ERRORS && this.fabio === undefined) {
+      this.fabio = [];
+      this.options.onChange();
+    }
+  }
+
   private track(loop: Promise<void>): void {
     this.loops.add(loop);
     void loop.finally(() => this.loops.delete(loop));
@@ -413,6 +469,7 @@ export class ConsulSupervisor {
 
   private allWatches(): WatchHandle[] {
     const watches: WatchHandle[] = [this.catalogQuery, this.kvQuery];
+    if (this.fabioQuery) watches.push(this.fabioQuery);
     for (const w of this.healthWatches.values()) watches.push(w.query);
     if (this.bulk) watches.push(...this.bulk.watches());
     return watches;
@@ -434,6 +491,18 @@ export class ConsulSupervisor {
  * Per-service health watches share one metric label so the series count stays bounded at
  * thousands of services; per-service detail is in the admin API's watch list.
  */
+/** The keys of `key` and `key/...` in key order, as fabio joins them. */
+function fabioEntries(kv: readonly KvEntry[], key: string): KvEntry[] {
+  const under = `${key}/`;
+  return kv.filter((e) => e.key === key || e.key.startsWith(under)).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** The entries read before when nothing in them changed, so the build sees the same view and skips the work. */
+function sameEntries(before: readonly KvEntry[] | undefined, now: KvEntry[]): readonly KvEntry[] {
+  if (before && before.length === now.length && before.every((e, i) => e.key === now[i]?.key && e.modifyIndex === now[i]?.modifyIndex && e.value === now[i]?.value)) return before;
+  return now;
+}
+
 function watchLabel(name: string): string {
   const colon = name.indexOf(':');
   return colon === -1 ? name : name.slice(0, colon);

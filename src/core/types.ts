@@ -2,7 +2,7 @@
 
 export type HealthStatus = 'passing' | 'warning' | 'critical';
 
-export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer' | 'instance' | 'service' | 'build' | 'kv' | 'certificate';
+export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer' | 'instance' | 'service' | 'build' | 'kv' | 'certificate' | 'fabio-kv';
 
 /**
  * Something from outside that was rejected. Problems never stop the rest of a snapshot: the bad
@@ -42,6 +42,8 @@ export interface KvEntry {
   readonly key: string;
   readonly value: string | null;
   readonly modifyIndex: number;
+  /** The stored bytes are not UTF-8 (set only by readers that check, see consul/schemas.ts). */
+  readonly undecodable?: true;
 }
 
 /** Everything the watchers have seen; the only input of `buildSnapshot` besides options. */
@@ -49,6 +51,8 @@ export interface ConsulViews {
   readonly catalog: CatalogView;
   readonly health: ReadonlyMap<string, readonly ServiceInstance[]>;
   readonly kv: readonly KvEntry[];
+  /** fabio's route keys (`--fabio-kv-key` and the keys under it); absent when not read. */
+  readonly fabio?: readonly KvEntry[];
 }
 
 /** State of one Consul watch, for the admin API, `cgw status` and the watchdog. */

@@ -11,12 +11,13 @@ import { isPathPrefix } from './tags.ts';
  * demands) away from the service that has it.
  */
 
-export type RouteSourceKind = 'tag' | 'file' | 'kv';
+export type RouteSourceKind = 'tag' | 'file' | 'kv' | 'fabio-kv';
 
 export interface ClaimedRoute {
   readonly id: string;
   readonly service: string;
-  readonly source: { readonly kind: 'tag'; readonly tag: string } | { readonly kind: 'file' | 'kv'; readonly document: string };
+  /** `document` of a fabio-kv claim is `<key> line <n>`. */
+  readonly source: { readonly kind: 'tag'; readonly tag: string } | { readonly kind: 'file' | 'kv' | 'fabio-kv'; readonly document: string };
 }
 
 /** A route whose authentication came from a policy of the service that served it. */
@@ -32,7 +33,8 @@ export interface OwnershipMemory {
 }
 
 /**
- * One claim per route id. Documents win over tags (an operator declared the route). Between
+ * One claim per route id. Documents win over fabio's KV lines, which win over tags (an operator
+ * declared the route; in fabio, KV lines run after the tag lines and override them). Between
  * services claiming by tag: the service a guard protects, then the one that served the route
  * before (the incumbent), then one that a service policy targets, then the first by name. Every
  * losing claim is a problem; the claim, not the incumbent, is what is wrong.
@@ -46,8 +48,8 @@ export function chooseOwners<R extends ClaimedRoute>(claims: readonly R[], memor
   }
   const winners: R[] = [];
   for (const [id, group] of byId) {
-    const declared = group.find((c) => c.source.kind !== 'tag');
-    const { winner, why } = declared ? { winner: declared, why: `declared by document ${documentOf(declared)}` } : chooseTagOwner(id, group, memory, index);
+    const declared = group.find((c) => c.source.kind === 'file' || c.source.kind === 'kv') ?? group.find((c) => c.source.kind === 'fabio-kv');
+    const { winner, why } = declared ? { winner: declared, why: `declared by ${sourceOf(declared)}` } : chooseTagOwner(id, group, memory, index);
     winners.push(winner);
     for (const loser of group) {
       if (loser === winner || sameClaim(winner, loser)) continue;
@@ -70,9 +72,9 @@ function chooseTagOwner<R extends ClaimedRoute>(id: string, group: readonly R[],
 }
 
 function losingClaim(id: string, winner: ClaimedRoute, loser: ClaimedRoute, why: string): Problem {
-  const what = loser.source.kind === 'tag' ? `tag "${loser.source.tag}"` : `document ${loser.source.document}`;
+  const what = loser.source.kind === 'tag' ? `tag "${loser.source.tag}"` : sourceOf(loser);
   const subject = loser.source.kind === 'tag' ? loser.service : loser.source.document;
-  if (winner.source.kind !== 'tag') return { kind: 'route', subject, message: `route ${id} is declared by document ${documentOf(winner)}; ${what} ignored` };
+  if (winner.source.kind !== 'tag') return { kind: 'route', subject, message: `route ${id} is declared by ${sourceOf(winner)}; ${what} ignored` };
   if (winner.service !== loser.service) {
     return { kind: 'route', subject, message: `route ${id} is served by service "${winner.service}" (${why}); ${what} of service "${loser.service}" ignored` };
   }
@@ -84,8 +86,9 @@ function sameClaim(a: ClaimedRoute, b: ClaimedRoute): boolean {
   return a.service === b.service && a.source.kind === 'tag' && b.source.kind === 'tag' && a.source.tag === b.source.tag;
 }
 
-function documentOf(claim: ClaimedRoute): string {
-  return claim.source.kind === 'tag' ? claim.source.tag : claim.source.document;
+function sourceOf(claim: ClaimedRoute): string {
+  if (claim.source.kind === 'tag') return `tag "${claim.source.tag}"`;
+  return claim.source.kind === 'fabio-kv' ? `fabio route at ${claim.source.document}` : `document ${claim.source.document}`;
 }
 
 export interface GuardedRoute {

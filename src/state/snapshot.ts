@@ -13,6 +13,8 @@ export type { ListenerFacts } from './listener-problems.ts';
 import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
 import { resolveKvCertificates, type KvCertificate } from './certificates.ts';
+import { EMPTY_FABIO_TABLE, evaluateFabio, FABIO_SERVICE_PREFIX, shareOf, slotsOf, summarise, type FabioRoute, type FabioSource, type FabioTable } from './fabio-kv.ts';
+import { shapeEndpoints, shapingFor, type ServiceShaping } from './fabio-shaping.ts';
 
 export type { RoutePolicy, ServicePolicy } from '../policy/effective.ts';
 export type { PolicySet } from '../policy/resolve.ts';
@@ -43,7 +45,9 @@ export interface ServiceSnapshot {
 export type RouteSource =
   | { readonly kind: 'tag'; readonly tag: string }
   | { readonly kind: 'file'; readonly document: string; readonly path: string }
-  | { readonly kind: 'kv'; readonly document: string; readonly key: string; readonly modifyIndex: number };
+  | { readonly kind: 'kv'; readonly document: string; readonly key: string; readonly modifyIndex: number }
+  /** A fabio `route add` line (the first that added the route); `document` is `<key> line <n>`. */
+  | FabioSource;
 
 /** How the route's endpoints are kept fresh. */
 export type Freshness = 'watched' | 'polled' | 'pinned' | 'static';
@@ -105,6 +109,9 @@ export interface BuildOptions {
 interface ConfigPart {
   readonly catalog: ConsulViews['catalog'];
   readonly kv: ConsulViews['kv'];
+  readonly fabio: ConsulViews['fabio'];
+  /** What fabio's KV lines say, with each key's last good lines. */
+  readonly fabioTable: FabioTable;
   readonly policies: PolicySet;
   readonly allowWarning: boolean;
   readonly kvPrefix: string;
@@ -130,12 +137,16 @@ interface ServicePlan {
   /** How its instances are dialled (from its route tags), and that as a comparable key. */
   readonly transport: UpstreamTransport;
   readonly transportKey: string;
+  /** fabio KV lines that exclude or weigh this Consul service's instances. */
+  readonly shaping: ServiceShaping | undefined;
+  readonly shapingKey: string;
 }
 
 interface ServiceBuild {
   readonly instances: readonly ServiceInstance[] | undefined;
   readonly tags: readonly string[] | undefined;
   readonly canaryKey: string;
+  readonly shapingKey: string;
   readonly policyKey: string;
   readonly tagsKey: string;
   readonly transportKey: string;
@@ -183,6 +194,7 @@ export function buildSnapshot(
     before &&
     before.catalog === views.catalog &&
     before.kv === views.kv &&
+    before.fabio === views.fabio &&
     before.policies === policies &&
     before.allowWarning === options.allowWarning &&
     before.kvPrefix === options.kvPrefix &&
@@ -311,6 +323,7 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     was &&
     was.instances === instances &&
     was.canaryKey === canaryKey &&
+    was.shapingKey === plan.shapingKey &&
     was.policyKey === plan.policyKey &&
     was.tagsKey === tagsKey &&
     was.transportKey === plan.transportKey &&
@@ -324,7 +337,10 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     const endpoints = staticEndpoints(staticDoc.upstreams);
     service = { name, kind: 'static', tags: [], endpoints, healthy: endpoints.length, canary: null, policy };
   } else {
-    const endpoints = buildEndpoints(name, instances ?? NO_INSTANCES, options.allowWarning, problems, plan.transport);
+    const built = buildEndpoints(name, instances ?? NO_INSTANCES, options.allowWarning, problems, plan.transport);
+    // Canary weights are cgw's own and win over fabio's weight lines for the same service.
+    const shaping = plan.shaping && plan.canary && plan.shaping.weights.length > 0 ? reportCanaryWins(name, plan.shaping, problems) : plan.shaping;
+    const endpoints = shaping ? shapeEndpoints(name, built, shaping, problems) : built;
     const canary = resolveCanary(plan.canary, endpoints, known?.canary ?? null, problems);
     service = {
       name,
@@ -343,6 +359,7 @@ function serviceOf(plan: ServicePlan, views: ConsulViews, options: BuildOptions,
     instances,
     tags,
     canaryKey,
+    shapingKey: plan.shapingKey,
     policyKey: plan.policyKey,
     tagsKey,
     transportKey: plan.transportKey,
@@ -359,13 +376,21 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   const index = indexPolicies(policies);
   const routeDocuments = routeDocumentsOf(policies);
   const staticByService = new Map(routeDocuments.filter((d) => d.upstreams).map((d) => [d.service, d]));
+  // The lines are run again only when fabio's keys changed, not on every catalog change.
+  const before = previous ? CONFIG.get(previous) : undefined;
+  const fabioTable = !views.fabio ? EMPTY_FABIO_TABLE : before?.fabio === views.fabio ? before.fabioTable : evaluateFabio(views.fabio, before?.fabioTable.good ?? EMPTY_FABIO_TABLE.good);
+  for (const p of fabioTable.problems) problems.push(p);
+  const fabioDocs = fabioTable.routes.map(fabioRouteDocument);
   const memory: OwnershipMemory = {
     owners: new Map((previous?.routes ?? []).map((r) => [r.id, r.service])),
     guards: previous?.routeGuards ?? {},
   };
   const tagRoutes = collectRoutes(views, problems, { datacenter: options.datacenter ?? null });
-  const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...tagRoutes.routes];
+  const draftRoutes = [...collectDocumentRoutes(routeDocuments), ...collectFabioRoutes(fabioDocs), ...withoutRemoved(tagRoutes.routes, fabioTable)];
   const routes = chooseOwners(draftRoutes, memory, index, problems);
+  const servedBy = new Set(routes.map((r) => r.service));
+  for (const d of fabioDocs) if (servedBy.has(d.service)) staticByService.set(d.service, d);
+  const fabioWeights = weightsByService(fabioTable, routes, problems);
   const routedServices = [...new Set(routes.map((r) => r.service))].sort();
   const canaryValues = readCanaryKeys(views, options.kvPrefix);
   const plans: ServicePlan[] = routedServices.map((name) => ({
@@ -376,6 +401,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     canary: canaryValues.get(name),
     transport: tagRoutes.transports.get(name) ?? PLAIN_HTTP,
     transportKey: transportKey(tagRoutes.transports.get(name) ?? PLAIN_HTTP),
+    ...shapingOf(staticByService.has(name) ? undefined : shapingFor(fabioTable, name, fabioWeights.get(name) ?? [])),
   }));
   const planByName = new Map(plans.map((p) => [p.name, p]));
 
@@ -398,6 +424,8 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   return {
     catalog: views.catalog,
     kv: views.kv,
+    fabio: views.fabio,
+    fabioTable,
     policies,
     allowWarning: options.allowWarning,
     kvPrefix: options.kvPrefix,
@@ -441,6 +469,77 @@ function collectDocumentRoutes(docs: readonly NamedRouteDocument[]): DraftRoute[
     const host = d.host ?? null;
     return { id: `${host ?? ''}${d.path}`, host, path: d.path, ...DEFAULT_ROUTE_OPTIONS, strip: d.strip ?? null, service: d.service, source: d.source };
   });
+}
+
+/** A fabio route as a route document with fixed upstreams, served by the static service `fabio:<route id>`. */
+function fabioRouteDocument(r: FabioRoute): NamedRouteDocument & { readonly fabio: FabioRoute } {
+  // Targets with the same URL (added under two service names) are one endpoint with their shares summed.
+  const slots = slotsOf(shareOf(r.targets.map((t) => t.fixedWeight)));
+  const byUrl = new Map<string, number>();
+  r.targets.forEach((t, i) => byUrl.set(t.url, (byUrl.get(t.url) ?? 0) + (slots[i] ?? 0)));
+  const upstreams = [...byUrl].filter(([, weight]) => weight > 0).map(([url, weight]) => ({ url, weight }));
+  return { id: r.source.document, service: `${FABIO_SERVICE_PREFIX}${r.id}`, source: r.source, path: r.route.path, upstreams, fabio: r };
+}
+
+function collectFabioRoutes(docs: readonly (NamedRouteDocument & { readonly fabio: FabioRoute })[]): DraftRoute[] {
+  // Every option the tag parser read (strip today, more as tags learn them) comes along.
+  return docs.map((d) => ({ ...d.fabio.route, id: d.fabio.id, service: d.service, source: d.source }));
+}
+
+/** Tag routes that `route del <svc>[ <src>]` lines remove (fabio runs its KV lines after the tag lines). */
+function withoutRemoved(routes: DraftRoute[], table: FabioTable): DraftRoute[] {
+  if (table.removals.length === 0) return routes;
+  // Service → route ids removed, or null for all of them (Maps: names come from outside).
+  const removed = new Map<string, Set<string> | null>();
+  for (const d of table.removals) {
+    const ids = removed.get(d.service);
+    if (d.routeId === null) removed.set(d.service, null);
+    else if (ids === undefined) removed.set(d.service, new Set([d.routeId]));
+    else ids?.add(d.routeId);
+  }
+  return routes.filter((r) => {
+    const ids = removed.get(r.service);
+    return ids === undefined ? true : ids !== null && !ids.has(r.id);
+  });
+}
+
+/**
+ * `route weight` lines for routes that fabio lines did not add: each applies to the service
+ * serving the route, when it is a Consul service the line names (or any, without a name).
+ */
+function weightsByService(table: FabioTable, routes: readonly DraftRoute[], problems: Problem[]): Map<string, ServiceShaping['weights'][number][]> {
+  const out = new Map<string, ServiceShaping['weights'][number][]>();
+  const byId = new Map(routes.map((r) => [r.id, r]));
+  const ineffective: Problem[] = [];
+  for (const rule of table.weights) {
+    const route = byId.get(rule.routeId);
+    const fits = route !== undefined && route.source.kind === 'tag' && (rule.service === null || rule.service === route.service);
+    if (!route || !fits) {
+      const why = !route
+        ? `no route ${rule.routeId}`
+        : route.source.kind === 'fabio-kv'
+          ? `route ${rule.routeId} is added by ${route.source.document}, after this line (lines apply in order)`
+          : route.source.kind !== 'tag'
+            ? `route ${rule.routeId} is declared by document ${route.source.document}, whose upstreams fabio lines do not weigh`
+          : `route ${rule.routeId} is served by service "${route.service}", not "${rule.service ?? ''}"`;
+      ineffective.push({ kind: 'fabio-kv', subject: rule.where, message: `route weight: ${why}; line has no effect` });
+      continue;
+    }
+    const list = out.get(route.service) ?? [];
+    list.push({ weight: rule.weight, tags: rule.tags, where: rule.where });
+    out.set(route.service, list);
+  }
+  summarise('route weight lines', ineffective, problems);
+  return out;
+}
+
+function shapingOf(shaping: ServiceShaping | undefined): { shaping: ServiceShaping | undefined; shapingKey: string } {
+  return { shaping, shapingKey: shaping ? JSON.stringify(shaping) : '' };
+}
+
+function reportCanaryWins(service: string, shaping: ServiceShaping, problems: Problem[]): ServiceShaping {
+  for (const w of shaping.weights) problems.push({ kind: 'fabio-kv', subject: w.where, message: `service "${service}" has canary weights, which win over fabio route weight lines; line has no effect` });
+  return { exclusions: shaping.exclusions, weights: [] };
 }
 
 function collectRoutes(views: ConsulViews, problems: Problem[], env: TagEnvironment): { routes: DraftRoute[]; transports: Map<string, UpstreamTransport> } {
