@@ -22,6 +22,9 @@ export const ERROR_CODES = {
   policy_unavailable: { status: 503, message: 'the policy of this route is invalid and no good version is known' },
   request_timeout: { status: 408, message: 'the request did not arrive in time' },
   upstream_busy: { status: 503, message: 'every endpoint of the service is at its limit of concurrent requests' },
+  bad_websocket_handshake: { status: 400, message: 'the WebSocket handshake is malformed' },
+  websocket_version_unsupported: { status: 426, message: 'only WebSocket version 13 is supported' },
+  shutting_down: { status: 503, message: 'the gateway is shutting down; connect to another instance' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

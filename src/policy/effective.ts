@@ -2,6 +2,7 @@ import type { DocumentInForce, PolicySet } from './resolve.ts';
 import {
   outlierSchema,
   retriesSchema,
+  websocketSchema,
   type AuthorizePolicy,
   type AuthPolicy,
   type CircuitBreakerPolicy,
@@ -12,6 +13,7 @@ import {
   type RateLimitPolicy,
   type RetriesPolicy,
   type TimeoutsPolicy,
+  type WebSocketPolicy,
 } from './schema.ts';
 
 /**
@@ -26,6 +28,7 @@ export interface RoutePolicy {
   readonly timeouts: TimeoutsPolicy;
   readonly retries: RetriesPolicy;
   readonly limits: LimitsPolicy;
+  readonly websocket: WebSocketPolicy;
   readonly sources: Readonly<Record<string, string>>;
 }
 
@@ -41,6 +44,7 @@ export interface ServicePolicy {
 /** The gateway's behaviour before issue 3: one retry elsewhere for safe requests that never reached the app. */
 export const DEFAULT_RETRIES: RetriesPolicy = retriesSchema.parse({ attempts: 1, backoff: { base: '0ms', max: '0ms' }, maxBodyBytes: 0 });
 export const DEFAULT_OUTLIER: OutlierPolicy = outlierSchema.parse({});
+export const DEFAULT_WEBSOCKET: WebSocketPolicy = websocketSchema.parse({});
 export const DEFAULT_DISCOVERY: DiscoveryPolicy = { mode: 'watch', interval: 30_000 };
 
 export interface PolicyIndex {
@@ -87,6 +91,7 @@ export function routePolicy(index: PolicyIndex, service: string, routeId: string
     timeouts: pick(chain, 'timeouts', sources) ?? {},
     retries: pick(chain, 'retries', sources) ?? DEFAULT_RETRIES,
     limits: pick(chain, 'limits', sources) ?? {},
+    websocket: pick(chain, 'websocket', sources) ?? DEFAULT_WEBSOCKET,
     sources,
   };
 }
