@@ -63,6 +63,8 @@ export class ProxyListener {
   private readonly ctx: PipelineContext;
   /** Upgraded (WebSocket) connections: counted, shown, closed with 1001 on drain. */
   readonly websockets: WebSocketSessions;
+  /** Sockets of upgrade requests not yet answered or switched: no server tracks them any more. */
+  private readonly handshakes = new Set<Socket>();
 
   constructor(private readonly options: ProxyOptions) {
     const headerTimeoutMs = options.clientHeaderTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
@@ -161,6 +163,8 @@ export class ProxyListener {
     this.inflight += 1;
     (res as TrackedResponse)[LISTENER] = this;
     res.once('close', onRequestClosed);
+    this.handshakes.add(socket);
+    res.once('close', () => this.handshakes.delete(socket));
     try {
       startUpgrade(this.ctx, this.websockets, req, res, head);
     } catch (err) {
@@ -249,6 +253,7 @@ export class ProxyListener {
     }
     const unfinished = this.inflight;
     for (const server of this.servers) server.closeAllConnections();
+    for (const socket of this.handshakes) socket.destroy();
     const cut = await websocketsCut;
     await closed;
     return { unfinished: unfinished + cut };

@@ -93,6 +93,12 @@ class UpgradeAttempt {
   dial(ex: Exchange, route: CompiledRoute, probe: number): void {
     this.route = route;
     this.probe = probe;
+    if (ex.req.socket.destroyed) {
+      // Gone while authentication or the rate limiter was asked: no upstream connection for it.
+      route.resilience.breaker.release(probe);
+      this.count('client_gone');
+      return ex.finish(499);
+    }
     const canaryHeader = ex.req.headers['x-canary'];
     const canary = typeof canaryHeader === 'string' ? canaryHeader : undefined;
     let endpoint = route.balancer.pick(canary);

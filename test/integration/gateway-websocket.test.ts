@@ -65,6 +65,8 @@ async function startStall(): Promise<typeof stall> {
   const sockets = new Set<Socket>();
   const server = createNetServer((s) => {
     sockets.add(s);
+    // Read and drop, so the gateway's FIN is seen.
+    s.resume();
     s.on('error', () => undefined);
     s.on('close', () => sockets.delete(s));
   });
@@ -346,6 +348,7 @@ test('an upstream that never answers the handshake: 504 within the route respons
   assert.equal(r.finals[0]?.status, 504);
   assert.match(String(r.finals[0]?.body), /upstream_timeout/);
   await nothingOpen('the stalled handshake leaves nothing in flight');
+  await waitFor(() => stall.sockets.size === 0, { timeoutMs: 10_000, message: 'the gateway closed its connection to the upstream' });
 });
 
 test('a client that leaves mid-handshake leaks nothing', async () => {
@@ -357,8 +360,11 @@ test('a client that leaves mid-handshake leaks nothing', async () => {
 
 test('a huge frame header then a stall: the idle timeout closes the client with 1001 and cuts the upstream', async () => {
   const { socket, received, ended } = await rawUpgrade('/idle-chat');
-  // A masked binary frame announcing 2^40 bytes, a few of them sent, then nothing.
-  socket.write(Buffer.concat([Buffer.from([0x82, 0xff, 0, 0, 0x01, 0, 0, 0, 0, 0, 1, 2, 3, 4]), Buffer.alloc(1000)]));
+  // A masked binary frame announcing 50 MB in the 64-bit length encoding (below the echo
+  // server's own limit, which would otherwise close first), a few bytes of it, then nothing.
+  const head = Buffer.from([0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+  head.writeUInt32BE(50_000_000, 6);
+  socket.write(Buffer.concat([head, Buffer.alloc(1000)]));
   await ended;
   assert.equal(closeCodeIn(Buffer.concat(received)), 1001);
   await nothingOpen('the stalled connection is gone');
