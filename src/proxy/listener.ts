@@ -159,7 +159,25 @@ export class ProxyListener {
 
   /** `Upgrade:` requests (upgrade.ts); counted in flight until answered or switched. */
   private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const res = upgradeResponse(req, socket);
+    const earlier = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (earlier) {
+      // Pipelined behind an answer still being written: answers go out in request order.
+      socket.on('error', () => socket.destroy());
+      earlier.once('finish', () => setImmediate(() => (socket.destroyed ? undefined : this.onUpgrade(req, socket, head))));
+      earlier.once('close', () => {
+        if (!earlier.writableFinished) socket.destroy();
+      });
+      return;
+    }
+    let res: ServerResponse;
+    try {
+      res = upgradeResponse(req, socket);
+    } catch (err) {
+      this.ctx.logger.error({ err }, 'unexpected error in upgrade handling');
+      this.ctx.metrics.internalErrors.inc({ component: 'proxy' });
+      socket.destroy();
+      return;
+    }
     this.inflight += 1;
     (res as TrackedResponse)[LISTENER] = this;
     res.once('close', onRequestClosed);

@@ -34,10 +34,19 @@ export function upgradeResponse(req: IncomingMessage, socket: Socket): ServerRes
   const res = new ServerResponse(req);
   res.shouldKeepAlive = false;
   res.assignSocket(socket);
-  // Node's server ends the socket after a response it owns; this one is ours to end.
-  res.once('finish', () => socket.end());
+  // Node's server ends the socket after a response it owns; this one is ours to end. What the
+  // client still sends (an unread body) is read and dropped so its FIN is seen, and a client
+  // that never closes its side is cut after a while.
+  res.once('finish', () => {
+    socket.end();
+    socket.resume();
+    socket.setTimeout(LINGER_MS, () => socket.destroy());
+  });
   return res;
 }
+
+/** How long a refused upgrade's connection may stay half-closed waiting for the client's FIN. */
+const LINGER_MS = 5_000;
 
 function ignore(): void {}
 

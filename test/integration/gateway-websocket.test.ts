@@ -358,6 +358,25 @@ test('a client that leaves mid-handshake leaks nothing', async () => {
   await nothingOpen('nothing in flight after clients left');
 });
 
+test('a handshake pipelined behind a normal request: the answers go out in order, then the WebSocket works', async () => {
+  const socket = netConnect({ port: gw.listenPort, host: '127.0.0.1' });
+  socket.on('error', () => undefined);
+  let received = Buffer.alloc(0);
+  socket.on('data', (d: Buffer) => (received = Buffer.concat([received, d])));
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  socket.write(`GET /web HTTP/1.1\r\nhost: localhost\r\n\r\n${handshakeHead('/chat/pipelined')}`);
+  await waitFor(() => received.includes('101 Switching Protocols'), { message: 'the 101 after the first answer' });
+  const text = received.toString('latin1');
+  assert.ok(text.startsWith('HTTP/1.1 200'), text.slice(0, 200));
+  assert.ok(text.indexOf('HTTP/1.1 101') > text.indexOf('HTTP/1.1 200'));
+  // A masked text frame "hi" comes back unmasked.
+  const mark = received.length;
+  socket.write(Buffer.from([0x81, 0x82, 1, 2, 3, 4, 0x68 ^ 1, 0x69 ^ 2]));
+  await waitFor(() => received.subarray(mark).includes(Buffer.from([0x81, 0x02, 0x68, 0x69])), { message: 'the echo' });
+  socket.destroy();
+  await nothingOpen('nothing left after the pipelined upgrade');
+});
+
 test('a huge frame header then a stall: the idle timeout closes the client with 1001 and cuts the upstream', async () => {
   const { socket, received, ended } = await rawUpgrade('/idle-chat');
   // A masked binary frame announcing 50 MB in the 64-bit length encoding (below the echo
