@@ -286,7 +286,7 @@ test('idle timeout: a quiet connection is closed with 1001 on both sides', async
   assert.equal(code, 1001);
   assert.equal(reason, 'idle timeout');
   await waitFor(() => seen?.closeCode === 1001, { message: 'the upstream got 1001 too' });
-  assert.ok((await metric(/^cgw_websocket_closes_total\{service="chat",reason="idle"\} /)) >= 1);
+  await waitFor(async () => (await metric(/^cgw_websocket_closes_total\{service="chat",reason="idle"\} /)) >= 1, { message: 'counted as an idle close' });
 });
 
 test('max lifetime: a busy connection is closed with 1001 on both sides when its lifetime ends', async () => {
