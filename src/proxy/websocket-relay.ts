@@ -96,6 +96,7 @@ class Direction {
     this.pending = null;
     this.closed = true;
     if (frame !== null && !this.senderClosed && this.to.writable) this.to.write(frame);
+    this.relay.endAnswered();
   }
 
   private forward(chunk: Buffer): void {
@@ -184,14 +185,25 @@ export class WebSocketRelay {
     this.graceTimer = setTimeout(onGraceOver, graceMs, this);
   }
 
-  /** A peer sent a close frame. After ours went that way, it is its answer: its socket may end. */
+  /** A peer sent a close frame. */
   closeFrameFrom(direction: Direction): void {
     this.firstOut ??= direction.sender;
     direction.senderClosed = true;
-    if (!direction.closed) return;
-    // RFC 6455 §7.1.1: the server ends the TCP connection first; towards the upstream the
-    // gateway is the client, and ending its side is how the upstream learns it may close.
-    direction.from.end();
+    this.endAnswered();
+  }
+
+  /**
+   * While the gateway ends the connection: a peer that has sent its close frame and been sent one
+   * (the gateway's, or the other peer's) is done, and its socket is ended. RFC 6455 §7.1.1: the
+   * server ends the TCP connection first; towards the upstream the gateway is the client, and
+   * ending its side is how the upstream learns it may close.
+   */
+  endAnswered(): void {
+    if (this.ending === null) return;
+    const { up, down } = this;
+    // `up` carries the client's frames, `down` the upstream's.
+    if (up.senderClosed && down.closed && up.from.writable) up.from.end();
+    if (down.senderClosed && up.closed && down.from.writable) down.from.end();
   }
 
   violation(direction: Direction): void {
