@@ -77,8 +77,8 @@ async function startStall(): Promise<typeof stall> {
 type Opened = { ok: true; ws: WebSocket } | { ok: false; status: number; body: string; headers: Record<string, string | string[] | undefined> };
 
 /** Opens a WebSocket through the gateway; a refusal resolves with the answer instead. */
-function open(path: string, opts: { headers?: Record<string, string>; tls?: boolean } = {}): Promise<Opened> {
-  const url = opts.tls ? `wss://127.0.0.1:${tlsPort}${path}` : `ws://127.0.0.1:${gw.listenPort}${path}`;
+function open(path: string, opts: { headers?: Record<string, string>; tls?: boolean; port?: number } = {}): Promise<Opened> {
+  const url = opts.tls ? `wss://127.0.0.1:${tlsPort}${path}` : `ws://127.0.0.1:${opts.port ?? gw.listenPort}${path}`;
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { headers: opts.headers, rejectUnauthorized: false, handshakeTimeout: 15_000 });
     ws.once('open', () => resolve({ ok: true, ws }));
@@ -92,7 +92,7 @@ function open(path: string, opts: { headers?: Record<string, string>; tls?: bool
   });
 }
 
-async function opened(path: string, opts: { headers?: Record<string, string>; tls?: boolean } = {}): Promise<WebSocket> {
+async function opened(path: string, opts: { headers?: Record<string, string>; tls?: boolean; port?: number } = {}): Promise<WebSocket> {
   const r = await open(path, opts);
   if (!r.ok) assert.fail(`expected a WebSocket on ${path}, got ${r.status} ${r.body}`);
   return r.ws;
@@ -430,6 +430,29 @@ test('after all that: the gateway serves and applies Consul changes (a new WebSo
   ws.close();
   await closed(ws);
   assert.equal((await fetch(`${gw.url}/web`)).status, 200);
+});
+
+test('with --workers 2: open connections are summed over the workers in cgw status, and SIGTERM closes them all with 1001', async () => {
+  const gw2 = await startGateway({ consul: consul.addr, args: ['--workers', '2', '--drain-timeout', `${DRAIN_TIMEOUT_MS}ms`] });
+  try {
+    await waitFor(async () => {
+      const r = await open('/chat', { port: gw2.listenPort });
+      if (r.ok) r.ws.terminate();
+      return r.ok;
+    }, { timeoutMs: 30_000, message: 'route /chat upgrades on the workers' });
+    await waitFor(async () => ((await (await fetch(`${gw2.adminUrl}/v1/status`)).json()) as { websocket: { open: number } }).websocket.open === 0, { message: 'the probes are closed' });
+    const sockets = await Promise.all(Array.from({ length: 6 }, () => opened('/chat/workers', { port: gw2.listenPort })));
+    for (const ws of sockets) assert.equal(await roundTrip(ws, 'w'), 'w');
+    await waitFor(async () => ((await (await fetch(`${gw2.adminUrl}/v1/status`)).json()) as { websocket: { open: number } }).websocket.open === 6, { message: 'six open over the workers' });
+    const st = await runCli(['status', '--admin', gw2.adminUrl]);
+    assert.match(st.stdout, /^websocket:\s+6 open \(\/chat 6\)$/m);
+    const closing = sockets.map(closed);
+    const exit = gw2.kill('SIGTERM', DRAIN_TIMEOUT_MS + 20_000);
+    for (const { code } of await Promise.all(closing)) assert.equal(code, 1001);
+    assert.equal(await exit, 0);
+  } finally {
+    await gw2.kill('SIGKILL');
+  }
 });
 
 // Last: it stops the gateway.
