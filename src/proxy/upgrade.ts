@@ -146,7 +146,17 @@ class UpgradeAttempt {
       // A connection of its own: after the 101 it belongs to this WebSocket, not to a pool.
       agent: false as const,
     };
-    const request = url.protocol === 'https:' ? httpsRequest(options) : httpRequest(options);
+    let request: ClientRequest;
+    try {
+      request = url.protocol === 'https:' ? httpsRequest(options) : httpRequest(options);
+    } catch (err) {
+      // Node refused the request before sending anything (a header it will not write): the
+      // request's fault, not the endpoint's; the count and the permit go back.
+      this.settled = true;
+      endpoint.inflight -= 1;
+      route.resilience.breaker.release(probe);
+      return ex.refuse('bad_request', `the handshake cannot be forwarded: ${describeError(err)}`);
+    }
     this.request = request;
     request.on('upgrade', (upRes: IncomingMessage, socket: Socket, head: Buffer) => this.upgraded(upRes, socket, head));
     request.on('response', (upRes: IncomingMessage) => this.answered(upRes));
