@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { connect as netConnect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,9 +41,27 @@ let gw: GatewayProcess;
 let echo: { server: WebSocketServer; port: number; connections: UpstreamConnection[] };
 let stall: { server: NetServer; port: number; sockets: Set<Socket> };
 let web: Upstream;
+/** A wss:// echo server, reached through a route document with an https upstream. */
+let secureEcho: { server: HttpsServer; port: number; connections: UpstreamConnection[] };
 let dir: string;
 let tlsPort: number;
 const alice = generateApiKey('alice');
+
+async function startSecureEcho(): Promise<typeof secureEcho> {
+  const port = await freePort();
+  const server = createHttpsServer({ cert: pem.DEFAULT_CERT, key: pem.DEFAULT_KEY });
+  const wss = new WebSocketServer({ server });
+  const connections: UpstreamConnection[] = [];
+  wss.on('connection', (socket, req) => {
+    const c: UpstreamConnection = { headers: req.headers, url: req.url ?? '', closeCode: null, socket };
+    connections.push(c);
+    socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }));
+    socket.on('close', (code) => (c.closeCode = code));
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return { server, port, connections };
+}
 
 async function startEcho(): Promise<typeof echo> {
   const port = await freePort();
@@ -189,6 +208,9 @@ before(async () => {
   await doc('stall', { appliesTo: { service: 'stall' }, timeouts: { responseHeaders: '1s' } });
   consul = await startConsul();
   echo = await startEcho();
+  secureEcho = await startSecureEcho();
+  await import('node:fs/promises').then((fs) => fs.mkdir(join(policies, 'routes')));
+  await writeFile(join(policies, 'routes', 'secure-upstream.json'), JSON.stringify({ path: '/wss-upstream', upstreams: [`https://127.0.0.1:${secureEcho.port}`] }));
   stall = await startStall();
   web = await startUpstream('web');
   await consul.kvPut(`${PREFIX}consumers/alice`, JSON.stringify({ keyHash: alice.keyHash }));
@@ -206,6 +228,8 @@ before(async () => {
       '--max-connections', String(MAX_CONNECTIONS),
       '--max-header-size', '8192',
     ],
+    // The https upstream's certificate (self-signed for localhost and 127.0.0.1) is trusted like a CA.
+    env: { NODE_EXTRA_CA_CERTS: join(dir, 'default.crt') },
   });
   await waitFor(async () => {
     const r = await open('/chat');
@@ -218,6 +242,8 @@ before(async () => {
 after(async () => {
   if (gw) await gw.kill();
   echo?.server.close();
+  for (const c of secureEcho?.connections ?? []) c.socket.terminate();
+  secureEcho?.server.close();
   for (const c of echo?.connections ?? []) c.socket.terminate();
   stall?.server.close();
   for (const s of stall?.sockets ?? []) s.destroy();
@@ -245,6 +271,14 @@ test('echo through the TLS listener; the upstream is told the client spoke TLS',
   const ws = await opened('/chat/tls', { tls: true });
   assert.equal(await roundTrip(ws, 'over tls'), 'over tls');
   assert.equal(echo.connections.at(-1)?.headers['x-forwarded-proto'], 'https');
+  ws.close();
+  await closed(ws);
+});
+
+test('an https upstream is dialled over TLS (its certificate verified) and relays like any other', async () => {
+  const ws = await opened('/wss-upstream/room');
+  assert.equal(await roundTrip(ws, 'to a TLS upstream'), 'to a TLS upstream');
+  assert.equal(secureEcho.connections.at(-1)?.url, '/wss-upstream/room');
   ws.close();
   await closed(ws);
 });
