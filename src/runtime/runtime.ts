@@ -298,6 +298,8 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.circuitTransitions, { service: name });
       metrics.outlierEjections.remove({ service: name });
       metrics.retryBudgetExhausted.remove({ service: name });
+      void removeSeriesMatching(metrics.websocketBytes, { service: name });
+      void removeSeriesMatching(metrics.websocketCloses, { service: name });
     }
     const nextRoutes = new Set(next.snapshot.routes.map((r) => `${r.id}\u0000${r.service}`));
     for (const r of previous.snapshot.routes) {
