@@ -217,6 +217,8 @@ before(async () => {
   await consul.register({ id: 'chat-1', name: 'chat', port: echo.port, tags: ['urlprefix-/chat', 'urlprefix-/secure-chat', 'urlprefix-/limited-chat', 'urlprefix-/idle-chat', 'urlprefix-/life-chat'] });
   await consul.register({ id: 'stall-1', name: 'stall', port: stall.port, tags: ['urlprefix-/stall'] });
   await consul.register({ id: 'web-1', name: 'web', port: web.port, tags: ['urlprefix-/web'] });
+  // Nothing listens there: connections are refused.
+  await consul.register({ id: 'dead-1', name: 'dead', port: await freePort(), tags: ['urlprefix-/dead'] });
   [tlsPort] = (await freePorts(1)) as [number];
   gw = await startGateway({
     consul: consul.addr,
@@ -383,6 +385,23 @@ test('an upstream that never answers the handshake: 504 within the route respons
   assert.match(String(r.finals[0]?.body), /upstream_timeout/);
   await nothingOpen('the stalled handshake leaves nothing in flight');
   await waitFor(() => stall.sockets.size === 0, { timeoutMs: 10_000, message: 'the gateway closed its connection to the upstream' });
+});
+
+test('an upstream that answers the handshake without 101: its answer is relayed as a normal response', async () => {
+  const r = await open('/web/not-a-websocket');
+  assert.equal(r.ok, false);
+  assert.equal(r.ok ? 0 : r.status, 200);
+  assert.equal(r.ok ? undefined : r.headers['x-upstream'], 'web');
+  assert.match(r.ok ? '' : r.body, /"url":"\/web\/not-a-websocket"/);
+  assert.ok((await metric(/^cgw_websocket_upgrades_total\{route="\/web",result="upstream_refused"\} /)) >= 1);
+});
+
+test('an upstream that refuses connections: 502 upstream_unreachable, counted', async () => {
+  const r = await open('/dead');
+  assert.equal(r.ok ? 101 : r.status, 502);
+  assert.match(r.ok ? '' : r.body, /"code":"upstream_unreachable"/);
+  assert.ok((await metric(/^cgw_websocket_upgrades_total\{route="\/dead",result="upstream_failed"\} /)) >= 1);
+  assert.ok((await metric(/^cgw_requests_total\{route="\/dead",service="dead",code="502"\} /)) >= 1);
 });
 
 test('a client that leaves mid-handshake leaks nothing', async () => {
