@@ -14,7 +14,7 @@ import { ListenerLimits } from './listener-limits.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
 import { AccessLog } from './access-log.ts';
 import { startUpgrade, upgradeResponse } from './upgrade.ts';
-import { WebSocketSessions } from './websocket-relay.ts';
+import { WebSocketSessions } from './websocket-sessions.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;

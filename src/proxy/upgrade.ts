@@ -8,7 +8,7 @@ import { classifyFailure } from './errors.ts';
 import { responseHeaderList, upstreamRequestHeaders } from './headers.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
 import { classifyUpgrade } from './websocket-handshake.ts';
-import type { WebSocketSessions } from './websocket-relay.ts';
+import type { WebSocketSessions } from './websocket-sessions.ts';
 
 /**
  * Requests with `Upgrade:`. Node hands them over as a bare socket ('upgrade'); a response object

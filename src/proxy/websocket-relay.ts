@@ -1,8 +1,6 @@
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../core/logger.ts';
-import type { Metrics } from '../core/metrics.ts';
-import type { WebSocketView } from '../core/types.ts';
 import { CLOSE_GOING_AWAY, CLOSE_PROTOCOL_ERROR, closeFrame, FrameTracker, StopAt } from './websocket-frames.ts';
 
 /** Why an upgraded connection ended (the `reason` label of cgw_websocket_closes_total). */
@@ -13,6 +11,12 @@ export type CloseReason = 'client' | 'upstream' | 'idle' | 'lifetime' | 'drain' 
  * answer with theirs and close before the sockets are cut. A drain waits its own timeout instead.
  */
 export const CLOSE_GRACE_MS = 5_000;
+
+/** Who keeps the relay: told once when it has ended (websocket-sessions.ts). */
+export interface RelayOwner {
+  readonly logger: Logger;
+  closed(relay: WebSocketRelay, reason: CloseReason, seconds: number): void;
+}
 
 export interface RelayEnds {
   readonly route: string;
@@ -134,7 +138,7 @@ export class WebSocketRelay {
 
   constructor(
     readonly ends: RelayEnds,
-    private readonly sessions: WebSocketSessions,
+    private readonly owner: RelayOwner,
   ) {
     const { client, upstream } = ends;
     this.up = new Direction(this, client, upstream, 'client');
@@ -208,7 +212,7 @@ export class WebSocketRelay {
 
   violation(direction: Direction): void {
     const { ends } = this;
-    this.sessions.logger.warn({ route: ends.route, sender: direction.sender, violation: direction.tracker.violation }, 'WebSocket frame the gateway cannot relay; closing the connection');
+    this.owner.logger.warn({ route: ends.route, sender: direction.sender, violation: direction.tracker.violation }, 'WebSocket frame the gateway cannot relay; closing the connection');
     if (this.ending === null) this.ending = 'protocol_error';
     direction.stop();
     // The receiver is mid-stream of a frame it will never see the end of: cut. The sender hears why.
@@ -227,7 +231,7 @@ export class WebSocketRelay {
 
   private failed(side: 'client' | 'upstream'): void {
     this.firstOut ??= this.ending === null ? 'error' : this.firstOut;
-    this.sessions.logger.debug({ route: this.ends.route, side }, 'WebSocket connection failed');
+    this.owner.logger.debug({ route: this.ends.route, side }, 'WebSocket connection failed');
     this.destroyBoth();
   }
 
@@ -265,7 +269,7 @@ export class WebSocketRelay {
     clearTimeout(this.lifetimeTimer);
     clearTimeout(this.graceTimer);
     const reason = this.ending ?? this.firstOut ?? 'error';
-    this.sessions.closed(this, reason, (performance.now() - this.startedAt) / 1000);
+    this.owner.closed(this, reason, (performance.now() - this.startedAt) / 1000);
   }
 }
 
@@ -277,80 +281,4 @@ function onLifetime(relay: WebSocketRelay): void {
 }
 function onGraceOver(relay: WebSocketRelay): void {
   relay.graceOver();
-}
-
-/**
- * The open upgraded connections of one proxy listener: counted per route for metrics and
- * `cgw status`, and closed with 1001 when the gateway drains.
- */
-export class WebSocketSessions {
-  private readonly open = new Set<WebSocketRelay>();
-  private readonly byRoute = new Map<string, number>();
-  private idleWaiters: (() => void)[] = [];
-  /** Connections the drain had to cut. */
-  private cutByDrain = 0;
-
-  constructor(
-    private readonly metrics: Metrics,
-    readonly logger: Logger,
-  ) {
-    metrics.hooks.beforeWebSocketScrape = () => {
-      for (const relay of this.open) this.reportBytes(relay);
-    };
-  }
-
-  get size(): number {
-    return this.open.size;
-  }
-
-  relay(ends: RelayEnds): WebSocketRelay {
-    const relay = new WebSocketRelay(ends, this);
-    this.open.add(relay);
-    this.byRoute.set(ends.route, (this.byRoute.get(ends.route) ?? 0) + 1);
-    this.metrics.websocketConnections.inc({ route: ends.route, service: ends.service });
-    return relay;
-  }
-
-  closed(relay: WebSocketRelay, reason: CloseReason, seconds: number): void {
-    if (!this.open.delete(relay)) return;
-    const { route, service } = relay.ends;
-    const left = (this.byRoute.get(route) ?? 1) - 1;
-    if (left > 0) {
-      this.byRoute.set(route, left);
-      this.metrics.websocketConnections.dec({ route, service });
-    } else {
-      this.byRoute.delete(route);
-      this.metrics.websocketConnections.remove({ route, service });
-    }
-    this.reportBytes(relay);
-    this.metrics.websocketCloses.inc({ service, reason });
-    if (relay.cut && reason === 'drain') this.cutByDrain += 1;
-    this.logger.debug({ route, service, reason, cut: relay.cut, seconds: Math.round(seconds) }, 'WebSocket connection closed');
-    if (this.open.size === 0) for (const wake of this.idleWaiters.splice(0)) wake();
-  }
-
-  private reportBytes(relay: WebSocketRelay): void {
-    const { toUpstream, toClient } = relay.takeBytes();
-    const { service } = relay.ends;
-    if (toUpstream > 0) this.metrics.websocketBytes.inc({ service, direction: 'to_upstream' }, toUpstream);
-    if (toClient > 0) this.metrics.websocketBytes.inc({ service, direction: 'to_client' }, toClient);
-  }
-
-  view(): WebSocketView {
-    const byRoute: Record<string, number> = Object.create(null) as Record<string, number>;
-    for (const [route, n] of this.byRoute) byRoute[route] = n;
-    return { open: this.open.size, byRoute };
-  }
-
-  /**
-   * Closes every connection with 1001 at frame boundaries and waits up to `timeoutMs` for the peers
-   * to close; what is left then is cut. Resolves with the number cut.
-   */
-  async drain(timeoutMs: number): Promise<number> {
-    if (this.open.size === 0) return 0;
-    const idle = new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-    for (const relay of this.open) relay.end('drain', 'gateway shutting down', timeoutMs);
-    await idle;
-    return this.cutByDrain;
-  }
 }

@@ -10,7 +10,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { after, test } from 'node:test';
 import { createLogger } from '../../src/core/logger.ts';
 import { createMetrics } from '../../src/core/metrics.ts';
-import { WebSocketSessions } from '../../src/proxy/websocket-relay.ts';
+import { WebSocketSessions } from '../../src/proxy/websocket-sessions.ts';
 import { closeFrame } from '../../src/proxy/websocket-frames.ts';
 import { waitFor } from '../helpers/wait.ts';
 
