@@ -127,6 +127,7 @@ export class WebSocketRelay {
   private idleTimer: NodeJS.Timeout | undefined;
   private lifetimeTimer: NodeJS.Timeout | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
+  private graceAt = Infinity;
   /** Why the gateway is ending it, or null while the peers are in charge. */
   private ending: CloseReason | null = null;
   /** The first peer that sent a close frame, ended or failed. */
@@ -175,7 +176,7 @@ export class WebSocketRelay {
   /**
    * The gateway ends the connection: close 1001 to both peers, each at its direction's next frame
    * boundary, then `graceMs` for them to answer and close before the sockets are cut. A later
-   * call (a drain during an idle close) only shortens the grace.
+   * call (a drain during an idle close) can only bring the cut closer.
    */
   end(reason: CloseReason, text: string, graceMs: number): void {
     if (this.done) return;
@@ -184,9 +185,16 @@ export class WebSocketRelay {
       this.down.requestClose(closeFrame(CLOSE_GOING_AWAY, text, false));
       this.up.requestClose(closeFrame(CLOSE_GOING_AWAY, text, true));
     }
-    if (this.graceTimer !== undefined && reason !== 'drain') return;
+    this.cutWithin(graceMs);
+  }
+
+  /** Cuts both sockets after `ms`, or sooner when an earlier deadline is set. */
+  private cutWithin(ms: number): void {
+    const at = performance.now() + ms;
+    if (this.graceTimer !== undefined && this.graceAt <= at) return;
     clearTimeout(this.graceTimer);
-    this.graceTimer = setTimeout(onGraceOver, graceMs, this);
+    this.graceAt = at;
+    this.graceTimer = setTimeout(onGraceOver, ms, this);
   }
 
   /** A peer sent a close frame. */
@@ -220,8 +228,7 @@ export class WebSocketRelay {
     const back = direction === this.up ? this.down : this.up;
     back.requestClose(closeFrame(CLOSE_PROTOCOL_ERROR, direction.tracker.violation ?? 'protocol error', direction.sender === 'upstream'));
     direction.from.end();
-    clearTimeout(this.graceTimer);
-    this.graceTimer = setTimeout(onGraceOver, CLOSE_GRACE_MS, this);
+    this.cutWithin(CLOSE_GRACE_MS);
   }
 
   private peerEnded(sender: 'client' | 'upstream', other: Socket): void {
@@ -230,7 +237,7 @@ export class WebSocketRelay {
   }
 
   private failed(side: 'client' | 'upstream'): void {
-    this.firstOut ??= this.ending === null ? 'error' : this.firstOut;
+    if (this.ending === null) this.firstOut ??= 'error';
     this.owner.logger.debug({ route: this.ends.route, side }, 'WebSocket connection failed');
     this.destroyBoth();
   }
