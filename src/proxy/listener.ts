@@ -13,7 +13,7 @@ import { refusalOfParserError, writeRawRefusal, type HeadLimits } from './client
 import { ListenerLimits } from './listener-limits.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
 import { AccessLog } from './access-log.ts';
-import { startUpgrade, upgradeResponse } from './upgrade.ts';
+import { behindEarlierAnswer, startUpgrade, upgradeResponse } from './upgrade.ts';
 import { WebSocketSessions } from './websocket-sessions.ts';
 
 export interface ProxyOptions {
@@ -159,25 +159,8 @@ export class ProxyListener {
 
   /** `Upgrade:` requests (upgrade.ts); counted in flight until answered or switched. */
   private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const earlier = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-    if (earlier) {
-      // Pipelined behind an answer still being written: answers go out in request order.
-      socket.on('error', () => socket.destroy());
-      earlier.once('finish', () => setImmediate(() => (socket.destroyed ? undefined : this.onUpgrade(req, socket, head))));
-      earlier.once('close', () => {
-        if (!earlier.writableFinished) socket.destroy();
-      });
-      return;
-    }
-    let res: ServerResponse;
-    try {
-      res = upgradeResponse(req, socket);
-    } catch (err) {
-      this.ctx.logger.error({ err }, 'unexpected error in upgrade handling');
-      this.ctx.metrics.internalErrors.inc({ component: 'proxy' });
-      socket.destroy();
-      return;
-    }
+    if (behindEarlierAnswer(socket, () => this.onUpgrade(req, socket, head))) return;
+    const res = upgradeResponse(req, socket);
     this.inflight += 1;
     (res as TrackedResponse)[LISTENER] = this;
     res.once('close', onRequestClosed);

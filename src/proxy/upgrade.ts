@@ -26,6 +26,22 @@ import type { WebSocketSessions } from './websocket-sessions.ts';
 /** Results of cgw_websocket_upgrades_total. */
 type UpgradeResult = 'upgraded' | 'refused' | 'upstream_refused' | 'upstream_failed' | 'client_gone';
 
+/**
+ * An upgrade pipelined behind an answer still being written must wait for it (answers go out in
+ * request order, and the socket has room for one response at a time). True when it waits:
+ * `retry` runs once that answer is done.
+ */
+export function behindEarlierAnswer(socket: Socket, retry: () => void): boolean {
+  const earlier = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (!earlier) return false;
+  socket.on('error', ignore);
+  earlier.once('finish', () => setImmediate(() => (socket.destroyed ? undefined : retry())));
+  earlier.once('close', () => {
+    if (!earlier.writableFinished) socket.destroy();
+  });
+  return true;
+}
+
 /** A response on an upgraded socket: answers close the connection, as Node no longer parses it. */
 export function upgradeResponse(req: IncomingMessage, socket: Socket): ServerResponse {
   // Node took its own error listener off the socket at the upgrade: without one a reset would
