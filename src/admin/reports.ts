@@ -16,7 +16,14 @@ export function mergeReports(reports: readonly DataPlaneReport[]): DataPlaneRepo
   let open = 0;
   let refusedCount = 0;
   let refusedAt: string | null = null;
+  let websocketsOpen = 0;
+  const websocketsByRoute: Record<string, number> = Object.create(null) as Record<string, number>;
   for (const r of reports) {
+    // Optional: a worker of an older build reports none.
+    if (r.websocket) {
+      websocketsOpen += r.websocket.open;
+      for (const [route, n] of Object.entries(r.websocket.byRoute)) websocketsByRoute[route] = (websocketsByRoute[route] ?? 0) + n;
+    }
     maxConnections = maxConnections === null || r.limits.maxConnections === null ? null : maxConnections + r.limits.maxConnections;
     open += r.limits.openConnections;
     refusedCount += r.limits.connectionsRefused.count;
@@ -35,6 +42,7 @@ export function mergeReports(reports: readonly DataPlaneReport[]): DataPlaneRepo
     services,
     // Every worker loads the same certificate files: the first report that has them speaks for all.
     tls: reports.find((r) => r.tls !== null)?.tls ?? null,
+    websocket: { open: websocketsOpen, byRoute: websocketsByRoute },
   };
 }
 

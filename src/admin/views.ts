@@ -96,6 +96,7 @@ export function statusView(src: AdminSources, plane: DataPlaneReport | undefined
     buildFailure: src.buildFailure(),
     limits: plane?.limits ?? null,
     tls: plane?.tls ?? null,
+    websocket: plane?.websocket ?? null,
     workers: src.workers(),
     circuitsNotClosed: plane?.circuitsNotClosed ?? [],
     problems: problemsView(src),

@@ -62,6 +62,7 @@ type StatusBody = Row & {
   workers?: { id: number; pid: number | null; version: string | null; current: boolean; restarts: number }[] | null;
   limits?: { maxConnections: number | null; openConnections: number; connectionsRefused: { count: number; lastAt: string | null }; upstreamBusy: Record<string, { count: number }> } | null;
   tls?: TlsBody | null;
+  websocket?: { open: number; byRoute: Record<string, number> } | null;
 };
 
 interface TlsBody {
@@ -99,6 +100,12 @@ function limitsLine(l: NonNullable<StatusBody['limits']>): string {
   if (l.connectionsRefused.count > 0) parts.push(`${l.connectionsRefused.count} REFUSED at the cap (last ${l.connectionsRefused.lastAt ?? '?'})`);
   if (busy.length > 0) parts.push(`upstream_busy: ${busy.map(([s, h]) => `${s} x${h.count}`).join(', ')}`);
   return `limits:       ${parts.join('; ')}`;
+}
+
+/** `websocket:    3 open (/chat 2, /feed 1)` */
+function websocketLine(w: NonNullable<StatusBody['websocket']>): string {
+  const routes = Object.entries(w.byRoute).sort(([a], [b]) => a.localeCompare(b));
+  return `websocket:    ${w.open} open${routes.length > 0 ? ` (${routes.map(([route, n]) => `${route} ${n}`).join(', ')})` : ''}`;
 }
 
 const RATE_LIMITER_BACKENDS: Record<string, string> = {
@@ -159,6 +166,7 @@ export async function status(flags: InspectFlags): Promise<void> {
     }
     if (s.limits) lines.push(limitsLine(s.limits));
     if (s.tls) lines.push(...tlsLines(s.tls));
+    if (s.websocket) lines.push(websocketLine(s.websocket));
     if (s.workers) lines.push(...workerLines(s.workers));
     lines.push(`problems:     ${s.problems.length === 0 ? 'none' : String(s.problems.length)}`);
     if (s.problems.length > 0) {

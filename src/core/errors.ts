@@ -25,6 +25,9 @@ export const ERROR_CODES = {
   ip_denied: { status: 403, message: 'the route does not accept requests from this client address' },
   upstream_tls_error: { status: 502, message: 'the TLS handshake with the upstream endpoint failed' },
   upstream_busy: { status: 503, message: 'every endpoint of the service is at its limit of concurrent requests' },
+  bad_websocket_handshake: { status: 400, message: 'the WebSocket handshake is malformed' },
+  websocket_version_unsupported: { status: 426, message: 'only WebSocket version 13 is supported' },
+  shutting_down: { status: 503, message: 'the gateway is shutting down; connect to another instance' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -7,7 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   /** Set by the owners of lazily updated state, called when the matching metric is scraped. */
-  const hooks: { beforeCircuitScrape?: () => void } = {};
+  const hooks: { beforeCircuitScrape?: () => void; beforeWebSocketScrape?: () => void } = {};
   // Standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...), so stock Node.js
   // dashboards work unchanged.
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
@@ -256,6 +256,34 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     workerRestarts: new Counter({
       name: 'cgw_worker_restarts_total',
       help: 'Workers that died and were replaced',
+      registers: [registry],
+    }),
+    websocketConnections: new Gauge({
+      name: 'cgw_websocket_connections',
+      help: 'Upgraded (WebSocket) connections open, by route and service',
+      labelNames: ['route', 'service'] as const,
+      registers: [registry],
+    }),
+    websocketUpgrades: new Counter({
+      name: 'cgw_websocket_upgrades_total',
+      help: 'WebSocket handshakes by route and result (upgraded, refused by the gateway, upstream_refused: answered without 101, upstream_failed: unreachable or too slow, client_gone)',
+      labelNames: ['route', 'result'] as const,
+      registers: [registry],
+    }),
+    websocketBytes: new Counter({
+      name: 'cgw_websocket_bytes_total',
+      help: 'Bytes relayed on upgraded connections, by service and direction (to_upstream, to_client)',
+      labelNames: ['service', 'direction'] as const,
+      registers: [registry],
+      // Relays count locally and add their counts when scraped, not per chunk.
+      collect() {
+        hooks.beforeWebSocketScrape?.();
+      },
+    }),
+    websocketCloses: new Counter({
+      name: 'cgw_websocket_closes_total',
+      help: 'Upgraded connections ended, by service and reason (client, upstream, idle, lifetime, drain, protocol_error, error)',
+      labelNames: ['service', 'reason'] as const,
       registers: [registry],
     }),
     snapshotBuildFailures: new Counter({

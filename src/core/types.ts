@@ -118,6 +118,14 @@ export interface DataPlaneReport {
   readonly services: Readonly<Record<string, ServiceHealthReport>>;
   /** Certificates of the HTTPS listeners; null without --listen-tls. */
   readonly tls: TlsView | null;
+  /** Upgraded (WebSocket) connections open now. */
+  readonly websocket: WebSocketView;
+}
+
+/** Open upgraded connections: all of them, and per route id. */
+export interface WebSocketView {
+  readonly open: number;
+  readonly byRoute: Readonly<Record<string, number>>;
 }
 
 /** A certificate in force (never its key). */

@@ -2,6 +2,7 @@ import type { DocumentInForce, PolicySet } from './resolve.ts';
 import {
   outlierSchema,
   retriesSchema,
+  websocketSchema,
   type AuthorizePolicy,
   type AuthPolicy,
   type CircuitBreakerPolicy,
@@ -13,6 +14,7 @@ import {
   type RateLimitPolicy,
   type RetriesPolicy,
   type TimeoutsPolicy,
+  type WebSocketPolicy,
 } from './schema.ts';
 
 /**
@@ -31,6 +33,7 @@ export interface RoutePolicy {
   readonly hsts: HstsPolicy | null;
   /** Plain-HTTP requests are redirected to HTTPS. */
   readonly redirectHttps: boolean;
+  readonly websocket: WebSocketPolicy;
   readonly sources: Readonly<Record<string, string>>;
 }
 
@@ -46,6 +49,7 @@ export interface ServicePolicy {
 /** The gateway's behaviour before issue 3: one retry elsewhere for safe requests that never reached the app. */
 export const DEFAULT_RETRIES: RetriesPolicy = retriesSchema.parse({ attempts: 1, backoff: { base: '0ms', max: '0ms' }, maxBodyBytes: 0 });
 export const DEFAULT_OUTLIER: OutlierPolicy = outlierSchema.parse({});
+export const DEFAULT_WEBSOCKET: WebSocketPolicy = websocketSchema.parse({});
 export const DEFAULT_DISCOVERY: DiscoveryPolicy = { mode: 'watch', interval: 30_000 };
 
 export interface PolicyIndex {
@@ -94,6 +98,7 @@ export function routePolicy(index: PolicyIndex, service: string, routeId: string
     limits: pick(chain, 'limits', sources) ?? {},
     hsts: pick(chain, 'hsts', sources) ?? null,
     redirectHttps: pick(chain, 'redirectHttps', sources) ?? false,
+    websocket: pick(chain, 'websocket', sources) ?? DEFAULT_WEBSOCKET,
     sources,
   };
 }

@@ -224,6 +224,20 @@ export const limitsSchema = z
   })
   .strict();
 
+/**
+ * Upgraded (WebSocket) connections of a route. Both ends close with code 1001 at the limit: an
+ * idle connection holds a client slot and an upstream socket for nothing, and a bounded lifetime
+ * moves long-lived clients onto new instances and certificates.
+ */
+export const websocketSchema = z
+  .object({
+    /** No byte in either direction for this long closes the connection. */
+    idleTimeout: durationField(1000, 86_400_000).prefault('5m'),
+    /** The longest a connection lives, however busy. */
+    maxLifetime: durationField(1000, 604_800_000).prefault('24h'),
+  })
+  .strict();
+
 export const discoverySchema = z
   .object({
     /** watch: blocking query; poll: one plain read per interval; pinned: keep the last endpoints read. */
@@ -252,6 +266,7 @@ export const policyDocumentSchema = z
     outlierDetection: outlierSchema.optional(),
     circuitBreaker: circuitBreakerSchema.optional(),
     limits: limitsSchema.optional(),
+    websocket: websocketSchema.optional(),
     discovery: discoverySchema.optional(),
     /** Strict-Transport-Security on this route's responses over TLS (never over plain HTTP, RFC 6797 §7.2). */
     hsts: hstsSchema.optional(),
@@ -325,9 +340,10 @@ export type RetriesPolicy = z.output<typeof retriesSchema>;
 export type OutlierPolicy = z.output<typeof outlierSchema>;
 export type CircuitBreakerPolicy = z.output<typeof circuitBreakerSchema>;
 export type LimitsPolicy = z.output<typeof limitsSchema>;
+export type WebSocketPolicy = z.output<typeof websocketSchema>;
 export type DiscoveryPolicy = z.output<typeof discoverySchema>;
 export type AppliesTo = z.output<typeof appliesToSchema>;
 
 /** Sections that can appear in a policy and are inherited route → service → defaults. */
-export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'discovery', 'hsts', 'redirectHttps'] as const;
+export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'websocket', 'discovery', 'hsts', 'redirectHttps'] as const;
 export type PolicySection = (typeof POLICY_SECTIONS)[number];

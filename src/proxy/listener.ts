@@ -13,6 +13,8 @@ import { refusalOfParserError, writeRawRefusal, type HeadLimits } from './client
 import { ListenerLimits } from './listener-limits.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
 import { AccessLog } from './access-log.ts';
+import { behindEarlierAnswer, startUpgrade, upgradeResponse } from './upgrade.ts';
+import { WebSocketSessions } from './websocket-sessions.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
@@ -59,6 +61,10 @@ export class ProxyListener {
   /** Connection cap and per-endpoint saturation, for metrics and `cgw status`. */
   readonly limits: ListenerLimits;
   private readonly ctx: PipelineContext;
+  /** Upgraded (WebSocket) connections: counted, shown, closed with 1001 on drain. */
+  readonly websockets: WebSocketSessions;
+  /** Sockets of upgrade requests not yet answered or switched: no server tracks them any more. */
+  private readonly handshakes = new Set<Socket>();
 
   constructor(private readonly options: ProxyOptions) {
     const headerTimeoutMs = options.clientHeaderTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
@@ -78,6 +84,7 @@ export class ProxyListener {
     this.server = this.configure(createServer(this.serverOptions, (req, res) => this.onRequest(req, res, false)));
     this.limits = new ListenerLimits(options.maxConnections, options.metrics, options.logger);
     this.limits.watch(this.server);
+    this.websockets = new WebSocketSessions(options.metrics, options.logger);
     this.ctx = {
       runtime: options.runtime,
       head: this.head,
@@ -103,6 +110,7 @@ export class ProxyListener {
     // header is never forwarded, so the request is served like any other.
     server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res, false));
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     this.servers.push(server);
     return server;
   }
@@ -162,6 +170,24 @@ export class ProxyListener {
       exchange.start();
     } catch (err) {
       exchange.fail(err);
+    }
+  }
+
+  /** `Upgrade:` requests (upgrade.ts); counted in flight until answered or switched. */
+  private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    if (behindEarlierAnswer(socket, () => this.onUpgrade(req, socket, head))) return;
+    const res = upgradeResponse(req, socket);
+    this.inflight += 1;
+    (res as TrackedResponse)[LISTENER] = this;
+    res.once('close', onRequestClosed);
+    this.handshakes.add(socket);
+    res.once('close', () => this.handshakes.delete(socket));
+    try {
+      startUpgrade(this.ctx, this.websockets, req, res, head);
+    } catch (err) {
+      this.ctx.metrics.internalErrors.inc({ component: 'proxy' });
+      this.ctx.logger.error({ err }, 'unexpected error in upgrade handling');
+      socket.destroy();
     }
   }
 
@@ -235,6 +261,8 @@ export class ProxyListener {
    */
   async drain(timeoutMs: number): Promise<{ unfinished: number }> {
     this.ctx.draining = true;
+    // Upgraded connections get their close frames now and the same timeout to close.
+    const websocketsCut = this.websockets.drain(timeoutMs);
     const closed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     for (const server of this.servers) server.closeIdleConnections();
     if (this.inflight > 0) {
@@ -247,8 +275,10 @@ export class ProxyListener {
     }
     const unfinished = this.inflight;
     for (const server of this.servers) server.closeAllConnections();
+    for (const socket of this.handshakes) socket.destroy();
+    const cut = await websocketsCut;
     await closed;
-    return { unfinished };
+    return { unfinished: unfinished + cut };
   }
 }
 

@@ -16,6 +16,12 @@ import { forward } from './forward.ts';
 import type { ListenerLimits } from './listener-limits.ts';
 import type { AccessLog } from './access-log.ts';
 
+/**
+ * The step an admitted exchange ends in, after the breaker let it through: forwarding over the
+ * endpoint's pool (forward.ts), or dialling an endpoint for a WebSocket upgrade (upgrade.ts).
+ */
+export type FinalStep = (ex: Exchange, route: CompiledRoute, body: PreparedBody | null, probe: number) => void;
+
 /** What every exchange of one listener shares; made once. */
 export interface PipelineContext {
   readonly runtime: () => Runtime | undefined;
@@ -68,6 +74,8 @@ export class Exchange {
     readonly req: IncomingMessage,
     readonly res: ServerResponse,
     readonly expectsContinue: boolean,
+    /** Where the exchange goes once admitted; an upgrade ends in its own step. */
+    private readonly finalStep: FinalStep = forward,
   ) {
     // Read now: once a request body stream is destroyed (client hung up), req.socket is null.
     this.clientIp = req.socket.remoteAddress ?? '';
@@ -173,7 +181,7 @@ export class Exchange {
     this.admit(route, body);
   }
 
-  /** The circuit breaker, then the forward step, which ends the exchange. */
+  /** The circuit breaker, then the final step (forward or upgrade), which ends the exchange. */
   private admit(route: CompiledRoute, body: PreparedBody | null): void {
     const permit = route.resilience.breaker.tryAcquire();
     if (!permit.allowed) {
@@ -181,7 +189,7 @@ export class Exchange {
         headers: { 'retry-after': String(Math.max(1, Math.ceil(permit.retryAfterMs / 1000))) },
       });
     }
-    forward(this, route, body, permit.probe);
+    this.finalStep(this, route, body, permit.probe);
   }
 
   /** The route's first steps: client IP rules (fabio checks them before anything), then a hold. */

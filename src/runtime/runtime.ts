@@ -79,6 +79,8 @@ export interface CompiledRoute {
   /** The whole exchange, retries included; null: no overall limit. */
   readonly requestTimeoutMs: number | null;
   readonly retry: CompiledRetry;
+  /** Limits of upgraded (WebSocket) connections on this route. */
+  readonly websocket: { readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
   readonly resilience: ServiceResilience;
   readonly countResponse: (status: number) => void;
   readonly observeDuration: (seconds: number) => void;
@@ -231,6 +233,7 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
       maxBodyBytes: retries.maxBodyBytes,
       budget: deps.resilience.budgetFor(route.id, retries),
     },
+    websocket: { idleTimeoutMs: policy.websocket.idleTimeout, maxLifetimeMs: policy.websocket.maxLifetime },
     resilience: slot.resilience,
     countAuthRejection: boundPerValue((reason: string) => metrics.authRejections.labels({ route: route.id, reason })),
     countRateLimit: boundPerValue((result: 'allowed' | 'limited' | 'unavailable') => metrics.rateLimitDecisions.labels({ route: route.id, result })),
@@ -346,6 +349,8 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.circuitTransitions, { service: name });
       metrics.outlierEjections.remove({ service: name });
       metrics.retryBudgetExhausted.remove({ service: name });
+      void removeSeriesMatching(metrics.websocketBytes, { service: name });
+      void removeSeriesMatching(metrics.websocketCloses, { service: name });
     }
     const nextRoutes = new Set(next.snapshot.routes.map((r) => `${r.id}\u0000${r.service}`));
     for (const r of previous.snapshot.routes) {
@@ -357,6 +362,9 @@ export class RuntimeHolder {
       metrics.ipDenied.remove({ route: r.id });
       metrics.httpsRedirects.remove({ route: r.id });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
+      // The open-connections gauge stays while upgraded connections of the route are open: the
+      // relays set it until their last one closes.
+      void removeSeriesMatching(metrics.websocketUpgrades, { route: r.id });
     }
   }
 

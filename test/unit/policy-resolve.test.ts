@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { KvEntry, Problem } from '../../src/core/types.ts';
 import { generateApiKey } from '../../src/policy/consumers.ts';
 import { documentId, documentOfFile, documentOfKvKey, kvKeyOfDocument, parseDocumentText, readPolicyDir, type RawDocument } from '../../src/policy/documents.ts';
-import { DEFAULT_DISCOVERY, DEFAULT_OUTLIER, DEFAULT_RETRIES, indexPolicies, routePolicy, servicePolicy } from '../../src/policy/effective.ts';
+import { DEFAULT_DISCOVERY, DEFAULT_OUTLIER, DEFAULT_RETRIES, DEFAULT_WEBSOCKET, indexPolicies, routePolicy, servicePolicy } from '../../src/policy/effective.ts';
 import { resolvePolicies, type DocumentInForce, type PolicySet } from '../../src/policy/resolve.ts';
 
 const PREFIX = 'gateway/';
@@ -447,7 +447,7 @@ describe('effective policies: inheritance route → service → defaults', () =>
 
   test('no documents: built-in defaults, empty sources', () => {
     const empty = indexPolicies(resolvePolicies([], [], PREFIX, undefined));
-    assert.deepEqual(routePolicy(empty, 'web', '/web'), { auth: null, authorize: null, rateLimits: [], timeouts: {}, retries: DEFAULT_RETRIES, limits: {}, hsts: null, redirectHttps: false, sources: {} });
+    assert.deepEqual(routePolicy(empty, 'web', '/web'), { auth: null, authorize: null, rateLimits: [], timeouts: {}, retries: DEFAULT_RETRIES, limits: {}, hsts: null, redirectHttps: false, websocket: DEFAULT_WEBSOCKET, sources: {} });
     const svc = servicePolicy(empty, 'web');
     assert.deepEqual(svc.outlierDetection, DEFAULT_OUTLIER);
     assert.equal(svc.circuitBreaker, null);
