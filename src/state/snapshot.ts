@@ -4,7 +4,7 @@ import { own, unroutableServiceName } from '../core/own.ts';
 import { EMPTY_POLICY_SET, type PolicySet } from '../policy/resolve.ts';
 import { indexPolicies, routePolicy, servicePolicy, type PolicyIndex, type RoutePolicy, type ServicePolicy } from '../policy/effective.ts';
 import type { RouteDocument } from '../policy/schema.ts';
-import { isUrlprefixTag, parseUrlprefixTag } from './tags.ts';
+import { isUrlprefixTag, parseUrlprefixTag, type UpstreamProto } from './tags.ts';
 import { buildEndpoints, staticEndpoints, type EndpointSnapshot } from './endpoints.ts';
 import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
@@ -47,6 +47,8 @@ export interface RouteSnapshot {
   readonly host: string | null;
   readonly path: string;
   readonly strip: string | null;
+  /** How the service's instances are dialled for this route (tag `proto=`; documents: http). */
+  readonly proto: UpstreamProto;
   readonly service: string;
   readonly source: RouteSource;
   readonly freshness: Freshness;
@@ -402,7 +404,7 @@ function routeDocumentsOf(policies: PolicySet): NamedRouteDocument[] {
 function collectDocumentRoutes(docs: readonly NamedRouteDocument[]): DraftRoute[] {
   return docs.map((d) => {
     const host = d.host ?? null;
-    return { id: `${host ?? ''}${d.path}`, host, path: d.path, strip: d.strip ?? null, service: d.service, source: d.source };
+    return { id: `${host ?? ''}${d.path}`, host, path: d.path, strip: d.strip ?? null, proto: 'http', service: d.service, source: d.source };
   });
 }
 
@@ -422,8 +424,8 @@ function collectRoutes(views: ConsulViews, problems: Problem[]): DraftRoute[] {
         problems.push({ kind: 'tag', subject: service, message: `tag "${tag}": ${parsed.error}` });
         continue;
       }
-      const { host, path, strip } = parsed.route;
-      out.push({ id: `${host ?? ''}${path}`, host, path, strip, service, source: { kind: 'tag', tag } });
+      const { host, path, strip, proto } = parsed.route;
+      out.push({ id: `${host ?? ''}${path}`, host, path, strip, proto, service, source: { kind: 'tag', tag } });
     }
   }
   return out;

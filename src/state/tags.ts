@@ -13,11 +13,27 @@ export interface TagRoute {
   /** Path prefix without trailing slash ("/" for the root). */
   readonly path: string;
   readonly strip: string | null;
+  /** How the instances are dialled (fabio's `proto=`); `http` when the tag does not say. */
+  readonly proto: UpstreamProto;
 }
 
 export type TagParse = { readonly ok: true; readonly route: TagRoute } | { readonly ok: false; readonly error: string };
 
-const KNOWN_OPTIONS = ['strip'] as const;
+const KNOWN_OPTIONS = ['strip', 'proto'] as const;
+
+/**
+ * fabio's `proto=` values cgw dials: HTTP/1.1 in clear or over TLS, gRPC over HTTP/2 in clear
+ * (prior-knowledge h2c, as gRPC servers without TLS speak it) or over TLS.
+ */
+export const UPSTREAM_PROTOS = ['http', 'https', 'grpc', 'grpcs'] as const;
+export type UpstreamProto = (typeof UPSTREAM_PROTOS)[number];
+
+/** The value of one `proto=` option, or an error naming the values allowed. */
+export function parseProtoOption(value: string): { readonly ok: true; readonly proto: UpstreamProto } | { readonly ok: false; readonly error: string } {
+  // Compared against the list, never looked up on an object: `proto=__proto__` is just unknown.
+  const proto = UPSTREAM_PROTOS.find((p) => p === value);
+  return proto ? { ok: true, proto } : { ok: false, error: `proto: "${value.slice(0, 40)}" is not one of ${UPSTREAM_PROTOS.join(', ')}` };
+}
 const HOST = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 const PATH = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$/;
 
@@ -48,12 +64,19 @@ export function parseUrlprefixTag(tag: string): TagParse {
   if (unmatchable) return { ok: false, error: unmatchable };
 
   let strip: string | null = null;
+  let proto: UpstreamProto = 'http';
   for (const option of options) {
     const eq = option.indexOf('=');
     const name = eq === -1 ? option : option.slice(0, eq);
     const value = eq === -1 ? '' : option.slice(eq + 1);
     if (!(KNOWN_OPTIONS as readonly string[]).includes(name)) {
       return { ok: false, error: `unknown option "${name}" (supported: ${KNOWN_OPTIONS.join(', ')})` };
+    }
+    if (name === 'proto') {
+      const parsed = parseProtoOption(value);
+      if (!parsed.ok) return parsed;
+      proto = parsed.proto;
+      continue;
     }
     const stripError = checkPath(value);
     if (stripError) return { ok: false, error: `strip: ${stripError}` };
@@ -63,7 +86,7 @@ export function parseUrlprefixTag(tag: string): TagParse {
     if (strip === '/') return { ok: false, error: 'strip=/ would strip nothing' };
     if (!isPathPrefix(strip, path)) return { ok: false, error: `strip=${strip} is not a prefix of the route path ${path}` };
   }
-  return { ok: true, route: { host, path, strip } };
+  return { ok: true, route: { host, path, strip, proto } };
 }
 
 function checkPath(path: string): string | null {

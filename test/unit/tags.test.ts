@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { isPathPrefix, isUrlprefixTag, parseUrlprefixTag, type TagRoute } from '../../src/state/tags.ts';
 
 describe('parseUrlprefixTag: accepted tags', () => {
-  const cases: { tag: string; route: TagRoute }[] = [
+  const cases: { tag: string; route: Omit<TagRoute, 'proto'> }[] = [
     { tag: 'urlprefix-/web', route: { host: null, path: '/web', strip: null } },
     { tag: 'urlprefix-/', route: { host: null, path: '/', strip: null } },
     { tag: 'urlprefix-/web/', route: { host: null, path: '/web', strip: null } },
@@ -21,7 +21,7 @@ describe('parseUrlprefixTag: accepted tags', () => {
   for (const { tag, route } of cases) {
     test(tag, () => {
       const parsed = parseUrlprefixTag(tag);
-      assert.deepEqual(parsed, { ok: true, route });
+      assert.deepEqual(parsed, { ok: true, route: { ...route, proto: 'http' } });
     });
   }
 });
@@ -47,7 +47,7 @@ describe('parseUrlprefixTag: rejected tags', () => {
     { name: 'strip without value', tag: 'urlprefix-/api strip', error: /^strip: path "" must start with "\/"/ },
     { name: 'strip relative', tag: 'urlprefix-/api strip=api', error: /^strip: path "api" must start with "\/"/ },
     { name: 'strip with .. segment', tag: 'urlprefix-/api strip=/../api', error: /^strip: .*segment/ },
-    { name: 'unknown option', tag: 'urlprefix-/api proto=https', error: /unknown option "proto"/ },
+    { name: 'unknown option', tag: 'urlprefix-/api host=example.com', error: /unknown option "host"/ },
     { name: 'unknown flag option', tag: 'urlprefix-/api tlsskipverify', error: /unknown option "tlsskipverify"/ },
     { name: 'unknown option after a valid one', tag: 'urlprefix-/api strip=/api redirect=301', error: /unknown option "redirect"/ },
   ];
