@@ -169,7 +169,7 @@ describe('buildSnapshot: routes', () => {
       views(
         {
           web: ['urlprefix-/web', 'urlprefix-/bad strip=/nope', 'urlprefix-/web2', 'primary'],
-          api: ['urlprefix-api.example.com/v1', 'urlprefix-/x proto=https'],
+          api: ['urlprefix-api.example.com/v1', 'urlprefix-/x proto=spdy'],
         },
         { web: [instance('w1')], api: [instance('a1', { service: 'api' })] },
       ),
@@ -191,7 +191,7 @@ describe('buildSnapshot: routes', () => {
       ],
     );
     assert.match(snap.problems.find((p) => p.subject === 'web')?.message ?? '', /urlprefix-\/bad strip=\/nope.*not a prefix/);
-    assert.match(snap.problems.find((p) => p.subject === 'api')?.message ?? '', /unknown option "proto"/);
+    assert.match(snap.problems.find((p) => p.subject === 'api')?.message ?? '', /proto: "spdy" is not one of/);
   });
 
   test('route fields: host, path, strip, service, source tag and freshness', () => {
@@ -202,6 +202,7 @@ describe('buildSnapshot: routes', () => {
         host: 'api.example.com',
         path: '/v1',
         strip: '/v1',
+        proto: 'http',
         service: 'api',
         source: { kind: 'tag', tag: 'urlprefix-Api.Example.com:443/v1/ strip=/v1' },
         freshness: 'watched',
