@@ -1,4 +1,5 @@
-import { Pool } from 'undici';
+import { Client, H2CClient, Pool, type Dispatcher } from 'undici';
+import type { UpstreamProto } from '../state/tags.ts';
 
 /**
  * One undici Pool per endpoint (`address:port`), shared by every service balancer that points at
@@ -21,6 +22,7 @@ export class UpstreamEndpoint {
    * let through always finds a free connection and never waits in undici's queue without a deadline.
    */
   readonly cap: number;
+  private readonly connectTimeoutMs: number;
 
   constructor(
     /** The endpoint (`address:port`, or `https://host:port`): outlier state and logs use it. */
@@ -31,6 +33,7 @@ export class UpstreamEndpoint {
     readonly poolId: string = key,
   ) {
     this.cap = options.connectionsPerEndpoint;
+    this.connectTimeoutMs = options.connectTimeoutMs;
     this.pool = new Pool(origin, {
       connections: options.connectionsPerEndpoint,
       connectTimeout: options.connectTimeoutMs,
@@ -38,6 +41,45 @@ export class UpstreamEndpoint {
       keepAliveMaxTimeout: 60_000,
       pipelining: 1,
     });
+  }
+
+  /** The other ways this endpoint is dialled (route `proto=`), made on first use. */
+  private readonly others = new Map<Exclude<UpstreamProto, 'http'>, Dispatcher>();
+
+  /**
+   * The dispatcher for a route's `proto=`. `http` is the pool (whose origin is https for a static
+   * https upstream). `grpc` and `grpcs` are one HTTP/2 connection each (gRPC multiplexes its calls
+   * on one connection, and HTTP/2 alone carries its trailers), with at most `cap` streams, so the
+   * request cap holds as for the pool: undici's H2CClient speaks prior-knowledge h2c as gRPC
+   * servers without TLS expect, and `allowH2` negotiates h2 by ALPN over TLS. undici rather than
+   * node:http2 sessions: the forward step keeps one dispatch handler for every protocol, and
+   * undici already reconnects, honours the peer's SETTINGS_MAX_CONCURRENT_STREAMS and times out.
+   */
+  dispatcherFor(proto: UpstreamProto): Dispatcher {
+    if (proto === 'http') return this.pool;
+    let dispatcher = this.others.get(proto);
+    if (!dispatcher) {
+      const host = this.origin.replace(/^[a-z]+:\/\//, '');
+      const common = { connectTimeout: this.connectTimeoutMs, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 60_000 };
+      const streams = { maxConcurrentStreams: this.cap, pipelining: this.cap };
+      dispatcher =
+        proto === 'https'
+          ? new Pool(`https://${host}`, { ...common, connections: this.cap, pipelining: 1 })
+          : proto === 'grpc'
+            ? new H2CClient(`http://${host}`, { ...common, ...streams })
+            : new Client(`https://${host}`, { ...common, ...streams, allowH2: true });
+      this.others.set(proto, dispatcher);
+    }
+    return dispatcher;
+  }
+
+  /** Lets requests in flight finish, then closes every connection of this endpoint. */
+  async close(): Promise<void> {
+    await Promise.all([this.pool.close(), ...[...this.others.values()].map((d) => d.close())]);
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all([this.pool.destroy(), ...[...this.others.values()].map((d) => d.destroy())]);
   }
 
   /** At its cap: the next request must go elsewhere or be refused. */
@@ -100,7 +142,7 @@ export class UpstreamPools {
       this.endpoints.delete(key);
       removed.push(key);
       this.closing.add(endpoint);
-      void endpoint.pool
+      void endpoint
         .close()
         .catch(() => undefined)
         .finally(() => this.closing.delete(endpoint));
@@ -118,10 +160,10 @@ export class UpstreamPools {
     const deadline = Date.now() + graceMs;
     while (this.closing.size > 0 && Date.now() < deadline) {
       await Promise.race([
-        ...[...this.closing].map((e) => e.pool.close().catch(() => undefined)),
+        ...[...this.closing].map((e) => e.close().catch(() => undefined)),
         new Promise((resolve) => setTimeout(resolve, Math.max(1, deadline - Date.now())).unref()),
       ]);
     }
-    await Promise.allSettled([...this.closing].map((e) => e.pool.destroy()));
+    await Promise.allSettled([...this.closing].map((e) => e.destroy()));
   }
 }

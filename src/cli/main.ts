@@ -122,6 +122,8 @@ program
   .option('--tls-dir <dir>', 'certificates from a directory: <name>.crt + <name>.key, or <name>.pem holding both')
   .addOption(new Option('--tls-min-version <version>', 'oldest TLS version accepted').choices(TLS_MIN_VERSIONS).default('TLSv1.2'))
   .option('--tls-poll-interval <duration>', 'how often certificate files are checked besides change notifications', '5s')
+  .option('--h2c', 'also serve prior-knowledge HTTP/2 (h2c) on the plain --listen port, beside HTTP/1.1')
+  .option('--http2-max-concurrent-streams <n>', 'streams an HTTP/2 client may have open at once per connection', '100')
   .action(async (flags: StartFlags) => {
     keepRunning = true;
     // The one resolver every command uses: host:port or URL, CONSUL_HTTP_SSL for a bare host:port.

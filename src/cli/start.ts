@@ -45,6 +45,8 @@ export interface StartFlags {
   tlsDir?: string;
   tlsMinVersion?: string;
   tlsPollInterval?: string;
+  h2c?: boolean;
+  http2MaxConcurrentStreams?: string;
 }
 
 /** Flags win over CONSUL_* environment variables, which win over defaults. */

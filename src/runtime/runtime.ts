@@ -8,6 +8,7 @@ import type { UpstreamPools } from '../balancer/upstream-pools.ts';
 export type { UpstreamEndpoint } from '../balancer/upstream-pools.ts';
 import { compileRouter, type Router } from '../router/router.ts';
 import { changedServices, type RouteSnapshot, type Snapshot } from '../state/snapshot.ts';
+import type { UpstreamProto } from '../state/tags.ts';
 import { own } from '../core/own.ts';
 import { compileRouteAuth, type ConsumerIndex, type JwtKeyCache, type RouteAuth } from '../filters/auth.ts';
 import { compileRateLimits, type RateLimiterBackend, type RouteRateLimits } from '../filters/rate-limit.ts';
@@ -40,6 +41,12 @@ export interface CompiledRoute {
   readonly path: string;
   readonly service: string;
   readonly strip: string | null;
+  /** How instances are dialled (tag `proto=`). */
+  readonly proto: UpstreamProto;
+  /** `proto=grpc` or `grpcs`: forwarded over HTTP/2, gateway answers are gRPC statuses, never retried. */
+  readonly grpc: boolean;
+  /** Counts a finished gRPC call by its grpc-status. */
+  readonly countGrpcStatus: (grpcStatus: string) => void;
   /** The path the upstream sees: `strip` removed. */
   readonly upstreamPath: (path: string) => string;
   /** The access log's `route` and `service` fields of this route, serialised once. */
@@ -173,6 +180,9 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     path: route.path,
     service: route.service,
     strip: route.strip,
+    proto: route.proto,
+    grpc: route.proto === 'grpc' || route.proto === 'grpcs',
+    countGrpcStatus: boundPerValue((grpcStatus: string) => metrics.grpcResponses.labels({ route: route.id, service: route.service, grpc_status: grpcStatus })),
     upstreamPath: route.strip === null ? samePath : stripper(route.strip),
     accessBindings: serializedBindings({ route: route.id, service: route.service }),
     get balancer() {
@@ -303,6 +313,7 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.authRejections, { route: r.id });
       void removeSeriesMatching(metrics.rateLimitDecisions, { route: r.id });
       void removeSeriesMatching(metrics.requestLimitRejections, { route: r.id });
+      void removeSeriesMatching(metrics.grpcResponses, { route: r.id, service: r.service });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
     }
   }

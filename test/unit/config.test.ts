@@ -45,6 +45,8 @@ describe('parseGatewayConfig: defaults', () => {
       tlsKey: [],
       tlsMinVersion: 'TLSv1.2',
       tlsPollInterval: 5_000,
+      h2c: false,
+      http2MaxConcurrentStreams: 100,
     };
     assert.deepEqual(config, expected);
   });
