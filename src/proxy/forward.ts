@@ -324,7 +324,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
   }
 
   responseClosed(): void {
-    if (this.finished || this.res.writableFinished) return;
+    // node:http2's compatibility response reads writableFinished true once its stream closed, also
+    // when the client reset it; there the question is whether we ended the answer.
+    if (this.finished || (this.ex.http2 ? this.res.writableEnded : this.res.writableFinished)) return;
     this.clientGone = true;
     if (this.backoffTimer !== undefined) {
       clearTimeout(this.backoffTimer);

@@ -1,6 +1,7 @@
 import { constants, type Http2SecureServer, type Http2Server, type Http2Session, type SecureServerOptions, type ServerHttp2Stream } from 'node:http2';
 import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
+import type { Socket } from 'node:net';
 
 /** Limits of the HTTP/2 side of the listeners; documented in the README ("HTTP/2 and gRPC"). */
 export interface Http2Limits {
@@ -18,7 +19,7 @@ export interface Http2Limits {
 
 export const DEFAULT_MAX_CONCURRENT_STREAMS = 100;
 /** Resets a session may cause in one window; a browser that cancels navigations stays far below. */
-export const DEFAULT_MAX_RESETS_PER_WINDOW = 200;
+export const DEFAULT_MAX_RESETS_PER_WINDOW = 100;
 const RESET_WINDOW_MS = 10_000;
 /** Idle sessions (no frame either way) are closed after this, as keep-alive connections are. */
 const IDLE_TIMEOUT_MS = 60_000;
@@ -49,6 +50,7 @@ interface SessionState {
   windowStartedAt: number;
   openStreams: number;
   sawStream: boolean;
+  socket: Socket | undefined;
 }
 
 const STATE = Symbol('cgw.http2');
@@ -62,6 +64,7 @@ type TrackedSession = Http2Session & { [STATE]?: SessionState };
  */
 export class Http2Sessions {
   private readonly sessions = new Set<TrackedSession>();
+  private arriving: Socket | undefined;
 
   constructor(
     private readonly limits: Http2Limits,
@@ -69,7 +72,10 @@ export class Http2Sessions {
     private readonly logger: Logger,
   ) {}
 
-  watch(server: Http2Server | Http2SecureServer): void {
+  watch(server: Http2Server | Http2SecureServer, secure: boolean): void {
+    // node:http2 hides a session's socket behind a proxy that may not be destroyed; the socket a
+    // session is made on arrives just before its 'session' event, so it is noted here.
+    server.prependListener(secure ? 'secureConnection' : 'connection', (socket: Socket) => (this.arriving = socket));
     server.on('session', (session: Http2Session) => this.opened(session as TrackedSession));
     server.on('stream', (stream: ServerHttp2Stream) => this.streamOpened(stream));
     // A session error (a protocol violation, a socket error) ends that session only.
@@ -84,7 +90,8 @@ export class Http2Sessions {
   }
 
   private opened(session: TrackedSession): void {
-    const state: SessionState = { resets: 0, windowStartedAt: Date.now(), openStreams: 0, sawStream: false };
+    const state: SessionState = { resets: 0, windowStartedAt: Date.now(), openStreams: 0, sawStream: false, socket: this.arriving };
+    this.arriving = undefined;
     session[STATE] = state;
     this.sessions.add(session);
     this.metrics.http2Sessions.inc();
@@ -113,10 +120,11 @@ export class Http2Sessions {
       session.setTimeout(IDLE_TIMEOUT_MS);
     }
     state.openStreams += 1;
-    // 'aborted': the client reset the stream (RST_STREAM) before our answer was complete.
-    stream.once('aborted', () => this.reset(session, state));
     stream.once('close', () => {
       state.openStreams -= 1;
+      // Closed by RST_STREAM before our answer was complete. Read on 'close' rather than
+      // 'aborted': a stream reset in the same read as its HEADERS may close without 'aborted'.
+      if (stream.rstCode !== constants.NGHTTP2_NO_ERROR && !stream.sentTrailers && !stream.writableFinished) this.reset(session, state);
     });
   }
 
@@ -136,6 +144,10 @@ export class Http2Sessions {
     );
     // The final GOAWAY carries ENHANCE_YOUR_CALM (RFC 9113 §7), then every stream is dropped.
     session.destroy(undefined, constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    // Destroying the session only ends the socket gracefully, which waits on a client that keeps
+    // writing; the connection is cut once the GOAWAY had a moment to leave.
+    const socket = state.socket;
+    if (socket) setTimeout(() => socket.destroy(), 100).unref();
   }
 
   /** Drain: GOAWAY to every session; streams in flight finish. */

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
-import { createSecureServer, createServer as createHttp2Server, type Http2SecureServer, type Http2Server } from 'node:http2';
+import { createSecureServer, createServer as createHttp2Server, type Http2SecureServer, type Http2Server, type ServerHttp2Stream } from 'node:http2';
 import type { SecureContext } from 'node:tls';
 import type { TlsMinVersion } from '../core/choices.ts';
 import { randomUUID } from 'node:crypto';
@@ -137,14 +137,14 @@ export class ProxyListener {
    */
   private addH2c(): void {
     const h2 = createHttp2Server(this.http2Options);
-    this.watchHttp2(h2);
+    this.watchHttp2(h2, false);
     // (The TLS listener gets this from configure(), for both of its protocols.)
     h2.on('checkContinue', (req, res) => this.onRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse, true));
     sniffHttp2Preface(this.server, h2, this.head.headerTimeoutMs);
   }
 
-  private watchHttp2(server: Http2Server | Http2SecureServer): void {
-    this.http2.watch(server);
+  private watchHttp2(server: Http2Server | Http2SecureServer, secure: boolean): void {
+    this.http2.watch(server, secure);
     server.on('request', (req, res) => this.onRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse, false));
   }
 
@@ -171,7 +171,7 @@ export class ProxyListener {
     // the server object, and the head-timeout check is set up when it starts listening.
     const http1 = server as unknown as Record<string, unknown>;
     for (const [name, value] of Object.entries(this.serverOptions)) http1[name] = value;
-    this.watchHttp2(server);
+    this.watchHttp2(server, true);
     // https.Server hands handshake errors to 'clientError', whose handler answers HTTP: on a
     // socket still in its handshake that answer is never written and the socket stays open. A
     // failed handshake has nothing to answer: count it and close.
@@ -192,7 +192,10 @@ export class ProxyListener {
     // what they share with http's, and asks `req.httpVersionMajor` where they differ.)
     const http2 = req.httpVersionMajor === 2;
     // A stream the client reset before we got to it (rapid reset) costs no exchange at all.
-    if (http2 && (res as unknown as { stream: { destroyed: boolean } }).stream.destroyed) return;
+    if (http2) {
+      const stream = (res as unknown as { stream: ServerHttp2Stream }).stream;
+      if (stream.destroyed || stream.closed || stream.session?.destroyed !== false) return;
+    }
     this.inflight += 1;
     (res as TrackedResponse)[LISTENER] = this;
     res.once('close', onRequestClosed);
