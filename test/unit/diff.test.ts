@@ -148,7 +148,7 @@ describe('diffSnapshots', () => {
     {
       name: 'problem added',
       next: { ...BASE, catalog: { ...BASE.catalog, web: ['urlprefix-/web', 'urlprefix-/x bogus=1'] } },
-      expected: { problemsAdded: ['tag web: tag "urlprefix-/x bogus=1": unknown option "bogus" (supported: strip)'] },
+      expected: { problemsAdded: ['tag web: tag "urlprefix-/x bogus=1": unknown option "bogus" (supported: strip, proto)'] },
     },
   ];
   for (const c of cases) {
@@ -162,7 +162,7 @@ describe('diffSnapshots', () => {
   test('a resolved problem is reported', () => {
     const bad: World = { ...BASE, catalog: { ...BASE.catalog, web: ['urlprefix-/web', 'urlprefix-/x bogus=1'] } };
     const diff = diffSnapshots(snapshot(bad), snapshot(BASE));
-    assert.deepEqual(diff.problemsResolved, ['tag web: tag "urlprefix-/x bogus=1": unknown option "bogus" (supported: strip)']);
+    assert.deepEqual(diff.problemsResolved, ['tag web: tag "urlprefix-/x bogus=1": unknown option "bogus" (supported: strip, proto)']);
     assert.deepEqual(diff.problemsAdded, []);
   });
 
