@@ -10,10 +10,12 @@
  *
  * Flags (or environment): --seconds (BENCH_SECONDS, 10), --rounds (BENCH_ROUNDS, 3), --warmup
  * seconds per target before the first round (BENCH_WARMUP, 2), --connections (64), --threads (2),
- * --targets (comma list of direct, nginx, bare, cgw1, cgw, nginx-tls, cgw1-tls; default all
+ * --targets (comma list of direct, nginx, bare, cgw1, cgw, nginx-tls, cgw1-tls, nginx-h2, cgw1-h2; default all
  * available), --no-nginx. The TLS rows: the same nginx on a second, HTTPS server block, and a
  * `cgw --workers 1` of its own with `--listen-tls` (a self-signed test certificate; wrk negotiates
  * TLS 1.3 and keeps its 64 connections, so this is the cost of TLS records, not of handshakes).
+ * The h2 rows load the same two TLS listeners over HTTP/2 with h2load (nghttp2-client), --streams
+ * (BENCH_STREAMS, 10) concurrent streams on each of the --connections sessions.
  * cgw runs with its default flags (info logs and access log on), its output sent to /dev/null.
  * --cgw-root DIR (BENCH_CGW_ROOT): measure the cgw of another checkout, built (e.g. a git worktree
  * of an older revision); default this one, built first by the npm script.
@@ -31,13 +33,17 @@ import {
   table, which, type Child, type WrkResult,
 } from './harness.ts';
 import { describeTree, treeCpuSeconds } from './proc-tree.ts';
+import { H2LOAD_MISSING, runH2load } from './h2load.ts';
 
 const seconds = Number(flag('seconds', 'BENCH_SECONDS', '10'));
 const rounds = Number(flag('rounds', 'BENCH_ROUNDS', '3'));
 const warmup = Number(flag('warmup', 'BENCH_WARMUP', '2'));
 const connections = Number(flag('connections', 'BENCH_CONNECTIONS', '64'));
 const threads = Number(flag('threads', 'BENCH_THREADS', '2'));
-const wanted = flag('targets', 'BENCH_TARGETS', 'direct,nginx,bare,cgw1,cgw,nginx-tls,cgw1-tls').split(',').map((s) => s.trim());
+const wanted = flag('targets', 'BENCH_TARGETS', 'direct,nginx,bare,cgw1,cgw,nginx-tls,cgw1-tls,nginx-h2,cgw1-h2').split(',').map((s) => s.trim());
+/** Concurrent streams per HTTP/2 connection for the h2 rows (h2load -m). */
+const streams = Number(flag('streams', 'BENCH_STREAMS', '10'));
+const h2load = which('h2load') !== undefined;
 
 if (!which('wrk')) {
   console.error(WRK_MISSING);
@@ -50,6 +56,8 @@ interface Target {
   readonly url: string;
   /** Root of the process tree charged for this target. */
   readonly pid: number;
+  /** Loaded with h2load over HTTP/2 instead of wrk. */
+  readonly h2: boolean;
   readonly runs: { wrk: WrkResult; cpuUs: number; backendUs: number }[];
 }
 
@@ -68,8 +76,12 @@ try {
   await consul.register({ id: 'bench-1', name: 'bench', port: backendPort, tags: ['urlprefix-/bench'] });
 
   const targets: Target[] = [];
-  const add = (key: string, label: string, url: string, pid: number): void => {
-    targets.push({ key, label, url, pid, runs: [] });
+  const add = (key: string, label: string, url: string, pid: number, h2 = false): void => {
+    if (h2 && !h2load) {
+      notes.push(`${label}: ${H2LOAD_MISSING}`);
+      return;
+    }
+    targets.push({ key, label, url, pid, h2, runs: [] });
   };
   if (wanted.includes('direct')) add('direct', 'direct to the backend (node:http)', `${origin}/bench/x`, backend.pid);
 
@@ -78,7 +90,7 @@ try {
   const keyFile = join(tmp, 'bench.key');
   writeFileSync(certFile, DEFAULT_CERT);
   writeFileSync(keyFile, DEFAULT_KEY);
-  const wantsNginx = wanted.includes('nginx') || wanted.includes('nginx-tls');
+  const wantsNginx = wanted.includes('nginx') || wanted.includes('nginx-tls') || wanted.includes('nginx-h2');
   if (wantsNginx && !hasFlag('no-nginx')) {
     if (which('nginx')) {
       const [port, tlsPort] = (await freePorts(2)) as [number, number];
@@ -91,6 +103,7 @@ try {
       children.push(nginx);
       if (wanted.includes('nginx')) add('nginx', 'nginx, 2 workers, upstream keepalive', `http://127.0.0.1:${port}/bench/x`, nginx.pid);
       if (wanted.includes('nginx-tls')) add('nginx-tls', 'nginx over TLS 1.3 (same process)', `https://127.0.0.1:${tlsPort}/bench/x`, nginx.pid);
+      if (wanted.includes('nginx-h2')) add('nginx-h2', `nginx over h2 (TLS 1.3, same process), ${streams} streams/conn`, `https://127.0.0.1:${tlsPort}/bench/x`, nginx.pid, true);
     } else {
       notes.push('nginx: not installed, row skipped (Debian/Ubuntu: apt-get install nginx)');
     }
@@ -111,14 +124,16 @@ try {
     children.push(cgw);
     add('cgw1', workers ? 'cgw --workers 1' : 'cgw (defaults; no --workers flag yet)', `${cgw.url}/bench/x`, cgw.pid);
   }
-  if (wanted.includes('cgw1-tls') && cgwHasStartFlag('--listen-tls')) {
+  if ((wanted.includes('cgw1-tls') || wanted.includes('cgw1-h2')) && cgwHasStartFlag('--listen-tls')) {
     // A process of its own: TLS and plain requests through one process cost the plain ones about
     // 40 % more CPU (measured), which would blur the plain row.
     const [tlsPort] = (await freePorts(1)) as [number];
     const args = [...(workers ? ['--workers', '1'] : []), '--listen-tls', `127.0.0.1:${tlsPort}`, '--tls-cert', certFile, '--tls-key', keyFile, ...extra];
     const cgw = await startCgw({ consul: consul.addr, args, stderrFile: join(tmp, 'cgw1-tls.stderr') });
     children.push(cgw);
-    add('cgw1-tls', 'cgw --workers 1 over TLS 1.3', `https://127.0.0.1:${tlsPort}/bench/x`, cgw.pid);
+    if (wanted.includes('cgw1-tls')) add('cgw1-tls', 'cgw --workers 1 over TLS 1.3', `https://127.0.0.1:${tlsPort}/bench/x`, cgw.pid);
+    // The same process: its TLS listener negotiates h2 by ALPN (h2load offers h2 only).
+    if (wanted.includes('cgw1-h2')) add('cgw1-h2', `cgw --workers 1 over h2 (TLS 1.3), ${streams} streams/conn`, `https://127.0.0.1:${tlsPort}/bench/x`, cgw.pid, true);
   } else if (wanted.includes('cgw1-tls')) {
     notes.push('cgw over TLS: `cgw start --help` lists no --listen-tls flag, row skipped');
   }
@@ -146,17 +161,17 @@ try {
     if (status !== 200) throw new Error(`${t.label}: ${t.url} answers ${status}, not 200`);
   }
 
-  console.log(`Side by side: wrk -t${threads} -c${connections}, ${seconds} s per target per round, ${rounds} rounds interleaved`);
+  console.log(`Side by side: wrk -t${threads} -c${connections} (h2 rows: h2load -t${threads} -c${connections} -m${streams}), ${seconds} s per target per round, ${rounds} rounds interleaved`);
   for (const line of machine()) console.log(line);
   if (warmup > 0) {
-    for (const t of targets) await runWrk(t.url, { threads, connections, seconds: warmup });
+    for (const t of targets) await load(t, warmup);
   }
   for (let r = 0; r < rounds; r++) {
     const order = targets.map((_, i) => targets[(i + r) % targets.length] as Target);
     for (const t of order) {
       const backendBefore = treeCpuSeconds(backend.pid);
       const before = treeCpuSeconds(t.pid);
-      const wrk = await runWrk(t.url, { threads, connections, seconds });
+      const wrk = await load(t, seconds);
       const cpu = treeCpuSeconds(t.pid) - before;
       const backendCpu = treeCpuSeconds(backend.pid) - backendBefore;
       const run = { wrk, cpuUs: (cpu * 1e6) / Math.max(1, wrk.requests), backendUs: (backendCpu * 1e6) / Math.max(1, wrk.requests) };
@@ -206,6 +221,9 @@ try {
     const p = by(plainKey);
     if (t && p) ratioRows.push([`${t.label}: CPU/request ÷ the same over plain HTTP`, fixed(med(t, (x) => x.cpuUs) / med(p, (x) => x.cpuUs), 2)]);
   }
+  const cgwH2 = by('cgw1-h2');
+  const nginxH2 = by('nginx-h2');
+  if (cgwH2 && nginxH2) ratioRows.push(['cgw over h2: CPU/request ÷ nginx over h2', fixed(med(cgwH2, (x) => x.cpuUs) / med(nginxH2, (x) => x.cpuUs), 2)]);
   const cgwTls = by('cgw1-tls');
   const nginxTls = by('nginx-tls');
   if (cgwTls && nginxTls) ratioRows.push(['cgw over TLS: CPU/request ÷ nginx over TLS', fixed(med(cgwTls, (x) => x.cpuUs) / med(nginxTls, (x) => x.cpuUs), 2)]);
@@ -219,6 +237,10 @@ try {
   for (const c of children.reverse()) await c.stop();
   await consul.destroy();
   rmSync(tmp, { recursive: true, force: true });
+}
+
+function load(t: Target, forSeconds: number): Promise<WrkResult> {
+  return t.h2 ? runH2load(t.url, { threads, connections, streams, seconds: forSeconds }) : runWrk(t.url, { threads, connections, seconds: forSeconds });
 }
 
 function nginxConf(dir: string, port: number, backendPort: number, tls: { port: number; cert: string; key: string }): string {
@@ -248,7 +270,8 @@ http {
     }
   }
   server {
-    listen 127.0.0.1:${tls.port} ssl;
+    # h2 by ALPN beside HTTP/1.1, as cgw's TLS listener (nginx 1.22 spells it on listen).
+    listen 127.0.0.1:${tls.port} ssl http2;
     ssl_certificate ${tls.cert};
     ssl_certificate_key ${tls.key};
     ssl_protocols TLSv1.2 TLSv1.3;

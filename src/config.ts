@@ -134,6 +134,10 @@ export const gatewayConfigSchema = z.object({
       return { file, pem: bundle.pem };
     })
     .optional(),
+  /** Prior-knowledge HTTP/2 (h2c) on the plain listener, beside HTTP/1.1. */
+  h2c: z.boolean().default(false),
+  /** SETTINGS_MAX_CONCURRENT_STREAMS announced to HTTP/2 clients (h2 on --listen-tls, h2c). */
+  http2MaxConcurrentStreams: z.coerce.number().int().min(1).max(10_000).default(100),
   /** How often certificate files are checked when the platform's change notifications miss a change. */
   tlsPollInterval: duration(100, 3_600_000).prefault('5s'),
   /** PEM bundle of the CAs client certificates must chain to (read and checked at start). */

@@ -10,7 +10,7 @@ import { RuntimeHolder } from './runtime/runtime.ts';
 import { ResilienceRegistry } from './resilience/registry.ts';
 import { JwtKeyCache } from './filters/auth.ts';
 import { RateLimiterBackend, type BackendState, type RedisOptions } from './filters/rate-limit.ts';
-import type { Server as HttpsServer } from 'node:https';
+import type { Http2SecureServer } from 'node:http2';
 import { ProxyListener } from './proxy/listener.ts';
 import { CertificateStore } from './tls/store.ts';
 import { FileCertificateSource } from './tls/file-source.ts';
@@ -54,7 +54,7 @@ export class DataPlane {
   port = 0;
   /** Ports of the --listen-tls listeners, in the order given. */
   tlsPorts: number[] = [];
-  private readonly tlsServers: HttpsServer[] = [];
+  private readonly tlsServers: Http2SecureServer[] = [];
   /** Certificates of the HTTPS listeners, loaded by this process (each worker loads its own). */
   private readonly certificates: { store: CertificateStore; source: FileCertificateSource } | undefined;
   /** The last inputs of each certificate source: files (read here) and Consul KV (from snapshots). */
@@ -109,6 +109,8 @@ export class DataPlane {
       clientHeaderTimeoutMs: config.clientHeaderTimeout,
       clientBodyTimeoutMs: config.clientBodyTimeout,
       requestBufferSize: config.requestBufferSize,
+      h2c: config.h2c,
+      http2MaxConcurrentStreams: config.http2MaxConcurrentStreams,
       accessLog: config.accessLog,
       logger,
       metrics,

@@ -1,5 +1,6 @@
 import { rootCertificates } from 'node:tls';
-import { Pool } from 'undici';
+import { Client, H2CClient, Pool, type Dispatcher } from 'undici';
+import type { RouteProto } from '../state/route-options.ts';
 
 /**
  * One undici Pool per endpoint (`address:port`), shared by every service balancer that points at
@@ -35,6 +36,9 @@ export class UpstreamEndpoint {
   readonly cap: number;
   /** `host:port` as dialled (`[v6]:port`): the Host header of fabio's `host=dst`. */
   readonly authority: string;
+  private readonly connectTimeoutMs: number;
+  /** How TLS is dialled (the pool's settings), for the HTTP/2 connection of a grpcs route. */
+  private readonly tls: UpstreamTls | undefined;
 
   constructor(
     /** The endpoint (`address:port`, or `https://host:port`): outlier state and logs use it. */
@@ -47,6 +51,8 @@ export class UpstreamEndpoint {
   ) {
     this.cap = options.connectionsPerEndpoint;
     this.authority = new URL(origin).host;
+    this.connectTimeoutMs = options.connectTimeoutMs;
+    this.tls = tls;
     this.pool = new Pool(origin, {
       ...(tls
         ? {
@@ -63,6 +69,53 @@ export class UpstreamEndpoint {
       keepAliveMaxTimeout: 60_000,
       pipelining: 1,
     });
+  }
+
+  /** The HTTP/2 connection of gRPC routes (`proto=grpc|grpcs`), made on first use. */
+  private h2: Dispatcher | undefined;
+
+  /**
+   * The dispatcher for a route's `proto=`. `http` and `https` are the pool: the service's tags
+   * decide once how its instances are dialled (plain or TLS, verified or not), and the pool was
+   * made that way. `grpc` and `grpcs` are one HTTP/2 connection (gRPC multiplexes its calls on one
+   * connection, and HTTP/2 alone carries its trailers), with at most `cap` streams, so the request
+   * cap holds as for the pool: undici's H2CClient speaks prior-knowledge h2c as gRPC servers
+   * without TLS expect, and `allowH2` negotiates h2 by ALPN over TLS with the pool's TLS settings.
+   * undici rather than node:http2 sessions: the forward step keeps one dispatch handler for every
+   * protocol, and undici already reconnects, honours the peer's SETTINGS_MAX_CONCURRENT_STREAMS
+   * and times out.
+   */
+  dispatcherFor(proto: RouteProto): Dispatcher {
+    if (proto === 'http' || proto === 'https') return this.pool;
+    if (!this.h2) {
+      const host = this.origin.replace(/^[a-z]+:\/\//, '');
+      const common = { connectTimeout: this.connectTimeoutMs, keepAliveTimeout: 4_000, keepAliveMaxTimeout: 60_000 };
+      const streams = { maxConcurrentStreams: this.cap, pipelining: this.cap };
+      const tls = this.tls;
+      this.h2 =
+        tls === undefined
+          ? new H2CClient(`http://${host}`, { ...common, ...streams })
+          : new Client(`https://${host}`, {
+              ...common,
+              ...streams,
+              allowH2: true,
+              connect: {
+                rejectUnauthorized: !tls.skipVerify,
+                ...(tls.serverName !== undefined ? { servername: tls.serverName } : {}),
+                ...(tls.ca !== undefined ? { ca: [...tls.ca] } : {}),
+              },
+            });
+    }
+    return this.h2;
+  }
+
+  /** Lets requests in flight finish, then closes every connection of this endpoint. */
+  async close(): Promise<void> {
+    await Promise.all([this.pool.close(), this.h2?.close()]);
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all([this.pool.destroy(), this.h2?.destroy()]);
   }
 
   /** At its cap: the next request must go elsewhere or be refused. */
@@ -143,7 +196,7 @@ export class UpstreamPools {
       this.endpoints.delete(key);
       removed.push(key);
       this.closing.add(endpoint);
-      void endpoint.pool
+      void endpoint
         .close()
         .catch(() => undefined)
         .finally(() => this.closing.delete(endpoint));
@@ -161,10 +214,10 @@ export class UpstreamPools {
     const deadline = Date.now() + graceMs;
     while (this.closing.size > 0 && Date.now() < deadline) {
       await Promise.race([
-        ...[...this.closing].map((e) => e.pool.close().catch(() => undefined)),
+        ...[...this.closing].map((e) => e.close().catch(() => undefined)),
         new Promise((resolve) => setTimeout(resolve, Math.max(1, deadline - Date.now())).unref()),
       ]);
     }
-    await Promise.allSettled([...this.closing].map((e) => e.pool.destroy()));
+    await Promise.allSettled([...this.closing].map((e) => e.destroy()));
   }
 }

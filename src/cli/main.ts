@@ -127,6 +127,8 @@ program
   .option('--upstream-ca <file>', 'PEM CA bundle trusted for https upstreams (proto=https tags) besides the system roots; checked at start')
   .option('--tls-client-ca <file>', 'PEM bundle of the CAs that issue client certificates (read at start)')
   .addOption(new Option('--tls-client-auth <mode>', 'ask HTTPS clients for a certificate: none, request (verified; route policies decide) or require (no handshake without one)').choices(TLS_CLIENT_AUTH_MODES).default('none'))
+  .option('--h2c', 'also serve prior-knowledge HTTP/2 (h2c) on the plain --listen port, beside HTTP/1.1')
+  .option('--http2-max-concurrent-streams <n>', 'streams an HTTP/2 client may have open at once per connection', '100')
   .action(async (flags: StartFlags) => {
     keepRunning = true;
     // The one resolver every command uses: host:port or URL, CONSUL_HTTP_SSL for a bare host:port.

@@ -50,6 +50,8 @@ export interface StartFlags {
   upstreamCa?: string;
   tlsClientCa?: string;
   tlsClientAuth?: string;
+  h2c?: boolean;
+  http2MaxConcurrentStreams?: string;
 }
 
 /** Flags win over CONSUL_* environment variables, which win over defaults. */

@@ -61,3 +61,28 @@ export function describeError(err: unknown): string {
   }
   return String(err);
 }
+
+/**
+ * The gRPC status a gRPC client gets for each gateway error (grpc/grpc doc/statuscodes.md): a
+ * gRPC client reads `grpc-status`, never a JSON body. Codes not listed follow gRPC's own mapping
+ * of HTTP statuses (doc/http-grpc-status-mapping.md).
+ */
+const GRPC_STATUS_OF_CODE: Partial<Record<ErrorCode, number>> = {
+  route_not_found: 12, // UNIMPLEMENTED: no such service or method here
+  bad_request: 13, // INTERNAL, as gRPC maps HTTP 400
+  upstream_timeout: 4, // DEADLINE_EXCEEDED
+  request_timeout: 4,
+  unauthorized: 16, // UNAUTHENTICATED
+  insufficient_scope: 7, // PERMISSION_DENIED
+  rate_limited: 8, // RESOURCE_EXHAUSTED
+  payload_too_large: 8,
+  headers_too_large: 8,
+  internal_error: 13,
+};
+
+const GRPC_STATUS_OF_HTTP: Readonly<Record<number, number>> = { 400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14 };
+
+/** 2 is UNKNOWN. */
+export function grpcStatusOf(code: ErrorCode): number {
+  return GRPC_STATUS_OF_CODE[code] ?? GRPC_STATUS_OF_HTTP[ERROR_CODES[code].status] ?? 2;
+}

@@ -237,6 +237,38 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['route'] as const,
       registers: [registry],
     }),
+    http2Sessions: new Counter({
+      name: 'cgw_http2_sessions_total',
+      help: 'HTTP/2 client sessions opened (h2 by ALPN on --listen-tls, prior-knowledge h2c with --h2c)',
+      registers: [registry],
+    }),
+    http2SessionsOpen: new Gauge({
+      name: 'cgw_http2_sessions_open',
+      help: 'HTTP/2 client sessions open now',
+      registers: [registry],
+    }),
+    http2Streams: new Counter({
+      name: 'cgw_http2_streams_total',
+      help: 'HTTP/2 streams (requests) clients opened',
+      registers: [registry],
+    }),
+    http2StreamResets: new Counter({
+      name: 'cgw_http2_stream_resets_total',
+      help: 'HTTP/2 streams the client reset (RST_STREAM) before their response was complete',
+      registers: [registry],
+    }),
+    http2SessionsRefused: new Counter({
+      name: 'cgw_http2_sessions_refused_total',
+      help: 'HTTP/2 sessions the gateway ended for abuse: rapid_reset (too many streams reset by the client, CVE-2023-44487), protocol (a frame or session error), idle (nothing sent in time)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    grpcResponses: new Counter({
+      name: 'cgw_grpc_responses_total',
+      help: 'gRPC calls on proto=grpc/grpcs routes by route, service and grpc-status (from the upstream trailers, or the gateway\'s own answer)',
+      labelNames: ['route', 'service', 'grpc_status'] as const,
+      registers: [registry],
+    }),
     clientConnectionsRefused: new Counter({
       name: 'cgw_client_connections_refused_total',
       help: 'Client connections closed at once because --max-connections were open',

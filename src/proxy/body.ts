@@ -57,6 +57,15 @@ export async function prepareBody(
 ): Promise<PreparedBody | BodyRefusal> {
   const state: BodyState = { tooLarge: false, idle: false, broken: false };
   if (!hasBody) return { body: null, replayable: true, state };
+  if (route.grpc) {
+    // A gRPC call streams: a bidirectional client may send one message and wait for the answer
+    // before the next, so waiting for a buffer-full (or the end) would stall it. Never replayable,
+    // so never retried, and not watched for idleness (a stream may rightly pause; its deadline,
+    // grpc-timeout, bounds it).
+    const stream = streamRest(req, [], 0, { ...limits, idleMs: 0 }, state);
+    stream.on('error', ignore);
+    return { body: stream, replayable: false, state };
+  }
   const retryable = route.retry.attempts > 0 && isRetryableMethod(req.method ?? 'GET', route.retry.nonIdempotent);
   const bufferBytes = retryable ? Math.max(limits.bufferBytes, route.retry.maxBodyBytes) : limits.bufferBytes;
   // A declared length above the route's limit was refused before; one within the buffer is read whole.
@@ -162,6 +171,7 @@ function streamRest(req: IncomingMessage, first: readonly Buffer[], firstBytes: 
     body.destroy(new BodyStreamError(message));
   };
   const onIdleTimer = (): void => {
+    if (limits.idleMs === 0) return;
     const quiet = performance.now() - lastDataAt;
     if (quiet < limits.idleMs) idleTimer = setTimeout(onIdleTimer, limits.idleMs - quiet);
     else fail('idle', 'request body idle');
@@ -185,6 +195,6 @@ function streamRest(req: IncomingMessage, first: readonly Buffer[], firstBytes: 
   req.once('end', onEnd);
   req.once('error', onBroken);
   req.once('close', onClose);
-  idleTimer = setTimeout(onIdleTimer, limits.idleMs);
+  if (limits.idleMs > 0) idleTimer = setTimeout(onIdleTimer, limits.idleMs);
   return body;
 }

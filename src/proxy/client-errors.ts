@@ -70,6 +70,15 @@ export function checkHead(req: IncomingMessage, limits: HeadLimits): HeadRefusal
   if (raw.length / 2 > limits.maxHeaderCount) {
     return { code: 'headers_too_large', message: `the request has more than ${limits.maxHeaderCount} header fields` };
   }
+  if (req.httpVersionMajor === 2) {
+    // RFC 9113 §8.3.1: `:authority` is the host; a Host that names another is malformed.
+    const headers = req.headers as IncomingMessage['headers'] & { ':authority'?: string };
+    const authority = headers[':authority'];
+    if (authority !== undefined) {
+      if (headers.host !== undefined && headers.host !== authority) return { code: 'bad_request', message: 'the Host header and :authority differ' };
+      headers.host = authority;
+    }
+  }
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;

@@ -4,7 +4,8 @@ import type { Dispatcher } from 'undici';
 import { describeError } from '../core/errors.ts';
 import type { CompiledRoute, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { isRetryableMethod, type BodyState, type PreparedBody } from './body.ts';
-import { classifyFailure, sendError } from './errors.ts';
+import { classifyFailure } from './errors.ts';
+import { grpcStatusLabel, parseGrpcTimeout, splitTrailersOnly, trailersOf } from './grpc.ts';
 import { responseHeaderList, upstreamRequestHeaders } from './headers.ts';
 import type { Exchange } from './pipeline.ts';
 
@@ -46,7 +47,22 @@ export function forward(ex: Exchange, route: CompiledRoute, prepared: PreparedBo
       return ex.refuse('upstream_busy', `every endpoint of service "${route.service}" is at its limit of concurrent requests; retry shortly`, { headers: { 'retry-after': '1' } });
     }
   }
-  new Forwarding(ex, route, prepared, probe, canary, endpoint).start();
+  let deadlineMs = route.requestTimeoutMs;
+  let clientDeadline = false;
+  if (ex.grpc) {
+    const grpcTimeout = parseGrpcTimeout(ex.req.headers['grpc-timeout']);
+    if (grpcTimeout === 'invalid') {
+      route.resilience.breaker.release(probe);
+      return ex.refuse('bad_request', 'grpc-timeout is not 1-8 digits and a unit (H, M, S, m, u, n)');
+    }
+    // The call's own deadline (PROTOCOL-HTTP2.md): the upstream attempt is cut there and the
+    // client told DEADLINE_EXCEEDED, unless the route's request timeout comes first.
+    if (grpcTimeout !== undefined && (deadlineMs === null || grpcTimeout < deadlineMs)) {
+      deadlineMs = grpcTimeout;
+      clientDeadline = true;
+    }
+  }
+  new Forwarding(ex, route, prepared, probe, canary, endpoint, deadlineMs, clientDeadline).start();
 }
 
 type Outcome = 'success' | 'failure' | 'none';
@@ -61,6 +77,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private readonly bodyState: BodyState;
   private readonly maxAttempts: number;
   private readonly options: Dispatcher.DispatchOptions;
+  private dispatcher: Dispatcher;
+  /** A gRPC trailers-only answer: its status fields, sent as trailers when the response ends. */
+  private grpcTrailers: Record<string, string> | null = null;
   private attempt = 0;
   private abort: ((err?: Error) => void) | null = null;
   /** The response head went to the client: from here a failure can only cut the connection. */
@@ -83,13 +102,23 @@ class Forwarding implements Dispatcher.DispatchHandler {
     private readonly probe: number,
     private readonly canary: string | undefined,
     private endpoint: UpstreamEndpoint,
+    /** The whole exchange (the route's request timeout, or a gRPC call's deadline); null: none. */
+    private readonly deadlineMs: number | null,
+    /**
+     * The deadline is the client's (grpc-timeout): reaching it says nothing about the upstream, so
+     * it is not held against the endpoint (outlier detection) or the service (breaker); otherwise
+     * a client sending tiny deadlines could eject every healthy endpoint.
+     */
+    private readonly clientDeadline: boolean = false,
   ) {
     this.res = ex.res;
     this.body = prepared?.body ?? null;
     this.bodyState = prepared?.state ?? NO_BODY_STATE;
     const method = ex.req.method ?? 'GET';
     const { retry } = route;
-    this.maxAttempts = 1 + (isRetryableMethod(method, retry.nonIdempotent) && (prepared?.replayable ?? true) ? retry.attempts : 0);
+    // gRPC calls are never retried here: their bodies stream (body.ts), so a retry would replay a
+    // call the upstream may have acted on; gRPC clients retry by their own service config.
+    this.maxAttempts = route.grpc ? 1 : 1 + (isRetryableMethod(method, retry.nonIdempotent) && (prepared?.replayable ?? true) ? retry.attempts : 0);
     const target = ex.target as NonNullable<Exchange['target']>;
     const headers = upstreamRequestHeaders(ex.req.headers, {
       requestId: ex.requestId,
@@ -101,6 +130,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
     // fabio's host= option (proxy/http_proxy.go): a name replaces the client's Host; `dst` is set
     // per attempt in dispatch(), since a retry may go to another endpoint.
     if (route.upstreamHost !== null && route.upstreamHost !== 'dst') headers.host = route.upstreamHost;
+    // RFC 9113 §8.2.2 allows `te: trailers` on HTTP/2, and gRPC requires it (PROTOCOL-HTTP2.md).
+    if (route.grpc) headers.te = 'trailers';
+    this.dispatcher = endpoint.dispatcherFor(route.proto);
     this.options = {
       method: method as Dispatcher.HttpMethod,
       path: route.upstreamPath(target.path) + target.query,
@@ -115,8 +147,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const { res, route } = this;
     res[FORWARDING] = this;
     res.once('close', onResponseClose);
-    if (route.requestTimeoutMs !== null) {
-      this.deadlineTimer = setTimeout(onDeadline, Math.max(0, this.ex.started + route.requestTimeoutMs - performance.now()), this);
+    if (this.deadlineMs !== null) {
+      this.deadlineTimer = setTimeout(onDeadline, Math.max(0, this.ex.started + this.deadlineMs - performance.now()), this);
     }
     route.retry.budget.recordRequest();
     this.dispatch();
@@ -125,6 +157,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private dispatch(): void {
     const endpoint = this.endpoint;
     this.ex.endpoint = endpoint;
+    this.dispatcher = endpoint.dispatcherFor(this.route.proto);
     endpoint.inflight += 1;
     this.abort = null;
     if (this.route.upstreamHost === 'dst') (this.options.headers as Record<string, string>).host = endpoint.authority;
@@ -133,7 +166,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       this.headersTimer = setTimeout(onHeadersTimer, this.route.responseHeadersTimeoutMs, this);
     }
     try {
-      endpoint.pool.dispatch(this.options, this);
+      this.dispatcher.dispatch(this.options, this);
     } catch (err) {
       this.onError(err as Error);
     }
@@ -161,7 +194,16 @@ class Forwarding implements Dispatcher.DispatchHandler {
     }
     this.streaming = true;
     this.resume = resume;
-    this.res.writeHead(status, responseHeaderList(rawHeaders, this.ex.requestId, this.ex.extraHeaders, this.ex.ctx.draining));
+    const { ex } = this;
+    let head = responseHeaderList(rawHeaders, ex.requestId, ex.extraHeaders, !ex.http2 && ex.ctx.draining);
+    if (route.grpc) {
+      const split = splitTrailersOnly(head);
+      if (split) {
+        head = split.head;
+        this.grpcTrailers = split.trailers;
+      }
+    }
+    this.res.writeHead(status, head);
     return true;
   }
 
@@ -172,7 +214,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     return false;
   }
 
-  onComplete(): void {
+  onComplete(trailers?: unknown): void {
     clearTimeout(this.headersTimer);
     this.endpoint.inflight -= 1;
     const next = this.discarding;
@@ -180,6 +222,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       this.discarding = null;
       return this.retryOn(next);
     }
+    if (this.route.grpc) this.passTrailers(trailers);
     this.res.end();
     const status = this.res.statusCode;
     this.finish(status, this.route.resilience.breaker.isFailureStatus(status) ? 'failure' : 'success');
@@ -190,6 +233,12 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.endpoint.inflight -= 1;
     const { route, ex, bodyState } = this;
     if (this.streaming) {
+      if (ex.grpc && !this.clientGone) {
+        // Messages may be out, but a gRPC call ends with its status in the trailers: say why.
+        const code = this.timedOut ? 'upstream_timeout' : 'upstream_error';
+        ex.answerError(code, this.timedOut ? `deadline of ${this.deadlineMs ?? 0} ms exceeded` : `upstream failed mid-call: ${describeError(err)}`);
+        return this.finish(this.res.statusCode, this.timedOut && this.clientDeadline ? 'none' : 'failure');
+      }
       // The head is out: nothing to answer, the client sees a cut response.
       this.res.destroy();
       return this.finish(this.res.statusCode, this.clientGone ? 'none' : 'failure');
@@ -211,6 +260,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       // Still waiting for the client's body: the upstream is not slow, the client is.
       return this.refuse('request_timeout', 'the request body did not arrive in time');
     }
+    if (this.timedOut && this.clientDeadline) return this.timeout();
     route.resilience.outlier.record(this.endpoint.key, 'failure');
     if (this.timedOut) return this.timeout();
     const { retry } = route;
@@ -221,7 +271,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       if (next) return this.retryOn(next);
     }
     ex.ctx.logger.warn({ requestId: ex.requestId, endpoint: this.endpoint.key, service: route.service, err: describeError(err) }, 'upstream request failed');
-    this.finish(sendError(this.res, failure.code, ex.requestId, failure.message, { headers: ex.answerHeaders, close: ex.bodyUnread || ex.ctx.draining }), 'failure');
+    this.finish(ex.answerError(failure.code, failure.message), 'failure');
   }
 
   // ---- retries, timers, the client leaving ---------------------------------------------------
@@ -278,7 +328,9 @@ class Forwarding implements Dispatcher.DispatchHandler {
   }
 
   responseClosed(): void {
-    if (this.finished || this.res.writableFinished) return;
+    // node:http2's compatibility response reads writableFinished true once its stream closed, also
+    // when the client reset it; there the question is whether we ended the answer.
+    if (this.finished || (this.ex.http2 ? this.res.writableEnded : this.res.writableFinished)) return;
     this.clientGone = true;
     if (this.backoffTimer !== undefined) {
       clearTimeout(this.backoffTimer);
@@ -294,13 +346,29 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   private timeout(): void {
     const { ex, route } = this;
-    ex.ctx.logger.warn({ requestId: ex.requestId, service: route.service, timeoutMs: route.requestTimeoutMs }, 'request timeout reached');
-    this.finish(sendError(this.res, 'upstream_timeout', ex.requestId, `no complete answer within ${route.requestTimeoutMs ?? 0} ms`, { headers: ex.answerHeaders, close: ex.bodyUnread || ex.ctx.draining }), 'failure');
+    ex.ctx.logger.warn({ requestId: ex.requestId, service: route.service, timeoutMs: this.deadlineMs }, 'request timeout reached');
+    const message = this.clientDeadline ? `deadline of ${this.deadlineMs ?? 0} ms (grpc-timeout) exceeded` : `no complete answer within ${this.deadlineMs ?? 0} ms`;
+    this.finish(ex.answerError('upstream_timeout', message), this.clientDeadline ? 'none' : 'failure');
   }
 
   private refuse(code: Parameters<Exchange['refuse']>[0], message: string): void {
     this.ex.reason ??= code;
-    this.finish(sendError(this.res, code, this.ex.requestId, message, { headers: this.ex.answerHeaders, close: true }), 'none');
+    this.finish(this.ex.answerError(code, message), 'none');
+  }
+
+  /** A gRPC call's trailers (or the status of a trailers-only answer) go to the client intact. */
+  private passTrailers(raw: unknown): void {
+    const { trailers, grpcStatus } = trailersOf(raw);
+    const own = this.grpcTrailers;
+    if (own) for (const name in own) trailers[name] ??= own[name] as string;
+    const status = grpcStatus ?? own?.['grpc-status'];
+    this.ex.grpcStatus = status === undefined ? null : grpcStatusLabel(status);
+    let any = false;
+    for (const _ in trailers) {
+      any = true;
+      break;
+    }
+    if (any) this.res.addTrailers(trailers);
   }
 
   /** Every permit ends in exactly one record or release, or a half-open breaker waits forever. */

@@ -11,6 +11,8 @@ const HOP_BY_HOP = new Set([
   'trailer',
   'transfer-encoding',
   'upgrade',
+  // RFC 9113 §3.2.1 / RFC 7540: connection-specific, and an HTTP/2 response must not carry it.
+  'http2-settings',
 ]);
 
 /**
@@ -85,7 +87,8 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
   const out: Record<string, string | string[]> = {};
   for (const name in incoming) {
     const value = incoming[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || extra?.has(name) || isIdentityHeader(name) || name === EXPECT || isUnderscoreSpellingOfOurs(name)) continue;
+    // `:method`, `:authority`...: an HTTP/2 client's pseudo-headers are the request line, not fields.
+    if (value === undefined || name.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(name) || extra?.has(name) || isIdentityHeader(name) || name === EXPECT || isUnderscoreSpellingOfOurs(name)) continue;
     out[name] = value;
   }
   if (ctx.drop) for (const name of ctx.drop) delete out[name];

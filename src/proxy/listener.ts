@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { createSecureServer, createServer as createHttp2Server, type Http2SecureServer, type Http2Server, type ServerHttp2Stream } from 'node:http2';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import type { TlsClientAuthMode, TlsMinVersion } from '../core/choices.ts';
 import { randomUUID } from 'node:crypto';
@@ -15,6 +15,8 @@ import { Exchange, type PipelineContext } from './pipeline.ts';
 import { AccessLog } from './access-log.ts';
 import { behindEarlierAnswer, startUpgrade, upgradeResponse } from './upgrade.ts';
 import { WebSocketSessions } from './websocket-sessions.ts';
+import { DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_RESETS_PER_WINDOW, Http2Sessions, http2ServerOptions } from './http2-sessions.ts';
+import { sniffHttp2Preface } from './h2c-sniff.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
@@ -34,6 +36,10 @@ export interface ProxyOptions {
   readonly clientBodyTimeoutMs?: number;
   /** Bodies up to this size are read completely before an upstream is picked. */
   readonly requestBufferSize?: number;
+  /** Prior-knowledge HTTP/2 (h2c) on the plain listener, beside HTTP/1.1 (`--h2c`). */
+  readonly h2c?: boolean;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of HTTP/2 sessions (`--http2-max-concurrent-streams`). */
+  readonly http2MaxConcurrentStreams?: number;
 }
 
 const DEFAULT_HEADER_TIMEOUT_MS = 10_000;
@@ -65,6 +71,9 @@ export class ProxyListener {
   readonly websockets: WebSocketSessions;
   /** Sockets of upgrade requests not yet answered or switched: no server tracks them any more. */
   private readonly handshakes = new Set<Socket>();
+  /** HTTP/2 sessions of every listener (h2 on TLS, h2c on the plain one). */
+  readonly http2: Http2Sessions;
+  private readonly http2Options: ReturnType<typeof http2ServerOptions>;
 
   constructor(private readonly options: ProxyOptions) {
     const headerTimeoutMs = options.clientHeaderTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
@@ -85,6 +94,18 @@ export class ProxyListener {
     this.limits = new ListenerLimits(options.maxConnections, options.metrics, options.logger);
     this.limits.watch(this.server);
     this.websockets = new WebSocketSessions(options.metrics, options.logger);
+    const http2Limits = {
+      maxConcurrentStreams: options.http2MaxConcurrentStreams ?? DEFAULT_MAX_CONCURRENT_STREAMS,
+      maxHeaderListSize: this.head.maxHeaderSize,
+      // Pseudo-headers (:method, :scheme, :authority, :path) come on top of the fields; one more
+      // than the limit, so a request over it is seen and refused with 431 rather than reset.
+      maxHeaderListPairs: this.head.maxHeaderCount + 5,
+      firstRequestTimeoutMs: headerTimeoutMs,
+      maxResetsPerWindow: DEFAULT_MAX_RESETS_PER_WINDOW,
+    };
+    this.http2 = new Http2Sessions(http2Limits, options.metrics, options.logger);
+    this.http2Options = http2ServerOptions(http2Limits);
+    if (options.h2c) this.addH2c();
     this.ctx = {
       runtime: options.runtime,
       head: this.head,
@@ -101,7 +122,9 @@ export class ProxyListener {
   }
 
   /** The same request handling on every listener of this proxy, plain or TLS. */
-  private configure<S extends Server>(server: S): S {
+  private configure<S extends Server | Http2SecureServer>(listening: S): S {
+    // The TLS listener is node:http2's, whose HTTP/1.1 side is http's and takes the same settings.
+    const server = listening as Server;
     // One more than the limit, so a head over it is seen (and refused) rather than cut.
     server.maxHeadersCount = this.head.maxHeaderCount + 1;
     // Without this listener Node answers `Expect: 100-continue` itself, before authentication.
@@ -112,7 +135,26 @@ export class ProxyListener {
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     this.servers.push(server);
-    return server;
+    return listening;
+  }
+
+  /**
+   * Prior-knowledge h2c on the plain listener: a connection that opens with the HTTP/2 preface
+   * goes to an HTTP/2 server (never listening itself), any other to the HTTP/1.1 server as before,
+   * so both share the port. The `Upgrade: h2c` dance (RFC 7540 §3.2) is not offered: RFC 9113
+   * deprecates it and gRPC clients use prior knowledge.
+   */
+  private addH2c(): void {
+    const h2 = createHttp2Server(this.http2Options);
+    this.watchHttp2(h2, false);
+    // (The TLS listener gets this from configure(), for both of its protocols.)
+    h2.on('checkContinue', (req, res) => this.onRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse, true));
+    sniffHttp2Preface(this.server, h2, this.head.headerTimeoutMs);
+  }
+
+  private watchHttp2(server: Http2Server | Http2SecureServer, secure: boolean): void {
+    this.http2.watch(server, secure);
+    server.on('request', (req, res) => this.onRequest(req as unknown as IncomingMessage, res as unknown as ServerResponse, false));
   }
 
   /**
@@ -124,22 +166,29 @@ export class ProxyListener {
     certificates: { contextFor(serverName: string | undefined): SecureContext | undefined },
     minVersion: TlsMinVersion,
     clientAuth: { readonly mode: TlsClientAuthMode; readonly ca?: string } = { mode: 'none' },
-  ): HttpsServer {
+  ): Http2SecureServer {
     const asks = clientAuth.mode !== 'none';
-    const server = createHttpsServer(
-      {
-        ...this.serverOptions,
-        minVersion,
-        // request: the certificate is asked for and verified, and a route's policy decides what an
-        // absent or unverified one means; require: OpenSSL ends the handshake without a verified one.
-        ...(asks ? { requestCert: true, rejectUnauthorized: clientAuth.mode === 'require', ...(clientAuth.ca === undefined ? {} : { ca: clientAuth.ca }) } : {}),
-        // Node's default of 120 s would let a client that opens connections and never finishes a
-        // handshake hold them for two minutes each: the same bound as for a request head.
-        handshakeTimeout: this.head.headerTimeoutMs,
-        SNICallback: (serverName, done) => done(null, certificates.contextFor(serverName)),
-      },
-      (req, res) => this.onRequest(req, res, false),
-    );
+    // One port for both: ALPN picks h2 or http/1.1 (RFC 7301); a client that offers no ALPN
+    // speaks HTTP/1.1 (allowHTTP1). The HTTP/1.1 side is Node's http server, configured below as
+    // the plain listener is.
+    const server = createSecureServer({
+      ...this.http2Options,
+      allowHTTP1: true,
+      ALPNProtocols: ['h2', 'http/1.1'],
+      minVersion,
+      // request: the certificate is asked for and verified, and a route's policy decides what an
+      // absent or unverified one means; require: OpenSSL ends the handshake without a verified one.
+      ...(asks ? { requestCert: true, rejectUnauthorized: clientAuth.mode === 'require', ...(clientAuth.ca === undefined ? {} : { ca: clientAuth.ca }) } : {}),
+      // Node's default of 120 s would let a client that opens connections and never finishes a
+      // handshake hold them for two minutes each: the same bound as for a request head.
+      handshakeTimeout: this.head.headerTimeoutMs,
+      SNICallback: (serverName, done) => done(null, certificates.contextFor(serverName)),
+    });
+    // createSecureServer does not take the HTTP/1.1 options; its HTTP/1.1 side reads them from
+    // the server object, and the head-timeout check is set up when it starts listening.
+    const http1 = server as unknown as Record<string, unknown>;
+    for (const [name, value] of Object.entries(this.serverOptions)) http1[name] = value;
+    this.watchHttp2(server, true);
     // https.Server hands handshake errors to 'clientError', whose handler answers HTTP: on a
     // socket still in its handshake that answer is never written and the socket stays open. A
     // failed handshake has nothing to answer: count it and close.
@@ -156,15 +205,26 @@ export class ProxyListener {
         this.options.metrics.tlsClientCertificates.inc({ result });
       });
     }
-    this.limits.watch(server);
+    // A client that negotiated neither protocol (ALPN with only unknown names) is closed.
+    server.on('unknownProtocol', (socket: Socket) => socket.destroy());
+    this.limits.watch(server as unknown as Server);
     return this.configure(server);
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
+    // (For HTTP/2, req and res are node:http2's compatibility objects: the pipeline uses only
+    // what they share with http's, and asks `req.httpVersionMajor` where they differ.)
+    const http2 = req.httpVersionMajor === 2;
+    // A stream the client reset before we got to it (rapid reset) costs no exchange at all.
+    if (http2) {
+      const stream = (res as unknown as { stream: ServerHttp2Stream }).stream;
+      if (stream.destroyed || stream.closed || stream.session?.destroyed !== false) return;
+    }
     this.inflight += 1;
     (res as TrackedResponse)[LISTENER] = this;
     res.once('close', onRequestClosed);
-    closeWithSocket(req.socket, res);
+    // HTTP/2 streams end on their own; only HTTP/1.1's pipelined answers need the socket's close.
+    if (!http2) closeWithSocket(req.socket, res);
     const exchange = new Exchange(this.ctx, req, res, expectsContinue);
     try {
       exchange.start();
@@ -251,8 +311,8 @@ export class ProxyListener {
     this.ctx.httpsPort = port;
   }
 
-  listen(host: string, port: number, server: Server = this.server): Promise<number> {
-    return listenOn(server, host, port);
+  listen(host: string, port: number, server: Server | Http2SecureServer = this.server): Promise<number> {
+    return listenOn(server as Server, host, port);
   }
 
   /**
@@ -265,6 +325,8 @@ export class ProxyListener {
     const websocketsCut = this.websockets.drain(timeoutMs);
     const closed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     for (const server of this.servers) server.closeIdleConnections();
+    // HTTP/2: GOAWAY, so clients open no new stream here; streams in flight finish.
+    this.http2.closeAll();
     if (this.inflight > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
@@ -276,6 +338,7 @@ export class ProxyListener {
     const unfinished = this.inflight;
     for (const server of this.servers) server.closeAllConnections();
     for (const socket of this.handshakes) socket.destroy();
+    this.http2.destroyAll();
     const cut = await websocketsCut;
     await closed;
     return { unfinished: unfinished + cut };

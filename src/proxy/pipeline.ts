@@ -13,6 +13,7 @@ import { prepareBody, type BodyLimits, type PreparedBody } from './body.ts';
 import { sendError, type ErrorExtras } from './errors.ts';
 import { checkHead, contentLength, type HeadLimits } from './client-errors.ts';
 import { forward } from './forward.ts';
+import { isGrpcRequest, sendGrpcError } from './grpc.ts';
 import type { ListenerLimits } from './listener-limits.ts';
 import type { AccessLog } from './access-log.ts';
 
@@ -55,6 +56,15 @@ export class Exchange {
   readonly clientIp: string;
   /** The client spoke TLS to a --listen-tls listener (X-Forwarded-Proto: https). */
   readonly encrypted: boolean;
+  /**
+   * The client speaks HTTP/2 (the compatibility request and response of node:http2): connection
+   * fields are never sent to it (RFC 9113 §8.2.2), the session, not the answer, closes connections.
+   */
+  readonly http2: boolean;
+  /** A gRPC call: the gateway's own answers are gRPC statuses, not JSON. */
+  readonly grpc: boolean;
+  /** The grpc-status the client got, for the gRPC metrics; null until known. */
+  grpcStatus: string | null = null;
   route: CompiledRoute | undefined;
   target: RequestTarget | undefined;
   readonly declaredLength: number | undefined;
@@ -80,9 +90,14 @@ export class Exchange {
     // Read now: once a request body stream is destroyed (client hung up), req.socket is null.
     this.clientIp = req.socket.remoteAddress ?? '';
     this.encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
+    this.http2 = req.httpVersionMajor === 2;
+    this.grpc = isGrpcRequest(req.headers);
     this.requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     this.declaredLength = contentLength(req);
-    this.hasBody = req.headers['transfer-encoding'] !== undefined || (this.declaredLength !== undefined && this.declaredLength > 0);
+    this.hasBody = this.http2
+      ? // RFC 9113 §8.1: an HTTP/2 request has a body unless its HEADERS frame ended the stream.
+        !(req as unknown as { stream: { endAfterHeaders: boolean } }).stream.endAfterHeaders && this.declaredLength !== 0
+      : req.headers['transfer-encoding'] !== undefined || (this.declaredLength !== undefined && this.declaredLength > 0);
     this.bodyUnread = this.hasBody;
   }
 
@@ -241,9 +256,22 @@ export class Exchange {
   /** Answers from the gateway, remembering why for the access log. */
   refuse(code: ErrorCode, message?: string, extras?: ErrorExtras): void {
     this.reason ??= extras?.reason ?? code;
+    this.finish(this.answerError(code, message, extras));
+  }
+
+  /**
+   * The gateway's error answer in the client's terms: a gRPC status for a gRPC call, our JSON
+   * error otherwise. Returns the HTTP status sent.
+   */
+  answerError(code: ErrorCode, message?: string, extras?: ErrorExtras, grpcStatus?: number): number {
+    if (this.grpc) {
+      const sent = sendGrpcError(this.res, code, this.requestId, message, grpcStatus);
+      this.grpcStatus = String(sent.grpcStatus);
+      return sent.status;
+    }
     const own = this.answerHeaders;
     const headers = own === undefined ? extras?.headers : { ...extras?.headers, ...own };
-    this.finish(sendError(this.res, code, this.requestId, message, { ...extras, headers, close: this.bodyUnread || this.ctx.draining }));
+    return sendError(this.res, code, this.requestId, message, { ...extras, headers, close: this.mustClose() });
   }
 
   /**
@@ -255,6 +283,14 @@ export class Exchange {
     return hsts === null ? undefined : { 'strict-transport-security': hsts };
   }
 
+  /**
+   * An HTTP/1.1 answer closes the connection when the body was not read (the next bytes are not
+   * a request) or while draining; an HTTP/2 stream has its own end and the session its GOAWAY.
+   */
+  mustClose(): boolean {
+    return !this.http2 && (this.bodyUnread || this.ctx.draining);
+  }
+
   /** A bug in this request's handling: 500, logged and counted, never the process. */
   fail(err: unknown): void {
     this.ctx.metrics.internalErrors.inc({ component: 'proxy' });
@@ -263,7 +299,7 @@ export class Exchange {
       this.res.destroy();
       return;
     }
-    this.finish(sendError(this.res, 'internal_error', this.requestId, undefined, { headers: this.answerHeaders, close: true }));
+    this.finish(this.grpc ? this.answerError('internal_error') : sendError(this.res, 'internal_error', this.requestId, undefined, { headers: this.answerHeaders, close: !this.http2 }));
   }
 
   /** Once per exchange: metrics and the access log line. */
@@ -277,6 +313,7 @@ export class Exchange {
     if (route) {
       route.countResponse(status);
       route.observeDuration(seconds);
+      if (route.grpc && this.grpc) route.countGrpcStatus(this.grpcStatus ?? (status === 499 ? '1' : 'none'));
     } else {
       ctx.countUnrouted(status);
     }

@@ -48,6 +48,10 @@ export interface CompiledRoute {
   readonly path: string;
   readonly service: string;
   readonly strip: string | null;
+  /** `proto=grpc` or `grpcs`: forwarded over HTTP/2, gateway answers are gRPC statuses, never retried. */
+  readonly grpc: boolean;
+  /** Counts a finished gRPC call by its grpc-status. */
+  readonly countGrpcStatus: (grpcStatus: string) => void;
   /** The path the upstream sees: `strip` removed, then `prepend` added (fabio's order). */
   readonly upstreamPath: (path: string) => string;
   /** Host header sent upstream: a name, `dst` (the endpoint's address:port), or null for the client's. */
@@ -206,6 +210,8 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     redirect: route.redirect ? compileRedirect(route.redirect) : null,
     access: route.access ? compileAccessRules(route.access) : null,
     countIpDenied: boundOnce(() => metrics.ipDenied.labels({ route: route.id })),
+    grpc: route.proto === 'grpc' || route.proto === 'grpcs',
+    countGrpcStatus: boundPerValue((grpcStatus: string) => metrics.grpcResponses.labels({ route: route.id, service: route.service, grpc_status: grpcStatus })),
     accessBindings: serializedBindings({ route: route.id, service: route.service }),
     get balancer() {
       return slot.balancer;
@@ -361,6 +367,7 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.requestLimitRejections, { route: r.id });
       metrics.ipDenied.remove({ route: r.id });
       metrics.httpsRedirects.remove({ route: r.id });
+      void removeSeriesMatching(metrics.grpcResponses, { route: r.id, service: r.service });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
       // The open-connections gauge stays while upgraded connections of the route are open: the
       // relays set it until their last one closes.

@@ -48,6 +48,8 @@ describe('parseGatewayConfig: defaults', () => {
       tlsMinVersion: 'TLSv1.2',
       tlsPollInterval: 5_000,
       tlsClientAuth: 'none',
+      h2c: false,
+      http2MaxConcurrentStreams: 100,
     };
     assert.deepEqual(config, expected);
   });

@@ -204,6 +204,7 @@ describe('buildSnapshot: routes', () => {
         path: '/v1',
         ...DEFAULT_ROUTE_OPTIONS,
         strip: '/v1',
+        proto: 'http',
         service: 'api',
         source: { kind: 'tag', tag: 'urlprefix-Api.Example.com:443/v1/ strip=/v1' },
         redirectHttps: false,

@@ -22,7 +22,7 @@ describe('parseUrlprefixTag: accepted tags', () => {
   for (const { tag, route } of cases) {
     test(tag, () => {
       const parsed = parseUrlprefixTag(tag);
-      assert.deepEqual(parsed, { ok: true, route });
+      assert.deepEqual(parsed, { ok: true, route: { ...route, proto: 'http' } });
     });
   }
 });
