@@ -37,8 +37,8 @@ export class UpstreamEndpoint {
   /** `host:port` as dialled (`[v6]:port`): the Host header of fabio's `host=dst`. */
   readonly authority: string;
   private readonly connectTimeoutMs: number;
-  /** How TLS is dialled (the pool's settings), for the HTTP/2 connection of a grpcs route. */
-  private readonly tls: UpstreamTls | undefined;
+  /** How TLS is dialled (the pool's settings), for gRPC's HTTP/2 connection and WebSocket dials. */
+  readonly tls: UpstreamTls | undefined;
 
   constructor(
     /** The endpoint (`address:port`, or `https://host:port`): outlier state and logs use it. */

@@ -6,7 +6,7 @@ import type { CompiledRoute, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { isRetryableMethod, type BodyState, type PreparedBody } from './body.ts';
 import { classifyFailure } from './errors.ts';
 import { grpcStatusLabel, parseGrpcTimeout, splitTrailersOnly, trailersOf } from './grpc.ts';
-import { responseHeaderList, upstreamRequestHeaders } from './headers.ts';
+import { responseHeaderList } from './headers.ts';
 import type { Exchange } from './pipeline.ts';
 
 /**
@@ -120,16 +120,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
     // call the upstream may have acted on; gRPC clients retry by their own service config.
     this.maxAttempts = route.grpc ? 1 : 1 + (isRetryableMethod(method, retry.nonIdempotent) && (prepared?.replayable ?? true) ? retry.attempts : 0);
     const target = ex.target as NonNullable<Exchange['target']>;
-    const headers = upstreamRequestHeaders(ex.req.headers, {
-      requestId: ex.requestId,
-      clientIp: ex.clientIp,
-      proto: ex.encrypted ? 'https' : 'http',
-      identity: ex.identity,
-      drop: route.auth.credentialHeaders,
-    });
-    // fabio's host= option (proxy/http_proxy.go): a name replaces the client's Host; `dst` is set
-    // per attempt in dispatch(), since a retry may go to another endpoint.
-    if (route.upstreamHost !== null && route.upstreamHost !== 'dst') headers.host = route.upstreamHost;
+    // `host=dst` is set per attempt in dispatch(), since a retry may go to another endpoint.
+    const headers = ex.upstreamHeaders(route);
     // RFC 9113 §8.2.2 allows `te: trailers` on HTTP/2, and gRPC requires it (PROTOCOL-HTTP2.md).
     if (route.grpc) headers.te = 'trailers';
     this.dispatcher = endpoint.dispatcherFor(route.proto);
@@ -353,7 +345,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
 
   private refuse(code: Parameters<Exchange['refuse']>[0], message: string): void {
     this.ex.reason ??= code;
-    this.finish(this.ex.answerError(code, message), 'none');
+    // Refused while the body streams: on HTTP/1.1 its rest cannot be told from a next request.
+    this.finish(this.ex.answerError(code, message, { close: true }), 'none');
   }
 
   /** A gRPC call's trailers (or the status of a trailers-only answer) go to the client intact. */

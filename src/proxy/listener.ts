@@ -74,6 +74,8 @@ export class ProxyListener {
   /** HTTP/2 sessions of every listener (h2 on TLS, h2c on the plain one). */
   readonly http2: Http2Sessions;
   private readonly http2Options: ReturnType<typeof http2ServerOptions>;
+  /** Sockets of the TLS listeners, which node:http2's server does not let us close (closeConnections). */
+  private readonly tlsSockets = new Set<TLSSocket>();
 
   constructor(private readonly options: ProxyOptions) {
     const headerTimeoutMs = options.clientHeaderTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
@@ -205,6 +207,10 @@ export class ProxyListener {
         this.options.metrics.tlsClientCertificates.inc({ result });
       });
     }
+    server.on('secureConnection', (socket: TLSSocket) => {
+      this.tlsSockets.add(socket);
+      socket.once('close', () => this.tlsSockets.delete(socket));
+    });
     // A client that negotiated neither protocol (ALPN with only unknown names) is closed.
     server.on('unknownProtocol', (socket: Socket) => socket.destroy());
     this.limits.watch(server as unknown as Server);
@@ -235,6 +241,7 @@ export class ProxyListener {
 
   /** `Upgrade:` requests (upgrade.ts); counted in flight until answered or switched. */
   private onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    this.tlsSockets.delete(socket as TLSSocket);
     if (behindEarlierAnswer(socket, () => this.onUpgrade(req, socket, head))) return;
     const res = upgradeResponse(req, socket);
     this.inflight += 1;
@@ -316,6 +323,25 @@ export class ProxyListener {
   }
 
   /**
+   * Closes the HTTP/1.1 connections that are idle (keep-alive between requests), or all of them.
+   * node:http2's secure server (h2 and HTTP/1.1 on one port) has neither of http's
+   * closeIdleConnections/closeAllConnections: its TLS sockets are tracked here, and one is idle
+   * when it speaks HTTP/1.1 and no response is in progress on it. Upgraded (WebSocket) sockets
+   * left the set at their upgrade: their drain closes them with a close frame.
+   */
+  private closeConnections(which: 'idle' | 'all'): void {
+    for (const server of this.servers) {
+      if (typeof server.closeAllConnections !== 'function') continue;
+      if (which === 'all') server.closeAllConnections();
+      else server.closeIdleConnections();
+    }
+    for (const socket of this.tlsSockets) {
+      if (which === 'all') socket.destroy();
+      else if (socket.alpnProtocol !== 'h2' && !(socket as TLSSocket & { _httpMessage?: unknown })._httpMessage) socket.end();
+    }
+  }
+
+  /**
    * Stops accepting, lets requests in flight finish (closing keep-alive connections as they go
    * idle) and resolves when none is left or `timeoutMs` has passed; then cuts what remains.
    */
@@ -324,7 +350,7 @@ export class ProxyListener {
     // Upgraded connections get their close frames now and the same timeout to close.
     const websocketsCut = this.websockets.drain(timeoutMs);
     const closed = Promise.all(this.servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
-    for (const server of this.servers) server.closeIdleConnections();
+    this.closeConnections('idle');
     // HTTP/2: GOAWAY, so clients open no new stream here; streams in flight finish.
     this.http2.closeAll();
     if (this.inflight > 0) {
@@ -336,7 +362,7 @@ export class ProxyListener {
       clearTimeout(timer);
     }
     const unfinished = this.inflight;
-    for (const server of this.servers) server.closeAllConnections();
+    this.closeConnections('all');
     for (const socket of this.handshakes) socket.destroy();
     this.http2.destroyAll();
     const cut = await websocketsCut;

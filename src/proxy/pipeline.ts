@@ -7,7 +7,7 @@ import type { ErrorCode } from '../core/errors.ts';
 import { redirectsToItself, type AccessCheck, type CompiledRoute, type Identity, type Runtime, type UpstreamEndpoint } from '../runtime/runtime.ts';
 import { connectionClientCertificate } from './client-certificate.ts';
 import { sendHttpsRedirect } from './redirect.ts';
-import { acceptableRequestId } from './headers.ts';
+import { acceptableRequestId, upstreamRequestHeaders } from './headers.ts';
 import { requestTarget, type RequestTarget } from './target.ts';
 import { prepareBody, type BodyLimits, type PreparedBody } from './body.ts';
 import { sendError, type ErrorExtras } from './errors.ts';
@@ -271,7 +271,26 @@ export class Exchange {
     }
     const own = this.answerHeaders;
     const headers = own === undefined ? extras?.headers : { ...extras?.headers, ...own };
-    return sendError(this.res, code, this.requestId, message, { ...extras, headers, close: this.mustClose() });
+    // `close` asks for the end of an HTTP/1.1 connection (a body left half read); HTTP/2 has no such header.
+    return sendError(this.res, code, this.requestId, message, { ...extras, headers, close: extras?.close === true ? !this.http2 : this.mustClose() });
+  }
+
+  /**
+   * The request head for the upstream, for forwarding and WebSocket handshakes alike: hop-by-hop
+   * and forged identity headers out, the route's credentials out, X-Forwarded-* and the identity
+   * in, and fabio's `host=` name (proxy/http_proxy.go) in place of the client's Host. `host=dst`
+   * is the endpoint's own `address:port`, set by whoever knows the endpoint of each attempt.
+   */
+  upstreamHeaders(route: CompiledRoute): Record<string, string | string[]> {
+    const headers = upstreamRequestHeaders(this.req.headers, {
+      requestId: this.requestId,
+      clientIp: this.clientIp,
+      proto: this.encrypted ? 'https' : 'http',
+      identity: this.identity,
+      drop: route.auth.credentialHeaders,
+    });
+    if (route.upstreamHost !== null && route.upstreamHost !== 'dst') headers.host = route.upstreamHost;
+    return headers;
   }
 
   /**

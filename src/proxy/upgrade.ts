@@ -5,7 +5,7 @@ import { performance } from 'node:perf_hooks';
 import { describeError } from '../core/errors.ts';
 import type { CompiledRoute, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { classifyFailure } from './errors.ts';
-import { responseHeaderList, upstreamRequestHeaders } from './headers.ts';
+import { responseHeaderList } from './headers.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
 import { classifyUpgrade } from './websocket-handshake.ts';
 import type { WebSocketSessions } from './websocket-sessions.ts';
@@ -142,13 +142,8 @@ class UpgradeAttempt {
     // and counting it would let long-lived connections use up the endpoint's request cap.
     endpoint.inflight += 1;
     const target = ex.target as NonNullable<Exchange['target']>;
-    const headers = upstreamRequestHeaders(ex.req.headers, {
-      requestId: ex.requestId,
-      clientIp: ex.clientIp,
-      proto: ex.encrypted ? 'https' : 'http',
-      identity: ex.identity,
-      drop: route.auth.credentialHeaders,
-    });
+    const headers = ex.upstreamHeaders(route);
+    if (route.upstreamHost === 'dst') headers.host = endpoint.authority;
     // Hop-by-hop, so removed above; the one upgrade the gateway relays is asked for again.
     headers.connection = 'Upgrade';
     headers.upgrade = 'websocket';
@@ -161,6 +156,14 @@ class UpgradeAttempt {
       headers,
       // A connection of its own: after the 101 it belongs to this WebSocket, not to a pool.
       agent: false as const,
+      // TLS as the service's pool dials it: its verification, server name and trusted roots.
+      ...(endpoint.tls
+        ? {
+            rejectUnauthorized: !endpoint.tls.skipVerify,
+            ...(endpoint.tls.serverName !== undefined ? { servername: endpoint.tls.serverName } : {}),
+            ...(endpoint.tls.ca !== undefined ? { ca: [...endpoint.tls.ca] } : {}),
+          }
+        : {}),
     };
     let request: ClientRequest;
     try {
