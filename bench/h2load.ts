@@ -21,7 +21,8 @@ export async function runH2load(url: string, o: { threads: number; connections: 
   const timer = setTimeout(() => void terminate(child, 'SIGKILL'), (o.seconds * 10 + 30) * 1000);
   const code = await exitOf(child);
   clearTimeout(timer);
-  const finished = /finished in ([\d.]+)s, ([\d.]+) req\/s/.exec(out);
+  // "finished in 8.01s, ..." or, under a second, "finished in 570.12ms, ...".
+  const finished = /finished in ([\d.]+)(ms|s), ([\d.]+) req\/s/.exec(out);
   const counts = /requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
   const status2xx = /status codes: (\d+) 2xx/.exec(out);
   const timing = /time for request:\s+(\S+)\s+(\S+)\s+(\S+)/.exec(out);
@@ -30,8 +31,8 @@ export async function runH2load(url: string, o: { threads: number; connections: 
   const ok = status2xx ? Number(status2xx[1]) : Number(counts[3]);
   return {
     requests: done,
-    seconds: Number(finished[1]),
-    rps: Number(finished[2]),
+    seconds: Number(finished[1]) / (finished[2] === 'ms' ? 1000 : 1),
+    rps: Number(finished[3]),
     p50ms: timing ? ms(timing[3] as string) : Number.NaN,
     p99ms: Number.NaN,
     maxms: timing ? ms(timing[2] as string) : Number.NaN,
