@@ -137,6 +137,8 @@ before(async () => {
   [tlsPort] = (await freePorts(1)) as [number];
   gw = await startGateway({
     consul: consul.addr,
+    // The grpcs instance below presents the test certificate; the gateway trusts it as a CA.
+    env: { NODE_EXTRA_CA_CERTS: join(dir, 'default.crt') },
     args: ['--h2c', '--listen-tls', `127.0.0.1:${tlsPort}`, '--tls-cert', join(dir, 'default.crt'), '--tls-key', join(dir, 'default.key')],
   });
   const c = client(`127.0.0.1:${gw.listenPort}`);
@@ -256,6 +258,34 @@ test('gateway refusals are gRPC statuses: UNIMPLEMENTED for no route, UNAVAILABL
     await consul.setCheck('greeter-1', 'passing');
   }
   await waitFor(async () => ((await unary(c, 'SayHello', 'back')).err === null ? true : undefined), { timeoutMs: 20_000, message: 'served again' });
+});
+
+test('proto=grpcs: the gateway dials the instance over TLS (h2 by ALPN), verifying its certificate', async () => {
+  const secure = new grpc.Server();
+  secure.addService(serviceDefinition, {
+    SayHello: (call: grpc.ServerUnaryCall<{ name: string }, unknown>, cb: grpc.sendUnaryData<{ message: string }>) => {
+      const trailer = new grpc.Metadata();
+      trailer.set('x-over', 'tls');
+      cb(null, { message: `secure ${call.request.name}` }, trailer);
+    },
+  });
+  const credentials = grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(pem.DEFAULT_CERT), private_key: Buffer.from(pem.DEFAULT_KEY) }]);
+  const port = await new Promise<number>((resolve, reject) => secure.bindAsync('127.0.0.1:0', credentials, (err, p) => (err ? reject(err) : resolve(p))));
+  try {
+    // A route of its own (host-scoped), so the plain greeter's route stays as it is.
+    await consul.register({ id: 'greeter-tls-1', name: 'greeter-tls', port, tags: ['urlprefix-secure.test/helloworld.Greeter proto=grpcs'] });
+    const c = new Greeter(`127.0.0.1:${gw.listenPort}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'secure.test' });
+    clients.push(c);
+    const answer = await waitFor(async () => {
+      const a = await unary(c, 'SayHello', 'x');
+      return a.err === null ? a : undefined;
+    }, { timeoutMs: 20_000, message: 'grpcs route served' });
+    assert.equal(answer.reply?.message, 'secure x');
+    assert.equal(answer.status?.metadata.get('x-over')[0], 'tls');
+  } finally {
+    await consul.deregister('greeter-tls-1');
+    secure.forceShutdown();
+  }
 });
 
 test('gRPC statuses are counted per route; a Consul change still applies (a second instance is used)', async () => {
