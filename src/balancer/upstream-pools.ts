@@ -1,5 +1,5 @@
 import { rootCertificates } from 'node:tls';
-import { Client, H2CClient, Pool, type Dispatcher } from 'undici';
+import { buildConnector, Client, H2CClient, Pool, type Dispatcher } from 'undici';
 import type { RouteProto } from '../state/route-options.ts';
 
 /**
@@ -39,6 +39,15 @@ export class UpstreamEndpoint {
   private readonly connectTimeoutMs: number;
   /** How TLS is dialled (the pool's settings), for gRPC's HTTP/2 connection and WebSocket dials. */
   readonly tls: UpstreamTls | undefined;
+  /**
+   * For TLS endpoints, the `servername` every request dispatched here carries. undici takes a
+   * request's server name from its Host header unless one is given, would then verify the
+   * instance against the client's Host, and closes the connection whenever the name changes
+   * between requests; one constant name per endpoint avoids both (tlsConnector dials the name
+   * that counts).
+   */
+  readonly tlsRequestName: string | undefined;
+  private readonly connector: buildConnector.connector | undefined;
 
   constructor(
     /** The endpoint (`address:port`, or `https://host:port`): outlier state and logs use it. */
@@ -53,16 +62,10 @@ export class UpstreamEndpoint {
     this.authority = new URL(origin).host;
     this.connectTimeoutMs = options.connectTimeoutMs;
     this.tls = tls;
+    this.tlsRequestName = tls ? (tls.serverName ?? new URL(origin).hostname) : undefined;
+    this.connector = tls ? tlsConnector(tls, options.connectTimeoutMs) : undefined;
     this.pool = new Pool(origin, {
-      ...(tls
-        ? {
-            connect: {
-              rejectUnauthorized: !tls.skipVerify,
-              ...(tls.serverName !== undefined ? { servername: tls.serverName } : {}),
-              ...(tls.ca !== undefined ? { ca: [...tls.ca] } : {}),
-            },
-          }
-        : {}),
+      ...(this.connector ? { connect: this.connector } : {}),
       connections: options.connectionsPerEndpoint,
       connectTimeout: options.connectTimeoutMs,
       keepAliveTimeout: 4_000,
@@ -95,16 +98,7 @@ export class UpstreamEndpoint {
       this.h2 =
         tls === undefined
           ? new H2CClient(`http://${host}`, { ...common, ...streams })
-          : new Client(`https://${host}`, {
-              ...common,
-              ...streams,
-              allowH2: true,
-              connect: {
-                rejectUnauthorized: !tls.skipVerify,
-                ...(tls.serverName !== undefined ? { servername: tls.serverName } : {}),
-                ...(tls.ca !== undefined ? { ca: [...tls.ca] } : {}),
-              },
-            });
+          : new Client(`https://${host}`, { ...common, ...streams, allowH2: true, connect: tlsConnector(tls, this.connectTimeoutMs, true) });
     }
     return this.h2;
   }
@@ -122,6 +116,22 @@ export class UpstreamEndpoint {
   get saturated(): boolean {
     return this.inflight >= this.cap;
   }
+}
+
+/**
+ * A TLS dial verified against the endpoint itself: its `host=` name when the tags give one (sent
+ * as SNI), else its address (no SNI for an IP, which Node then checks against the certificate's
+ * IP SANs), whatever name a request carries.
+ */
+function tlsConnector(tls: UpstreamTls, timeoutMs: number, allowH2 = false): buildConnector.connector {
+  const connect = buildConnector({
+    timeout: timeoutMs,
+    allowH2,
+    rejectUnauthorized: !tls.skipVerify,
+    ...(tls.serverName !== undefined ? { servername: tls.serverName } : {}),
+    ...(tls.ca !== undefined ? { ca: [...tls.ca] } : {}),
+  });
+  return (options, callback) => connect({ ...options, servername: tls.serverName }, callback);
 }
 
 export class UpstreamPools {

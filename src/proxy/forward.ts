@@ -150,6 +150,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const endpoint = this.endpoint;
     this.ex.endpoint = endpoint;
     this.dispatcher = endpoint.dispatcherFor(this.route.proto);
+    // undici reads it (core/request.js) though its DispatchOptions type does not list it.
+    (this.options as { servername?: string | undefined }).servername = endpoint.tlsRequestName;
     endpoint.inflight += 1;
     this.abort = null;
     if (this.route.upstreamHost === 'dst') (this.options.headers as Record<string, string>).host = endpoint.authority;
