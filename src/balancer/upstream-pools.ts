@@ -34,6 +34,7 @@ export class UpstreamEndpoint {
   ) {
     this.cap = options.connectionsPerEndpoint;
     this.connectTimeoutMs = options.connectTimeoutMs;
+    this.tlsName = new URL(origin).hostname.replace(/^\[|\]$/g, '');
     this.pool = new Pool(origin, {
       connections: options.connectionsPerEndpoint,
       connectTimeout: options.connectTimeoutMs,
@@ -42,6 +43,13 @@ export class UpstreamEndpoint {
       pipelining: 1,
     });
   }
+
+  /**
+   * The name a TLS upstream's certificate must carry: its address (a name, or an IP literal,
+   * checked against the certificate's IP addresses), never the client's Host, which undici would
+   * otherwise use for SNI and verification.
+   */
+  readonly tlsName: string;
 
   /** The other ways this endpoint is dialled (route `proto=`), made on first use. */
   private readonly others = new Map<Exclude<UpstreamProto, 'http'>, Dispatcher>();

@@ -155,6 +155,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const endpoint = this.endpoint;
     this.ex.endpoint = endpoint;
     this.dispatcher = endpoint.dispatcherFor(this.route.proto);
+    if (this.route.proto === 'grpcs' || this.route.proto === 'https') (this.options as { servername?: string }).servername = endpoint.tlsName;
     endpoint.inflight += 1;
     this.abort = null;
     this.headersTimedOut = false;
