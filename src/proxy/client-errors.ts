@@ -65,12 +65,23 @@ const HOST = /^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=
  * framing, a Host that is missing, repeated (which one did the client mean?) or not a host at
  * all (RFC 9112 §3.2 requires 400 for each), more fields than the limit.
  */
+/**
+ * The request came on an HTTP/2 stream (node:http2's compatibility request, which has `stream`).
+ * Never `httpVersionMajor`: an HTTP/1 request line may claim `HTTP/2.0`, and Node's parser lets it.
+ */
+export function isHttp2Request(req: IncomingMessage): boolean {
+  return (req as IncomingMessage & { stream?: unknown }).stream !== undefined;
+}
+
 export function checkHead(req: IncomingMessage, limits: HeadLimits): HeadRefusal | undefined {
   const raw = req.rawHeaders;
   if (raw.length / 2 > limits.maxHeaderCount) {
     return { code: 'headers_too_large', message: `the request has more than ${limits.maxHeaderCount} header fields` };
   }
-  if (req.httpVersionMajor === 2) {
+  const http2 = isHttp2Request(req);
+  // Node's HTTP/1 parser takes `HTTP/2.0` in a request line; HTTP/2 is never spoken that way.
+  if (!http2 && req.httpVersionMajor !== 1) return { code: 'bad_request', message: `HTTP/${req.httpVersionMajor}.${req.httpVersionMinor} in an HTTP/1 request line; HTTP/2 is spoken with its own framing (h2 by ALPN, or h2c with --h2c)` };
+  if (http2) {
     // RFC 9113 §8.3.1: `:authority` is the host; a Host that names another is malformed.
     const headers = req.headers as IncomingMessage['headers'] & { ':authority'?: string };
     const authority = headers[':authority'];

@@ -9,7 +9,7 @@ import { listenOn } from '../core/net.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from '../runtime/runtime.ts';
 import { sendError } from './errors.ts';
-import { refusalOfParserError, writeRawRefusal, type HeadLimits } from './client-errors.ts';
+import { isHttp2Request, refusalOfParserError, writeRawRefusal, type HeadLimits } from './client-errors.ts';
 import { ListenerLimits } from './listener-limits.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
 import { AccessLog } from './access-log.ts';
@@ -219,8 +219,8 @@ export class ProxyListener {
 
   private onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     // (For HTTP/2, req and res are node:http2's compatibility objects: the pipeline uses only
-    // what they share with http's, and asks `req.httpVersionMajor` where they differ.)
-    const http2 = req.httpVersionMajor === 2;
+    // what they share with http's, and asks isHttp2Request where they differ.)
+    const http2 = isHttp2Request(req);
     // A stream the client reset before we got to it (rapid reset) costs no exchange at all.
     if (http2) {
       const stream = (res as unknown as { stream: ServerHttp2Stream }).stream;

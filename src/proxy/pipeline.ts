@@ -11,7 +11,7 @@ import { acceptableRequestId, upstreamRequestHeaders } from './headers.ts';
 import { requestTarget, type RequestTarget } from './target.ts';
 import { prepareBody, type BodyLimits, type PreparedBody } from './body.ts';
 import { sendError, type ErrorExtras } from './errors.ts';
-import { checkHead, contentLength, type HeadLimits } from './client-errors.ts';
+import { checkHead, contentLength, isHttp2Request, type HeadLimits } from './client-errors.ts';
 import { forward } from './forward.ts';
 import { isGrpcRequest, sendGrpcError } from './grpc.ts';
 import type { ListenerLimits } from './listener-limits.ts';
@@ -90,7 +90,7 @@ export class Exchange {
     // Read now: once a request body stream is destroyed (client hung up), req.socket is null.
     this.clientIp = req.socket.remoteAddress ?? '';
     this.encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
-    this.http2 = req.httpVersionMajor === 2;
+    this.http2 = isHttp2Request(req);
     this.grpc = isGrpcRequest(req.headers);
     this.requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
     this.declaredLength = contentLength(req);

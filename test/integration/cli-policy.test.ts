@@ -121,7 +121,7 @@ describe('cgw policy validate', () => {
       assert.ok(l, `no line for ${file} in:\n${r.stdout}`);
       return l;
     };
-    assert.equal(line(join(dir, 'auth.yaml')), `FAIL ${join(dir, 'auth.yaml')}: auth.methods.0: Invalid option: expected one of "jwt"|"apiKey"`);
+    assert.equal(line(join(dir, 'auth.yaml')), `FAIL ${join(dir, 'auth.yaml')}: auth.methods.0: Invalid option: expected one of "jwt"|"apiKey"|"mtls"`);
     assert.match(line(join(dir, 'route-connect.yaml')), /^FAIL .*: timeouts\.connect: connections are pooled per service/);
     assert.match(line(join(dir, 'syntax.yaml')), /^FAIL .*: not valid JSON or YAML \(line \d+, column \d+\)/);
     assert.match(line(join(dir, 'routes', 'both.yaml')), /^FAIL .*: set exactly one of service, upstreams$/);

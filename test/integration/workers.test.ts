@@ -68,9 +68,9 @@ test('two workers run the snapshot in force; Consul is watched once, not once pe
     assert.equal(w.version, s.snapshot?.version);
     assert.equal(w.current, true);
   }
-  // catalog, KV and one health watch: the same as a single process.
-  assert.equal(s.consul.watches, 3);
-  assert.ok(s.consul.openConnections <= 4, `${s.consul.openConnections} connections to Consul`);
+  // catalog, KV, fabio's route key and one health watch: the same as a single process.
+  assert.equal(s.consul.watches, 4);
+  assert.ok(s.consul.openConnections <= 5, `${s.consul.openConnections} connections to Consul`);
   const cli = await runCli(['status', '--admin', gw.adminUrl]);
   assert.equal(cli.code, 0, cli.stderr);
   assert.match(cli.stdout, /^workers: +2 \(2 on the snapshot in force/m);

@@ -7,7 +7,7 @@ import { checkHead, contentLength, refusalOfParserError, writeRawRefusal, type H
 const LIMITS: HeadLimits = { maxHeaderCount: 10, maxHeaderSize: 4096, headerTimeoutMs: 1000 };
 
 /** The parts of a parsed request checkHead reads, built from raw header lines as Node would. */
-function head(lines: [string, string][], version: '1.0' | '1.1' = '1.1'): IncomingMessage {
+function head(lines: [string, string][], version: '1.0' | '1.1' | '2.0' | '0.9' = '1.1'): IncomingMessage {
   const headers: Record<string, string> = {};
   for (const [name, value] of lines) {
     const key = name.toLowerCase();
@@ -21,7 +21,10 @@ function head(lines: [string, string][], version: '1.0' | '1.1' = '1.1'): Incomi
 }
 
 describe('checkHead: heads Node parses but a proxy must not pass on', () => {
-  const refused: { name: string; lines: [string, string][]; version?: '1.0' | '1.1'; code: string; message: RegExp }[] = [
+  const refused: { name: string; lines: [string, string][]; version?: '1.0' | '1.1' | '2.0' | '0.9'; code: string; message: RegExp }[] = [
+    // Node's HTTP/1 parser takes these request lines; the fuzz test sent `PUT / HTTP/2.0` and found them.
+    { name: 'HTTP/2.0 in an HTTP/1 request line', lines: [['Host', 'a']], version: '2.0', code: 'bad_request', message: /HTTP\/2\.0 in an HTTP\/1 request line/ },
+    { name: 'HTTP/0.9 in a request line', lines: [['Host', 'a']], version: '0.9', code: 'bad_request', message: /HTTP\/0\.9 in an HTTP\/1 request line/ },
     { name: 'two Host headers', lines: [['Host', 'a'], ['Host', 'b']], code: 'bad_request', message: /more than one Host/ },
     { name: 'two Host headers with the same value, different case', lines: [['host', 'a'], ['HOST', 'a']], code: 'bad_request', message: /more than one Host/ },
     { name: 'no Host in HTTP/1.1', lines: [['Accept', '*/*']], code: 'bad_request', message: /must have a Host/ },
