@@ -59,7 +59,7 @@ Environment (as the consul CLI reads them; flags win):
 
 Commands by what they talk to:
   admin API (--admin)   status, services, endpoints, routes, policies
-  Consul KV (--consul)  canary, cert, policy push, consumer, consumers
+  Consul KV (--consul)  canary, rollout, rollouts, cert, policy push, consumer, consumers
   local files only      policy validate
 
 Examples:
@@ -205,6 +205,17 @@ const consulOf = async (f: ConsulFlags): Promise<ConsulStore> => {
   const [{ consulKv }, { resolveConsulConnection }] = await Promise.all([import('./consul-kv.ts'), import('../consul/connection.ts')]);
   return consulKv(resolveConsulConnection({ address: f.consul, token: f.token }, env));
 };
+interface RolloutStartFlags {
+  canary: string;
+  stable: string;
+  steps: string;
+  soak: string;
+  maxErrorRateIncrease: string;
+  maxP95Increase: string;
+  p95Slack: string;
+  minRequests: string;
+  consumers?: string;
+}
 /** What a KV command runs on: the store (settings checked first, as before any other input) and its own module. */
 const withConsul = <M>(f: ConsulFlags, load: Promise<M>): Promise<[ConsulStore, M]> => Promise.all([consulOf(f), load]);
 
@@ -277,6 +288,63 @@ kvOptions(cert.command('rm').argument('<name>').description('delete a certificat
     print(`deleted ${result.key} (was ModifyIndex ${result.modifyIndex})`);
   },
 );
+
+const rollout = program.command('rollout').description('automated canary rollouts, stored in Consul KV at <prefix>rollouts/<service> (the gateways drive them)');
+kvOptions(
+  rollout
+    .command('start')
+    .argument('<service>')
+    .requiredOption('--canary <tag>', 'instance tag of the new version')
+    .requiredOption('--stable <tag>', 'instance tag of the version in service')
+    .option('--steps <list>', 'canary shares in percent, increasing, ending at 100', '5,25,50,75,100')
+    .option('--soak <duration>', 'how long each step is watched before it advances', '5m')
+    .option('--max-error-rate-increase <points>', 'canary 5xx rate may exceed stable\'s by at most this many percentage points', '0.5')
+    .option('--max-p95-increase <n%|duration>', 'canary p95 may exceed stable\'s by this much (10% or 50ms)', '10%')
+    .option('--p95-slack <duration>', 'a p95 within this of stable\'s never fails a step', '20ms')
+    .option('--min-requests <n>', 'canary requests a window needs before it is judged', '100')
+    .option('--consumers <ids>', 'API-key consumers or JWT subjects that get the canary first (comma-separated)')
+    .description('check the tags against the service\'s instances, write the first step\'s weights and the rollout (check-and-set)'),
+).action(async (service: string, f: ConsulFlags & RolloutStartFlags) => {
+  const [store, { startRollout }] = await withConsul(f, import('./rollout.ts'));
+  const started = await startRollout(store, f.kvPrefix, service, f);
+  if (f.json) return print(JSON.stringify(started, null, 2));
+  const r = started.rollout;
+  print(`started the rollout of ${service}: ${r.canary} at ${r.steps[0] ?? 0}% (steps ${r.steps.join(', ')}, soak ${f.soak}); written to ${started.key} and ${started.weightsKey}`);
+});
+kvOptions(rollout.command('status').argument('<service>').description('state, step, time left in the soak, and every decision taken')).action(async (service: string, f: ConsulFlags) => {
+  const [store, { readRollout, soakLeftMs }] = await withConsul(f, import('./rollout.ts'));
+  const stored = await readRollout(store, f.kvPrefix, service);
+  if (f.json) return print(JSON.stringify(stored ?? null, null, 2));
+  if (!stored) return print(`no rollout of ${service}`);
+  if (!stored.rollout) return print(`INVALID rollout at ${stored.key} (ModifyIndex ${stored.modifyIndex}): ${stored.invalid ?? ''}`);
+  const r = stored.rollout;
+  const left = r.state === 'progressing' ? `, ${Math.ceil(soakLeftMs(r, new Date()) / 1000)} s left in the soak` : '';
+  print(`${service}: ${r.state}, step ${r.step + 1} of ${r.steps.length} (${r.canary} ${r.steps[r.step] ?? 0}%, ${r.stable} ${100 - (r.steps[r.step] ?? 0)}%)${left}`);
+  const { renderTable } = await import('./table.ts');
+  print(renderTable(['AT', 'EVENT', 'STEP', 'WEIGHT', 'BY', 'REASON'], r.history.map((h) => [h.at, h.event, h.step + 1, h.weight, h.by ?? null, h.reason ?? null])));
+});
+for (const action of ['promote', 'pause', 'resume', 'abort'] as const) {
+  const what = { promote: 'jump to 100% canary and end the rollout', pause: 'stop advancing (weights stay)', resume: 'go on from the current step (its soak starts again)', abort: 'back to 100% stable and end the rollout' }[action];
+  kvOptions(rollout.command(action).argument('<service>').description(what)).action(async (service: string, f: ConsulFlags) => {
+    const [store, { actOnRollout }] = await withConsul(f, import('./rollout.ts'));
+    const done = await actOnRollout(store, f.kvPrefix, service, action);
+    if (f.json) return print(JSON.stringify(done, null, 2));
+    const weights = done.weights ? `; weights ${Object.entries(done.weights).map(([t, w]) => `${t}=${w}`).join(' ')}` : '';
+    print(`${service}: ${done.rollout.state}${weights}`);
+  });
+}
+kvOptions(program.command('rollouts').description('every rollout stored in KV with its state and step')).action(async (f: ConsulFlags) => {
+  const [store, [{ listRollouts }, { renderTable }]] = await withConsul(f, Promise.all([import('./rollout.ts'), import('./table.ts')]));
+  const list = await listRollouts(store, f.kvPrefix);
+  if (f.json) return print(JSON.stringify(list, null, 2));
+  if (list.length === 0) return print('no rollouts');
+  print(
+    renderTable(
+      ['SERVICE', 'STATE', 'STEP', 'CANARY', 'STABLE', 'MODIFYINDEX', 'INVALID'],
+      list.map((s) => [s.rollout?.service ?? s.key, s.rollout?.state ?? null, s.rollout ? `${s.rollout.step + 1}/${s.rollout.steps.length}` : null, s.rollout ? `${s.rollout.canary} ${s.rollout.steps[s.rollout.step] ?? 0}%` : null, s.rollout?.stable ?? null, s.modifyIndex, s.invalid]),
+    ),
+  );
+});
 
 // ---------------------------------------------------------------------------------------------
 // policy documents
