@@ -59,10 +59,11 @@ export class UpstreamEndpoint {
     tls?: UpstreamTls,
   ) {
     this.cap = options.connectionsPerEndpoint;
-    this.authority = new URL(origin).host;
+    const url = new URL(origin);
+    this.authority = url.host;
     this.connectTimeoutMs = options.connectTimeoutMs;
     this.tls = tls;
-    this.tlsRequestName = tls ? (tls.serverName ?? new URL(origin).hostname) : undefined;
+    this.tlsRequestName = tls ? (tls.serverName ?? url.hostname) : undefined;
     this.connector = tls ? tlsConnector(tls, options.connectTimeoutMs) : undefined;
     this.pool = new Pool(origin, {
       ...(this.connector ? { connect: this.connector } : {}),

@@ -9,8 +9,13 @@ import { normalizeKvPrefix, type ConsulStore, type ServiceLookup } from './consu
  * tags they name are checked against the service's instances in Consul's catalog.
  */
 
-export function canaryKey(kvPrefix: string, service: string): string {
+/** A service name the KV commands accept in a key (`canary/<service>`, `rollouts/<service>`); exit 2 otherwise. */
+export function checkServiceName(service: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(service)) throw new CliError(`"${service}" is not a valid service name (letters, digits, _ . -)`, 2);
+}
+
+export function canaryKey(kvPrefix: string, service: string): string {
+  checkServiceName(service);
   return `${normalizeKvPrefix(kvPrefix)}canary/${service}`;
 }
 

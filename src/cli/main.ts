@@ -4,7 +4,7 @@
 // inspection commands never load zod, pino or the `consul` package, and only `start` loads the
 // gateway.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { LOG_LEVELS, PICKERS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from '../core/choices.ts';
+import { LOG_LEVELS, PICKERS, ROLLOUT_DEFAULTS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from '../core/choices.ts';
 import { parseDuration } from '../core/duration.ts';
 import type { AdminReader, ConsumerAddOptions, IssuedKey } from './consumer.ts';
 import type { ConsulStore } from './consul-kv.ts';
@@ -296,12 +296,12 @@ kvOptions(
     .argument('<service>')
     .requiredOption('--canary <tag>', 'instance tag of the new version')
     .requiredOption('--stable <tag>', 'instance tag of the version in service')
-    .option('--steps <list>', 'canary shares in percent, increasing, ending at 100', '5,25,50,75,100')
-    .option('--soak <duration>', 'how long each step is watched before it advances', '5m')
-    .option('--max-error-rate-increase <points>', 'canary 5xx rate may exceed stable\'s by at most this many percentage points', '0.5')
-    .option('--max-p95-increase <n%|duration>', 'canary p95 may exceed stable\'s by this much (10% or 50ms)', '10%')
-    .option('--p95-slack <duration>', 'a p95 within this of stable\'s never fails a step', '20ms')
-    .option('--min-requests <n>', 'canary requests a window needs before it is judged', '100')
+    .option('--steps <list>', 'canary shares in percent, increasing, ending at 100', ROLLOUT_DEFAULTS.steps)
+    .option('--soak <duration>', 'how long each step is watched before it advances', ROLLOUT_DEFAULTS.soak)
+    .option('--max-error-rate-increase <points>', 'canary 5xx rate may exceed stable\'s by at most this many percentage points', ROLLOUT_DEFAULTS.maxErrorRateIncrease)
+    .option('--max-p95-increase <n%|duration>', 'canary p95 may exceed stable\'s by this much (10% or 50ms)', ROLLOUT_DEFAULTS.maxP95Increase)
+    .option('--p95-slack <duration>', 'a p95 within this of stable\'s never fails a step', ROLLOUT_DEFAULTS.p95Slack)
+    .option('--min-requests <n>', 'canary requests a window needs before it is judged', ROLLOUT_DEFAULTS.minRequests)
     .option('--consumers <ids>', 'API-key consumers or JWT subjects that get the canary first (comma-separated)')
     .description('check the tags against the service\'s instances, write the first step\'s weights and the rollout (check-and-set)'),
 ).action(async (service: string, f: ConsulFlags & RolloutStartFlags) => {

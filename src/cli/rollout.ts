@@ -1,7 +1,7 @@
 import { newRollout, parseRolloutValue, rolloutEnded, type Rollout, type RolloutFlags } from '../policy/rollout.ts';
 import { manualAction, weightsAt, type ManualAction } from '../state/rollout-steps.ts';
 import { CliError } from './admin-client.ts';
-import { canaryKey, setCanary } from './canary.ts';
+import { canaryKey, checkServiceName, setCanary } from './canary.ts';
 import { normalizeKvPrefix, type ConsulStore, type KvStore } from './consul-kv.ts';
 
 /**
@@ -12,8 +12,7 @@ import { normalizeKvPrefix, type ConsulStore, type KvStore } from './consul-kv.t
  */
 
 export function rolloutKey(kvPrefix: string, service: string): string {
-  // The same service-name rule as the canary key it drives.
-  canaryKey(kvPrefix, service);
+  checkServiceName(service);
   return `${normalizeKvPrefix(kvPrefix)}rollouts/${service}`;
 }
 

@@ -15,3 +15,6 @@ export type TlsMinVersion = (typeof TLS_MIN_VERSIONS)[number];
 /** Whether HTTPS listeners ask for client certificates (`--tls-client-auth`). */
 export const TLS_CLIENT_AUTH_MODES = ['none', 'request', 'require'] as const;
 export type TlsClientAuthMode = (typeof TLS_CLIENT_AUTH_MODES)[number];
+
+/** What `cgw rollout start` assumes for a flag not given: its help and the rollout schema share them. */
+export const ROLLOUT_DEFAULTS = { steps: '5,25,50,75,100', soak: '5m', maxErrorRateIncrease: '0.5', maxP95Increase: '10%', p95Slack: '20ms', minRequests: '100' } as const;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ROLLOUT_DEFAULTS } from '../core/choices.ts';
 import { parseDuration } from '../core/duration.ts';
 import { canaryTag, formatZodIssues, type ParseResult } from './canary.ts';
 import { checkJsonBounds } from './value-bounds.ts';
@@ -119,7 +120,6 @@ export interface RolloutFlags {
   readonly consumers?: string;
 }
 
-export const ROLLOUT_DEFAULTS = { steps: '5,25,50,75,100', soak: '5m', maxErrorRateIncrease: '0.5', maxP95Increase: '10%', p95Slack: '20ms', minRequests: '100' } as const;
 
 /**
  * A new rollout from the flags, at its first step. Each flag is read as typed and its refusal

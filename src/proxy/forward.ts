@@ -77,7 +77,6 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private readonly bodyState: BodyState;
   private readonly maxAttempts: number;
   private readonly options: Dispatcher.DispatchOptions;
-  private dispatcher: Dispatcher;
   /** A gRPC trailers-only answer: its status fields, sent as trailers when the response ends. */
   private grpcTrailers: Record<string, string> | null = null;
   private attempt = 0;
@@ -124,7 +123,6 @@ class Forwarding implements Dispatcher.DispatchHandler {
     const headers = ex.upstreamHeaders(route);
     // RFC 9113 §8.2.2 allows `te: trailers` on HTTP/2, and gRPC requires it (PROTOCOL-HTTP2.md).
     if (route.grpc) headers.te = 'trailers';
-    this.dispatcher = endpoint.dispatcherFor(route.proto);
     this.options = {
       method: method as Dispatcher.HttpMethod,
       path: route.upstreamPath(target.path) + target.query,
@@ -149,7 +147,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private dispatch(): void {
     const endpoint = this.endpoint;
     this.ex.endpoint = endpoint;
-    this.dispatcher = endpoint.dispatcherFor(this.route.proto);
+    const dispatcher = endpoint.dispatcherFor(this.route.proto);
     // undici reads it (core/request.js) though its DispatchOptions type does not list it.
     (this.options as { servername?: string | undefined }).servername = endpoint.tlsRequestName;
     endpoint.inflight += 1;
@@ -160,7 +158,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       this.headersTimer = setTimeout(onHeadersTimer, this.route.responseHeadersTimeoutMs, this);
     }
     try {
-      this.dispatcher.dispatch(this.options, this);
+      dispatcher.dispatch(this.options, this);
     } catch (err) {
       this.onError(err as Error);
     }
