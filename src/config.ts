@@ -3,6 +3,7 @@ import { consulSettingsFromEnv, readConsulTls, type ConsulTlsMaterial } from './
 import { LOG_LEVELS, PICKERS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from './core/choices.ts';
 import { durationField } from './core/duration-field.ts';
 import { readCaBundle } from './core/ca-bundle.ts';
+import { defaultGatewayId, defaultRuntimePrefix, GATEWAY_ID_PATTERN } from './core/kv-layout.ts';
 
 /**
  * Static configuration, fixed at boot. Flags win over environment variables, which win over
@@ -75,6 +76,14 @@ export const gatewayConfigSchema = z.object({
     .refine((k) => !k.split('/').some((s) => s === '.' || s === '..' || (s === '' && k !== '')), 'a KV key has no empty, "." or ".." segments')
     .prefault('fabio/config'),
   fabioKv: z.boolean().default(true),
+  /** Where gateways write for each other (figures, locks, history); default: `<kv-prefix without />-runtime/`, outside the watched prefix. */
+  kvRuntimePrefix: z
+    .string()
+    .regex(/^[A-Za-z0-9_./-]+$/, 'KV prefix may hold letters, digits and _ . / -')
+    .transform((p) => (p.endsWith('/') ? p : `${p}/`))
+    .optional(),
+  /** This gateway's name in the fleet (registration, rollout figures, locks); default: host name and proxy port. */
+  gatewayId: z.string().regex(GATEWAY_ID_PATTERN, 'a gateway id is 1-200 letters, digits, _ . -').optional(),
   logLevel: z.enum(LOG_LEVELS).default('info'),
   allowWarning: z.boolean().default(false),
   accessLog: z.boolean().default(true),
@@ -159,7 +168,16 @@ export const gatewayConfigSchema = z.object({
   .refine((c) => c.tlsClientCa === undefined || c.tlsClientAuth !== 'none', {
     message: '--tls-client-ca has no effect without --tls-client-auth request|require',
     path: ['tlsClientCa'],
-  });
+  })
+  .refine((c) => c.kvRuntimePrefix === undefined || (!c.kvRuntimePrefix.startsWith(c.kvPrefix) && !c.kvPrefix.startsWith(c.kvRuntimePrefix)), {
+    message: '--kv-runtime-prefix must lie outside --kv-prefix (and not hold it): the gateway watches everything under --kv-prefix',
+    path: ['kvRuntimePrefix'],
+  })
+  .transform((c) => ({
+    ...c,
+    kvRuntimePrefix: c.kvRuntimePrefix ?? defaultRuntimePrefix(c.kvPrefix),
+    gatewayId: c.gatewayId ?? defaultGatewayId(c.listen.port),
+  }));
 
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

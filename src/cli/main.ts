@@ -97,6 +97,8 @@ program
   .option('--kv-prefix <prefix>', 'Consul KV prefix for gateway settings', 'gateway/')
   .option('--fabio-kv-key <key>', "fabio route lines (route add/del/weight) at this key and the keys under it ('' turns it off)", 'fabio/config')
   .option('--no-fabio-kv', 'do not read fabio route lines from KV')
+  .option('--kv-runtime-prefix <prefix>', 'where gateways write rollout figures, locks and history for each other (default: <kv-prefix>-runtime/, outside the watched prefix)')
+  .option('--gateway-id <id>', "this gateway's name in the fleet (default: host name and proxy port)")
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
   .option('--allow-warning', 'also route to instances whose worst check is warning (at Weights.Warning)')
   .option('--no-access-log', 'do not log one line per request')

@@ -20,6 +20,8 @@ export interface StartFlags {
   kvPrefix?: string;
   fabioKvKey?: string;
   fabioKv?: boolean;
+  kvRuntimePrefix?: string;
+  gatewayId?: string;
   logLevel?: string;
   allowWarning?: boolean;
   accessLog?: boolean;

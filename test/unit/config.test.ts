@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ZodError } from 'zod';
+import { defaultGatewayId } from '../../src/core/kv-layout.ts';
 import { consulEnvDefaults, formatConfigError, parseGatewayConfig, type GatewayConfig, type GatewayConfigInput } from '../../src/config.ts';
 
 /** Parses and returns the formatted error text, failing the test if parsing succeeds. */
@@ -27,6 +28,8 @@ describe('parseGatewayConfig: defaults', () => {
       kvPrefix: 'gateway/',
       fabioKvKey: 'fabio/config',
       fabioKv: true,
+      kvRuntimePrefix: 'gateway-runtime/',
+      gatewayId: defaultGatewayId(8080),
       logLevel: 'info',
       allowWarning: false,
       accessLog: true,
@@ -52,6 +55,23 @@ describe('parseGatewayConfig: defaults', () => {
       http2MaxConcurrentStreams: 100,
     };
     assert.deepEqual(config, expected);
+  });
+});
+
+describe('runtime prefix and gateway id', () => {
+  test('the runtime prefix lies beside the watched prefix', () => {
+    assert.equal(parseGatewayConfig({ kvPrefix: 'teams/a/cgw' }).kvRuntimePrefix, 'teams/a/cgw-runtime/');
+    assert.equal(parseGatewayConfig({ kvPrefix: '' }).kvRuntimePrefix, 'cgw-runtime/');
+    assert.equal(parseGatewayConfig({ kvRuntimePrefix: 'fleet/state' }).kvRuntimePrefix, 'fleet/state/');
+  });
+  test('a runtime prefix inside the watched prefix (or holding it) is refused', () => {
+    assert.match(configError({ kvRuntimePrefix: 'gateway/runtime' }), /outside --kv-prefix/);
+    assert.match(configError({ kvPrefix: 'a/b', kvRuntimePrefix: 'a' }), /outside --kv-prefix/);
+  });
+  test('gateway ids are one key segment', () => {
+    assert.equal(parseGatewayConfig({ gatewayId: 'edge-1' }).gatewayId, 'edge-1');
+    for (const bad of ['a/b', '', 'x'.repeat(201), '../x', '..', 'a b', '__proto__/x']) assert.match(configError({ gatewayId: bad }), /gateway id/);
+    assert.equal(defaultGatewayId(8080, 'my host/1'), 'my-host-1-8080');
   });
 });
 
