@@ -6,6 +6,8 @@ import type { Logger } from './core/logger.ts';
 import type { Metrics } from './core/metrics.ts';
 import { ConsulClient } from './consul/client.ts';
 import { ConsulSupervisor } from './consul/supervisor.ts';
+import { ConsulSession } from './consul/session.ts';
+import { RolloutDriver } from './rollouts/driver.ts';
 import { readAgentDatacenter } from './consul/datacenter.ts';
 import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
@@ -49,6 +51,8 @@ export class ControlPlane {
   private readonly store: SnapshotStore;
   private readonly admin: Server;
   private readonly build = new BuildHealth();
+  private readonly session: ConsulSession;
+  private readonly rollouts: RolloutDriver;
   /** The KV view the policies in force were resolved from. */
   private resolvedFrom: { kv: readonly KvEntry[]; kvResets: number } | undefined;
   private policyFiles: readonly RawDocument[] = [];
@@ -92,6 +96,18 @@ export class ControlPlane {
       metrics,
       onChange: () => this.ring(),
     });
+    this.session = new ConsulSession(this.consul, `cgw ${config.gatewayId}`, logger, (operation) => metrics.rolloutDriverErrors.inc({ operation }));
+    this.rollouts = new RolloutDriver({
+      consul: this.consul,
+      session: this.session,
+      gatewayId: config.gatewayId,
+      kvPrefix: config.kvPrefix,
+      runtimePrefix: config.kvRuntimePrefix,
+      logger: logger.child({ component: 'rollouts' }),
+      metrics,
+      kv: () => this.supervisor.kvView(),
+      figures: async () => (await plane.report({ kind: 'summary' }))?.rollouts,
+    });
     this.store = new SnapshotStore(logger, metrics);
     this.store.onPublish((snapshot) => this.countDocuments(snapshot));
     this.admin = createAdminServer(
@@ -102,7 +118,7 @@ export class ControlPlane {
         dataPlane: (scope) => plane.report(scope),
         workers: () => plane.workers(),
         discovery: () => this.supervisor.status(),
-        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems()],
+        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems(), ...this.rollouts.problems()],
         buildFailure: () => this.build.view(),
         settings: {
           consul: config.consul,
@@ -146,6 +162,7 @@ export class ControlPlane {
 
   watch(): void {
     this.supervisor.start();
+    this.rollouts.start();
   }
 
   get adminAddress(): string {
@@ -162,8 +179,10 @@ export class ControlPlane {
     if (version === this.store.current?.snapshot.version) this.build.succeeded();
   }
 
+  /** Draining: rollouts this gateway drives go to another gateway now, not after the session TTL. */
   beginClose(): void {
     this.closing = true;
+    void this.rollouts.close().then(() => this.session.destroy());
   }
 
   /**
@@ -187,6 +206,8 @@ export class ControlPlane {
   async close(): Promise<void> {
     this.closing = true;
     clearTimeout(this.datacenterRetry);
+    await this.rollouts.close();
+    await this.session.destroy();
     await this.supervisor.close();
     await new Promise<void>((resolve) => {
       this.admin.close(() => resolve());

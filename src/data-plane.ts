@@ -7,6 +7,7 @@ import type { DataPlaneReport, EndpointHealthReport, ReportScope, ServiceHealthR
 import type { KvCertificate, Snapshot } from './state/snapshot.ts';
 import { UpstreamPools } from './balancer/upstream-pools.ts';
 import { RuntimeHolder } from './runtime/runtime.ts';
+import { RolloutTaps } from './runtime/rollout-taps.ts';
 import { ResilienceRegistry } from './resilience/registry.ts';
 import { JwtKeyCache } from './filters/auth.ts';
 import { RateLimiterBackend, type BackendState, type RedisOptions } from './filters/rate-limit.ts';
@@ -51,6 +52,7 @@ export class DataPlane {
   private readonly keys: JwtKeyCache;
   private readonly limiter: RateLimiterBackend;
   private readonly resilience: ResilienceRegistry;
+  private readonly rollouts = new RolloutTaps();
   port = 0;
   /** Ports of the --listen-tls listeners, in the order given. */
   tlsPorts: number[] = [];
@@ -103,6 +105,7 @@ export class DataPlane {
     this.clientCa = authority ? this.watchClientCa(config, authority) : undefined;
     this.proxy = new ProxyListener({
       runtime: () => this.runtime.current,
+      rollouts: this.rollouts,
       maxHeaderSize: config.maxHeaderSize,
       maxHeaderCount: config.maxHeaderCount,
       maxConnections: config.maxConnections ?? defaultMaxConnections(openFileLimit()),
@@ -165,6 +168,7 @@ export class DataPlane {
       return { ok: false, error: describeError(err) };
     }
     this.runtime.swap(next);
+    this.rollouts.apply(snapshot);
     if (next.changed === null) this.proxy.limits.retainServices(new Set(Object.keys(snapshot.services)));
     // Deltas keep the certificates of the snapshot they change: compared by reference, not content.
     if (this.certificates && snapshot.certificates !== this.kvCertificates) {
@@ -193,7 +197,18 @@ export class DataPlane {
       services[name] = { picker: balancer.pickerKind, breaker: health ? { ...health.breaker.status() } : null, ejected: health?.outlier.ejectedCount ?? 0, endpoints };
     }
     const circuitsNotClosed = runtime ? [...runtime.balancers.keys()].filter((name) => (this.resilience.peek(name)?.breaker.state ?? 'closed') !== 'closed') : [];
-    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services, tls: this.certificates ? { ...this.certificates.store.view(), ...(this.clientCa ? { clientAuth: this.clientCa.view() } : {}) } : null, websocket: this.proxy.websockets.view() };
+    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services, tls: this.certificates ? { ...this.certificates.store.view(), ...(this.clientCa ? { clientAuth: this.clientCa.view() } : {}) } : null, websocket: this.proxy.websockets.view(), rollouts: this.rolloutFigures() };
+  }
+
+  /** What this data plane counted for each service under rollout, with its canary's circuit. */
+  private rolloutFigures(): DataPlaneReport['rollouts'] {
+    if (this.rollouts.size === 0) return undefined;
+    const status = new Map<string, Record<string, { ejected: boolean }>>();
+    return this.rollouts.report((service, key) => {
+      let outlier = status.get(service);
+      if (!outlier) status.set(service, (outlier = this.resilience.peek(service)?.outlier.status() ?? {}));
+      return Object.hasOwn(outlier, key) ? outlier[key]?.ejected === true : false;
+    });
   }
 
   /** Refuse new requests, finish in-flight ones (bounded). */

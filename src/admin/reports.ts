@@ -1,4 +1,4 @@
-import type { DataPlaneReport, EndpointHealthReport, ServiceHealthReport } from '../core/types.ts';
+import type { DataPlaneReport, EndpointHealthReport, RolloutFiguresReport, ServiceHealthReport } from '../core/types.ts';
 
 const BREAKER_RANK: Record<string, number> = { closed: 0, half_open: 1, open: 2 };
 
@@ -43,7 +43,35 @@ export function mergeReports(reports: readonly DataPlaneReport[]): DataPlaneRepo
     // Every worker loads the same certificate files: the first report that has them speaks for all.
     tls: reports.find((r) => r.tls !== null)?.tls ?? null,
     websocket: { open: websocketsOpen, byRoute: websocketsByRoute },
+    rollouts: mergeRolloutFigures(reports),
   };
+}
+
+/**
+ * The workers' counts of one gateway added up, per service and subset. A worker still counting an
+ * older window (it has not got the snapshot that moved the step) is left out of the newest one.
+ */
+export function mergeRolloutFigures(reports: readonly DataPlaneReport[]): Record<string, RolloutFiguresReport> {
+  const out = Object.create(null) as Record<string, RolloutFiguresReport>;
+  for (const r of reports) {
+    for (const [service, figures] of Object.entries(r.rollouts ?? {})) {
+      const sum = Object.hasOwn(out, service) ? out[service] : undefined;
+      if (!sum || figures.window > sum.window) {
+        out[service] = figures;
+        continue;
+      }
+      if (figures.window < sum.window) continue;
+      const subsets: Record<string, { requests: number; errors: number; buckets: number[] }> = Object.create(null) as Record<string, { requests: number; errors: number; buckets: number[] }>;
+      for (const [tag, s] of [...Object.entries(sum.subsets), ...Object.entries(figures.subsets)]) {
+        const seen = Object.hasOwn(subsets, tag) ? subsets[tag] : undefined;
+        subsets[tag] = seen
+          ? { requests: seen.requests + s.requests, errors: seen.errors + s.errors, buckets: seen.buckets.map((c, i) => c + (s.buckets[i] ?? 0)) }
+          : { requests: s.requests, errors: s.errors, buckets: [...s.buckets] };
+      }
+      out[service] = { window: sum.window, subsets, canaryCircuitOpen: sum.canaryCircuitOpen || figures.canaryCircuitOpen };
+    }
+  }
+  return out;
 }
 
 function mergeService(a: ServiceHealthReport, b: ServiceHealthReport): ServiceHealthReport {

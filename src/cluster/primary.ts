@@ -187,7 +187,7 @@ export class ClusterPrimary implements DataPlaneLink {
    */
   private ship(slot: Slot, next: Snapshot, previous: Snapshot | undefined): void {
     let message: ToWorker;
-    if (previous && slot.base === previous.version && previous.routes === next.routes && previous.policies === next.policies && previous.routeGuards === next.routeGuards) {
+    if (previous && slot.base === previous.version && previous.routes === next.routes && previous.policies === next.policies && previous.routeGuards === next.routeGuards && previous.rollouts === next.rollouts) {
       const services: Record<string, ServiceSnapshot> = {};
       const changed = changedServices(previous, next);
       if (changed) for (const name of changed) services[name] = next.services[name] as ServiceSnapshot;

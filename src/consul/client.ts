@@ -245,6 +245,32 @@ export class ConsulClient {
     }
   }
 
+  /**
+   * A write (sessions, locks, figures, registrations): one attempt, bounded by `timeoutMs`, never
+   * retried here (the callers' loops decide, since a write may have landed). The status and text
+   * are the caller's to judge; only transport failures throw.
+   */
+  async write(method: 'PUT' | 'DELETE', path: string, query: Record<string, string | undefined>, body: string | undefined, timeoutMs: number): Promise<{ status: number; text: string }> {
+    const search = new URLSearchParams();
+    for (const [k, v] of Object.entries({ ...(this.options.dc ? { dc: this.options.dc } : {}), ...query })) if (v !== undefined) search.set(k, v);
+    const qs = search.toString();
+    const connection = await this.connections.acquire(AbortSignal.timeout(timeoutMs));
+    try {
+      const res = await connection.request({
+        method,
+        path: qs ? `${path}?${qs}` : path,
+        headers: body === undefined ? this.headers : { ...this.headers, 'content-type': 'application/json' },
+        body,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      return { status: res.statusCode, text: await res.body.text() };
+    } finally {
+      this.connections.release(connection);
+    }
+  }
+
   private async send(connection: Client, path: string, fullPath: string, opts: GetOptions): Promise<ConsulResponse> {
     let res: Dispatcher.ResponseData;
     const startedAt = Date.now();

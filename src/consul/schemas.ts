@@ -116,3 +116,9 @@ export const kvTextListSchema = z
       })
       .sort((a, b) => (a.key < b.key ? -1 : 1)),
   );
+
+/** A lock key read without `?raw`: who holds it (the session), if anyone. `null`: no such key. */
+export const kvLockSchema = z
+  .array(z.object({ Key: z.string(), Session: z.string().optional(), ModifyIndex: z.number().int() }))
+  .nullable()
+  .transform((entries) => ({ session: entries?.[0]?.Session, modifyIndex: entries?.[0]?.ModifyIndex ?? 0 }));

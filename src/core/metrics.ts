@@ -218,6 +218,39 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       // Every data plane loads the same files: the same value from each, not their sum.
       aggregator: 'max',
     }),
+    rolloutDecisions: new Counter({
+      name: 'cgw_rollout_decisions_total',
+      help: 'Rollout decisions this gateway took as its driver (advanced, promoted, rolled-back, waiting)',
+      labelNames: ['service', 'event'] as const,
+      registers: [registry],
+    }),
+    rolloutDriving: new Gauge({
+      name: 'cgw_rollout_driving',
+      help: "1 while this gateway holds the rollout's session lock and drives it",
+      labelNames: ['service'] as const,
+      registers: [registry],
+      aggregator: 'max',
+    }),
+    rolloutFiguresWrites: new Counter({
+      name: 'cgw_rollout_figures_writes_total',
+      help: "This gateway's rollout figures written to Consul KV, by outcome (ok, failed)",
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+      aggregator: 'max',
+    }),
+    rolloutFiguresRejected: new Counter({
+      name: 'cgw_rollout_figures_rejected_total',
+      help: "Other gateways' figure records the driver refused (invalid, oversized)",
+      registers: [registry],
+      aggregator: 'max',
+    }),
+    rolloutDriverErrors: new Counter({
+      name: 'cgw_rollout_driver_errors_total',
+      help: 'Failed Consul calls of the rollout driver (session, lock, read, write); retried on the next tick',
+      labelNames: ['operation'] as const,
+      registers: [registry],
+      aggregator: 'max',
+    }),
     tlsCertificateRejections: new Counter({
       name: 'cgw_tls_certificate_rejections_total',
       help: 'Certificates refused (malformed, expired, key mismatch, unreadable); the last good one of the source keeps serving',

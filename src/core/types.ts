@@ -2,7 +2,7 @@
 
 export type HealthStatus = 'passing' | 'warning' | 'critical';
 
-export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer' | 'instance' | 'service' | 'build' | 'kv' | 'certificate' | 'fabio-kv';
+export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer' | 'instance' | 'service' | 'build' | 'kv' | 'certificate' | 'fabio-kv' | 'rollout';
 
 /**
  * Something from outside that was rejected. Problems never stop the rest of a snapshot: the bad
@@ -120,6 +120,17 @@ export interface DataPlaneReport {
   readonly tls: TlsView | null;
   /** Upgraded (WebSocket) connections open now. */
   readonly websocket: WebSocketView;
+  /** Per service under rollout, what this data plane counted in the rollout's window (absent from older workers). */
+  readonly rollouts?: Readonly<Record<string, RolloutFiguresReport>>;
+}
+
+/** One service's rollout figures as a data plane counted them (see state/rollout-figures.ts). */
+export interface RolloutFiguresReport {
+  readonly window: string;
+  /** By subset tag: requests, 5xx answers and cumulative latency bucket counts. */
+  readonly subsets: Readonly<Record<string, { readonly requests: number; readonly errors: number; readonly buckets: readonly number[] }>>;
+  /** Every canary endpoint is ejected by outlier detection in this data plane. */
+  readonly canaryCircuitOpen: boolean;
 }
 
 /** Open upgraded connections: all of them, and per route id. */

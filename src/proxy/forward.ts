@@ -32,7 +32,7 @@ type TaggedResponse = ServerResponse & { [FORWARDING]?: Forwarding };
  */
 export function forward(ex: Exchange, route: CompiledRoute, prepared: PreparedBody | null, probe: number): void {
   const canaryHeader = ex.req.headers['x-canary'];
-  const canary = typeof canaryHeader === 'string' ? canaryHeader : undefined;
+  const canary = typeof canaryHeader === 'string' ? canaryHeader : ex.ctx.rollouts.size > 0 ? targetedCanary(ex, route) : undefined;
   let endpoint = route.balancer.pick(canary);
   if (!endpoint) {
     route.resilience.breaker.release(probe);
@@ -63,6 +63,13 @@ export function forward(ex: Exchange, route: CompiledRoute, prepared: PreparedBo
     }
   }
   new Forwarding(ex, route, prepared, probe, canary, endpoint, deadlineMs, clientDeadline).start();
+}
+
+/** A rollout's `--consumers` get the canary before any share of general traffic. */
+function targetedCanary(ex: Exchange, route: CompiledRoute): string | undefined {
+  const identity = ex.identity;
+  if (!identity) return undefined;
+  return ex.ctx.rollouts.tap(route.service)?.targetFor(identity.consumer, identity.subject);
 }
 
 type Outcome = 'success' | 'failure' | 'none';

@@ -8,6 +8,7 @@ import type { Logger } from '../core/logger.ts';
 import { listenOn } from '../core/net.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from '../runtime/runtime.ts';
+import { RolloutTaps } from '../runtime/rollout-taps.ts';
 import { sendError } from './errors.ts';
 import { isHttp2Request, refusalOfParserError, writeRawRefusal, type HeadLimits } from './client-errors.ts';
 import { ListenerLimits } from './listener-limits.ts';
@@ -20,6 +21,8 @@ import { sniffHttp2Preface } from './h2c-sniff.ts';
 
 export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
+  /** What the services under rollout count; absent: nothing is counted. */
+  readonly rollouts?: RolloutTaps;
   /** One info line per request (`--no-access-log` turns it off). */
   readonly accessLog: boolean;
   readonly logger: Logger;
@@ -110,6 +113,7 @@ export class ProxyListener {
     if (options.h2c) this.addH2c();
     this.ctx = {
       runtime: options.runtime,
+      rollouts: options.rollouts ?? new RolloutTaps(),
       head: this.head,
       bodyTimeoutMs: options.clientBodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
       bufferBytes: options.requestBufferSize ?? DEFAULT_BUFFER_BYTES,

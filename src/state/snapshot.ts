@@ -13,6 +13,7 @@ export type { ListenerFacts } from './listener-problems.ts';
 import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } from './canary.ts';
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
 import { resolveKvCertificates, type KvCertificate } from './certificates.ts';
+import { rolloutsInForce, type RolloutInForce } from './rollouts-in-force.ts';
 import { EMPTY_FABIO_TABLE, evaluateFabio, FABIO_SERVICE_PREFIX, shareOf, slotsOf, summarise, type FabioRoute, type FabioSource, type FabioTable } from './fabio-kv.ts';
 import { shapeEndpoints, shapingFor, type ServiceShaping } from './fabio-shaping.ts';
 
@@ -25,6 +26,7 @@ export { instanceStatus } from './endpoints.ts';
 export { canaryFor } from './canary.ts';
 export type { RouteGuard } from './route-owners.ts';
 export type { KvCertificate } from './certificates.ts';
+export type { RolloutInForce } from './rollouts-in-force.ts';
 
 /**
  * The snapshot: everything the data plane needs, as plain frozen data. It is built by a pure
@@ -86,6 +88,8 @@ export interface Snapshot {
   readonly routeGuards: Readonly<Record<string, RouteGuard>>;
   /** Certificates from `<prefix>certs/<name>`, checked, by name (keys redacted by `/v1/snapshot`). */
   readonly certificates: readonly KvCertificate[];
+  /** Rollouts under way (`<prefix>rollouts/<service>`), by service: what the data plane counts. */
+  readonly rollouts: Readonly<Record<string, RolloutInForce>>;
 }
 
 export const STATIC_SERVICE_PREFIX = 'static:';
@@ -120,6 +124,7 @@ interface ConfigPart {
   readonly routes: readonly RouteSnapshot[];
   readonly routeGuards: Readonly<Record<string, RouteGuard>>;
   readonly certificates: readonly KvCertificate[];
+  readonly rollouts: Readonly<Record<string, RolloutInForce>>;
   readonly problems: readonly Problem[];
   readonly version: string;
   /** Routed services in name order, with what their build depends on besides health. */
@@ -281,6 +286,7 @@ function finish(config: ConfigPart, services: Record<string, ServiceSnapshot>, t
     policies,
     routeGuards: config.routeGuards,
     certificates: config.certificates,
+    rollouts: config.rollouts,
   };
   Object.freeze(services);
   Object.freeze(snapshot);
@@ -419,7 +425,8 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     }
   }
   const certificates = resolveKvCertificates(views.kv, options.kvPrefix, previous?.certificates ?? [], problems);
-  const body = { routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards, certificates };
+  const rollouts = rolloutsInForce(views.kv, options.kvPrefix, (service) => planByName.has(service), problems);
+  const body = { routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards, certificates, rollouts };
   deepFreeze(body);
   return {
     catalog: views.catalog,
@@ -434,6 +441,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     routes: body.routes,
     routeGuards: body.routeGuards,
     certificates: body.certificates,
+    rollouts: body.rollouts,
     problems: body.problems,
     version: contentHash(body),
     services: plans,

@@ -25,9 +25,11 @@ const ALLOWED: Record<string, readonly string[]> = {
   runtime: ['core', 'state', 'router', 'balancer', 'resilience', 'filters'],
   proxy: ['core', 'runtime'],
   admin: ['core', 'state', 'runtime'],
+  // The control plane's part in rollouts: session locks and KV through consul/, the pure judging in state/.
+  rollouts: ['core', 'consul', 'policy', 'state'],
   cli: ['core', 'config.ts', 'consul', 'policy', 'state', 'tls', 'gateway.ts', 'cluster'],
   // The two halves and the roots that run them: one process (gateway.ts) or a primary and workers (cluster/).
-  'control-plane.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'admin'],
+  'control-plane.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'admin', 'rollouts'],
   'data-plane.ts': ['core', 'config.ts', 'state', 'router', 'balancer', 'resilience', 'filters', 'runtime', 'proxy', 'tls'],
   'gateway.ts': ['core', 'config.ts', 'control-plane.ts', 'data-plane.ts'],
   cluster: ['core', 'config.ts', 'state', 'admin', 'control-plane.ts', 'data-plane.ts'],

@@ -1,0 +1,273 @@
+import type { Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { KvEntry, Problem, RolloutFiguresReport } from '../core/types.ts';
+import { runtimeKeys } from '../core/kv-layout.ts';
+import type { ConsulClient } from '../consul/client.ts';
+import { kvListSchema, kvLockSchema } from '../consul/schemas.ts';
+import { encodeKey, type ConsulSession } from '../consul/session.ts';
+import { parseRolloutValue } from '../policy/rollout.ts';
+import { readRollouts } from '../state/rollouts-in-force.ts';
+import { judgeStep } from '../state/rollout-judge.ts';
+import { anyCircuitOpen, fleetFigures, parseFiguresRecord, type FiguresRecord } from '../state/rollout-figures.ts';
+import { stepRollout } from '../state/rollout-steps.ts';
+
+/**
+ * The gateway's part in rollouts, run by the control plane on a timer, never on the request path:
+ * it publishes what its data planes counted for every service under rollout, and for each
+ * progressing rollout either drives it (it holds the rollout's session lock: it adds up the
+ * figures every gateway published for the current window, judges the step, and writes the next
+ * state and weights with check-and-set) or leaves it to the gateway that does.
+ */
+
+export interface RolloutDriverOptions {
+  readonly consul: ConsulClient;
+  readonly session: ConsulSession;
+  readonly gatewayId: string;
+  readonly kvPrefix: string;
+  readonly runtimePrefix: string;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  /** The KV view the control plane watches (rollout documents are read from it). */
+  readonly kv: () => readonly KvEntry[] | undefined;
+  /** What this gateway's data planes counted, by service. */
+  readonly figures: () => Promise<Readonly<Record<string, RolloutFiguresReport>> | undefined>;
+  readonly intervalMs?: number;
+  readonly now?: () => Date;
+}
+
+/** How often figures are published and steps judged. */
+export const DRIVER_INTERVAL_MS = 2_000;
+/** A record that has not changed is written again this often (the leader sees the gateway is alive). */
+const REPUBLISH_MS = 30_000;
+const CALL_TIMEOUT_MS = 5_000;
+
+export class RolloutDriver {
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private closed = false;
+  /** Services this gateway drives now. */
+  private readonly driving = new Set<string>();
+  /** Last record written per service: its content without `at`, and when. */
+  private readonly published = new Map<string, { content: string; at: number }>();
+  private readonly issues = new Map<string, Problem>();
+
+  constructor(private readonly options: RolloutDriverOptions) {}
+
+  start(): void {
+    const interval = this.options.intervalMs ?? DRIVER_INTERVAL_MS;
+    this.timer = setInterval(() => void this.tick(), interval);
+    this.timer.unref();
+  }
+
+  /** Problems to show in `cgw status` (refused figure records, no session). */
+  problems(): Problem[] {
+    return [...this.issues.values()];
+  }
+
+  /** Services this gateway drives, for `/v1/status`. */
+  drivingNow(): string[] {
+    return [...this.driving].sort();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    for (const service of this.driving) this.options.metrics.rolloutDriving.set({ service }, 0);
+    this.driving.clear();
+  }
+
+  /** One round; overlapping rounds are skipped (a slow Consul must not pile them up). */
+  async tick(): Promise<void> {
+    if (this.running || this.closed) return;
+    this.running = true;
+    try {
+      await this.round();
+    } catch (err) {
+      this.options.metrics.internalErrors.inc({ component: 'rollout-driver' });
+      this.options.logger.error({ err }, 'rollout driver round failed; the next one retries');
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async round(): Promise<void> {
+    const kv = this.options.kv();
+    if (!kv) return;
+    // Invalid documents are the snapshot's problems, shown there already.
+    const rollouts = readRollouts(kv, this.options.kvPrefix, []);
+    const underway = [...rollouts.values()].filter((r) => r.rollout.state === 'progressing' || r.rollout.state === 'paused');
+    for (const service of [...this.driving]) {
+      const r = rollouts.get(service);
+      if (!r || r.rollout.state !== 'progressing') await this.stopDriving(service);
+    }
+    if (underway.length === 0) return;
+    const figures = await this.options.figures();
+    for (const { rollout } of underway) {
+      const counted = figures && Object.hasOwn(figures, rollout.service) ? figures[rollout.service] : undefined;
+      if (counted) await this.publish(rollout.service, counted);
+    }
+    for (const { rollout } of underway) if (rollout.state === 'progressing' && !this.closed) await this.lead(rollout.service);
+  }
+
+  /** This gateway's record at `<runtime>figures/<service>/<gateway>`: written when it changed, or now and then. */
+  private async publish(service: string, counted: RolloutFiguresReport): Promise<void> {
+    const now = this.now();
+    const record: FiguresRecord = { gateway: this.options.gatewayId, window: counted.window, at: now.toISOString(), subsets: counted.subsets as FiguresRecord['subsets'], canaryCircuitOpen: counted.canaryCircuitOpen };
+    const content = JSON.stringify({ ...record, at: '' });
+    const last = this.published.get(service);
+    if (last && last.content === content && now.getTime() - last.at < REPUBLISH_MS) return;
+    const key = `${runtimeKeys.figures(this.options.runtimePrefix, service)}${this.options.gatewayId}`;
+    if (await this.put(key, JSON.stringify(record), 'figures-write')) {
+      this.published.set(service, { content, at: now.getTime() });
+      this.options.metrics.rolloutFiguresWrites.inc({ outcome: 'ok' });
+    } else {
+      this.options.metrics.rolloutFiguresWrites.inc({ outcome: 'failed' });
+    }
+  }
+
+  /** Drives the rollout when this gateway holds (or takes) its lock. */
+  private async lead(service: string): Promise<void> {
+    const { session, runtimePrefix, gatewayId } = this.options;
+    const lockKey = runtimeKeys.rolloutLock(runtimePrefix, service);
+    const holder = await this.readLock(lockKey);
+    if (holder === 'error') return;
+    if (!session.holds(holder.session)) {
+      if (holder.session !== undefined || !(await session.acquire(lockKey, JSON.stringify({ gateway: gatewayId })))) {
+        if (this.driving.delete(service)) {
+          this.options.metrics.rolloutDriving.set({ service }, 0);
+          this.options.logger.info({ service }, 'another gateway drives this rollout now');
+        }
+        return;
+      }
+    }
+    if (!this.driving.has(service)) {
+      this.driving.add(service);
+      this.options.metrics.rolloutDriving.set({ service }, 1);
+      this.options.logger.info({ service, gateway: gatewayId }, 'this gateway drives the rollout (session lock taken)');
+    }
+    await this.judge(service);
+  }
+
+  private async judge(service: string): Promise<void> {
+    const { kvPrefix, runtimePrefix, gatewayId, logger, metrics } = this.options;
+    // Read again rather than trust the watch: the document may have moved since it was delivered.
+    const docKey = `${kvPrefix}rollouts/${service}`;
+    const stored = await this.readEntries(docKey, false, 'rollout-read');
+    const entry = stored?.find((e) => e.key === docKey);
+    if (!entry) return;
+    const parsed = parseRolloutValue(entry.value);
+    if (!parsed.ok || parsed.value.state !== 'progressing' || parsed.value.service !== service) return;
+    const rollout = parsed.value;
+    const records = await this.readFigures(service);
+    if (records === undefined) return;
+    const window = rollout.stepStartedAt;
+    const canary = fleetFigures(records, window, rollout.canary);
+    const stable = fleetFigures(records, window, rollout.stable);
+    const verdict = judgeStep(rollout.criteria, canary, stable, anyCircuitOpen(records, window));
+    const now = this.now();
+    const change = stepRollout(rollout, verdict, now, gatewayId);
+    if (!change) return;
+    const next = change.rollout;
+    const decision = next.history.at(-1);
+    if (!(await this.put(docKey, JSON.stringify(next), 'rollout-write', entry.modifyIndex))) {
+      logger.info({ service }, 'rollout changed meanwhile (check-and-set lost); judged again next round');
+      return;
+    }
+    metrics.rolloutDecisions.inc({ service, event: decision?.event ?? 'unknown' });
+    const line = { service, event: decision?.event, step: next.step + 1, of: next.steps.length, weight: decision?.weight, reason: decision?.reason, figures: decision?.figures, gateways: canary.gateways };
+    if (decision?.event === 'rolled-back') logger.warn(line, `rollout of ${service} rolled back: ${decision.reason ?? ''}`);
+    else logger.info(line, `rollout of ${service}: ${decision?.event ?? 'changed'}`);
+    if (change.weights) await this.writeWeights(service, change.weights.weights);
+    if (next.state !== 'progressing') {
+      await this.stopDriving(service);
+      await this.deleteTree(runtimeKeys.figures(runtimePrefix, service));
+    }
+  }
+
+  private async writeWeights(service: string, weights: Readonly<Record<string, number>>): Promise<void> {
+    const key = `${this.options.kvPrefix}canary/${service}`;
+    const current = await this.readEntries(key, false, 'weights-read');
+    if (current === undefined) return;
+    const index = current.find((e) => e.key === key)?.modifyIndex ?? 0;
+    if (!(await this.put(key, JSON.stringify({ weights }), 'weights-write', index))) {
+      this.options.logger.error({ service, key, weights }, 'the rollout moved but its weights could not be written (check-and-set lost or Consul failed); set them with cgw canary set');
+    }
+  }
+
+  private async stopDriving(service: string): Promise<void> {
+    if (!this.driving.delete(service)) return;
+    this.options.metrics.rolloutDriving.set({ service }, 0);
+    await this.options.session.release(runtimeKeys.rolloutLock(this.options.runtimePrefix, service));
+  }
+
+  /** Every gateway's record for the service; invalid ones are refused one by one and shown. */
+  private async readFigures(service: string): Promise<FiguresRecord[] | undefined> {
+    const base = runtimeKeys.figures(this.options.runtimePrefix, service);
+    const entries = await this.readEntries(base, true, 'figures-read');
+    if (entries === undefined) return undefined;
+    const out: FiguresRecord[] = [];
+    for (const e of entries) {
+      const parsed = parseFiguresRecord(e.value);
+      if (parsed.ok) {
+        this.issues.delete(e.key);
+        out.push(parsed.value);
+        continue;
+      }
+      if (this.issues.get(e.key)?.message.includes(`ModifyIndex ${e.modifyIndex}:`)) continue;
+      this.options.metrics.rolloutFiguresRejected.inc();
+      this.options.logger.warn({ key: e.key, error: parsed.error }, 'rollout figures refused; the other gateways are counted');
+      this.issues.set(e.key, { kind: 'rollout', subject: e.key, message: `figures refused at ModifyIndex ${e.modifyIndex}: ${parsed.error}` });
+    }
+    return out;
+  }
+
+  private async readLock(key: string): Promise<{ session: string | undefined } | 'error'> {
+    try {
+      const res = await this.options.consul.get(`/v1/kv/${encodeKey(key)}`, {}, { timeoutMs: CALL_TIMEOUT_MS });
+      return { session: kvLockSchema.parse(res.status === 404 ? null : res.body).session };
+    } catch (err) {
+      this.failed('lock-read', err);
+      return 'error';
+    }
+  }
+
+  private async readEntries(key: string, recurse: boolean, operation: string): Promise<KvEntry[] | undefined> {
+    try {
+      const res = await this.options.consul.get(`/v1/kv/${encodeKey(key)}`, { recurse: recurse ? '' : undefined }, { timeoutMs: CALL_TIMEOUT_MS });
+      return kvListSchema.parse(res.status === 404 ? null : res.body);
+    } catch (err) {
+      this.failed(operation, err);
+      return undefined;
+    }
+  }
+
+  /** A KV write; with `cas`, only over that ModifyIndex (0: only when absent). */
+  private async put(key: string, value: string, operation: string, cas?: number): Promise<boolean> {
+    try {
+      const res = await this.options.consul.write('PUT', `/v1/kv/${encodeKey(key)}`, { cas: cas === undefined ? undefined : String(cas) }, value, CALL_TIMEOUT_MS);
+      if (res.status === 200 && res.text.trim() === 'true') return true;
+      if (res.status !== 200) this.failed(operation, new Error(`Consul answered ${res.status}: ${res.text.slice(0, 200)}`));
+      return false;
+    } catch (err) {
+      this.failed(operation, err);
+      return false;
+    }
+  }
+
+  private async deleteTree(prefix: string): Promise<void> {
+    try {
+      await this.options.consul.write('DELETE', `/v1/kv/${encodeKey(prefix)}`, { recurse: '' }, undefined, CALL_TIMEOUT_MS);
+    } catch (err) {
+      this.failed('figures-delete', err);
+    }
+  }
+
+  private failed(operation: string, err: unknown): void {
+    this.options.metrics.rolloutDriverErrors.inc({ operation });
+    this.options.logger.warn({ operation, err: err instanceof Error ? err.message : String(err) }, 'rollout driver: Consul call failed; retried next round');
+  }
+
+  private now(): Date {
+    return this.options.now?.() ?? new Date();
+  }
+}
