@@ -195,12 +195,14 @@ interface ConsulFlags extends JsonFlag {
   consul?: string;
   token?: string;
   kvPrefix: string;
+  kvRuntimePrefix?: string;
 }
 const kvOptions = (cmd: Command): Command =>
   cmd
     .option('--consul <address>', 'Consul HTTP API: host:port or http(s)://host:port (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)')
     .option('--token <token>', 'ACL token, sent as X-Consul-Token (default $CONSUL_HTTP_TOKEN_FILE, $CONSUL_HTTP_TOKEN)')
     .option('--kv-prefix <prefix>', 'the gateway\'s KV prefix', 'gateway/')
+    .option('--kv-runtime-prefix <prefix>', 'where the gateways write figures and history (default: <kv-prefix>-runtime/)')
     .option('--json', 'print JSON (errors too)');
 /** Consul as flags and CONSUL_* say; the first request checks that it is a Consul agent. */
 const consulOf = async (f: ConsulFlags): Promise<ConsulStore> => {
@@ -313,16 +315,21 @@ kvOptions(
   const r = started.rollout;
   print(`started the rollout of ${service}: ${r.canary} at ${r.steps[0] ?? 0}% (steps ${r.steps.join(', ')}, soak ${f.soak}); written to ${started.key} and ${started.weightsKey}`);
 });
-kvOptions(rollout.command('status').argument('<service>').description('state, step, time left in the soak, and every decision taken')).action(async (service: string, f: ConsulFlags) => {
-  const [store, { readRollout, soakLeftMs }] = await withConsul(f, import('./rollout.ts'));
+kvOptions(rollout.command('status').argument('<service>').description('state, step, time left in the soak, both subsets\' figures in the current window (all gateways), and every decision taken')).action(async (service: string, f: ConsulFlags) => {
+  const [store, { readRollout, soakLeftMs, readWindowFigures, runtimePrefixOf }] = await withConsul(f, import('./rollout.ts'));
   const stored = await readRollout(store, f.kvPrefix, service);
-  if (f.json) return print(JSON.stringify(stored ?? null, null, 2));
+  const figures = stored?.rollout ? await readWindowFigures(store, runtimePrefixOf(f.kvPrefix, f.kvRuntimePrefix), stored.rollout) : null;
+  if (f.json) return print(JSON.stringify(stored ? { ...stored, figures } : null, null, 2));
   if (!stored) return print(`no rollout of ${service}`);
   if (!stored.rollout) return print(`INVALID rollout at ${stored.key} (ModifyIndex ${stored.modifyIndex}): ${stored.invalid ?? ''}`);
   const r = stored.rollout;
   const left = r.state === 'progressing' ? `, ${Math.ceil(soakLeftMs(r, new Date()) / 1000)} s left in the soak` : '';
   print(`${service}: ${r.state}, step ${r.step + 1} of ${r.steps.length} (${r.canary} ${r.steps[r.step] ?? 0}%, ${r.stable} ${100 - (r.steps[r.step] ?? 0)}%)${left}`);
   const { renderTable } = await import('./table.ts');
+  if (figures) {
+    print(`figures since ${r.stepStartedAt} from ${figures.gateways} gateway${figures.gateways === 1 ? '' : 's'}${figures.verdict ? `; now: ${figures.verdict}` : ''}`);
+    print(renderTable(['SUBSET', 'REQUESTS', '5XX', 'ERROR RATE', 'P95'], figures.subsets.map((s) => [s.subset, s.requests, s.errors, `${s.errorRate}%`, s.p95Ms === null ? null : `${s.p95Ms} ms`])));
+  }
   print(renderTable(['AT', 'EVENT', 'STEP', 'WEIGHT', 'BY', 'REASON'], r.history.map((h) => [h.at, h.event, h.step + 1, h.weight, h.by ?? null, h.reason ?? null])));
 });
 for (const action of ['promote', 'pause', 'resume', 'abort'] as const) {

@@ -1,5 +1,8 @@
 import { newRollout, parseRolloutValue, rolloutEnded, type Rollout, type RolloutFlags } from '../policy/rollout.ts';
 import { manualAction, weightsAt, type ManualAction } from '../state/rollout-steps.ts';
+import { anyCircuitOpen, fleetFigures, parseFiguresRecord, type FiguresRecord } from '../state/rollout-figures.ts';
+import { judgeStep } from '../state/rollout-judge.ts';
+import { defaultRuntimePrefix, runtimeKeys } from '../core/kv-layout.ts';
 import { CliError } from './admin-client.ts';
 import { canaryKey, checkServiceName, setCanary } from './canary.ts';
 import { normalizeKvPrefix, type ConsulStore, type KvStore } from './consul-kv.ts';
@@ -87,4 +90,53 @@ export async function listRollouts(kv: KvStore, kvPrefix: string): Promise<Store
 /** Milliseconds left in the current step's soak (0 when over), for `cgw rollout status`. */
 export function soakLeftMs(rollout: Rollout, now: Date): number {
   return Math.max(0, Date.parse(rollout.stepStartedAt) + rollout.soakMs - now.getTime());
+}
+
+/** `--kv-runtime-prefix`, else the default beside `--kv-prefix` (as `cgw start` derives it). */
+export function runtimePrefixOf(kvPrefix: string, runtimePrefix: string | undefined): string {
+  if (runtimePrefix === undefined) return defaultRuntimePrefix(normalizeKvPrefix(kvPrefix));
+  const normal = normalizeKvPrefix(runtimePrefix);
+  if (normal === '') throw new CliError('--kv-runtime-prefix: must not be empty', 2);
+  return normal;
+}
+
+export interface WindowFigures {
+  readonly window: string;
+  /** Gateways whose records of this window were counted. */
+  readonly gateways: number;
+  readonly subsets: readonly { subset: string; requests: number; errors: number; errorRate: number; p95Ms: number | null }[];
+  /** How the window would be judged now (progressing rollouts only). */
+  readonly verdict: string | null;
+  /** Records that were refused, by key. */
+  readonly refused: readonly string[];
+}
+
+/** Both subsets' figures in the current window, summed over every gateway's record, as the driver sees them. */
+export async function readWindowFigures(kv: KvStore, runtimePrefix: string, rollout: Rollout): Promise<WindowFigures> {
+  const records: FiguresRecord[] = [];
+  const refused: string[] = [];
+  for (const item of await kv.list(runtimeKeys.figures(runtimePrefix, rollout.service))) {
+    const parsed = parseFiguresRecord(item.value);
+    if (parsed.ok) records.push(parsed.value);
+    else refused.push(`${item.key}: ${parsed.error}`);
+  }
+  const window = rollout.stepStartedAt;
+  const canary = fleetFigures(records, window, rollout.canary);
+  const stable = fleetFigures(records, window, rollout.stable);
+  const verdict = judgeStep(rollout.criteria, canary, stable, anyCircuitOpen(records, window));
+  const f = verdict.figures;
+  return {
+    window,
+    gateways: Math.max(canary.gateways, stable.gateways),
+    subsets: [
+      { subset: `${rollout.canary} (canary)`, requests: canary.requests, errors: canary.errors, errorRate: round(f.canaryErrorRate), p95Ms: f.canaryP95Ms === null ? null : round(f.canaryP95Ms) },
+      { subset: `${rollout.stable} (stable)`, requests: stable.requests, errors: stable.errors, errorRate: round(f.stableErrorRate), p95Ms: f.stableP95Ms === null ? null : round(f.stableP95Ms) },
+    ],
+    verdict: rollout.state !== 'progressing' ? null : verdict.verdict === 'pass' ? 'passing' : verdict.verdict === 'wait' ? `waiting (${verdict.reason})` : `failing (${verdict.criterion}: ${verdict.reason})`,
+    refused,
+  };
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
 }

@@ -202,6 +202,15 @@ test('consumers named with --consumers get the canary before any share of genera
   const before = { v1: v1.hits, v2: v2.hits };
   for (let i = 0; i < 100; i++) assert.equal((await request(`${gwB.url}/web`, { dispatcher: client, headers: { 'x-api-key': bob.key } })).statusCode, 200);
   assert.ok(v2.hits - before.v2 <= 5, `other consumers get the 1% share only (${v2.hits - before.v2} of 100)`);
+  // Status shows both subsets' figures side by side, summed over the gateways that published them.
+  const shown = await waitFor(async () => {
+    const st = await runCli(['rollout', 'status', 'web', ...kv()]);
+    const m = /v2 \(canary\)\s+(\d+)\s+0\s+0%/.exec(st.stdout);
+    return m && Number(m[1]) >= 10 && /v1 \(stable\)\s+\d+/.test(st.stdout) ? st.stdout : undefined;
+  }, { timeoutMs: 20_000, message: 'status shows the window figures' });
+  assert.match(shown, /figures since .* from \d gateways?; now: waiting \(\d+ canary requests in the window; at least 100 are needed/);
+  const json = JSON.parse((await runCli(['rollout', 'status', 'web', '--json', ...kv()])).stdout) as { figures: { gateways: number } };
+  assert.ok(json.figures.gateways >= 1);
   assert.equal((await runCli(['rollout', 'abort', 'web', ...kv()])).code, 0);
   await consul.kvDelete('gateway/policies/web-keys');
   for (const gw of [gwA, gwB]) await waitFor(async () => ((await fetch(`${gw.url}/web`)).status === 200 ? true : undefined), { timeoutMs: 20_000, message: 'the route is public again' });
