@@ -8,6 +8,7 @@ import { ConsulClient } from './consul/client.ts';
 import { ConsulSupervisor } from './consul/supervisor.ts';
 import { ConsulSession } from './consul/session.ts';
 import { RolloutDriver } from './rollouts/driver.ts';
+import { GuardKeeper } from './rollouts/guards.ts';
 import { readAgentDatacenter } from './consul/datacenter.ts';
 import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
@@ -53,6 +54,7 @@ export class ControlPlane {
   private readonly build = new BuildHealth();
   private readonly session: ConsulSession;
   private readonly rollouts: RolloutDriver;
+  private readonly guards: GuardKeeper;
   /** The KV view the policies in force were resolved from. */
   private resolvedFrom: { kv: readonly KvEntry[]; kvResets: number } | undefined;
   private policyFiles: readonly RawDocument[] = [];
@@ -108,6 +110,16 @@ export class ControlPlane {
       kv: () => this.supervisor.kvView(),
       figures: async () => (await plane.report({ kind: 'summary' }))?.rollouts,
     });
+    this.guards = new GuardKeeper({
+      consul: this.consul,
+      gatewayId: config.gatewayId,
+      kvPrefix: config.kvPrefix,
+      logger: logger.child({ component: 'guards' }),
+      metrics,
+      kv: () => this.supervisor.kvView(),
+      snapshot: () => this.store.current?.snapshot,
+      tallies: async () => (await plane.report({ kind: 'figures' }))?.routeTallies,
+    });
     this.store = new SnapshotStore(logger, metrics);
     this.store.onPublish((snapshot) => this.countDocuments(snapshot));
     this.admin = createAdminServer(
@@ -118,7 +130,7 @@ export class ControlPlane {
         dataPlane: (scope) => plane.report(scope),
         workers: () => plane.workers(),
         discovery: () => this.supervisor.status(),
-        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems(), ...this.rollouts.problems()],
+        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems(), ...this.rollouts.problems(), ...this.guards.problems()],
         buildFailure: () => this.build.view(),
         settings: {
           consul: config.consul,
@@ -163,6 +175,7 @@ export class ControlPlane {
   watch(): void {
     this.supervisor.start();
     this.rollouts.start();
+    this.guards.start();
   }
 
   get adminAddress(): string {
@@ -182,6 +195,7 @@ export class ControlPlane {
   /** Draining: rollouts this gateway drives go to another gateway now, not after the session TTL. */
   beginClose(): void {
     this.closing = true;
+    this.guards.close();
     void this.rollouts.close().then(() => this.session.destroy());
   }
 
@@ -206,6 +220,7 @@ export class ControlPlane {
   async close(): Promise<void> {
     this.closing = true;
     clearTimeout(this.datacenterRetry);
+    this.guards.close();
     await this.rollouts.close();
     await this.session.destroy();
     await this.supervisor.close();

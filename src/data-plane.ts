@@ -8,6 +8,10 @@ import type { KvCertificate, Snapshot } from './state/snapshot.ts';
 import { UpstreamPools } from './balancer/upstream-pools.ts';
 import { RuntimeHolder } from './runtime/runtime.ts';
 import { RolloutTaps } from './runtime/rollout-taps.ts';
+import { SubsetRecorder } from './state/rollout-figures.ts';
+
+/** Routes whose counts are kept for guarded changes; routes past it are not guarded. */
+const MAX_TALLIED_ROUTES = 20_000;
 import { ResilienceRegistry } from './resilience/registry.ts';
 import { JwtKeyCache } from './filters/auth.ts';
 import { RateLimiterBackend, type BackendState, type RedisOptions } from './filters/rate-limit.ts';
@@ -53,6 +57,8 @@ export class DataPlane {
   private readonly limiter: RateLimiterBackend;
   private readonly resilience: ResilienceRegistry;
   private readonly rollouts = new RolloutTaps();
+  /** Every route's counts, for guarded changes (compared before and after a change). */
+  private readonly routeTallies = new SubsetRecorder('since-start', MAX_TALLIED_ROUTES);
   port = 0;
   /** Ports of the --listen-tls listeners, in the order given. */
   tlsPorts: number[] = [];
@@ -106,6 +112,7 @@ export class DataPlane {
     this.proxy = new ProxyListener({
       runtime: () => this.runtime.current,
       rollouts: this.rollouts,
+      routeTallies: this.routeTallies,
       maxHeaderSize: config.maxHeaderSize,
       maxHeaderCount: config.maxHeaderCount,
       maxConnections: config.maxConnections ?? defaultMaxConnections(openFileLimit()),
@@ -182,7 +189,7 @@ export class DataPlane {
   report(scope: ReportScope): DataPlaneReport {
     const runtime = this.runtime.current;
     const services: Record<string, ServiceHealthReport> = Object.create(null) as Record<string, ServiceHealthReport>;
-    const names = scope.kind === 'summary' || !runtime ? [] : scope.kind === 'service' ? [scope.name] : [...runtime.balancers.keys()];
+    const names = scope.kind === 'summary' || scope.kind === 'figures' || !runtime ? [] : scope.kind === 'service' ? [scope.name] : [...runtime.balancers.keys()];
     const inflight = names.length > 0 ? this.pools.inflightByKey() : new Map<string, number>();
     for (const name of names) {
       const balancer = runtime?.balancers.get(name);
@@ -197,7 +204,7 @@ export class DataPlane {
       services[name] = { picker: balancer.pickerKind, breaker: health ? { ...health.breaker.status() } : null, ejected: health?.outlier.ejectedCount ?? 0, endpoints };
     }
     const circuitsNotClosed = runtime ? [...runtime.balancers.keys()].filter((name) => (this.resilience.peek(name)?.breaker.state ?? 'closed') !== 'closed') : [];
-    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services, tls: this.certificates ? { ...this.certificates.store.view(), ...(this.clientCa ? { clientAuth: this.clientCa.view() } : {}) } : null, websocket: this.proxy.websockets.view(), rollouts: this.rolloutFigures() };
+    return { version: this.version ?? null, limits: this.proxy.limits.view(), rateLimiter: this.limiter.state, circuitsNotClosed, services, tls: this.certificates ? { ...this.certificates.store.view(), ...(this.clientCa ? { clientAuth: this.clientCa.view() } : {}) } : null, websocket: this.proxy.websockets.view(), rollouts: this.rolloutFigures(), ...(scope.kind === 'figures' ? { routeTallies: this.routeTallies.record('', new Date(), false).subsets } : {}) };
   }
 
   /** What this data plane counted for each service under rollout, with its canary's circuit. */

@@ -1,4 +1,4 @@
-import type { DataPlaneReport, EndpointHealthReport, RolloutFiguresReport, ServiceHealthReport } from '../core/types.ts';
+import type { DataPlaneReport, EndpointHealthReport, RolloutFiguresReport, ServiceHealthReport, SubsetCounts } from '../core/types.ts';
 
 const BREAKER_RANK: Record<string, number> = { closed: 0, half_open: 1, open: 2 };
 
@@ -44,7 +44,22 @@ export function mergeReports(reports: readonly DataPlaneReport[]): DataPlaneRepo
     tls: reports.find((r) => r.tls !== null)?.tls ?? null,
     websocket: { open: websocketsOpen, byRoute: websocketsByRoute },
     rollouts: mergeRolloutFigures(reports),
+    ...(reports.some((r) => r.routeTallies) ? { routeTallies: sumCounts(reports.map((r) => r.routeTallies ?? {})) } : {}),
   };
+}
+
+/** Counts by key (a subset, a route) added up over the workers. */
+export function sumCounts(parts: readonly Readonly<Record<string, SubsetCounts>>[]): Record<string, SubsetCounts> {
+  const out = Object.create(null) as Record<string, { requests: number; errors: number; buckets: number[] }>;
+  for (const part of parts) {
+    for (const [key, s] of Object.entries(part)) {
+      const seen = Object.hasOwn(out, key) ? out[key] : undefined;
+      out[key] = seen
+        ? { requests: seen.requests + s.requests, errors: seen.errors + s.errors, buckets: seen.buckets.map((c, i) => c + (s.buckets[i] ?? 0)) }
+        : { requests: s.requests, errors: s.errors, buckets: [...s.buckets] };
+    }
+  }
+  return out;
 }
 
 /**
@@ -61,14 +76,7 @@ export function mergeRolloutFigures(reports: readonly DataPlaneReport[]): Record
         continue;
       }
       if (figures.window < sum.window) continue;
-      const subsets: Record<string, { requests: number; errors: number; buckets: number[] }> = Object.create(null) as Record<string, { requests: number; errors: number; buckets: number[] }>;
-      for (const [tag, s] of [...Object.entries(sum.subsets), ...Object.entries(figures.subsets)]) {
-        const seen = Object.hasOwn(subsets, tag) ? subsets[tag] : undefined;
-        subsets[tag] = seen
-          ? { requests: seen.requests + s.requests, errors: seen.errors + s.errors, buckets: seen.buckets.map((c, i) => c + (s.buckets[i] ?? 0)) }
-          : { requests: s.requests, errors: s.errors, buckets: [...s.buckets] };
-      }
-      out[service] = { window: sum.window, subsets, canaryCircuitOpen: sum.canaryCircuitOpen || figures.canaryCircuitOpen };
+      out[service] = { window: sum.window, subsets: sumCounts([sum.subsets, figures.subsets]), canaryCircuitOpen: sum.canaryCircuitOpen || figures.canaryCircuitOpen };
     }
   }
   return out;

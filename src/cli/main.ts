@@ -385,9 +385,15 @@ policy
     print(`${report.files.length} document${report.files.length === 1 ? '' : 's'} valid`);
   });
 
+import type { RolloutCriteria } from '../policy/rollout.ts';
 interface PushFlags extends ConsulFlags {
   prune?: boolean;
   dryRun?: boolean;
+  guard?: string;
+  maxErrorRateIncrease: string;
+  maxP95Increase: string;
+  p95Slack: string;
+  minRequests: string;
 }
 kvOptions(
   policy
@@ -395,9 +401,24 @@ kvOptions(
     .argument('<dir>', 'policy directory, laid out like --policies')
     .description('validate every document, then write the changed ones to KV with check-and-set')
     .option('--prune', 'also delete KV documents under <prefix>policies/ and <prefix>routes/ that have no file')
-    .option('--dry-run', 'print what would change, write nothing'),
+    .option('--dry-run', 'print what would change, write nothing')
+    .option('--guard <duration>', 'watch the routes the change touches this long; if their error rate or p95 gets worse than before the change (the rollout criteria below), the gateways write the previous documents back')
+    .option('--max-error-rate-increase <points>', 'with --guard: error rate may rise by at most this many percentage points', ROLLOUT_DEFAULTS.maxErrorRateIncrease)
+    .option('--max-p95-increase <n%|duration>', 'with --guard: p95 may rise by this much (10% or 50ms)', ROLLOUT_DEFAULTS.maxP95Increase)
+    .option('--p95-slack <duration>', 'with --guard: a p95 within this of before never fails', ROLLOUT_DEFAULTS.p95Slack)
+    .option('--min-requests <n>', 'with --guard: requests after the change needed before it can be judged', ROLLOUT_DEFAULTS.minRequests),
 ).action(async (dir: string, f: PushFlags) => {
   const json = Boolean(f.json);
+  let guard: { windowMs: number; criteria: RolloutCriteria } | undefined;
+  if (f.guard !== undefined) {
+    const { guardCriteria } = await import('../policy/rollout.ts');
+    const parsed = guardCriteria(f.guard, f);
+    if (!parsed.ok) {
+      const { CliError } = await import('./admin-client.ts');
+      throw new CliError(`invalid guard: ${parsed.error}`, 2);
+    }
+    guard = parsed.value;
+  }
   const [store, [{ formatPushResult, formatValidation, PushRaceError, PushValidationError, pushPolicies, validationJson }, { CliError }]] = await withConsul(
     f,
     Promise.all([import('./policy.ts'), import('./admin-client.ts')]),
@@ -408,6 +429,7 @@ kvOptions(
       kvPrefix: f.kvPrefix,
       prune: f.prune,
       dryRun: f.dryRun,
+      ...(guard ? { guard } : {}),
       onResult: json ? undefined : (r: PushResult) => print(formatPushResult(r, Boolean(f.dryRun))),
     });
   } catch (err) {
@@ -423,7 +445,16 @@ kvOptions(
   if (outcome.extra.length > 0) {
     print(`${outcome.extra.length} KV document${outcome.extra.length === 1 ? ' has' : 's have'} no file (kept; --prune deletes): ${outcome.extra.join(', ')}`);
   }
+  if (outcome.guard) print(`guarded by ${outcome.guard.key} for ${f.guard ?? ''}: the gateways write the previous documents back if the routes get worse (cgw guards)`);
   if (f.dryRun) print('dry run: nothing written');
+});
+
+kvOptions(program.command('guards').description('guarded configuration changes (<prefix>guards/): watching, passed or reverted, with the reason and figures')).action(async (f: ConsulFlags) => {
+  const [store, [{ listGuards }, { renderTable }]] = await withConsul(f, Promise.all([import('./policy.ts'), import('./table.ts')]));
+  const list = await listGuards(store, f.kvPrefix);
+  if (f.json) return print(JSON.stringify(list, null, 2));
+  if (list.length === 0) return print('no guards');
+  print(renderTable(['ID', 'STATE', 'CREATED', 'WINDOW', 'KEYS', 'BY', 'REASON'], list.map((g) => [g.guard?.id ?? g.key, g.guard?.state ?? 'INVALID', g.guard?.createdAt ?? null, g.guard ? `${g.guard.windowMs / 1000}s` : null, g.guard?.changes.map((c) => c.key).join(', ') ?? null, g.guard?.decision?.by ?? null, g.guard?.decision?.reason ?? g.invalid])));
 });
 
 // ---------------------------------------------------------------------------------------------

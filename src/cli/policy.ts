@@ -3,6 +3,8 @@ import { basename, dirname, relative, resolve } from 'node:path';
 import { describeError } from '../core/errors.ts';
 import { documentId, documentOfFile, documentOfKvKey, kvKeyOfDocument, parseDocumentText, readPolicyDir, type DocumentKind, type RawDocument } from '../policy/documents.ts';
 import { resolvePolicies } from '../policy/resolve.ts';
+import { guardSchema, parseGuardValue, valueHash, type Guard } from '../policy/guard.ts';
+import type { RolloutCriteria } from '../policy/rollout.ts';
 import { CliError } from './admin-client.ts';
 import { normalizeKvPrefix, type KvItem, type KvStore } from './consul-kv.ts';
 
@@ -168,10 +170,14 @@ export interface PushOptions {
   readonly dryRun?: boolean;
   /** Called for each document as soon as it is done (so progress shows even if a later key fails). */
   readonly onResult?: (result: PushResult) => void;
+  /** `--guard`: watch the routes the change touches and write the old values back if they get worse. */
+  readonly guard?: { readonly windowMs: number; readonly criteria: RolloutCriteria; readonly now?: Date };
 }
 
 export interface PushOutcome {
   readonly results: readonly PushResult[];
+  /** The guard written before the documents (`<prefix>guards/<id>`), when asked for and something changed. */
+  readonly guard?: { readonly key: string; readonly id: string };
   /** KV documents without a file, left alone because --prune was not given. */
   readonly extra: readonly string[];
 }
@@ -228,6 +234,18 @@ export async function pushPolicies(kv: KvStore, dir: string, opts: PushOptions):
     );
   };
 
+  let guarded: PushOutcome['guard'];
+  if (opts.guard && !opts.dryRun) {
+    const changes: Guard['changes'] = [];
+    for (const doc of report.documents) {
+      const key = kvKeyOfDocument(doc.kind, doc.name, prefix);
+      const current = stored.get(key);
+      if (!current || current.value !== (doc.text ?? '')) changes.push({ key, previous: current?.value ?? null, written: valueHash(doc.text ?? '') });
+    }
+    if (opts.prune) for (const key of extra) changes.push({ key, previous: stored.get(key)?.value ?? null, written: null });
+    if (changes.length > 0) guarded = await writeGuard(kv, prefix, changes, opts.guard);
+  }
+
   for (const doc of report.documents) {
     const key = kvKeyOfDocument(doc.kind, doc.name, prefix);
     const file = doc.origin.kind === 'file' ? doc.origin.path : doc.id;
@@ -249,7 +267,41 @@ export async function pushPolicies(kv: KvStore, dir: string, opts: PushOptions):
       done({ action: 'deleted', key, file: null, cas });
     }
   }
-  return { results, extra: opts.prune ? [] : extra };
+  return { results, extra: opts.prune ? [] : extra, ...(guarded ? { guard: guarded } : {}) };
+}
+
+/**
+ * The guard goes in before the documents, so no gateway applies the change unguarded; the
+ * documents' previous values travel in it (KV holds them already; nothing new is exposed).
+ */
+async function writeGuard(kv: KvStore, prefix: string, changes: Guard['changes'], guard: NonNullable<PushOptions['guard']>): Promise<{ key: string; id: string }> {
+  const now = guard.now ?? new Date();
+  const id = `push-${now.toISOString().replace(/[-:.]/g, '').toLowerCase()}-${Math.random().toString(36).slice(2, 6)}`;
+  const candidate = { id, createdAt: now.toISOString(), windowMs: guard.windowMs, criteria: guard.criteria, changes, state: 'watching' };
+  const checked = guardSchema.safeParse(candidate);
+  if (!checked.success) throw new CliError(`the guard cannot be written: ${checked.error.issues.map((i) => i.message).join('; ')}; nothing was pushed`, 2);
+  const key = `${prefix}guards/${id}`;
+  if (!(await kv.set(key, JSON.stringify(checked.data), 0))) throw new CliError(`${key} exists already; nothing was pushed`, 3);
+  return { key, id };
+}
+
+export interface StoredGuard {
+  readonly key: string;
+  readonly modifyIndex: number;
+  readonly guard: Guard | null;
+  readonly invalid: string | null;
+}
+
+/** Every guard under `<prefix>guards/`, newest first. */
+export async function listGuards(kv: KvStore, kvPrefix: string): Promise<StoredGuard[]> {
+  const base = `${normalizeKvPrefix(kvPrefix)}guards/`;
+  const out: StoredGuard[] = [];
+  for (const item of await kv.list(base)) {
+    if (item.key === base) continue;
+    const parsed = parseGuardValue(item.value);
+    out.push({ key: item.key, modifyIndex: item.modifyIndex, guard: parsed.ok ? parsed.value : null, invalid: parsed.ok ? null : parsed.error });
+  }
+  return out.sort((a, b) => (b.guard?.createdAt ?? '').localeCompare(a.guard?.createdAt ?? ''));
 }
 
 /** Invalid documents in a push: exit 2, the report says which. */

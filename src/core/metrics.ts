@@ -224,6 +224,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['service', 'event'] as const,
       registers: [registry],
     }),
+    guardDecisions: new Counter({
+      name: 'cgw_guard_decisions_total',
+      help: 'Guarded configuration changes this gateway decided: reverted, passed, or refused (an invalid guard document)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+      aggregator: 'max',
+    }),
     rolloutDriving: new Gauge({
       name: 'cgw_rollout_driving',
       help: "1 while this gateway holds the rollout's session lock and drives it",

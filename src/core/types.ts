@@ -2,7 +2,7 @@
 
 export type HealthStatus = 'passing' | 'warning' | 'critical';
 
-export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer' | 'instance' | 'service' | 'build' | 'kv' | 'certificate' | 'fabio-kv' | 'rollout';
+export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer' | 'instance' | 'service' | 'build' | 'kv' | 'certificate' | 'fabio-kv' | 'rollout' | 'guard';
 
 /**
  * Something from outside that was rejected. Problems never stop the rest of a snapshot: the bad
@@ -122,6 +122,14 @@ export interface DataPlaneReport {
   readonly websocket: WebSocketView;
   /** Per service under rollout, what this data plane counted in the rollout's window (absent from older workers). */
   readonly rollouts?: Readonly<Record<string, RolloutFiguresReport>>;
+  /** With scope `figures`: every route's counts since the data plane started (requests, 5xx, cumulative latency buckets). */
+  readonly routeTallies?: Readonly<Record<string, SubsetCounts>>;
+}
+
+export interface SubsetCounts {
+  readonly requests: number;
+  readonly errors: number;
+  readonly buckets: readonly number[];
 }
 
 /** One service's rollout figures as a data plane counted them (see state/rollout-figures.ts). */
@@ -187,4 +195,4 @@ export interface ClientAuthView {
 }
 
 /** Which services a report details: none, all, or one. */
-export type ReportScope = { readonly kind: 'summary' } | { readonly kind: 'services' } | { readonly kind: 'service'; readonly name: string };
+export type ReportScope = { readonly kind: 'summary' } | { readonly kind: 'figures' } | { readonly kind: 'services' } | { readonly kind: 'service'; readonly name: string };

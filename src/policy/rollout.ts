@@ -172,3 +172,11 @@ export function parseP95Increase(text: string): P95Increase | undefined {
 function plainNumber(text: string): number | undefined {
   return /^\d+(\.\d+)?$/.test(text.trim()) ? Number(text) : undefined;
 }
+
+/** `--guard` and the criteria flags of `cgw policy push`, read like a rollout's. */
+export function guardCriteria(window: string, flags: Pick<RolloutFlags, 'maxErrorRateIncrease' | 'maxP95Increase' | 'p95Slack' | 'minRequests'>): ParseResult<{ windowMs: number; criteria: RolloutCriteria }> {
+  const windowMs = parseDuration(window);
+  if (windowMs === undefined || windowMs < 1_000 || windowMs > 3_600_000) return { ok: false, error: `--guard: "${window}" is not a duration between 1s and 1h` };
+  const made = newRollout('guard', { canary: 'after', stable: 'before', steps: '100', soak: window, ...flags }, new Date());
+  return made.ok ? { ok: true, value: { windowMs, criteria: made.value.criteria } } : made;
+}

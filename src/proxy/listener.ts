@@ -8,7 +8,7 @@ import type { Logger } from '../core/logger.ts';
 import { listenOn } from '../core/net.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Runtime } from '../runtime/runtime.ts';
-import { RolloutTaps } from '../runtime/rollout-taps.ts';
+import { RolloutTaps, type RouteTally } from '../runtime/rollout-taps.ts';
 import { sendError } from './errors.ts';
 import { isHttp2Request, refusalOfParserError, writeRawRefusal, type HeadLimits } from './client-errors.ts';
 import { ListenerLimits } from './listener-limits.ts';
@@ -23,6 +23,8 @@ export interface ProxyOptions {
   readonly runtime: () => Runtime | undefined;
   /** What the services under rollout count; absent: nothing is counted. */
   readonly rollouts?: RolloutTaps;
+  /** Every route's counts (guarded changes compare them before and after); absent: not counted. */
+  readonly routeTallies?: RouteTally;
   /** One info line per request (`--no-access-log` turns it off). */
   readonly accessLog: boolean;
   readonly logger: Logger;
@@ -114,6 +116,7 @@ export class ProxyListener {
     this.ctx = {
       runtime: options.runtime,
       rollouts: options.rollouts ?? new RolloutTaps(),
+      routeTallies: options.routeTallies ?? null,
       head: this.head,
       bodyTimeoutMs: options.clientBodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
       bufferBytes: options.requestBufferSize ?? DEFAULT_BUFFER_BYTES,

@@ -16,7 +16,7 @@ import { forward } from './forward.ts';
 import { isGrpcRequest, sendGrpcError } from './grpc.ts';
 import type { ListenerLimits } from './listener-limits.ts';
 import type { AccessLog } from './access-log.ts';
-import type { RolloutTaps } from '../runtime/rollout-taps.ts';
+import type { RolloutTaps, RouteTally } from '../runtime/rollout-taps.ts';
 
 /**
  * The step an admitted exchange ends in, after the breaker let it through: forwarding over the
@@ -29,6 +29,7 @@ export interface PipelineContext {
   readonly runtime: () => Runtime | undefined;
   /** Services under rollout: per-subset figures and targeted consumers. */
   readonly rollouts: RolloutTaps;
+  readonly routeTallies: RouteTally | null;
   readonly head: HeadLimits;
   readonly bodyTimeoutMs: number;
   readonly bufferBytes: number;
@@ -336,6 +337,7 @@ export class Exchange {
       route.countResponse(status);
       route.observeDuration(seconds);
       // Only answers an endpoint gave (or failed to give) say something about a subset.
+      ctx.routeTallies?.observe(route.id, status, seconds * 1000);
       if (this.endpoint && ctx.rollouts.size > 0) ctx.rollouts.tap(route.service)?.observe(this.endpoint.key, status, seconds * 1000);
       if (route.grpc && this.grpc) route.countGrpcStatus(this.grpcStatus ?? (status === 499 ? '1' : 'none'));
     } else {

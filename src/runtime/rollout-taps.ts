@@ -8,6 +8,11 @@ import type { RolloutInForce, ServiceSnapshot, Snapshot } from '../state/snapsho
  * runtime: a health change (a new snapshot in the same window) keeps the counts, a new window
  * starts from zero. Services without a rollout cost one failed map lookup per request.
  */
+/** What the proxy counts per route (the data plane's SubsetRecorder keyed by route id). */
+export interface RouteTally {
+  observe(routeId: string, status: number, ms: number): void;
+}
+
 export class RolloutTap {
   /** Endpoint key → the subset tag it belongs to (canary or stable); others are not counted. */
   private subsetOf = new Map<string, string>();

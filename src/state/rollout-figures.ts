@@ -63,12 +63,16 @@ export function parseFiguresRecord(text: string | null): ParseResult<FiguresReco
 export class SubsetRecorder {
   private readonly subsets = new Map<string, { requests: number; errors: number; buckets: number[] }>();
 
-  constructor(readonly window: string) {}
+  constructor(
+    readonly window: string,
+    /** Keys counted at most (subsets of a rollout; routes for guards). */
+    private readonly maxKeys: number = MAX_SUBSETS,
+  ) {}
 
   observe(subset: string, status: number, ms: number): void {
     let s = this.subsets.get(subset);
     if (!s) {
-      if (this.subsets.size >= MAX_SUBSETS) return;
+      if (this.subsets.size >= this.maxKeys) return;
       s = { requests: 0, errors: 0, buckets: new Array<number>(FIGURE_BUCKETS_MS.length + 1).fill(0) };
       this.subsets.set(subset, s);
     }
@@ -81,7 +85,7 @@ export class SubsetRecorder {
   }
 
   record(gateway: string, now: Date, canaryCircuitOpen: boolean): FiguresRecord {
-    const subsets: Record<string, FiguresRecord['subsets'][string]> = {};
+    const subsets = Object.create(null) as Record<string, FiguresRecord['subsets'][string]>;
     for (const [tag, s] of this.subsets) {
       let running = 0;
       subsets[tag] = { requests: s.requests, errors: s.errors, buckets: s.buckets.map((c) => (running += c)) };
