@@ -7,6 +7,7 @@ import { isRetryableMethod, type BodyState, type PreparedBody } from './body.ts'
 import { classifyFailure } from './errors.ts';
 import { grpcStatusLabel, parseGrpcTimeout, splitTrailersOnly, trailersOf } from './grpc.ts';
 import { responseHeaderList } from './headers.ts';
+import { requestedSubset } from './sticky.ts';
 import type { Exchange } from './pipeline.ts';
 
 /**
@@ -31,8 +32,7 @@ type TaggedResponse = ServerResponse & { [FORWARDING]?: Forwarding };
  * endpoint when the route allows it, and ends the exchange with the status sent.
  */
 export function forward(ex: Exchange, route: CompiledRoute, prepared: PreparedBody | null, probe: number): void {
-  const canaryHeader = ex.req.headers['x-canary'];
-  const canary = typeof canaryHeader === 'string' ? canaryHeader : undefined;
+  const canary = requestedSubset(ex, route.balancer);
   let endpoint = route.balancer.pick(canary);
   if (!endpoint) {
     route.resilience.breaker.release(probe);

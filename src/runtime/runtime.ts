@@ -6,6 +6,7 @@ import type { UpstreamPools } from '../balancer/upstream-pools.ts';
 
 /** The proxy reaches endpoints only through the runtime (house map: proxy imports core, runtime). */
 export type { UpstreamEndpoint } from '../balancer/upstream-pools.ts';
+export type { StickySubsets } from '../balancer/sticky-subsets.ts';
 import { compileRouter, type Router } from '../router/router.ts';
 import { changedServices, type RouteSnapshot, type Snapshot } from '../state/snapshot.ts';
 import { own } from '../core/own.ts';
