@@ -6,6 +6,7 @@
  * `cgw status`, the last good version kept), and the gateways still applying Consul changes.
  */
 import assert from 'node:assert/strict';
+import { connect } from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
@@ -157,7 +158,7 @@ before(async () => {
   }
   await consul.kvPut(WEB_POLICY, JSON.stringify({ appliesTo: { service: 'web' }, stickiness: { cookie: COOKIE, ttl: '1h' } }));
   await consul.kvPut(APP_POLICY, JSON.stringify({ appliesTo: { service: 'app' }, stickiness: { header: HEADER } }));
-  gateways = [await startGateway({ consul: consul.addr, args: ['--wait', '5s'] }), await startGateway({ consul: consul.addr, args: ['--wait', '5s'] })];
+  gateways = [await startGateway({ consul: consul.addr, args: ['--wait', '5s'] }), await startGateway({ consul: consul.addr, args: ['--wait', '5s', '--h2c'] })];
   for (const g of gateways) reportCrash(g);
   await setWeights('web', { v1: 90, v2: 10 });
   await setWeights('app', { v1: 90, v2: 10 });
@@ -251,6 +252,30 @@ describe('cookie mode', () => {
     const a = await get(g1, '/web', { cookie: `${COOKIE}=v1`, 'x-canary': 'v2' });
     assert.equal(a.upstream, 'web-v2');
     assert.deepEqual(a.setCookies, []);
+  });
+
+  test('HTTP/2: cookies split over several fields (RFC 9113 §8.2.3) are read, and the cookie is set over h2', async () => {
+    const session = connect((gateways[1] as GatewayProcess).url);
+    try {
+      const ask = (cookie: string[] | undefined): Promise<{ upstream: string; setCookie: string[] }> =>
+        new Promise((resolve, reject) => {
+          const stream = session.request({ ':path': '/web', ...(cookie ? { cookie } : {}) });
+          stream.on('response', (headers) => {
+            const raw = headers['set-cookie'];
+            resolve({ upstream: String(headers['x-upstream']), setCookie: raw === undefined ? [] : Array.isArray(raw) ? raw : [String(raw)] });
+            stream.resume();
+          });
+          stream.on('error', reject);
+          stream.end();
+        });
+      const kept = await ask(['a=1', `${COOKIE}=v2`, 'b=2']);
+      assert.equal(kept.upstream, 'web-v2');
+      assert.deepEqual(kept.setCookie, []);
+      const fresh = await ask(undefined);
+      assert.match(fresh.setCookie[0] ?? '', new RegExp(`^${COOKIE}=${versionOf(fresh.upstream)}; Max-Age=3600;`));
+    } finally {
+      session.close();
+    }
   });
 
   test('the upstream still receives the Cookie header', async () => {

@@ -11,6 +11,7 @@ import { ServiceBalancer, type EjectionView } from '../../src/balancer/service-b
 import { UpstreamPools } from '../../src/balancer/upstream-pools.ts';
 import { findCookie, MAX_COOKIE_SCAN_CHARS } from '../../src/proxy/cookies.ts';
 import { requestedSubset } from '../../src/proxy/sticky.ts';
+import { responseHeaderList } from '../../src/proxy/headers.ts';
 import type { Exchange } from '../../src/proxy/pipeline.ts';
 import { policyDocumentSchema } from '../../src/policy/schema.ts';
 import { stickinessSchema, type StickinessPolicy } from '../../src/policy/stickiness.ts';
@@ -307,5 +308,21 @@ describe('services stickiness does not apply to', () => {
       if (tag === 'v"2') assert.equal(extra, null);
       else assert.deepEqual(extra, ['set-cookie', 'sub=v1; Max-Age=3600; Path=/; HttpOnly; SameSite=Lax']);
     }
+  });
+});
+
+describe('the answer head', () => {
+  const raw = (...pairs: string[]): Buffer[] => pairs.map((p) => Buffer.from(p, 'latin1'));
+
+  test("the gateway's cookie joins the upstream's Set-Cookie fields, never replaces them", () => {
+    const head = responseHeaderList(raw('Set-Cookie', 'session=abc; Path=/', 'set-cookie', 'theme=dark', 'Content-Type', 'text/plain'), 'rid', ['set-cookie', 'sub=v1; Max-Age=60; Path=/; HttpOnly; SameSite=Lax'], false);
+    const cookies = head.filter((_, i) => i % 2 === 1 && (head[i - 1] as string).toLowerCase() === 'set-cookie');
+    assert.deepEqual(cookies, ['session=abc; Path=/', 'theme=dark', 'sub=v1; Max-Age=60; Path=/; HttpOnly; SameSite=Lax']);
+  });
+
+  test("in header mode the gateway's header replaces an upstream's of the same name", () => {
+    const head = responseHeaderList(raw('X-Subset', 'forged', 'content-type', 'text/plain'), 'rid', ['x-subset', 'v2'], false);
+    const named = head.filter((_, i) => i % 2 === 1 && (head[i - 1] as string).toLowerCase() === 'x-subset');
+    assert.deepEqual(named, ['v2']);
   });
 });
