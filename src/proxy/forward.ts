@@ -32,7 +32,7 @@ type TaggedResponse = ServerResponse & { [FORWARDING]?: Forwarding };
  * endpoint when the route allows it, and ends the exchange with the status sent.
  */
 export function forward(ex: Exchange, route: CompiledRoute, prepared: PreparedBody | null, probe: number): void {
-  const canary = requestedSubset(ex, route.balancer);
+  const canary = requestedSubset(ex, route);
   let endpoint = route.balancer.pick(canary);
   if (!endpoint) {
     route.resilience.breaker.release(probe);

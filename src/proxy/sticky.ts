@@ -3,6 +3,7 @@ import { findCookie } from './cookies.ts';
 import type { Exchange } from './pipeline.ts';
 
 type Balancer = CompiledRoute['balancer'];
+type Counts = Pick<CompiledRoute, 'countSticky'>;
 
 /**
  * The subset a request asks for, as the balancer's `pick(canaryTag)` takes it: `X-Canary` when
@@ -13,12 +14,13 @@ type Balancer = CompiledRoute['balancer'];
  * The tag returned is also what a retry passes to `pick`, so a retry stays in the same subset
  * while it has another endpoint.
  */
-export function requestedSubset(ex: Exchange, balancer: Balancer): string | undefined {
+export function requestedSubset(ex: Exchange, route: Counts & { readonly balancer: Balancer }): string | undefined {
   const header = ex.req.headers['x-canary'];
   const canary = typeof header === 'string' ? header : undefined;
+  const balancer = route.balancer;
   const sticky = balancer.sticky;
   if (sticky === null || (canary !== undefined && balancer.forces(canary))) return canary;
-  return heldSubset(ex, balancer, sticky);
+  return heldSubset(ex, balancer, sticky, route);
 }
 
 /**
@@ -29,14 +31,16 @@ export function requestedSubset(ex: Exchange, balancer: Balancer): string | unde
  * subset was given, so a client is re-balanced at least once per ttl. In header mode every answer
  * names the subset, so a client simply sends back the last value it saw.
  */
-function heldSubset(ex: Exchange, balancer: Balancer, sticky: StickySubsets): string | undefined {
+function heldSubset(ex: Exchange, balancer: Balancer, sticky: StickySubsets, counts: Counts): string | undefined {
   const keep = (value: string): string | undefined => (balancer.holds(value) ? value : undefined);
   const held = sticky.kind === 'cookie' ? findCookie(ex.req.headers.cookie, sticky.name, keep) : headerValue(ex, sticky.name, keep);
   if (held !== undefined) {
+    counts.countSticky('kept');
     if (sticky.kind === 'header') addAnswerHeader(ex, sticky.answer(held, ex.encrypted));
     return held;
   }
   const tag = balancer.pickSubset();
+  counts.countSticky('assigned');
   if (tag !== undefined) addAnswerHeader(ex, sticky.answer(tag, ex.encrypted));
   return tag;
 }

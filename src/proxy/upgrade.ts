@@ -125,7 +125,7 @@ class UpgradeAttempt {
       this.count('client_gone');
       return ex.finish(499);
     }
-    const canary = requestedSubset(ex, route.balancer);
+    const canary = requestedSubset(ex, route);
     let endpoint = route.balancer.pick(canary);
     if (endpoint?.saturated) endpoint = route.balancer.pickUnsaturated(canary);
     if (!endpoint) {

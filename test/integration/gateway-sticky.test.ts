@@ -434,4 +434,16 @@ describe('attacks', () => {
     await setWeights('web', { v1: 0, v2: 100 });
     for (const gw of gateways) for (let i = 0; i < 5; i++) assert.equal((await get(gw, '/web', { cookie: 'other=v1' })).upstream, 'web-v2');
   });
+
+  test('kept and assigned requests are counted per service', async () => {
+    for (const gw of gateways) {
+      const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+      for (const service of ['web', 'app']) {
+        for (const outcome of ['kept', 'assigned']) {
+          const line = text.split('\n').find((l) => l.startsWith(`cgw_sticky_subsets_total{service="${service}",outcome="${outcome}"}`));
+          assert.ok(line !== undefined && Number(line.slice(line.lastIndexOf(' ') + 1)) > 0, `${gw.url}: ${service} ${outcome}: ${String(line)}`);
+        }
+      }
+    }
+  });
 });

@@ -148,9 +148,12 @@ function exchange(headers: Record<string, string | string[]>, encrypted = false)
   return { req: { headers }, encrypted, extraHeaders: null };
 }
 
+const counted = new Map<string, number>();
+const countSticky = (outcome: string): void => void counted.set(outcome, (counted.get(outcome) ?? 0) + 1);
+
 function decide(balancer: ServiceBalancer, headers: Record<string, string | string[]>, encrypted = false): { tag: string | undefined; extra: readonly string[] | null } {
   const ex = exchange(headers, encrypted);
-  const tag = requestedSubset(ex as unknown as Exchange, balancer);
+  const tag = requestedSubset(ex as unknown as Exchange, { balancer, countSticky });
   return { tag, extra: ex.extraHeaders };
 }
 
@@ -162,8 +165,13 @@ describe('which subset a request is kept on (cookie mode)', () => {
   const balancer = new ServiceBalancer(service(weights, COOKIE), pools, 'round_robin');
 
   test('a valid cookie keeps the subset, and no new cookie is sent', () => {
+    counted.clear();
+    decide(balancer, { cookie: 'sub=v9' });
+    assert.deepEqual(Object.fromEntries(counted), { assigned: 1 });
+    counted.clear();
     for (let i = 0; i < 50; i++) assert.deepEqual(decide(balancer, { cookie: 'a=1; sub=v2' }), { tag: 'v2', extra: null });
     for (let i = 0; i < 50; i++) assert.deepEqual(decide(balancer, { cookie: 'sub="v1"' }), { tag: 'v1', extra: null });
+    assert.deepEqual(Object.fromEntries(counted), { kept: 100 });
   });
 
   test('the kept subset is where the balancer sends the request', () => {
@@ -205,7 +213,7 @@ describe('which subset a request is kept on (cookie mode)', () => {
   test('the cookie joins headers the pipeline added before (HSTS, rate limits)', () => {
     const ex = exchange({});
     ex.extraHeaders = ['strict-transport-security', 'max-age=1'];
-    const tag = requestedSubset(ex as unknown as Exchange, balancer);
+    const tag = requestedSubset(ex as unknown as Exchange, { balancer, countSticky });
     assert.equal(ex.extraHeaders[0], 'strict-transport-security');
     assert.equal(ex.extraHeaders[2], 'set-cookie');
     assert.match(String(ex.extraHeaders[3]), new RegExp(`^sub=${String(tag)};`));
@@ -276,7 +284,9 @@ describe('services stickiness does not apply to', () => {
   test('no stickiness policy: nothing compiled, X-Canary as before, no header added', () => {
     const b = new ServiceBalancer(service({ v1: 90, v2: 10 }, null), pools, 'round_robin');
     assert.equal(b.sticky, null);
+    counted.clear();
     assert.deepEqual(decide(b, { cookie: 'sub=v2' }), { tag: undefined, extra: null });
+    assert.equal(counted.size, 0, 'nothing counted');
     assert.deepEqual(decide(b, { 'x-canary': 'v2' }), { tag: 'v2', extra: null });
   });
 
