@@ -173,6 +173,12 @@ after(async () => {
 });
 
 describe('cookie mode', () => {
+  test('the canary view shows each service\'s stickiness', async () => {
+    const views = (await (await fetch(`${(gateways[0] as GatewayProcess).adminUrl}/v1/canary`)).json()) as Array<{ service: string; stickiness: unknown }>;
+    assert.deepEqual(views.find((v) => v.service === 'web')?.stickiness, { cookie: COOKIE, ttl: 3_600_000 });
+    assert.deepEqual(views.find((v) => v.service === 'app')?.stickiness, { header: HEADER });
+  });
+
   test('a new client gets a cookie naming its subset; with the cookie it is not sent again', async () => {
     const [g1] = gateways as [GatewayProcess];
     const c = new CookieClient();
