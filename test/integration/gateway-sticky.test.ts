@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
+import { WebSocket, WebSocketServer } from 'ws';
+import { freePort } from '../helpers/ports.ts';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
 import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -22,6 +24,7 @@ let consul: ConsulAgent;
 let gateways: GatewayProcess[] = [];
 let stopping = false;
 const ups: Upstream[] = [];
+const sockets: WebSocketServer[] = [];
 const client = new Agent({ keepAliveTimeout: 10_000, connections: 4 });
 
 interface Answer {
@@ -156,12 +159,22 @@ before(async () => {
       await consul.register({ id: `${service}-${v}`, name: service, port: u.port, tags: [`urlprefix-/${service}`, v] });
     }
   }
+  // WebSocket upstreams that greet with their version.
+  for (const v of ['v1', 'v2']) {
+    const port = await freePort();
+    const wss = new WebSocketServer({ host: '127.0.0.1', port });
+    wss.on('connection', (socket) => socket.send(`live-${v}`));
+    sockets.push(wss);
+    await consul.register({ id: `live-${v}`, name: 'live', port, tags: ['urlprefix-/live', v] });
+  }
+  await consul.kvPut('gateway/policies/live-sticky', JSON.stringify({ appliesTo: { service: 'live' }, stickiness: { cookie: COOKIE } }));
   await consul.kvPut(WEB_POLICY, JSON.stringify({ appliesTo: { service: 'web' }, stickiness: { cookie: COOKIE, ttl: '1h' } }));
   await consul.kvPut(APP_POLICY, JSON.stringify({ appliesTo: { service: 'app' }, stickiness: { header: HEADER } }));
   gateways = [await startGateway({ consul: consul.addr, args: ['--wait', '5s'] }), await startGateway({ consul: consul.addr, args: ['--wait', '5s', '--h2c'] })];
   for (const g of gateways) reportCrash(g);
   await setWeights('web', { v1: 90, v2: 10 });
   await setWeights('app', { v1: 90, v2: 10 });
+  await setWeights('live', { v1: 50, v2: 50 });
 });
 
 after(async () => {
@@ -169,6 +182,10 @@ after(async () => {
   await Promise.all(gateways.map((g) => g.kill()));
   await client.close();
   await Promise.all(ups.map((u) => u.close()));
+  for (const wss of sockets) {
+    for (const c of wss.clients) c.terminate();
+    await new Promise<void>((resolve) => wss.close(() => resolve()));
+  }
   await consul?.destroy();
 });
 
@@ -288,6 +305,38 @@ describe('cookie mode', () => {
     const [g1] = gateways as [GatewayProcess];
     const a = await get(g1, '/web', { cookie: `${COOKIE}=v1; app=1` });
     assert.equal((JSON.parse(a.body) as { headers: Record<string, string> }).headers.cookie, `${COOKIE}=v1; app=1`);
+  });
+});
+
+describe('WebSocket handshakes', () => {
+  /** Opens a WebSocket through the gateway: who greeted, and the Set-Cookie of the 101. */
+  function open(gw: GatewayProcess, cookie?: string): Promise<{ greeting: string; setCookies: string[] }> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`${gw.url.replace('http:', 'ws:')}/live`, { headers: cookie ? { cookie } : {} });
+      let setCookies: string[] = [];
+      ws.once('upgrade', (res) => {
+        const raw = res.headers['set-cookie'];
+        setCookies = raw === undefined ? [] : raw;
+      });
+      ws.once('message', (data) => {
+        resolve({ greeting: String(data), setCookies });
+        ws.close();
+      });
+      ws.once('error', reject);
+    });
+  }
+
+  test('the 101 sets the cookie, and a client holding it reaches its subset on both gateways', async () => {
+    const [g1, g2] = gateways as [GatewayProcess, GatewayProcess];
+    const first = await open(g1);
+    assert.equal(first.setCookies.length, 1);
+    const tag = versionOf(first.greeting);
+    assert.match(first.setCookies[0] ?? '', new RegExp(`^${COOKIE}=${tag}; Max-Age=86400; Path=/; HttpOnly; SameSite=Lax$`));
+    for (let i = 0; i < 6; i++) {
+      const again = await open(i % 2 === 0 ? g2 : g1, `${COOKIE}=${tag}`);
+      assert.equal(again.greeting, `live-${tag}`);
+      assert.deepEqual(again.setCookies, []);
+    }
   });
 });
 
