@@ -198,6 +198,8 @@ export function canaryView(src: AdminSources) {
       weights: s.canary?.weights,
       fallback: s.canary?.fallback,
       subsets: s.canary?.subsets.map((x) => ({ tag: x.tag, configured: x.configuredWeight, effective: x.effectiveWeight, endpoints: x.endpoints.length })),
+      /** The service's stickiness policy (`{cookie, ttl}` in ms, or `{header}`), or null. */
+      stickiness: s.policy.stickiness ?? null,
       rejected: snapshot.problems.filter((p) => p.kind === 'canary' && p.subject === s.canary?.key).map((p) => p.message),
     }));
 }

@@ -2,8 +2,15 @@ import { contentHash } from '../core/hash.ts';
 import type { ServiceSnapshot } from '../state/snapshot.ts';
 import { LeastRequestPicker, RoundRobinPicker, type Picker, type Weighted } from './pickers.ts';
 import type { UpstreamEndpoint, UpstreamPools } from './upstream-pools.ts';
+import { compileStickiness, type StickySubsets } from './sticky-subsets.ts';
 
 export type PickerKind = 'round_robin' | 'least_request';
+
+/** A weights subset and the picker over its endpoints. */
+interface Subset {
+  readonly tag: string;
+  readonly picker: Picker<UpstreamEndpoint>;
+}
 
 /**
  * What a balancer needs of passive health: which endpoints are ejected. The detector itself lives
@@ -28,7 +35,9 @@ export class ServiceBalancer {
   /** Equal fingerprints mean an equal balancer, so the runtime keeps the old one (and its position). */
   readonly fingerprint: string;
   private readonly all: Picker<UpstreamEndpoint>;
-  private readonly subsetPicker: Picker<Picker<UpstreamEndpoint>> | undefined;
+  private readonly subsetPicker: Picker<Subset> | undefined;
+  /** The service's stickiness policy compiled against its weights; null: requests are not held (no cookie looked at). */
+  readonly sticky: StickySubsets | null;
   private readonly forced = new Map<string, Picker<UpstreamEndpoint>>();
   /** Tags instances carry that have no weights subset, for `X-Canary`; pickers made on first use. */
   private readonly taggable = new Set<string>();
@@ -74,15 +83,16 @@ export class ServiceBalancer {
     this.all = makePicker(null);
     const canary = service.canary;
     if (canary && !canary.fallback) {
-      const subsets: Weighted<Picker<UpstreamEndpoint>>[] = [];
+      const subsets: Weighted<Subset>[] = [];
       for (const subset of canary.subsets) {
         if (subset.endpoints.length === 0) continue;
         const picker = makePicker(new Set(subset.endpoints));
         this.forced.set(subset.tag, picker);
-        subsets.push({ item: picker, weight: subset.effectiveWeight });
+        subsets.push({ item: { tag: subset.tag, picker }, weight: subset.effectiveWeight });
       }
       this.subsetPicker = new RoundRobinPicker(subsets);
     }
+    this.sticky = compileStickiness(service.policy.stickiness, canary);
     for (const e of service.endpoints) if (e.weight > 0) for (const t of e.tags) if (!this.forced.has(t)) this.taggable.add(t);
   }
 
@@ -93,6 +103,7 @@ export class ServiceBalancer {
       // How TLS is checked is not in the key (https://address:port) but decides the pool.
       endpoints: service.endpoints.filter((e) => e.weight > 0).map((e) => [e.key, e.weight, e.tags, e.tlsSkipVerify ?? false, e.serverName ?? null]),
       canary: service.canary ? [service.canary.fallback, service.canary.subsets] : null,
+      stickiness: service.policy.stickiness,
     });
   }
 
@@ -112,11 +123,34 @@ export class ServiceBalancer {
     const usable = this.outlier?.hasEjected ? this.usable : undefined;
     const forced = canaryTag !== undefined ? this.forcedPicker(canaryTag) : undefined;
     if (!this.subsetPicker && !forced) return this.all.pick(exclude, usable);
-    const subset = forced ?? this.subsetPicker?.pick();
+    const subset = forced ?? this.subsetPicker?.pick()?.picker;
     const endpoint = subset?.pick(exclude, usable);
     // A retry whose subset has no other endpoint, or a subset whose endpoints are all ejected, goes
     // anywhere healthy rather than fail.
     return endpoint !== undefined && endpoint !== exclude && (usable === undefined || usable(endpoint)) ? endpoint : this.all.pick(exclude, usable);
+  }
+
+  /** Whether `X-Canary: <tag>` would be honoured: some healthy instance carries the tag. */
+  forces(tag: string): boolean {
+    return this.forcedPicker(tag) !== undefined;
+  }
+
+  /** A subset by weight for a client that holds none yet: the same turn a plain request would take. */
+  pickSubset(): string | undefined {
+    return this.subsetPicker?.pick()?.tag;
+  }
+
+  /**
+   * A client may stay on `tag` while its configured weight is above 0 and it has a healthy
+   * instance the outlier detector has not ejected (tag checked against the compiled subsets only).
+   */
+  holds(tag: string): boolean {
+    const keys = this.sticky?.holdable.get(tag);
+    if (keys === undefined) return false;
+    const outlier = this.outlier;
+    if (outlier === undefined || !outlier.hasEjected) return true;
+    for (const key of keys) if (!outlier.isEjected(key)) return true;
+    return false;
   }
 
   /**
@@ -140,7 +174,7 @@ export class ServiceBalancer {
    */
   pickUnsaturated(canaryTag?: string, exclude?: UpstreamEndpoint): UpstreamEndpoint | undefined {
     const accept = this.unsaturated;
-    const subset = (canaryTag !== undefined ? this.forcedPicker(canaryTag) : undefined) ?? this.subsetPicker?.pick();
+    const subset = (canaryTag !== undefined ? this.forcedPicker(canaryTag) : undefined) ?? this.subsetPicker?.pick()?.picker;
     for (const picker of subset ? [subset, this.all] : [this.all]) {
       const endpoint = picker.pick(exclude, accept);
       if (endpoint !== undefined && endpoint !== exclude && !endpoint.saturated) return endpoint;

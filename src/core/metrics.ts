@@ -34,6 +34,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['service'] as const,
       registers: [registry],
     }),
+    stickySubsets: new Counter({
+      name: 'cgw_sticky_subsets_total',
+      help: 'Requests to a service with a stickiness policy and canary weights: kept on the subset the client holds, or assigned one by weight (none held, or the one held cannot hold clients now)',
+      labelNames: ['service', 'outcome'] as const,
+      registers: [registry],
+    }),
     endpointsHealthy: new Gauge({
       name: 'cgw_service_endpoints_healthy',
       help: 'Endpoints of a service that receive traffic (health-filtered)',

@@ -13,6 +13,7 @@ import {
   type PolicyDocument,
   type RateLimitPolicy,
   type RetriesPolicy,
+  type StickinessPolicy,
   type TimeoutsPolicy,
   type WebSocketPolicy,
 } from './schema.ts';
@@ -43,6 +44,8 @@ export interface ServicePolicy {
   readonly discovery: DiscoveryPolicy;
   /** Connections are pooled per service endpoint, so the connect timeout is a service setting. */
   readonly connectTimeout: number | null;
+  /** Canary subsets held per client (cookie or header), or null. */
+  readonly stickiness: StickinessPolicy | null;
   readonly sources: Readonly<Record<string, string>>;
 }
 
@@ -115,6 +118,7 @@ export function servicePolicy(index: PolicyIndex, service: string): ServicePolic
     circuitBreaker: breaker && breaker.enabled ? breaker : null,
     discovery: pick(chain, 'discovery', sources) ?? DEFAULT_DISCOVERY,
     connectTimeout,
+    stickiness: pick(chain, 'stickiness', sources) ?? null,
     sources,
   };
 }

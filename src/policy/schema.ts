@@ -3,8 +3,10 @@ import { durationField } from '../core/duration-field.ts';
 import { algorithmsForPem } from './keys.ts';
 import { unmatchableRoutePath } from '../core/url-path.ts';
 import { hstsSchema, mtlsSchema } from './tls-schema.ts';
+import { stickinessSchema } from './stickiness.ts';
 
 export { MAX_ALLOWED_NAMES, type HstsPolicy, type MtlsPolicy } from './tls-schema.ts';
+export type { StickinessPolicy } from './stickiness.ts';
 
 /**
  * Policy and route documents: the data operators write in `policies/` and Consul KV. Every field
@@ -246,7 +248,7 @@ export const discoverySchema = z
   })
   .strict();
 
-const SERVICE_ONLY_SECTIONS = ['outlierDetection', 'circuitBreaker', 'discovery'] as const;
+const SERVICE_ONLY_SECTIONS = ['outlierDetection', 'circuitBreaker', 'discovery', 'stickiness'] as const;
 
 export const appliesToSchema = z.union([
   z.literal('defaults'),
@@ -272,6 +274,8 @@ export const policyDocumentSchema = z
     hsts: hstsSchema.optional(),
     /** On the plain-HTTP listener, answer with a redirect to the first --listen-tls port instead of serving. */
     redirectHttps: z.boolean().optional(),
+    /** Keep a client on the canary subset it first got (a cookie or a header it sends back); service or defaults only. */
+    stickiness: stickinessSchema.optional(),
   })
   .strict()
   .superRefine((doc, ctx) => {
@@ -345,5 +349,5 @@ export type DiscoveryPolicy = z.output<typeof discoverySchema>;
 export type AppliesTo = z.output<typeof appliesToSchema>;
 
 /** Sections that can appear in a policy and are inherited route → service → defaults. */
-export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'websocket', 'discovery', 'hsts', 'redirectHttps'] as const;
+export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'websocket', 'discovery', 'hsts', 'redirectHttps', 'stickiness'] as const;
 export type PolicySection = (typeof POLICY_SECTIONS)[number];

@@ -7,6 +7,7 @@ import { isRetryableMethod, type BodyState, type PreparedBody } from './body.ts'
 import { classifyFailure } from './errors.ts';
 import { grpcStatusLabel, parseGrpcTimeout, splitTrailersOnly, trailersOf } from './grpc.ts';
 import { responseHeaderList } from './headers.ts';
+import { requestedSubset } from './sticky.ts';
 import type { Exchange } from './pipeline.ts';
 
 /**
@@ -31,8 +32,9 @@ type TaggedResponse = ServerResponse & { [FORWARDING]?: Forwarding };
  * endpoint when the route allows it, and ends the exchange with the status sent.
  */
 export function forward(ex: Exchange, route: CompiledRoute, prepared: PreparedBody | null, probe: number): void {
-  const canaryHeader = ex.req.headers['x-canary'];
-  const canary = typeof canaryHeader === 'string' ? canaryHeader : ex.ctx.rollouts.size > 0 ? targetedCanary(ex, route) : undefined;
+  // X-Canary wins, then a rollout's targeted consumers, then the subset a sticky client holds.
+  const targeted = ex.ctx.rollouts.size > 0 && ex.req.headers['x-canary'] === undefined ? targetedCanary(ex, route) : undefined;
+  const canary = targeted ?? requestedSubset(ex, route);
   let endpoint = route.balancer.pick(canary);
   if (!endpoint) {
     route.resilience.breaker.release(probe);

@@ -155,7 +155,9 @@ export function responseHeaderList(raw: readonly Buffer[], requestId: string, ow
   return out;
 }
 
+/** Set-Cookie is the one field whose instances are separate (RFC 6265 §3): the gateway's cookie joins the upstream's, never replaces them. */
 function isOwn(own: readonly string[], lower: string): boolean {
+  if (lower === 'set-cookie') return false;
   for (let i = 0; i < own.length; i += 2) if ((own[i] as string).toLowerCase() === lower) return true;
   return false;
 }

@@ -6,6 +6,7 @@ import { describeError } from '../core/errors.ts';
 import type { CompiledRoute, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { classifyFailure } from './errors.ts';
 import { responseHeaderList } from './headers.ts';
+import { requestedSubset } from './sticky.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
 import { classifyUpgrade } from './websocket-handshake.ts';
 import type { WebSocketSessions } from './websocket-sessions.ts';
@@ -124,8 +125,7 @@ class UpgradeAttempt {
       this.count('client_gone');
       return ex.finish(499);
     }
-    const canaryHeader = ex.req.headers['x-canary'];
-    const canary = typeof canaryHeader === 'string' ? canaryHeader : undefined;
+    const canary = requestedSubset(ex, route);
     let endpoint = route.balancer.pick(canary);
     if (endpoint?.saturated) endpoint = route.balancer.pickUnsaturated(canary);
     if (!endpoint) {

@@ -6,6 +6,7 @@ import type { UpstreamPools } from '../balancer/upstream-pools.ts';
 
 /** The proxy reaches endpoints only through the runtime (house map: proxy imports core, runtime). */
 export type { UpstreamEndpoint } from '../balancer/upstream-pools.ts';
+export type { StickySubsets } from '../balancer/sticky-subsets.ts';
 import { compileRouter, type Router } from '../router/router.ts';
 import { changedServices, type RouteSnapshot, type Snapshot } from '../state/snapshot.ts';
 import { own } from '../core/own.ts';
@@ -91,6 +92,8 @@ export interface CompiledRoute {
   readonly countAuthRejection: (reason: string) => void;
   readonly countRateLimit: (result: 'allowed' | 'limited' | 'unavailable') => void;
   readonly countSizeRejection: (kind: 'body' | 'headers') => void;
+  /** A request of a sticky service kept on the client's subset, or given one by weight. */
+  readonly countSticky: (outcome: 'kept' | 'assigned') => void;
 }
 
 export interface Runtime {
@@ -244,6 +247,7 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     countAuthRejection: boundPerValue((reason: string) => metrics.authRejections.labels({ route: route.id, reason })),
     countRateLimit: boundPerValue((result: 'allowed' | 'limited' | 'unavailable') => metrics.rateLimitDecisions.labels({ route: route.id, result })),
     countSizeRejection: boundPerValue((kind: 'body' | 'headers') => metrics.requestLimitRejections.labels({ route: route.id, kind })),
+    countSticky: boundPerValue((outcome: 'kept' | 'assigned') => metrics.stickySubsets.labels({ service: route.service, outcome })),
     countResponse(status) {
       let child = byStatus.get(status);
       if (!child) {
@@ -355,6 +359,7 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.circuitTransitions, { service: name });
       metrics.outlierEjections.remove({ service: name });
       metrics.retryBudgetExhausted.remove({ service: name });
+      void removeSeriesMatching(metrics.stickySubsets, { service: name });
       void removeSeriesMatching(metrics.websocketBytes, { service: name });
       void removeSeriesMatching(metrics.websocketCloses, { service: name });
     }
