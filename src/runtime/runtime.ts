@@ -15,6 +15,9 @@ import { compileRateLimits, type RateLimiterBackend, type RouteRateLimits } from
 import type { RetryBudget } from '../resilience/retry-budget.ts';
 import { compileAccessRules, type AccessCheck } from '../core/ip-rules.ts';
 import { compileRedirect, type CompiledRedirect } from './redirect.ts';
+import { compileMirror, mirrorTargetLabel, type CompiledMirror } from './mirror.ts';
+
+export type { CompiledMirror, MirrorOutcome } from './mirror.ts';
 
 export type { AccessCheck } from '../core/ip-rules.ts';
 export type { CompiledRedirect } from './redirect.ts';
@@ -86,6 +89,8 @@ export interface CompiledRoute {
   /** Limits of upgraded (WebSocket) connections on this route. */
   readonly websocket: { readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
   readonly resilience: ServiceResilience;
+  /** Shadow traffic of the route, or null (no per-request work then). */
+  readonly mirror: CompiledMirror | null;
   readonly countResponse: (status: number) => void;
   readonly observeDuration: (seconds: number) => void;
   readonly countAuthRejection: (reason: string) => void;
@@ -152,7 +157,7 @@ export function buildRuntime(snapshot: Snapshot, previous: Runtime | undefined, 
   const consumers: ConsumerIndex = new Map(Object.values(snapshot.policies.consumers).map((c) => [c.id, c.record]));
   const routes = snapshot.routes.flatMap((r) => {
     const slot = slots.get(r.service);
-    return slot ? [compileRoute(r, slot, consumers, deps)] : [];
+    return slot ? [compileRoute(r, slot, slots, consumers, deps)] : [];
   });
   deps.resilience.retain(new Set(slots.keys()), new Set(snapshot.routes.map((r) => r.id)));
   return { snapshot, router: compileRouter(routes), balancers, slots, changed: null, replaced: new Map() };
@@ -190,7 +195,7 @@ function balancerFor(service: Runtime['snapshot']['services'][string], old: Serv
   return { balancer, resilience };
 }
 
-function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: ConsumerIndex, deps: RuntimeDeps): CompiledRoute {
+function compileRoute(route: RouteSnapshot, slot: ServiceSlot, slots: ReadonlyMap<string, ServiceSlot>, consumers: ConsumerIndex, deps: RuntimeDeps): CompiledRoute {
   const { metrics } = deps;
   const labels = { route: route.id, service: route.service };
   const byStatus = new Map<number, { inc(): void }>();
@@ -241,6 +246,7 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     },
     websocket: { idleTimeoutMs: policy.websocket.idleTimeout, maxLifetimeMs: policy.websocket.maxLifetime },
     resilience: slot.resilience,
+    mirror: compileMirror(route, slot, slots, metrics, policy.timeouts.responseHeaders ?? deps.responseTimeoutMs),
     countAuthRejection: boundPerValue((reason: string) => metrics.authRejections.labels({ route: route.id, reason })),
     countRateLimit: boundPerValue((result: 'allowed' | 'limited' | 'unavailable') => metrics.rateLimitDecisions.labels({ route: route.id, result })),
     countSizeRejection: boundPerValue((kind: 'body' | 'headers') => metrics.requestLimitRejections.labels({ route: route.id, kind })),
@@ -369,6 +375,9 @@ export class RuntimeHolder {
       metrics.httpsRedirects.remove({ route: r.id });
       void removeSeriesMatching(metrics.grpcResponses, { route: r.id, service: r.service });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
+      void removeSeriesMatching(metrics.mirrorRequests, { route: r.id });
+      const mirrorTarget = mirrorTargetLabel(r.policy.mirror);
+      if (mirrorTarget !== null) metrics.mirrorDuration.remove({ route: r.id, target: mirrorTarget });
       // The open-connections gauge stays while upgraded connections of the route are open: the
       // relays set it until their last one closes.
       void removeSeriesMatching(metrics.websocketUpgrades, { route: r.id });
