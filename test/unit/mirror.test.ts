@@ -17,6 +17,9 @@ import { buildSnapshot, servicesNamedByDocuments, type BuildOptions, type RouteS
 import { compileMirror, MIRROR_TIMEOUT_CAP_MS, samplerOf } from '../../src/runtime/mirror.ts';
 import { ServiceBalancer } from '../../src/balancer/service-balancer.ts';
 import { UpstreamPools } from '../../src/balancer/upstream-pools.ts';
+import { MirrorGate } from '../../src/proxy/mirror.ts';
+import { formatConfigError, parseGatewayConfig } from '../../src/config.ts';
+import { ZodError } from 'zod';
 
 const PREFIX = 'gateway/';
 const OPTIONS: BuildOptions = { allowWarning: false, kvPrefix: PREFIX };
@@ -236,5 +239,48 @@ describe('compiled mirror', () => {
     const values = (await metrics.mirrorRequests.get()).values;
     assert.deepEqual(values.find((v) => v.labels.outcome === 'no_target'), { labels: { route: '/web', target: 'subset:shadow', outcome: 'no_target' }, value: 2 });
     await pools.closeAll(100);
+  });
+});
+
+describe('--mirror-max-in-flight', () => {
+  const refused: [string, string][] = [
+    ['negative', '-1'],
+    ['over the bound', '10001'],
+    ['not a whole number', '2.5'],
+    ['a prototype name', '__proto__'],
+    ['constructor', 'constructor'],
+    ['empty', ''],
+  ];
+  for (const [name, value] of refused) {
+    test(`refused: ${name}`, () => {
+      try {
+        parseGatewayConfig({ mirrorMaxInFlight: value } as never);
+      } catch (err) {
+        assert.ok(err instanceof ZodError);
+        assert.match(formatConfigError(err), /^--mirror-max-in-flight: /);
+        return;
+      }
+      assert.fail(`${JSON.stringify(value)} accepted`);
+    });
+  }
+  test('0 is accepted (mirroring off) and 100 is the default', () => {
+    assert.equal(parseGatewayConfig({ mirrorMaxInFlight: '0' } as never).mirrorMaxInFlight, 0);
+    assert.equal(parseGatewayConfig({}).mirrorMaxInFlight, 100);
+  });
+});
+
+describe('MirrorGate', () => {
+  test('lets at most max copies in, and one more after one leaves; the gauge follows', async () => {
+    const metrics = createMetrics({ defaultMetrics: false });
+    const gate = new MirrorGate(2, metrics.mirrorInFlight);
+    assert.deepEqual([gate.tryEnter(), gate.tryEnter(), gate.tryEnter()], [true, true, false]);
+    assert.equal((await metrics.mirrorInFlight.get()).values[0]?.value, 2);
+    gate.leave();
+    assert.equal(gate.tryEnter(), true);
+    assert.equal(gate.size, 2);
+  });
+  test('max 0 lets nothing in', () => {
+    const gate = new MirrorGate(0, createMetrics({ defaultMetrics: false }).mirrorInFlight);
+    assert.equal(gate.tryEnter(), false);
   });
 });
