@@ -202,6 +202,26 @@ describe('percent 100', () => {
     );
     assert.equal(subset.seen.length, subsetStart, 'the old mirror target gets nothing');
   });
+
+  test('the shadow service is listed with its instances though it has no route', async () => {
+    const services = (await (await fetch(`${gw.adminUrl}/v1/services`)).json()) as { name: string; routes: string[]; endpointsHealthy: number }[];
+    const next = services.find((x) => x.name === 'web-next');
+    assert.deepEqual([next?.routes, next?.endpointsHealthy], [[], 1]);
+  });
+
+  test('its instance turning critical: copies are skipped (no_target), clients served; passing again: copied again', async () => {
+    await consul.setCheck('web-next-1', 'critical');
+    const before = (await outcomes('service:web-next')).no_target ?? 0;
+    await waitFor(
+      async () => {
+        assert.equal((await send('/web/critical')).status, 200);
+        return ((await outcomes('service:web-next')).no_target ?? 0) > before;
+      },
+      { timeoutMs: 20_000, message: 'no_target once the shadow instance is critical' },
+    );
+    await consul.setCheck('web-next-1', 'passing');
+    await mirrorTo({ service: 'web-next', percent: 100 }, other);
+  });
 });
 
 describe('a share', () => {
