@@ -364,6 +364,14 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.websocketBytes, { service: name });
       void removeSeriesMatching(metrics.websocketCloses, { service: name });
     }
+    // Mirror series go with their route or with the target they counted (a policy changed it).
+    const nextMirrors = new Map(next.snapshot.routes.map((r) => [r.id, mirrorTargetLabel(r.policy.mirror)]));
+    for (const r of previous.snapshot.routes) {
+      const target = mirrorTargetLabel(r.policy.mirror);
+      if (target === null || nextMirrors.get(r.id) === target) continue;
+      void removeSeriesMatching(metrics.mirrorRequests, { route: r.id, target });
+      metrics.mirrorDuration.remove({ route: r.id, target });
+    }
     const nextRoutes = new Set(next.snapshot.routes.map((r) => `${r.id}\u0000${r.service}`));
     for (const r of previous.snapshot.routes) {
       if (nextRoutes.has(`${r.id}\u0000${r.service}`)) continue;
@@ -375,9 +383,6 @@ export class RuntimeHolder {
       metrics.httpsRedirects.remove({ route: r.id });
       void removeSeriesMatching(metrics.grpcResponses, { route: r.id, service: r.service });
       metrics.requestDuration.remove({ route: r.id, service: r.service });
-      void removeSeriesMatching(metrics.mirrorRequests, { route: r.id });
-      const mirrorTarget = mirrorTargetLabel(r.policy.mirror);
-      if (mirrorTarget !== null) metrics.mirrorDuration.remove({ route: r.id, target: mirrorTarget });
       // The open-connections gauge stays while upgraded connections of the route are open: the
       // relays set it until their last one closes.
       void removeSeriesMatching(metrics.websocketUpgrades, { route: r.id });
