@@ -113,6 +113,9 @@ export const gatewayConfigSchema = z.object({
   clientHeaderTimeout: duration(100, 600_000).prefault('10s'),
   /** Longest pause between two pieces of a request body (408). */
   clientBodyTimeout: duration(100, 3_600_000).prefault('30s'),
+  /** Shadow (mirror) requests in flight at once per process; sampled requests beyond it are not copied. 0 turns mirroring off. */
+  // An empty value would coerce to 0 and silently turn mirroring off: refused instead.
+  mirrorMaxInFlight: z.preprocess((v) => (typeof v === 'string' && v.trim() === '' ? Number.NaN : v), z.coerce.number().int().min(0).max(10_000)).default(100),
   /** Bodies up to this size are read completely before an upstream is picked, so slow senders hold no upstream connection. */
   requestBufferSize: z.coerce.number().int().min(0).max(64 * 1024 * 1024).default(65_536),
   caFile: z.string().min(1).optional(),

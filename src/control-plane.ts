@@ -10,7 +10,7 @@ import { ConsulSession } from './consul/session.ts';
 import { RolloutDriver } from './rollouts/driver.ts';
 import { GuardKeeper } from './rollouts/guards.ts';
 import { readAgentDatacenter } from './consul/datacenter.ts';
-import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
+import { buildSnapshot, discoveryModes, servicesNamedByDocuments, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
 import { BuildHealth } from './state/build-health.ts';
 import { isUrlprefixTag } from './state/tags.ts';
@@ -273,9 +273,9 @@ export class ControlPlane {
           ? previous.policies
           : resolvePolicies(this.policyFiles, kv, this.config.kvPrefix, previous?.policies, this.policyLoadErrors, kvResets);
       resolved = { kv, kvResets };
-      // Route documents can name services to watch and policies can change how; the supervisor
-      // re-plans its watches and rings again once the new services have been read.
-      this.supervisor.setDemand({ services: servicesNamedByRoutes(policies), modes: discoveryModes(policies) });
+      // Route documents and mirrors can name services to watch and policies can change how; the
+      // supervisor re-plans its watches and rings again once the new services have been read.
+      this.supervisor.setDemand({ services: servicesNamedByDocuments(policies), modes: discoveryModes(policies) });
       for (const name of this.supervisor.takeHealthChanges()) this.healthChanged.add(name);
       const views = this.supervisor.views();
       if (!views) return;

@@ -81,6 +81,8 @@ export class DataPlane {
     this.pools = new UpstreamPools({
       connectTimeoutMs: config.connectTimeout,
       connectionsPerEndpoint: config.maxRequestsPerEndpoint,
+      // The in-flight cap on shadows bounds each shadow pool too, so no shadow waits for a connection.
+      shadowConnectionsPerEndpoint: config.mirrorMaxInFlight,
       ...(config.upstreamCa ? { upstreamCa: config.upstreamCa.pem } : {}),
     });
     this.keys = new JwtKeyCache();
@@ -121,6 +123,7 @@ export class DataPlane {
       requestBufferSize: config.requestBufferSize,
       h2c: config.h2c,
       http2MaxConcurrentStreams: config.http2MaxConcurrentStreams,
+      mirrorMaxInFlight: config.mirrorMaxInFlight,
       accessLog: config.accessLog,
       logger,
       metrics,

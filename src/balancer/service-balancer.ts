@@ -154,6 +154,15 @@ export class ServiceBalancer {
   }
 
   /**
+   * A healthy endpoint carrying `tag`, or undefined: unlike `pick`, never one without the tag. A
+   * mirror to a subset must not fall back to the instances serving the client.
+   */
+  pickTagged(tag: string): UpstreamEndpoint | undefined {
+    const usable = this.outlier?.hasEjected ? this.usable : undefined;
+    return this.forcedPicker(tag)?.pick(undefined, usable);
+  }
+
+  /**
    * The picker `X-Canary: <tag>` forces: a weights subset, or, for any other tag healthy instances
    * carry (also when no weights are set), one built on first use. Only tags that exist get one, so
    * the header cannot grow this map.

@@ -12,6 +12,12 @@ export interface UpstreamPoolOptions {
   readonly connectTimeoutMs: number;
   /** Per-endpoint connection cap; requests beyond it queue in the pool. */
   readonly connectionsPerEndpoint: number;
+  /**
+   * Connections of the endpoint's shadow (mirror) pool, made on first use: shadows never take the
+   * connections counted for client requests. The proxy's in-flight cap on shadows is at most this,
+   * so a shadow never waits in undici's queue.
+   */
+  readonly shadowConnectionsPerEndpoint?: number;
   /** `--upstream-ca`: PEM certificates trusted for https upstreams besides Node's built-in roots. */
   readonly upstreamCa?: string;
 }
@@ -59,6 +65,7 @@ export class UpstreamEndpoint {
     tls?: UpstreamTls,
   ) {
     this.cap = options.connectionsPerEndpoint;
+    this.shadowConnections = Math.max(1, options.shadowConnectionsPerEndpoint ?? 16);
     const url = new URL(origin);
     this.authority = url.host;
     this.connectTimeoutMs = options.connectTimeoutMs;
@@ -77,6 +84,25 @@ export class UpstreamEndpoint {
 
   /** The HTTP/2 connection of gRPC routes (`proto=grpc|grpcs`), made on first use. */
   private h2: Dispatcher | undefined;
+  /** The pool of shadow (mirror) requests, made on first use. */
+  private shadow: Pool | undefined;
+  private readonly shadowConnections: number;
+
+  /**
+   * Shadow requests to this endpoint go through a pool of their own (same TLS settings), so a
+   * hanging shadow target holds shadow connections only and never the slots of client requests.
+   */
+  shadowDispatcher(): Dispatcher {
+    this.shadow ??= new Pool(this.origin, {
+      ...(this.connector ? { connect: this.connector } : {}),
+      connections: this.shadowConnections,
+      connectTimeout: this.connectTimeoutMs,
+      keepAliveTimeout: 4_000,
+      keepAliveMaxTimeout: 60_000,
+      pipelining: 1,
+    });
+    return this.shadow;
+  }
 
   /**
    * The dispatcher for a route's `proto=`. `http` and `https` are the pool: the service's tags
@@ -106,11 +132,11 @@ export class UpstreamEndpoint {
 
   /** Lets requests in flight finish, then closes every connection of this endpoint. */
   async close(): Promise<void> {
-    await Promise.all([this.pool.close(), this.h2?.close()]);
+    await Promise.all([this.pool.close(), this.h2?.close(), this.shadow?.close()]);
   }
 
   async destroy(): Promise<void> {
-    await Promise.all([this.pool.destroy(), this.h2?.destroy()]);
+    await Promise.all([this.pool.destroy(), this.h2?.destroy(), this.shadow?.destroy()]);
   }
 
   /** At its cap: the next request must go elsewhere or be refused. */

@@ -43,6 +43,7 @@ export interface StartFlags {
   clientHeaderTimeout?: string;
   clientBodyTimeout?: string;
   requestBufferSize?: string;
+  mirrorMaxInFlight?: string;
   listenTls?: string[];
   tlsCert?: string[];
   tlsKey?: string[];

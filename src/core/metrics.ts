@@ -364,6 +364,24 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['service', 'reason'] as const,
       registers: [registry],
     }),
+    mirrorRequests: new Counter({
+      name: 'cgw_mirror_requests_total',
+      help: 'Shadow (mirror) requests by route, target and outcome: sent, then ok (answered below 500), status_5xx, error (connection failed or reset), timeout; or not sent: dropped_cap (--mirror-max-in-flight reached), skipped_body (body streamed or over maxBodyBytes), no_target (no healthy instance)',
+      labelNames: ['route', 'target', 'outcome'] as const,
+      registers: [registry],
+    }),
+    mirrorDuration: new Histogram({
+      name: 'cgw_mirror_duration_seconds',
+      help: 'Time a shadow request took until its answer was complete (answered ones only), by route and target',
+      labelNames: ['route', 'target'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    mirrorInFlight: new Gauge({
+      name: 'cgw_mirror_in_flight',
+      help: 'Shadow (mirror) requests in flight now (at most --mirror-max-in-flight per process)',
+      registers: [registry],
+    }),
     snapshotBuildFailures: new Counter({
       name: 'cgw_snapshot_build_failures_total',
       help: 'Snapshot builds or runtime compilations that failed; the last good configuration stayed in force',

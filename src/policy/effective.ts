@@ -9,6 +9,7 @@ import {
   type DiscoveryPolicy,
   type HstsPolicy,
   type LimitsPolicy,
+  type MirrorPolicy,
   type OutlierPolicy,
   type PolicyDocument,
   type RateLimitPolicy,
@@ -35,6 +36,8 @@ export interface RoutePolicy {
   /** Plain-HTTP requests are redirected to HTTPS. */
   readonly redirectHttps: boolean;
   readonly websocket: WebSocketPolicy;
+  /** Shadow traffic of the route, or null. */
+  readonly mirror: MirrorPolicy | null;
   readonly sources: Readonly<Record<string, string>>;
 }
 
@@ -102,6 +105,7 @@ export function routePolicy(index: PolicyIndex, service: string, routeId: string
     hsts: pick(chain, 'hsts', sources) ?? null,
     redirectHttps: pick(chain, 'redirectHttps', sources) ?? false,
     websocket: pick(chain, 'websocket', sources) ?? DEFAULT_WEBSOCKET,
+    mirror: pick(chain, 'mirror', sources) ?? null,
     sources,
   };
 }

@@ -4,6 +4,7 @@ import { algorithmsForPem } from './keys.ts';
 import { unmatchableRoutePath } from '../core/url-path.ts';
 import { hstsSchema, mtlsSchema } from './tls-schema.ts';
 import { stickinessSchema } from './stickiness.ts';
+import { canaryTag } from './canary.ts';
 
 export { MAX_ALLOWED_NAMES, type HstsPolicy, type MtlsPolicy } from './tls-schema.ts';
 export type { StickinessPolicy } from './stickiness.ts';
@@ -248,6 +249,28 @@ export const discoverySchema = z
   })
   .strict();
 
+/**
+ * Shadow traffic: a share of a route's requests copied to other instances, whose answers are
+ * dropped. The shadow never changes what the client gets; see proxy/mirror.ts.
+ */
+export const mirrorSchema = z
+  .object({
+    /** The healthy instances of the route's own service carrying this tag... */
+    subset: canaryTag.optional(),
+    /** ...or another Consul service (watched for this even when nothing routes to it). */
+    service: serviceName.optional(),
+    /** Share of requests copied, sampled at random per request: 0 < percent <= 100, decimals allowed. */
+    percent: z.number({ error: 'percent is a number above 0 and at most 100' }).gt(0, 'percent must be above 0 (remove the mirror section to stop mirroring)').max(100, 'percent must be at most 100'),
+    /** Buffered bodies up to this size are mirrored; larger ones, and streamed ones, are not. */
+    maxBodyBytes: z.number().int().min(0).max(64 * 1024 * 1024).default(65_536),
+    /** How long a shadow request may take; default the route's request timeout (else its response timeout) capped at 5 s. */
+    timeout: durationField(10, 30_000).optional(),
+  })
+  .strict()
+  .superRefine((m, ctx) => {
+    if ((m.subset === undefined) === (m.service === undefined)) ctx.addIssue({ code: 'custom', message: 'set exactly one of subset (a tag of the route\'s service) or service (another Consul service)' });
+  });
+
 const SERVICE_ONLY_SECTIONS = ['outlierDetection', 'circuitBreaker', 'discovery', 'stickiness'] as const;
 
 export const appliesToSchema = z.union([
@@ -276,6 +299,8 @@ export const policyDocumentSchema = z
     redirectHttps: z.boolean().optional(),
     /** Keep a client on the canary subset it first got (a cookie or a header it sends back); service or defaults only. */
     stickiness: stickinessSchema.optional(),
+    /** Copy a share of requests to shadow instances; their answers are dropped. */
+    mirror: mirrorSchema.optional(),
   })
   .strict()
   .superRefine((doc, ctx) => {
@@ -289,6 +314,12 @@ export const policyDocumentSchema = z
     }
     if (doc.appliesTo === 'defaults' && doc.discovery !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['discovery'], message: 'discovery is chosen per service, not in defaults' });
+    }
+    if (doc.appliesTo === 'defaults' && doc.mirror !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['mirror'], message: 'mirror is set per route or service, not in defaults' });
+    }
+    if (typeof doc.appliesTo === 'object' && 'service' in doc.appliesTo && doc.mirror?.service === doc.appliesTo.service) {
+      ctx.addIssue({ code: 'custom', path: ['mirror', 'service'], message: 'a service cannot mirror to itself; use subset: <tag> for some of its instances' });
     }
     const names = (doc.rateLimits ?? []).map((r) => r.name);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
@@ -347,7 +378,8 @@ export type LimitsPolicy = z.output<typeof limitsSchema>;
 export type WebSocketPolicy = z.output<typeof websocketSchema>;
 export type DiscoveryPolicy = z.output<typeof discoverySchema>;
 export type AppliesTo = z.output<typeof appliesToSchema>;
+export type MirrorPolicy = z.output<typeof mirrorSchema>;
 
 /** Sections that can appear in a policy and are inherited route → service → defaults. */
-export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'websocket', 'discovery', 'hsts', 'redirectHttps', 'stickiness'] as const;
+export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'websocket', 'discovery', 'hsts', 'redirectHttps', 'stickiness', 'mirror'] as const;
 export type PolicySection = (typeof POLICY_SECTIONS)[number];

@@ -2,13 +2,14 @@ import type { ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Dispatcher } from 'undici';
 import { describeError } from '../core/errors.ts';
-import type { CompiledRoute, UpstreamEndpoint } from '../runtime/runtime.ts';
+import type { CompiledMirror, CompiledRoute, UpstreamEndpoint } from '../runtime/runtime.ts';
 import { isRetryableMethod, type BodyState, type PreparedBody } from './body.ts';
 import { classifyFailure } from './errors.ts';
 import { grpcStatusLabel, parseGrpcTimeout, splitTrailersOnly, trailersOf } from './grpc.ts';
 import { responseHeaderList } from './headers.ts';
 import { requestedSubset } from './sticky.ts';
 import type { Exchange } from './pipeline.ts';
+import { mirrorRequest } from './mirror.ts';
 
 /**
  * undici runs headersTimeout on its "fast timers", which tick every ~500 ms: a 200 ms timeout
@@ -65,6 +66,17 @@ export function forward(ex: Exchange, route: CompiledRoute, prepared: PreparedBo
     }
   }
   new Forwarding(ex, route, prepared, probe, canary, endpoint, deadlineMs, clientDeadline).start();
+  if (route.mirror !== null) shadow(ex, route, route.mirror, prepared);
+}
+
+/** The shadow copy, after the primary is on its way; a bug in it must not reach the client. */
+function shadow(ex: Exchange, route: CompiledRoute, mirror: CompiledMirror, prepared: PreparedBody | null): void {
+  try {
+    mirrorRequest(ex, route, mirror, prepared);
+  } catch (err) {
+    ex.ctx.metrics.internalErrors.inc({ component: 'proxy' });
+    ex.ctx.logger.error({ err, requestId: ex.requestId }, 'unexpected error while mirroring a request');
+  }
 }
 
 /** A rollout's `--consumers` get the canary before any share of general traffic. */

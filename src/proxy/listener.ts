@@ -13,6 +13,7 @@ import { sendError } from './errors.ts';
 import { isHttp2Request, refusalOfParserError, writeRawRefusal, type HeadLimits } from './client-errors.ts';
 import { ListenerLimits } from './listener-limits.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
+import { MirrorGate } from './mirror.ts';
 import { AccessLog } from './access-log.ts';
 import { behindEarlierAnswer, startUpgrade, upgradeResponse } from './upgrade.ts';
 import { WebSocketSessions } from './websocket-sessions.ts';
@@ -45,11 +46,14 @@ export interface ProxyOptions {
   readonly h2c?: boolean;
   /** SETTINGS_MAX_CONCURRENT_STREAMS of HTTP/2 sessions (`--http2-max-concurrent-streams`). */
   readonly http2MaxConcurrentStreams?: number;
+  /** Shadow (mirror) requests in flight at once (`--mirror-max-in-flight`); more are not sent. */
+  readonly mirrorMaxInFlight?: number;
 }
 
 const DEFAULT_HEADER_TIMEOUT_MS = 10_000;
 const DEFAULT_BODY_TIMEOUT_MS = 30_000;
 const DEFAULT_BUFFER_BYTES = 65_536;
+const DEFAULT_MIRROR_MAX_IN_FLIGHT = 100;
 
 /** Where a response's in-flight bookkeeping is found by the shared 'close' listener. */
 const LISTENER = Symbol('cgw.listener');
@@ -127,6 +131,7 @@ export class ProxyListener {
       draining: false,
       httpsPort: null,
       countUnrouted: (status) => this.countUnrouted(status),
+      mirrors: new MirrorGate(options.mirrorMaxInFlight ?? DEFAULT_MIRROR_MAX_IN_FLIGHT, options.metrics.mirrorInFlight),
     };
   }
 

@@ -17,6 +17,7 @@ import { isGrpcRequest, sendGrpcError } from './grpc.ts';
 import type { ListenerLimits } from './listener-limits.ts';
 import type { AccessLog } from './access-log.ts';
 import type { RolloutTaps, RouteTally } from '../runtime/rollout-taps.ts';
+import type { MirrorGate } from './mirror.ts';
 
 /**
  * The step an admitted exchange ends in, after the breaker let it through: forwarding over the
@@ -44,6 +45,8 @@ export interface PipelineContext {
   httpsPort: number | null;
   /** Counts an answer given before a route matched (route and service labels ""). */
   readonly countUnrouted: (status: number) => void;
+  /** The cap on shadow (mirror) requests in flight in this process. */
+  readonly mirrors: MirrorGate;
 }
 
 /**

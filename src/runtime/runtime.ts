@@ -16,6 +16,9 @@ import { compileRateLimits, type RateLimiterBackend, type RouteRateLimits } from
 import type { RetryBudget } from '../resilience/retry-budget.ts';
 import { compileAccessRules, type AccessCheck } from '../core/ip-rules.ts';
 import { compileRedirect, type CompiledRedirect } from './redirect.ts';
+import { compileMirror, mirrorTargetLabel, type CompiledMirror } from './mirror.ts';
+
+export type { CompiledMirror, MirrorOutcome } from './mirror.ts';
 
 export type { AccessCheck } from '../core/ip-rules.ts';
 export type { CompiledRedirect } from './redirect.ts';
@@ -87,6 +90,8 @@ export interface CompiledRoute {
   /** Limits of upgraded (WebSocket) connections on this route. */
   readonly websocket: { readonly idleTimeoutMs: number; readonly maxLifetimeMs: number };
   readonly resilience: ServiceResilience;
+  /** Shadow traffic of the route, or null (no per-request work then). */
+  readonly mirror: CompiledMirror | null;
   readonly countResponse: (status: number) => void;
   readonly observeDuration: (seconds: number) => void;
   readonly countAuthRejection: (reason: string) => void;
@@ -155,7 +160,7 @@ export function buildRuntime(snapshot: Snapshot, previous: Runtime | undefined, 
   const consumers: ConsumerIndex = new Map(Object.values(snapshot.policies.consumers).map((c) => [c.id, c.record]));
   const routes = snapshot.routes.flatMap((r) => {
     const slot = slots.get(r.service);
-    return slot ? [compileRoute(r, slot, consumers, deps)] : [];
+    return slot ? [compileRoute(r, slot, slots, consumers, deps)] : [];
   });
   deps.resilience.retain(new Set(slots.keys()), new Set(snapshot.routes.map((r) => r.id)));
   return { snapshot, router: compileRouter(routes), balancers, slots, changed: null, replaced: new Map() };
@@ -193,7 +198,7 @@ function balancerFor(service: Runtime['snapshot']['services'][string], old: Serv
   return { balancer, resilience };
 }
 
-function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: ConsumerIndex, deps: RuntimeDeps): CompiledRoute {
+function compileRoute(route: RouteSnapshot, slot: ServiceSlot, slots: ReadonlyMap<string, ServiceSlot>, consumers: ConsumerIndex, deps: RuntimeDeps): CompiledRoute {
   const { metrics } = deps;
   const labels = { route: route.id, service: route.service };
   const byStatus = new Map<number, { inc(): void }>();
@@ -244,6 +249,7 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, consumers: Consum
     },
     websocket: { idleTimeoutMs: policy.websocket.idleTimeout, maxLifetimeMs: policy.websocket.maxLifetime },
     resilience: slot.resilience,
+    mirror: compileMirror(route, slot, slots, metrics, policy.timeouts.responseHeaders ?? deps.responseTimeoutMs),
     countAuthRejection: boundPerValue((reason: string) => metrics.authRejections.labels({ route: route.id, reason })),
     countRateLimit: boundPerValue((result: 'allowed' | 'limited' | 'unavailable') => metrics.rateLimitDecisions.labels({ route: route.id, result })),
     countSizeRejection: boundPerValue((kind: 'body' | 'headers') => metrics.requestLimitRejections.labels({ route: route.id, kind })),
@@ -362,6 +368,14 @@ export class RuntimeHolder {
       void removeSeriesMatching(metrics.stickySubsets, { service: name });
       void removeSeriesMatching(metrics.websocketBytes, { service: name });
       void removeSeriesMatching(metrics.websocketCloses, { service: name });
+    }
+    // Mirror series go with their route or with the target they counted (a policy changed it).
+    const nextMirrors = new Map(next.snapshot.routes.map((r) => [r.id, mirrorTargetLabel(r.policy.mirror)]));
+    for (const r of previous.snapshot.routes) {
+      const target = mirrorTargetLabel(r.policy.mirror);
+      if (target === null || nextMirrors.get(r.id) === target) continue;
+      void removeSeriesMatching(metrics.mirrorRequests, { route: r.id, target });
+      metrics.mirrorDuration.remove({ route: r.id, target });
     }
     const nextRoutes = new Set(next.snapshot.routes.map((r) => `${r.id}\u0000${r.service}`));
     for (const r of previous.snapshot.routes) {

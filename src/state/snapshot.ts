@@ -16,6 +16,7 @@ import { resolveKvCertificates, type KvCertificate } from './certificates.ts';
 import { rolloutsInForce, type RolloutInForce } from './rollouts-in-force.ts';
 import { EMPTY_FABIO_TABLE, evaluateFabio, FABIO_SERVICE_PREFIX, shareOf, slotsOf, summarise, type FabioRoute, type FabioSource, type FabioTable } from './fabio-kv.ts';
 import { shapeEndpoints, shapingFor, type ServiceShaping } from './fabio-shaping.ts';
+import { mirrorProblems, mirrorServicesOf, mirrorTargetsOf } from './mirror-targets.ts';
 
 export type { RoutePolicy, ServicePolicy } from '../policy/effective.ts';
 export type { PolicySet } from '../policy/resolve.ts';
@@ -397,7 +398,9 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   const servedBy = new Set(routes.map((r) => r.service));
   for (const d of fabioDocs) if (servedBy.has(d.service)) staticByService.set(d.service, d);
   const fabioWeights = weightsByService(fabioTable, routes, problems);
-  const routedServices = [...new Set(routes.map((r) => r.service))].sort();
+  const policyRoutes = routes.map((r) => ({ ...r, policy: routePolicy(index, r.service, r.id) }));
+  // Shadow services are built like routed ones (instances, health, canary), so a mirror can pick them.
+  const routedServices = [...new Set([...routes.map((r) => r.service), ...mirrorTargetsOf(policyRoutes)])].sort();
   const canaryValues = readCanaryKeys(views, options.kvPrefix);
   const plans: ServicePlan[] = routedServices.map((name) => ({
     name,
@@ -411,12 +414,12 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   }));
   const planByName = new Map(plans.map((p) => [p.name, p]));
 
-  const policyRoutes = routes.map((r) => ({ ...r, policy: routePolicy(index, r.service, r.id) }));
   const { guards, holds } = guardRoutes(policyRoutes, memory, index);
   const finalRoutes = policyRoutes.map((r) => finishRoute(r, planByName.get(r.service), policies.held, holds.get(r.id)));
   for (const [id, hold] of holds) problems.push({ kind: 'route', subject: id, message: hold.reason });
   reportUnusedPolicies(index, new Set(routes.map((r) => r.id)), planByName, problems);
   reportAuthorizeWithoutAuth(finalRoutes, problems);
+  mirrorProblems(finalRoutes, views.catalog, problems);
   if (options.listeners) problems.push(...listenerProblems(finalRoutes, options.listeners));
   reportUnknownPlans(policies, problems);
   for (const [service, entry] of canaryValues) {
@@ -674,6 +677,13 @@ function finishRoute(
 export function servicesNamedByRoutes(policies: PolicySet): Set<string> {
   const out = new Set<string>();
   for (const d of policies.documents) if (d.parsed.kind === 'route' && d.parsed.doc.service) out.add(d.parsed.doc.service);
+  return out;
+}
+
+/** Consul services to watch beyond those with urlprefix- tags: named by route documents or mirrored to. */
+export function servicesNamedByDocuments(policies: PolicySet): Set<string> {
+  const out = servicesNamedByRoutes(policies);
+  for (const name of mirrorServicesOf(policies)) out.add(name);
   return out;
 }
 

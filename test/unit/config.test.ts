@@ -45,6 +45,7 @@ describe('parseGatewayConfig: defaults', () => {
       clientHeaderTimeout: 10_000,
       clientBodyTimeout: 30_000,
       requestBufferSize: 65_536,
+      mirrorMaxInFlight: 100,
       listenTls: [],
       tlsCert: [],
       tlsKey: [],
