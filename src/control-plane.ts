@@ -7,6 +7,9 @@ import type { Metrics } from './core/metrics.ts';
 import { ConsulClient } from './consul/client.ts';
 import { ConsulSupervisor } from './consul/supervisor.ts';
 import { readAgentDatacenter } from './consul/datacenter.ts';
+import { ConsulKvWriter } from './consul/kv-writer.ts';
+import { runtimeKeys } from './core/kv-layout.ts';
+import { HistoryRecorder } from './state/history-recorder.ts';
 import { buildSnapshot, discoveryModes, servicesNamedByRoutes, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
 import { SnapshotStore } from './state/store.ts';
 import { BuildHealth } from './state/build-health.ts';
@@ -49,6 +52,9 @@ export class ControlPlane {
   private readonly store: SnapshotStore;
   private readonly admin: Server;
   private readonly build = new BuildHealth();
+  /** Writes `<runtime-prefix>history/` for `cgw history` and `cgw rollback` (off the request path). */
+  private readonly historyKv: ConsulKvWriter;
+  private readonly history: HistoryRecorder;
   /** The KV view the policies in force were resolved from. */
   private resolvedFrom: { kv: readonly KvEntry[]; kvResets: number } | undefined;
   private policyFiles: readonly RawDocument[] = [];
@@ -92,6 +98,15 @@ export class ControlPlane {
       metrics,
       onChange: () => this.ring(),
     });
+    this.historyKv = new ConsulKvWriter({ address: config.consul, token: config.token, dc: config.dc, tls: consulTls(config) });
+    this.history = new HistoryRecorder({
+      kv: this.historyKv,
+      historyPrefix: runtimeKeys.history(config.kvRuntimePrefix),
+      kvPrefix: config.kvPrefix,
+      gatewayId: config.gatewayId,
+      logger,
+      count: (outcome) => metrics.historyWrites.inc({ outcome }),
+    });
     this.store = new SnapshotStore(logger, metrics);
     this.store.onPublish((snapshot) => this.countDocuments(snapshot));
     this.admin = createAdminServer(
@@ -102,7 +117,7 @@ export class ControlPlane {
         dataPlane: (scope) => plane.report(scope),
         workers: () => plane.workers(),
         discovery: () => this.supervisor.status(),
-        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems()],
+        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems(), ...this.history.problems()],
         buildFailure: () => this.build.view(),
         settings: {
           consul: config.consul,
@@ -188,6 +203,8 @@ export class ControlPlane {
     this.closing = true;
     clearTimeout(this.datacenterRetry);
     await this.supervisor.close();
+    await this.history.close();
+    await this.historyKv.close();
     await new Promise<void>((resolve) => {
       this.admin.close(() => resolve());
       this.admin.closeAllConnections();
@@ -252,6 +269,7 @@ export class ControlPlane {
       this.resolvedFrom = resolved;
       this.healthChanged = new Set();
       this.build.succeeded();
+      this.history.observe(kv, this.supervisor.kvIndex);
       return;
     }
     // Compiled before it is published: a snapshot the data plane cannot run is never half in force.
@@ -265,6 +283,8 @@ export class ControlPlane {
     this.healthChanged = new Set();
     this.resolvedFrom = resolved;
     this.build.succeeded();
+    // Applied: the configuration keys of this KV view are the version in force (a new one is recorded).
+    this.history.observe(kv, this.supervisor.kvIndex);
     if (first) this.logger.info({ version: snapshot.version }, 'first snapshot built');
   }
 

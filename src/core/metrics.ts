@@ -318,6 +318,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['service', 'reason'] as const,
       registers: [registry],
     }),
+    historyWrites: new Counter({
+      name: 'cgw_history_writes_total',
+      help: 'Configuration history rounds by outcome: written (a new entry), recorded (another gateway wrote it), behind (a newer view is recorded), failed (retried), pruned (an old entry deleted)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     snapshotBuildFailures: new Counter({
       name: 'cgw_snapshot_build_failures_total',
       help: 'Snapshot builds or runtime compilations that failed; the last good configuration stayed in force',
