@@ -22,12 +22,12 @@ export interface RollbackPlan {
 
 export type PlanResult =
   | { readonly ok: true; readonly plan: RollbackPlan }
-  | { readonly ok: false; readonly error: string; readonly reason: 'unknown' | 'ambiguous' | 'not-kept' };
+  | { readonly ok: false; readonly error: string; readonly reason: 'syntax' | 'unknown' | 'ambiguous' | 'not-kept' };
 
 /** `abc1` → the one version it starts; the newest entry of that version is the target. */
-export function findVersion(entries: readonly HistoryEntry[], wanted: string): { ok: true; entry: HistoryEntry } | { ok: false; error: string; reason: 'unknown' | 'ambiguous' } {
+export function findVersion(entries: readonly HistoryEntry[], wanted: string): { ok: true; entry: HistoryEntry } | { ok: false; error: string; reason: 'syntax' | 'unknown' | 'ambiguous' } {
   const text = wanted.trim().toLowerCase();
-  if (!/^[0-9a-f]{4,12}$/.test(text)) return { ok: false, reason: 'unknown', error: `"${wanted}" is not a version (4 to 12 hex digits, as cgw history lists them)` };
+  if (!/^[0-9a-f]{4,12}$/.test(text)) return { ok: false, reason: 'syntax', error: `"${wanted.slice(0, 40)}" is not a version (4 to 12 hex digits, as cgw history lists them)` };
   const versions = [...new Set(entries.filter((e) => e.version.startsWith(text)).map((e) => e.version))];
   if (versions.length > 1) return { ok: false, reason: 'ambiguous', error: `"${wanted}" starts ${versions.length} versions (${versions.join(', ')}); give more digits` };
   const version = versions[0];
