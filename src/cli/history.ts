@@ -95,7 +95,7 @@ const MARK = { added: '+', changed: '~', removed: '-' } as const;
 
 /** `+routes/a ~policies/b -canary/web`, keys shown below the KV prefix; `!` marks a change that cannot be undone. */
 export function changeSummary(row: HistoryRow, kvPrefix: string): string {
-  if (row.changes.length === 0) return 'no change (first entry of an empty configuration)';
+  if (row.changes.length === 0) return 'none (first entry: no configuration keys)';
   return row.changes.map((c) => `${MARK[c.action as keyof typeof MARK] ?? '?'}${c.key.slice(kvPrefix.length)}${c.restorable ? '' : '!'}`).join(' ');
 }
 

@@ -44,6 +44,11 @@ export interface HistoryRecorderOptions {
   /** Entries kept; older ones are pruned. */
   readonly maxEntries?: number;
   readonly minIntervalMs?: number;
+  /**
+   * How long a new version waits before it is written: `cgw policy push` and `cgw rollback` write
+   * their keys one by one, and the states in between are rarely worth an entry of their own.
+   */
+  readonly settleMs?: number;
   readonly now?: () => Date;
 }
 
@@ -72,6 +77,7 @@ export class HistoryRecorder {
   private closed = false;
   private readonly maxEntries: number;
   private readonly minIntervalMs: number;
+  private readonly settleMs: number;
   private readonly now: () => Date;
   /** Last time a round started, for the rate bound. */
   private roundAt = 0;
@@ -79,6 +85,7 @@ export class HistoryRecorder {
   constructor(private readonly options: HistoryRecorderOptions) {
     this.maxEntries = options.maxEntries ?? DEFAULT_MAX_HISTORY_ENTRIES;
     this.minIntervalMs = options.minIntervalMs ?? 1_000;
+    this.settleMs = options.settleMs ?? 250;
     this.now = options.now ?? (() => new Date());
   }
 
@@ -92,7 +99,7 @@ export class HistoryRecorder {
     if (version === this.lastVersion) return;
     this.lastVersion = version;
     this.pending = { entries, version, kvIndex };
-    this.schedule(0);
+    this.schedule(this.settleMs);
   }
 
   /** Shown in `cgw status` while writing fails. */

@@ -230,7 +230,7 @@ function historyKvOf(c: MemoryConsul): HistoryKv {
 }
 
 function recorder(c: MemoryConsul, id: string, extra: Partial<ConstructorParameters<typeof HistoryRecorder>[0]> = {}): HistoryRecorder {
-  return new HistoryRecorder({ kv: historyKvOf(c), historyPrefix: H, kvPrefix: P, gatewayId: id, logger: createLogger('silent'), minIntervalMs: 0, now: () => T0, ...extra });
+  return new HistoryRecorder({ kv: historyKvOf(c), historyPrefix: H, kvPrefix: P, gatewayId: id, logger: createLogger('silent'), minIntervalMs: 0, settleMs: 0, now: () => T0, ...extra });
 }
 
 async function entriesIn(c: MemoryConsul): Promise<HistoryEntry[]> {
@@ -310,7 +310,7 @@ describe('the history recorder', () => {
     const kv = historyKvOf(c);
     let down = true;
     const flaky: HistoryKv = { ...kv, keys: async (p) => (down ? Promise.reject(new Error('connection refused')) : kv.keys(p)) };
-    const r = new HistoryRecorder({ kv: flaky, historyPrefix: H, kvPrefix: P, gatewayId: 'gw', logger: createLogger('silent'), minIntervalMs: 0 });
+    const r = new HistoryRecorder({ kv: flaky, historyPrefix: H, kvPrefix: P, gatewayId: 'gw', logger: createLogger('silent'), minIntervalMs: 0, settleMs: 0 });
     r.observe(kvOf({ 'gateway/routes/a': route('/a') }), 10);
     const deadline = Date.now() + 10_000;
     while (r.problems().length === 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 5));
