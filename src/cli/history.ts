@@ -1,4 +1,4 @@
-import { defaultRuntimePrefix, runtimeKeys } from '../core/kv-layout.ts';
+import { defaultRuntimePrefix, KV_WRITERS, runtimeKeys } from '../core/kv-layout.ts';
 import { parseCanaryValue } from '../policy/canary.ts';
 import { parseDocumentText } from '../policy/documents.ts';
 import { configEntries, configVersion, parseHistoryEntry, restorable, type ConfigEntry, type HistoryEntry } from '../state/history-entry.ts';
@@ -149,7 +149,7 @@ export async function rollback(kv: KvStore, wanted: string, opts: RollbackOption
   const done: RollbackStep[] = [];
   for (const step of plan.steps) {
     if (!opts.dryRun) {
-      const ok = step.action === 'delete' ? await kv.del(step.key, step.cas) : await kv.set(step.key, step.value, step.cas);
+      const ok = step.action === 'delete' ? await kv.del(step.key, step.cas) : await kv.set(step.key, step.value, step.cas, KV_WRITERS['cgw rollback']);
       if (!ok) {
         const rest = plan.steps.length - done.length - 1;
         throw new RollbackRaceError(

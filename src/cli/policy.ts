@@ -3,6 +3,7 @@ import { basename, dirname, relative, resolve } from 'node:path';
 import { describeError } from '../core/errors.ts';
 import { documentId, documentOfFile, documentOfKvKey, kvKeyOfDocument, parseDocumentText, readPolicyDir, type DocumentKind, type RawDocument } from '../policy/documents.ts';
 import { resolvePolicies } from '../policy/resolve.ts';
+import { KV_WRITERS } from '../core/kv-layout.ts';
 import { CliError } from './admin-client.ts';
 import { normalizeKvPrefix, type KvItem, type KvStore } from './consul-kv.ts';
 
@@ -238,7 +239,7 @@ export async function pushPolicies(kv: KvStore, dir: string, opts: PushOptions):
       continue;
     }
     const cas = current?.modifyIndex ?? 0;
-    if (!opts.dryRun && !(await kv.set(key, text, cas))) lost(key, cas, current ? 'updated' : 'created');
+    if (!opts.dryRun && !(await kv.set(key, text, cas, KV_WRITERS['cgw policy push']))) lost(key, cas, current ? 'updated' : 'created');
     done({ action: current ? 'updated' : 'created', key, file, cas });
   }
 

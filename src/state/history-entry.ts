@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { canonicalJson } from '../core/hash.ts';
-import type { KvEntry } from '../core/types.ts';
+import { writerOfFlags } from '../core/kv-layout.ts';
 import { formatZodIssues } from '../policy/canary.ts';
 import { documentOfKvKey } from '../policy/documents.ts';
 import { checkJsonBounds } from '../policy/value-bounds.ts';
@@ -26,6 +26,8 @@ export interface ConfigEntry {
   /** Consul's "no value" is stored back as the empty string, which Consul reads the same way. */
   readonly value: string;
   readonly modifyIndex: number;
+  /** The cgw command that wrote the value, from Consul's Flags (undefined: another tool). */
+  readonly writer?: string;
 }
 
 /** The kind of configuration a key holds under `kvPrefix`, or undefined for every other key. */
@@ -39,11 +41,12 @@ export function configKindOf(key: string, kvPrefix: string): ConfigKind | undefi
 }
 
 /** The configuration keys of a KV view, in key order. */
-export function configEntries(kv: readonly { key: string; value: string | null; modifyIndex: number }[], kvPrefix: string): ConfigEntry[] {
+export function configEntries(kv: readonly { key: string; value: string | null; modifyIndex: number; flags?: number }[], kvPrefix: string): ConfigEntry[] {
   const out: ConfigEntry[] = [];
   for (const e of kv) {
     const kind = configKindOf(e.key, kvPrefix);
-    if (kind) out.push({ key: e.key, kind, value: e.value ?? '', modifyIndex: e.modifyIndex });
+    const writer = writerOfFlags(e.flags);
+    if (kind) out.push({ key: e.key, kind, value: e.value ?? '', modifyIndex: e.modifyIndex, ...(writer ? { writer } : {}) });
   }
   return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
@@ -104,6 +107,8 @@ const changeSchema = z
     after: z.string().optional(),
     /** The key's ModifyIndex after the change (null for a removal). */
     modifyIndex: z.number().int().nonnegative().nullable(),
+    /** The cgw command that wrote the new value (absent: another tool, or a removal). */
+    writer: z.string().min(1).max(100).optional(),
   })
   .strict()
   .refine((c) => (c.action === 'added' ? c.beforeHash === null && c.afterHash !== null : c.action === 'removed' ? c.beforeHash !== null && c.afterHash === null : c.beforeHash !== null && c.afterHash !== null && c.beforeHash !== c.afterHash), 'action does not match the hashes')
@@ -119,7 +124,7 @@ export const historyEntrySchema = z
     /** Consul's index of the gateway's KV prefix when the writer saw this version: orders the fleet's writers. */
     kvIndex: z.number().int().nonnegative(),
     by: z.string().min(1).max(200),
-    /** Where the change came from, as far as the writer knows (`kv`: written to Consul KV by any tool). */
+    /** Which tools made the changes: cgw commands by name, `kv` for any other writer (and for removals alone). */
     source: z.string().min(1).max(100),
     /** Every configuration key of the version and its value hash: what a rollback restores. */
     keys: z.array(z.tuple([configKey, hash16])).max(MAX_KEYS),
@@ -182,7 +187,6 @@ export interface EntryDraft {
   readonly at: Date;
   readonly kvIndex: number;
   readonly by: string;
-  readonly source: string;
   /** The newest entry before this one (its manifest is what changed from), if any. */
   readonly previous: Pick<HistoryEntry, 'version' | 'keys'> | undefined;
   readonly current: readonly ConfigEntry[];
@@ -212,8 +216,11 @@ export function buildHistoryEntry(d: EntryDraft): HistoryEntry {
       ...(beforeValue !== undefined && Buffer.byteLength(beforeValue) <= MAX_KEPT_VALUE_BYTES ? { before: beforeValue } : {}),
       ...(is && Buffer.byteLength(is.value) <= MAX_KEPT_VALUE_BYTES ? { after: is.value } : {}),
       modifyIndex: is ? is.modifyIndex : null,
+      ...(is?.writer ? { writer: is.writer } : {}),
     });
   }
+  // Removals carry no flags: the writers of the new values say where the change came from.
+  const writers = [...new Set(changes.filter((c) => c.afterHash !== null).map((c) => c.writer ?? 'kv'))].sort();
   const entry: HistoryEntry = {
     format: HISTORY_FORMAT,
     seq: d.seq,
@@ -222,7 +229,7 @@ export function buildHistoryEntry(d: EntryDraft): HistoryEntry {
     at: d.at.toISOString(),
     kvIndex: d.kvIndex,
     by: d.by,
-    source: d.source,
+    source: writers.length > 0 ? writers.join(', ') : 'kv',
     keys: d.current.map((e) => [e.key, valueHash(e.value)] as [string, string]),
     changes,
   };

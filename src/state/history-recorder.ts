@@ -188,7 +188,6 @@ export class HistoryRecorder {
         at: this.now(),
         kvIndex: p.kvIndex,
         by: this.options.gatewayId,
-        source: 'kv',
         previous: head,
         current: p.entries,
         knownValue: (key, hash) => known.get(memoKey(key, hash)),

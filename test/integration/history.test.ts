@@ -153,15 +153,19 @@ describe('configuration history and rollback', () => {
     });
     assert.equal(new Set(h.entries.map((e) => e.version)).size, h.entries.length);
     assert.deepEqual(h.entries.map((e) => e.seq), [...h.entries.map((e) => e.seq)].sort((x, y) => y - x), 'newest first');
-    for (const e of h.entries) {
-      assert.ok(['edge-1', 'edge-2'].includes(e.by), e.by);
-      assert.equal(e.source, 'kv');
-    }
+    for (const e of h.entries) assert.ok(['edge-1', 'edge-2'].includes(e.by), e.by);
+    // Which tool wrote each change: cgw's commands mark their values (Consul flags), anything else is kv.
+    const sourceOf = (key: string, action = 'added'): string | undefined => h.entries.find((e) => e.changes.some((c) => c.key === key && c.action === action))?.source;
+    assert.equal(sourceOf('gateway/routes/only-a'), 'cgw policy push');
+    assert.equal(sourceOf('gateway/routes/only-b'), 'cgw policy push');
+    assert.equal(sourceOf('gateway/canary/web'), 'cgw canary');
+    assert.equal(sourceOf('gateway/routes/direct'), 'kv');
     assert.deepEqual(h.entries.map((e) => e.inForce), h.entries.map((_, i) => i === 0));
 
     const text = await ok(['history', ...kvFlags()]);
     assert.match(text, /SEQ\s+VERSION\s+AT\s+SOURCE\s+BY\s+CHANGES/);
-    assert.match(text, new RegExp(`\\*\\s+\\d+\\s+${h.inForce}.*\\+routes/direct`));
+    assert.match(text, new RegExp(`\\*\\s+\\d+\\s+${h.inForce}\\s+\\S+\\s+kv\\s+edge-\\d\\s+\\+routes/direct`));
+    assert.match(text, /cgw canary\s+edge-\d\s+\+canary\/web/);
     assert.match(text, /-routes\/only-a/);
   });
 
@@ -191,6 +195,7 @@ describe('configuration history and rollback', () => {
     const since = h.entries.filter((e) => e.seq > headBefore);
     assert.ok(since.length >= 1 && since.length <= 4, JSON.stringify(since));
     assert.deepEqual(since.flatMap((e) => e.changes.map((c) => `${c.action} ${c.key}`)).sort(), ['added gateway/routes/only-a', 'removed gateway/canary/web', 'removed gateway/routes/direct', 'removed gateway/routes/only-b']);
+    assert.equal(since.find((e) => e.changes.some((c) => c.action === 'added'))?.source, 'cgw rollback');
     // Nothing to do the second time.
     assert.match(await ok(['rollback', versionA, ...kvFlags()]), /already in KV: nothing to do/);
   });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { CliError } from '../../src/cli/admin-client.ts';
 import { historyRows, readHistory, rollback } from '../../src/cli/history.ts';
+import { KV_WRITERS } from '../../src/core/kv-layout.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import type { KvEntry } from '../../src/core/types.ts';
 import {
@@ -50,7 +51,6 @@ function chain(states: Record<string, string>[]): HistoryEntry[] {
         at: new Date(T0.getTime() + i * 1000),
         kvIndex: 100 * (i + 1),
         by: 'gw-1',
-        source: 'kv',
         previous: out.at(-1),
         current,
         knownValue: (k, h) => seen.get(`${k} ${h}`),
@@ -104,6 +104,19 @@ describe('history entries', () => {
       ['gateway/routes/a', 'removed', route('/a'), undefined],
       ['gateway/routes/b', 'added', undefined, route('/b')],
     ]);
+  });
+
+  test('the source names the cgw commands that wrote the new values (Consul flags), kv for any other writer', () => {
+    const entry = (kv: KvEntry[], previous?: HistoryEntry) =>
+      buildHistoryEntry({ seq: 1, kvPrefix: P, at: T0, kvIndex: 1, by: 'gw', previous, current: configEntries(kv, P), knownValue: () => undefined });
+    const pushed = entry([
+      { key: 'gateway/routes/a', value: route('/a'), modifyIndex: 1, flags: KV_WRITERS['cgw policy push'] },
+      { key: 'gateway/canary/web', value: weights(90), modifyIndex: 2, flags: KV_WRITERS['cgw canary'] },
+    ]);
+    assert.equal(pushed.source, 'cgw canary, cgw policy push');
+    assert.equal(pushed.changes.find((c) => c.key === 'gateway/routes/a')?.writer, 'cgw policy push');
+    assert.equal(entry([{ key: 'gateway/routes/a', value: route('/a'), modifyIndex: 1, flags: 12345 }]).source, 'kv');
+    assert.equal(entry([], pushed).source, 'kv', 'removals alone');
   });
 
   test('a value too large to keep is listed by hash only', () => {
@@ -367,6 +380,7 @@ describe('cgw history and cgw rollback', () => {
     const done = await rollback(c, versions[0] ?? '', { kvPrefix: P });
     assert.deepEqual(done.steps.map((s) => s.action), ['update', 'create', 'delete']);
     assert.equal(c.items.get('gateway/routes/a')?.value, route('/a'));
+    assert.equal(c.items.get('gateway/routes/a')?.flags, KV_WRITERS['cgw rollback'], 'marked as written by cgw rollback');
     assert.equal(c.items.get('gateway/routes/b'), undefined);
     assert.equal(configVersion(entriesOf(Object.fromEntries([...c.items.values()].filter((i) => i.key.startsWith(P)).map((i) => [i.key, i.value ?? ''])))), versions[0]);
   });
