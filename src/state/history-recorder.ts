@@ -114,9 +114,9 @@ export class HistoryRecorder {
     await this.running;
   }
 
-  /** Resolves once nothing is pending or running (tests). */
+  /** Resolves once nothing is pending or running (tests; it does not return while writes keep failing). */
   async settled(): Promise<void> {
-    while (this.running || (this.pending && !this.closed && this.timer)) await (this.running ?? new Promise((r) => setTimeout(r, 10)));
+    while (!this.closed && (this.running || this.timer || this.pending)) await new Promise((r) => setTimeout(r, 5));
   }
 
   private schedule(afterMs: number): void {
@@ -124,16 +124,18 @@ export class HistoryRecorder {
     const wait = Math.max(afterMs, this.roundAt + this.minIntervalMs - Date.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.running = this.round().finally(() => {
+      this.running = this.round().then((nextInMs) => {
         this.running = undefined;
+        if (nextInMs !== undefined) this.schedule(nextInMs);
       });
     }, Math.max(0, wait));
     this.timer.unref();
   }
 
-  private async round(): Promise<void> {
+  /** One write round; resolves with the delay before the next one, if another is due. Never rejects. */
+  private async round(): Promise<number | undefined> {
     const p = this.pending;
-    if (!p || this.closed) return;
+    if (!p || this.closed) return undefined;
     this.roundAt = Date.now();
     try {
       const outcome = await this.record(p);
@@ -147,15 +149,9 @@ export class HistoryRecorder {
       this.lastError = describeError(err);
       const retryInMs = this.backoff.next();
       this.options.logger.warn({ err: this.lastError, version: p.version, retryInMs }, 'configuration history not written; retrying');
-      this.retryLater(retryInMs);
-      return;
+      return retryInMs;
     }
-    if (this.pending) this.retryLater(0);
-  }
-
-  private retryLater(ms: number): void {
-    // After the round's promise settles, so schedule() does not see it running.
-    queueMicrotask(() => void Promise.resolve().then(() => this.schedule(ms)));
+    return this.pending ? 0 : undefined;
   }
 
   private async record(p: Pending): Promise<RecordOutcome> {

@@ -1,6 +1,6 @@
 /**
  * The configuration history and `cgw rollback` as an operator meets them: one real Consul agent
- * and two gateways on the same KV prefix. Policy pushes, canary weights and a route document
+ * and two gateways on the same KV prefix (one process, and a primary with two workers). Policy pushes, canary weights and a route document
  * written straight to KV by another tool each become one entry (not one per gateway), `cgw
  * history` lists them in order, and `cgw rollback` restores an older version that both gateways
  * then serve. Garbage in the history's KV prefix is refused entry by entry while the gateways
@@ -32,7 +32,8 @@ let stopping = false;
 before(async () => {
   root = await mkdtemp(join(tmpdir(), 'cgw-history-'));
   [consul, upstream] = await Promise.all([startConsul(), startUpstream('docs')]);
-  gateways = await Promise.all([1, 2].map((n) => startGateway({ consul: consul.addr, args: ['--wait', '5s', '--gateway-id', `edge-${n}`] })));
+  // The second runs a primary and two workers: the primary's control plane writes the history.
+  gateways = await Promise.all([1, 2].map((n) => startGateway({ consul: consul.addr, args: ['--wait', '5s', '--gateway-id', `edge-${n}`, '--workers', String(n)] })));
   for (const gw of gateways) {
     void gw.exited.then((code) => {
       if (!stopping) process.stderr.write(`\ngateway exited unexpectedly (code ${code}):\n${gw.logs.slice(-30).join('\n')}\n`);
@@ -232,7 +233,6 @@ describe('configuration history and rollback', () => {
     // A rollback across the garbage still works.
     await ok(['rollback', versionA, ...kvFlags()]);
     await served({ '/after-attack/x': 404, '/only-a/x': 200 }, 'the gateways apply the rollback');
-    for (const gw of gateways) assert.equal(gw.exited instanceof Promise, true);
     const statusOut = await ok(['status', '--admin', gateways[0]?.adminUrl ?? '']);
     assert.doesNotMatch(statusOut, /configuration history not written/);
   });
