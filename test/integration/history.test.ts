@@ -11,6 +11,10 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { CliError } from '../../src/cli/admin-client.ts';
+import { consulKv } from '../../src/cli/consul-kv.ts';
+import { rollback } from '../../src/cli/history.ts';
+import { resolveConsulConnection } from '../../src/consul/connection.ts';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
 import { runCli, startGateway, waitFor, type CliResult, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
@@ -199,6 +203,30 @@ describe('configuration history and rollback', () => {
     assert.equal(since.find((e) => e.changes.some((c) => c.action === 'added'))?.source, 'cgw rollback');
     // Nothing to do the second time.
     assert.match(await ok(['rollback', versionA, ...kvFlags()]), /already in KV: nothing to do/);
+  });
+
+  test("a key changed by someone else during the rollback: Consul's check-and-set refuses it, exit 3 naming the key", async () => {
+    const h = await history();
+    const target = h.entries.find((e) => e.changes.some((c) => c.key === 'gateway/canary/web' && c.action === 'added'));
+    assert.ok(target);
+    const store = consulKv(resolveConsulConnection({ address: consul.addr }, {}));
+    let writes = 0;
+    const racing = {
+      ...store,
+      set: async (key: string, value: string, cas: number, flags?: number) => {
+        // Another operator creates the second key between the plan and its write.
+        if (++writes === 2) await consul.kvPut(key, routeDoc('/someone-else'));
+        return store.set(key, value, cas, flags);
+      },
+    };
+    await assert.rejects(rollback(racing, target.version, { kvPrefix: 'gateway/' }), (err: unknown) => {
+      assert.ok(err instanceof CliError);
+      assert.equal(err.exitCode, 3);
+      assert.match(err.message, /gateway\/routes\/only-b was changed by someone else during the rollback \(check-and-set on ModifyIndex 0 lost\); not restored\. Already written: create gateway\/canary\/web\./);
+      return true;
+    });
+    assert.equal((await consul.kvGet('gateway/routes/only-b'))?.value, routeDoc('/someone-else'), 'the other writer\'s value stays');
+    assert.ok(await consul.kvGet('gateway/routes/only-a'), 'the deletes after the lost write were not made');
   });
 
   test('unknown versions are clear errors', async () => {
