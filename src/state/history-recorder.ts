@@ -55,6 +55,8 @@ export interface HistoryRecorderOptions {
 export const DEFAULT_MAX_HISTORY_ENTRIES = 100;
 /** Newest entries read to find the newest valid one; garbage beyond this is not searched through. */
 const MAX_HEAD_READS = 20;
+/** How long close() waits for a round in flight. */
+const CLOSE_WAIT_MS = 2_000;
 /** Rounds of a lost check-and-set before the round is retried later. */
 const MAX_ATTEMPTS = 5;
 
@@ -108,10 +110,13 @@ export class HistoryRecorder {
     return [{ kind: 'kv', subject: this.options.historyPrefix, message: `configuration history not written: ${this.lastError}; retrying (configuration changes are applied regardless)` }];
   }
 
+  /** Stops; a round in flight gets a moment to finish (a write is one request), never the whole shutdown. */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
-    await this.running;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   /** Resolves once nothing is pending or running (tests; it does not return while writes keep failing). */
@@ -146,9 +151,12 @@ export class HistoryRecorder {
       if (outcome !== 'behind') this.options.logger.debug({ version: p.version, outcome }, 'configuration history');
     } catch (err) {
       this.options.count?.('failed');
-      this.lastError = describeError(err);
+      const error = describeError(err);
       const retryInMs = this.backoff.next();
-      this.options.logger.warn({ err: this.lastError, version: p.version, retryInMs }, 'configuration history not written; retrying');
+      // Once per distinct error at warn (a token without key:write on the history fails every
+      // retry alike); the problem in `cgw status` and the counter say it stays so.
+      this.options.logger[error === this.lastError ? 'debug' : 'warn']({ err: error, version: p.version, retryInMs }, 'configuration history not written; retrying');
+      this.lastError = error;
       return retryInMs;
     }
     return this.pending ? 0 : undefined;
