@@ -10,7 +10,11 @@ import { ConsulSession } from './consul/session.ts';
 import { RolloutDriver } from './rollouts/driver.ts';
 import { GuardKeeper } from './rollouts/guards.ts';
 import { readAgentDatacenter } from './consul/datacenter.ts';
+import { ConsulKvWriter } from './consul/kv-writer.ts';
+import { runtimeKeys } from './core/kv-layout.ts';
+import { HistoryRecorder } from './state/history-recorder.ts';
 import { buildSnapshot, discoveryModes, servicesNamedByDocuments, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
+
 import { SnapshotStore } from './state/store.ts';
 import { BuildHealth } from './state/build-health.ts';
 import { isUrlprefixTag } from './state/tags.ts';
@@ -55,6 +59,9 @@ export class ControlPlane {
   private readonly session: ConsulSession;
   private readonly rollouts: RolloutDriver;
   private readonly guards: GuardKeeper;
+  /** Writes `<runtime-prefix>history/` for `cgw history` and `cgw rollback` (off the request path). */
+  private readonly historyKv: ConsulKvWriter;
+  private readonly history: HistoryRecorder;
   /** The KV view the policies in force were resolved from. */
   private resolvedFrom: { kv: readonly KvEntry[]; kvResets: number } | undefined;
   private policyFiles: readonly RawDocument[] = [];
@@ -120,6 +127,15 @@ export class ControlPlane {
       snapshot: () => this.store.current?.snapshot,
       tallies: async () => (await plane.report({ kind: 'figures' }))?.routeTallies,
     });
+    this.historyKv = new ConsulKvWriter({ address: config.consul, token: config.token, dc: config.dc, tls: consulTls(config) });
+    this.history = new HistoryRecorder({
+      kv: this.historyKv,
+      historyPrefix: runtimeKeys.history(config.kvRuntimePrefix),
+      kvPrefix: config.kvPrefix,
+      gatewayId: config.gatewayId,
+      logger,
+      count: (outcome) => metrics.historyWrites.inc({ outcome }),
+    });
     this.store = new SnapshotStore(logger, metrics);
     this.store.onPublish((snapshot) => this.countDocuments(snapshot));
     this.admin = createAdminServer(
@@ -130,7 +146,7 @@ export class ControlPlane {
         dataPlane: (scope) => plane.report(scope),
         workers: () => plane.workers(),
         discovery: () => this.supervisor.status(),
-        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems(), ...this.rollouts.problems(), ...this.guards.problems()],
+        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems(), ...this.rollouts.problems(), ...this.guards.problems(), ...this.history.problems()],
         buildFailure: () => this.build.view(),
         settings: {
           consul: config.consul,
@@ -224,6 +240,8 @@ export class ControlPlane {
     await this.rollouts.close();
     await this.session.destroy();
     await this.supervisor.close();
+    await this.history.close();
+    await this.historyKv.close();
     await new Promise<void>((resolve) => {
       this.admin.close(() => resolve());
       this.admin.closeAllConnections();
@@ -288,6 +306,7 @@ export class ControlPlane {
       this.resolvedFrom = resolved;
       this.healthChanged = new Set();
       this.build.succeeded();
+      this.history.observe(kv, this.supervisor.kvIndex);
       return;
     }
     // Compiled before it is published: a snapshot the data plane cannot run is never half in force.
@@ -301,6 +320,8 @@ export class ControlPlane {
     this.healthChanged = new Set();
     this.resolvedFrom = resolved;
     this.build.succeeded();
+    // Applied: the configuration keys of this KV view are the version in force (a new one is recorded).
+    this.history.observe(kv, this.supervisor.kvIndex);
     if (first) this.logger.info({ version: snapshot.version }, 'first snapshot built');
   }
 

@@ -1,3 +1,4 @@
+import { KV_WRITERS, type KvWriter } from '../core/kv-layout.ts';
 import { parseCanaryArgs, parseCanaryValue, type CanaryWeights } from '../policy/canary.ts';
 import { CliError } from './admin-client.ts';
 import { normalizeKvPrefix, type ConsulStore, type ServiceLookup } from './consul-kv.ts';
@@ -107,6 +108,8 @@ export interface CanarySetOptions {
   readonly cas?: number;
   /** --force: write even when the catalog says the weights send traffic nowhere. */
   readonly force?: boolean;
+  /** Which command writes, for the configuration history (default: cgw canary). */
+  readonly writer?: KvWriter;
 }
 
 export interface CanarySetResult {
@@ -138,7 +141,7 @@ export async function setCanary(store: ConsulStore, kvPrefix: string, service: s
     );
   }
   const cas = expected ?? current?.modifyIndex ?? 0;
-  if (!(await store.set(key, JSON.stringify(parsed.value), cas))) {
+  if (!(await store.set(key, JSON.stringify(parsed.value), cas, KV_WRITERS[opts.writer ?? 'cgw canary']))) {
     throw new CliError(
       cas === 0
         ? `${key} was created by someone else while writing (check-and-set with --cas 0 lost); nothing written`

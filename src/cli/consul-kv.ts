@@ -16,14 +16,16 @@ export interface KvItem {
   readonly key: string;
   readonly value: string | null;
   readonly modifyIndex: number;
+  /** Consul's opaque Flags when not 0: which cgw command wrote the value (core/kv-layout.ts). */
+  readonly flags?: number;
 }
 
 export interface KvStore {
   /** Every key under `prefix` (recursive); [] when there is none. */
   list(prefix: string): Promise<KvItem[]>;
   get(key: string): Promise<KvItem | undefined>;
-  /** Check-and-set write; false when the key's ModifyIndex is no longer `cas` (0: the key exists). */
-  set(key: string, value: string, cas: number): Promise<boolean>;
+  /** Check-and-set write; false when the key's ModifyIndex is no longer `cas` (0: the key exists). `flags` marks the writer. */
+  set(key: string, value: string, cas: number, flags?: number): Promise<boolean>;
   /** Check-and-set delete; false when the key changed since ModifyIndex `cas`. */
   del(key: string, cas: number): Promise<boolean>;
 }
@@ -47,9 +49,15 @@ interface ConsulKvEntry {
   Key?: string;
   Value?: string | null;
   ModifyIndex?: number;
+  Flags?: number;
 }
 
-const itemOf = (e: ConsulKvEntry): KvItem => ({ key: String(e.Key ?? ''), value: e.Value ?? null, modifyIndex: Number(e.ModifyIndex ?? 0) });
+const itemOf = (e: ConsulKvEntry): KvItem => ({
+  key: String(e.Key ?? ''),
+  value: e.Value ?? null,
+  modifyIndex: Number(e.ModifyIndex ?? 0),
+  ...(typeof e.Flags === 'number' && e.Flags > 0 ? { flags: e.Flags } : {}),
+});
 
 /** Each request's bound: a Consul agent answers these reads and writes in milliseconds. */
 const CONSUL_TIMEOUT_MS = 10_000;
@@ -245,9 +253,9 @@ export function consulKv(connection: ConsulConnection): ConsulStore {
       if (!entry) throw notConsul(`it answered 200 without a KV entry when asked to ${what}`);
       return itemOf({ ...entry, Key: key });
     },
-    async set(key, value, cas) {
+    async set(key, value, cas, flags) {
       const what = `write ${key}`;
-      return writeAnswer(what, await call(what, (ctx) => raw.kv.set({ key, value, cas, ctx })));
+      return writeAnswer(what, await call(what, (ctx) => raw.kv.set({ key, value, cas, ...(flags ? { flags } : {}), ctx })));
     },
     async del(key, cas) {
       const what = `delete ${key}`;

@@ -59,7 +59,7 @@ Environment (as the consul CLI reads them; flags win):
 
 Commands by what they talk to:
   admin API (--admin)   status, services, endpoints, routes, policies
-  Consul KV (--consul)  canary, rollout, rollouts, cert, policy push, consumer, consumers
+  Consul KV (--consul)  canary, rollout, rollouts, cert, policy push, consumer, consumers, history, rollback
   local files only      policy validate
 
 Examples:
@@ -69,6 +69,8 @@ Examples:
   cgw consumer add acme --plan partner-gold --scopes billing:read
   cgw consumer rotate acme                      new key, same plan and scopes
   cgw policies                                  which version of each document is in force
+  cgw history                                   configuration versions applied, newest first
+  cgw rollback 3f2a9c1d0b7e --dry-run           what restoring an older version would write
 
 Exit codes: 0 ok; 1 failure (gateway or Consul unreachable, not a Consul agent, ACL refusal, no such
 consumer, consumer exists, gateway not ready for cgw status); 2 invalid input (bad flag or address,
@@ -456,6 +458,65 @@ kvOptions(program.command('guards').description('guarded configuration changes (
   if (f.json) return print(JSON.stringify(list, null, 2));
   if (list.length === 0) return print('no guards');
   print(renderTable(['ID', 'STATE', 'CREATED', 'WINDOW', 'KEYS', 'BY', 'REASON'], list.map((g) => [g.guard?.id ?? g.key, g.guard?.state ?? 'INVALID', g.guard?.createdAt ?? null, g.guard ? `${g.guard.windowMs / 1000}s` : null, g.guard?.changes.map((c) => c.key).join(', ') ?? null, g.guard?.decision?.by ?? null, g.guard?.decision?.reason ?? g.invalid])));
+});
+
+// ---------------------------------------------------------------------------------------------
+// configuration history
+
+interface HistoryFlags extends ConsulFlags {
+  kvRuntimePrefix?: string;
+}
+const historyOptions = (cmd: Command): Command =>
+  kvOptions(cmd).option('--kv-runtime-prefix <prefix>', 'where the gateways write the history, as given to cgw start (default: <kv-prefix>-runtime/)');
+
+historyOptions(
+  program
+    .command('history')
+    .description('configuration versions the gateways applied (policy and route documents, canary weights), newest first; * marks the version in KV now'),
+).action(async (f: HistoryFlags) => {
+  const [store, { readHistory, historyJson, historyRows, changeSummary }] = await withConsul(f, import('./history.ts'));
+  const h = await readHistory(store, { kvPrefix: f.kvPrefix, runtimePrefix: f.kvRuntimePrefix });
+  if (f.json) return print(JSON.stringify(historyJson(h), null, 2));
+  const rows = historyRows(h);
+  if (rows.length === 0) print(`no history under ${h.historyPrefix} (gateways write it as they apply changes)`);
+  else {
+    const { renderTable } = await import('./table.ts');
+    print(renderTable(['', 'SEQ', 'VERSION', 'AT', 'SOURCE', 'BY', 'CHANGES'], rows.map((r) => [r.inForce ? '*' : ' ', r.seq, r.version, r.at, r.source, r.by, changeSummary(r, h.kvPrefix)])));
+  }
+  if (!h.entries.some((e) => e.version === h.currentVersion)) print(`\nin KV now: version ${h.currentVersion}, not recorded yet (no gateway has applied it, or none runs)`);
+  if (rows.some((r) => r.changes.some((c) => !c.restorable))) print('\n! the value before this change is not kept (too large, or unknown to the writer): a rollback across it is refused');
+  for (const r of h.refused) print(`refused entry ${r.key}: ${r.error}`);
+});
+
+historyOptions(
+  program
+    .command('rollback')
+    .argument('<version>', 'a version as cgw history lists it (or its first digits, at least 4)')
+    .description('write the policy and route documents and canary weights of that version back to KV (check-and-set), validated first; keys the version did not have are deleted')
+    .option('--dry-run', 'print what would be written, write nothing'),
+).action(async (version: string, f: HistoryFlags & { dryRun?: boolean }) => {
+  const json = Boolean(f.json);
+  const [store, [{ rollback, formatStep, stepsJson, RollbackRaceError }, { CliError }]] = await withConsul(f, Promise.all([import('./history.ts'), import('./admin-client.ts')]));
+  let outcome;
+  try {
+    outcome = await rollback(store, version, {
+      kvPrefix: f.kvPrefix,
+      runtimePrefix: f.kvRuntimePrefix,
+      dryRun: f.dryRun,
+      onStep: json ? undefined : (s) => print(formatStep(s, Boolean(f.dryRun))),
+    });
+  } catch (err) {
+    if (err instanceof RollbackRaceError) throw new CliError(err.message, err.exitCode, { written: stepsJson(err.done) });
+    throw err;
+  }
+  if (json) return print(JSON.stringify({ version: outcome.version, seq: outcome.seq, dryRun: outcome.dryRun, steps: stepsJson(outcome.steps), refused: outcome.refused }, null, 2));
+  for (const r of outcome.refused) print(`note: refused history entry ${r.key}: ${r.error}`);
+  if (outcome.steps.length === 0) return print(`version ${outcome.version} is already in KV: nothing to do`);
+  print(
+    f.dryRun
+      ? `dry run: nothing written (version ${outcome.version}, entry ${outcome.seq} of ${outcome.at})`
+      : `rolled back to version ${outcome.version} (entry ${outcome.seq} of ${outcome.at}): ${outcome.steps.length} key${outcome.steps.length === 1 ? '' : 's'} written; the gateways apply it as soon as they see the change`,
+  );
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import { documentId, documentOfFile, documentOfKvKey, kvKeyOfDocument, parseDocu
 import { resolvePolicies } from '../policy/resolve.ts';
 import { guardSchema, parseGuardValue, valueHash, type Guard } from '../policy/guard.ts';
 import type { RolloutCriteria } from '../policy/rollout.ts';
+import { KV_WRITERS } from '../core/kv-layout.ts';
 import { CliError } from './admin-client.ts';
 import { normalizeKvPrefix, type KvItem, type KvStore } from './consul-kv.ts';
 
@@ -256,7 +257,7 @@ export async function pushPolicies(kv: KvStore, dir: string, opts: PushOptions):
       continue;
     }
     const cas = current?.modifyIndex ?? 0;
-    if (!opts.dryRun && !(await kv.set(key, text, cas))) lost(key, cas, current ? 'updated' : 'created');
+    if (!opts.dryRun && !(await kv.set(key, text, cas, KV_WRITERS['cgw policy push']))) lost(key, cas, current ? 'updated' : 'created');
     done({ action: current ? 'updated' : 'created', key, file, cas });
   }
 

@@ -2,7 +2,7 @@ import { newRollout, parseRolloutValue, rolloutEnded, type Rollout, type Rollout
 import { manualAction, weightsAt, type ManualAction } from '../state/rollout-steps.ts';
 import { anyCircuitOpen, fleetFigures, parseFiguresRecord, type FiguresRecord } from '../state/rollout-figures.ts';
 import { judgeStep } from '../state/rollout-judge.ts';
-import { defaultRuntimePrefix, runtimeKeys } from '../core/kv-layout.ts';
+import { defaultRuntimePrefix, KV_WRITERS, runtimeKeys } from '../core/kv-layout.ts';
 import { CliError } from './admin-client.ts';
 import { canaryKey, checkServiceName, setCanary } from './canary.ts';
 import { normalizeKvPrefix, type ConsulStore, type KvStore } from './consul-kv.ts';
@@ -46,7 +46,7 @@ export async function startRollout(store: ConsulStore, kvPrefix: string, service
   const first = weightsAt(rollout, rollout.steps[0] as number).weights;
   // The weights first: their check against the catalog refuses tags no instance carries, before
   // a rollout document exists that gateways would act on.
-  const weights = await setCanary(store, kvPrefix, service, Object.entries(first).map(([tag, w]) => `${tag}=${w}`));
+  const weights = await setCanary(store, kvPrefix, service, Object.entries(first).map(([tag, w]) => `${tag}=${w}`), { writer: 'cgw rollout' });
   const key = rolloutKey(kvPrefix, service);
   if (!(await store.set(key, JSON.stringify(rollout), current?.modifyIndex ?? 0))) {
     throw new CliError(`${key} was written by someone else meanwhile (check-and-set lost); the weights at ${weights.key} are those of the first step, no rollout was started`, 3);
@@ -69,7 +69,7 @@ export async function actOnRollout(store: ConsulStore, kvPrefix: string, service
     // Rolling back or promoting must not hinge on the catalog: the weights are written as they are.
     const weightsKey = canaryKey(kvPrefix, service);
     const existing = await store.get(weightsKey);
-    if (!(await store.set(weightsKey, JSON.stringify(change.weights), existing?.modifyIndex ?? 0))) {
+    if (!(await store.set(weightsKey, JSON.stringify(change.weights), existing?.modifyIndex ?? 0, KV_WRITERS['cgw rollout']))) {
       throw new CliError(`the rollout is ${change.rollout.state}, but ${weightsKey} changed meanwhile (check-and-set lost): set the weights with cgw canary set`, 3);
     }
   }

@@ -82,7 +82,7 @@ export type HealthStateCheck = z.output<typeof healthStateCheckSchema>;
 
 /** KV recurse read; `null` stands for the 404 Consul returns when the prefix holds no key. */
 export const kvListSchema = z
-  .array(z.object({ Key: z.string(), Value: z.string().nullable(), ModifyIndex: z.number().int() }))
+  .array(z.object({ Key: z.string(), Value: z.string().nullable(), ModifyIndex: z.number().int(), Flags: z.number().int().nonnegative().optional() }))
   .nullable()
   .transform((entries): KvEntry[] =>
     (entries ?? [])
@@ -90,6 +90,7 @@ export const kvListSchema = z
         key: e.Key,
         value: e.Value === null ? null : Buffer.from(e.Value, 'base64').toString('utf8'),
         modifyIndex: e.ModifyIndex,
+        ...(e.Flags ? { flags: e.Flags } : {}),
       }))
       .sort((a, b) => (a.key < b.key ? -1 : 1)),
   );

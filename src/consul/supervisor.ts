@@ -93,6 +93,8 @@ export class ConsulSupervisor {
   /** A read of fabio's key succeeded once: its entries stay in force through later errors. */
   private fabioRead = false;
   private kvIndexResets = 0;
+  /** Consul's index of the KV view (0 right after the index went backwards). */
+  private kvViewIndex = 0;
   /** Routed services Consul answered with errors before their first read (see noteUnreadable). */
   private readonly unreadable = new Map<string, { errors: number; error: string }>();
   private bulk: BulkHealthSync | undefined;
@@ -146,6 +148,7 @@ export class ConsulSupervisor {
           // documents that vanished with it rather than drop their protection.
           if (update.index === 0 && this.kv !== undefined) this.kvIndexResets += 1;
           this.kv = update.value;
+          this.kvViewIndex = update.index;
           const fabioKey = this.options.fabioKvKey;
           if (fabioKey && !this.fabioQuery) this.fabio = sameEntries(this.fabio, fabioEntries(update.value, fabioKey));
           this.options.onChange();
@@ -169,6 +172,11 @@ export class ConsulSupervisor {
   /** The KV view alone: policies are resolved from it before the health views are complete. */
   kvView(): readonly KvEntry[] | undefined {
     return this.kv;
+  }
+
+  /** Consul's X-Consul-Index of the KV view: the same on every gateway for the same KV state, so it orders views across a fleet. */
+  get kvIndex(): number {
+    return this.kvViewIndex;
   }
 
   /** How often the KV watch saw Consul's index go backwards since start. */

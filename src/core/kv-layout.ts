@@ -25,6 +25,27 @@ export const runtimeKeys = {
 } as const;
 
 /**
+ * Consul KV `flags` (an opaque number to Consul, 0 unless a writer sets it) that cgw's commands
+ * put on the configuration they write, so the configuration history can say which tool made a
+ * change. A value written by any other tool (consul kv put, the UI, Terraform) has flags 0 and is
+ * listed as `kv`; a deletion carries no flags at all.
+ */
+export const KV_WRITERS = {
+  'cgw policy push': 0x63677701,
+  'cgw canary': 0x63677702,
+  'cgw rollout': 0x63677703,
+  'cgw rollback': 0x63677704,
+} as const;
+
+export type KvWriter = keyof typeof KV_WRITERS;
+
+export function writerOfFlags(flags: number | undefined): KvWriter | undefined {
+  if (!flags) return undefined;
+  for (const [name, value] of Object.entries(KV_WRITERS)) if (value === flags) return name as KvWriter;
+  return undefined;
+}
+
+/**
  * A gateway's name in the fleet: host name and proxy port, so a restarted gateway takes its old
  * place (its registration, its figures) instead of adding a ghost. Only the characters Consul
  * service IDs and KV key segments take safely.

@@ -382,6 +382,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       help: 'Shadow (mirror) requests in flight now (at most --mirror-max-in-flight per process)',
       registers: [registry],
     }),
+    historyWrites: new Counter({
+      name: 'cgw_history_writes_total',
+      help: 'Configuration history rounds by outcome: written (a new entry), recorded (another gateway wrote it), behind (a newer view is recorded), failed (retried), pruned (an old entry deleted)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     snapshotBuildFailures: new Counter({
       name: 'cgw_snapshot_build_failures_total',
       help: 'Snapshot builds or runtime compilations that failed; the last good configuration stayed in force',

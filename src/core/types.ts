@@ -42,6 +42,8 @@ export interface KvEntry {
   readonly key: string;
   readonly value: string | null;
   readonly modifyIndex: number;
+  /** Consul's opaque Flags when not 0 (cgw's commands mark what they write, core/kv-layout.ts). */
+  readonly flags?: number;
   /** The stored bytes are not UTF-8 (set only by readers that check, see consul/schemas.ts). */
   readonly undecodable?: true;
 }

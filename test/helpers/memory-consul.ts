@@ -9,8 +9,8 @@ export class MemoryConsul implements ConsulStore {
   beforeWrite: (() => void) | undefined;
   constructor(readonly services: Record<string, string[][]> = {}) {}
 
-  put(key: string, value: string): void {
-    this.items.set(key, { key, value, modifyIndex: ++this.index });
+  put(key: string, value: string, flags?: number): void {
+    this.items.set(key, { key, value, modifyIndex: ++this.index, ...(flags ? { flags } : {}) });
   }
   async list(prefix: string): Promise<KvItem[]> {
     return [...this.items.values()].filter((i) => i.key.startsWith(prefix));
@@ -18,10 +18,10 @@ export class MemoryConsul implements ConsulStore {
   async get(key: string): Promise<KvItem | undefined> {
     return this.items.get(key);
   }
-  async set(key: string, value: string, cas: number): Promise<boolean> {
+  async set(key: string, value: string, cas: number, flags?: number): Promise<boolean> {
     this.beforeWrite?.();
     if ((this.items.get(key)?.modifyIndex ?? 0) !== cas) return false;
-    this.put(key, value);
+    this.put(key, value, flags);
     this.writes.push(key);
     return true;
   }
