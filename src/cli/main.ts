@@ -60,6 +60,7 @@ Environment (as the consul CLI reads them; flags win):
 Commands by what they talk to:
   admin API (--admin)   status, services, endpoints, routes, policies
   Consul KV (--consul)  canary, rollout, rollouts, cert, policy push, consumer, consumers
+  Consul (--consul)     fleet (every registered gateway)
   local files only      policy validate
 
 Examples:
@@ -517,6 +518,22 @@ kvOptions(program.command('consumers').description('consumers stored in KV: plan
     if (invalid > 0) print(`\n${invalid} invalid record${invalid === 1 ? '' : 's'}: the gateway ignores ${invalid === 1 ? 'it' : 'them'} (a consumer it already knew keeps its last good record)`);
   },
 );
+
+program
+  .command('fleet')
+  .description("every gateway registered in Consul: address, version, snapshot, indexes behind, lag, health; flags lagging and critical ones (exit 1)")
+  .option('--consul <address>', 'Consul HTTP API: host:port or http(s)://host:port (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)')
+  .option('--token <token>', 'ACL token, sent as X-Consul-Token (default $CONSUL_HTTP_TOKEN_FILE, $CONSUL_HTTP_TOKEN)')
+  .option('--service <name>', 'the service gateways register under (cgw start --register-service)', 'cgw')
+  .option('--grace <duration>', 'how long a gateway may run another snapshot than the fleet before it is flagged lagging', '5s')
+  .option('--json', 'print JSON (errors too)')
+  .action(async (f: JsonFlag & { consul?: string; token?: string; service: string; grace: string }) => {
+    const [{ consulKv }, { resolveConsulConnection }, fleet] = await Promise.all([import('./consul-kv.ts'), import('../consul/connection.ts'), import('./fleet.ts')]);
+    fleet.checkFleetFlags(f);
+    const view = await fleet.readFleet(consulKv(resolveConsulConnection({ address: f.consul, token: f.token }, env)), f);
+    print(f.json ? JSON.stringify(view, null, 2) : fleet.renderFleet(view));
+    if (!fleet.fleetHealthy(view)) process.exitCode = 1;
+  });
 
 function print(text: string): void {
   process.stdout.write(`${text}\n`);
