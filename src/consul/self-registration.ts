@@ -193,8 +193,15 @@ export class SelfRegistration {
     }
     const wait = this.lastRegisterAt + this.minRegisterIntervalMs - now;
     if (this.registeredMeta !== undefined && wait > 0) {
-      // Meta changes in bursts (a rollout step, churn) are written once per interval.
-      this.schedule(wait);
+      // Meta changes in bursts (a rollout step, churn) are written once per interval; the check
+      // keeps passing meanwhile, at its own pace (a burst of changes is not a burst of passes).
+      const passDue = (this.lastSuccessAt ?? 0) + this.passIntervalMs - now;
+      if (passDue > 0) {
+        this.schedule(Math.min(wait, passDue));
+        return;
+      }
+      const passed = await this.call('pass', () => this.options.client.put(`/v1/agent/check/${this.registeredCheck === 'warning' ? 'warn' : 'pass'}/${encodeURIComponent(this.checkId)}`, undefined, this.callOptions()));
+      if (passed) this.schedule(Math.min(wait, this.passIntervalMs));
       return;
     }
     this.lastRegisterAt = now;
