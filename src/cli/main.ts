@@ -72,7 +72,8 @@ Examples:
   cgw policies                                  which version of each document is in force
 
 Exit codes: 0 ok; 1 failure (gateway or Consul unreachable, not a Consul agent, ACL refusal, no such
-consumer, consumer exists, gateway not ready for cgw status); 2 invalid input (bad flag or address,
+consumer, consumer exists, gateway not ready for cgw status, a lagging or critical gateway or none
+for cgw fleet); 2 invalid input (bad flag or address,
 bad weights, a tag or service no instance carries, an undefined plan, invalid document); 3 a KV
 check-and-set precondition failed (the key is not at the expected ModifyIndex: changed by someone
 else, or exists when --cas 0 asked to create). With --json, errors are JSON on stdout too:
