@@ -213,4 +213,28 @@ describe('cgw fleet', () => {
     const left = await consul.api('GET', '/v1/agent/service/cgw-fleet-b');
     assert.equal(left.status, 404, 'deregistered from the agent, not only critical');
   });
+
+  test('with the agent down the gateway serves on, shows the lag and the failing registration, and registers again once it is back', async () => {
+    const lag = async (): Promise<number> => {
+      const text = await (await fetch(`${gwA.adminUrl}/metrics`)).text();
+      return Number(text.split('\n').find((l) => l.startsWith('cgw_consul_apply_lag_seconds '))?.split(' ')[1]);
+    };
+    await consul.stop();
+    try {
+      await waitFor(async () => (await lag()) > 1, { timeoutMs: 30_000, message: 'the apply lag grows while Consul is down' });
+      const status = await waitFor(async () => {
+        const r = await runCli(['status', '--admin', gwA.adminUrl]);
+        return /registered: +FAILING/.test(r.stdout) && r.stdout;
+      }, { timeoutMs: 30_000, message: 'cgw status shows the failing registration' });
+      assert.match(status, /ECONNREFUSED|refused/i);
+      const metrics = await (await fetch(`${gwA.adminUrl}/metrics`)).text();
+      assert.match(metrics, /cgw_self_registration_failures_total\{operation="(register|pass)"\} [1-9]/);
+      assert.equal((await send(gwA.url, '/web')).status, 200, 'serving goes on from the last snapshot');
+    } finally {
+      await consul.start();
+    }
+    await waitFor(async () => row((await fleet()).view, 'fleet-a')?.state === 'ok', { timeoutMs: 60_000, intervalMs: 500, message: 'registered again after the agent came back' });
+    await waitFor(async () => (await lag()) === 0, { timeoutMs: 60_000, message: 'no lag once the watches answer again' });
+    assert.match((await runCli(['status', '--admin', gwA.adminUrl])).stdout, /registered: +yes/);
+  });
 });
