@@ -114,6 +114,14 @@ describe('cgw fleet', () => {
     assert.match(text.stdout, /fleet-b .* OK/);
     assert.doesNotMatch(text.stdout, /fleet-quiet/);
 
+    const notConsul = await runCli(['fleet', '--consul', gwA.adminUrl]);
+    assert.equal(notConsul.code, 1);
+    assert.match(notConsul.stderr, /is not a Consul agent/);
+    for (const bad of [['--service', '__proto__'], ['--service', 'x'.repeat(300)], ['--grace', 'constructor']]) {
+      const refused = await runCli(['fleet', '--consul', consul.addr, ...bad]);
+      assert.equal(refused.code, 2, `${bad.join(' ')}: ${refused.stderr}`);
+    }
+
     const quiet = await runCli(['status', '--admin', gwQuiet.adminUrl]);
     assert.match(quiet.stdout, /registered: +no \(--no-register/);
     const status = await runCli(['status', '--admin', gwA.adminUrl]);
@@ -156,6 +164,33 @@ describe('cgw fleet', () => {
     await consul.register({ id: 'late-1', name: 'late', port: upstream.port, tags: ['urlprefix-/late'] });
     await waitFor(async () => (await send(gwA.url, '/late')).status === 200 && (await send(gwB.url, '/late')).status === 200, { message: 'both gateways route /late' });
     await consul.deregister('intruder');
+  });
+
+  test('a gateway that disagrees with the others past the grace period is flagged lagging, its check passing', async () => {
+    // Other policy documents (the repository's examples): it builds another snapshot from the same Consul.
+    const odd = await startGateway({ consul: consul.addr, args: ['--wait', '5s', '--gateway-id', 'fleet-odd', '--policies', 'policies'] });
+    try {
+      const { code, view } = await waitFor(
+        async () => {
+          const f = await fleet();
+          return row(f.view, 'fleet-odd')?.state === 'lagging' && f;
+        },
+        { timeoutMs: 30_000, intervalMs: 250, message: 'the odd gateway flagged lagging' },
+      );
+      assert.equal(code, 1);
+      const oddRow = row(view, 'fleet-odd') as FleetRow;
+      assert.equal(oddRow.health, 'passing');
+      assert.ok((oddRow.lagSeconds ?? 0) > 5);
+      assert.notEqual(oddRow.snapshot, view.fleetSnapshot);
+      assert.equal(view.fleetSnapshot, row(view, 'fleet-a')?.snapshot, 'two against one: the majority is the fleet');
+      assert.equal(row(view, 'fleet-a')?.state, 'ok');
+      const text = await runCli(['fleet', '--consul', consul.addr, '--grace', '10m']);
+      assert.equal(text.code, 0, 'within a longer grace it is only converging');
+      assert.match(text.stdout, /fleet-odd .* CONVERGING/);
+    } finally {
+      await odd.kill();
+    }
+    await waitFor(async () => !(await fleet()).view.gateways.some((g) => g.gatewayId === 'fleet-odd'), { message: 'the odd gateway deregistered' });
   });
 
   test('the apply lag metric is exported and 0 on a gateway that is up to date', async () => {
