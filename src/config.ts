@@ -84,6 +84,16 @@ export const gatewayConfigSchema = z.object({
     .optional(),
   /** This gateway's name in the fleet (registration, rollout figures, locks); default: host name and proxy port. */
   gatewayId: z.string().regex(GATEWAY_ID_PATTERN, 'a gateway id is 1-200 letters, digits, _ . -').optional(),
+  /** Register this gateway in Consul (its own service, TTL check, meta for `cgw fleet`); `--no-register` turns it off. */
+  register: z.boolean().default(true),
+  /** The Consul service name gateways register under; a DNS label, as Consul recommends for service names. */
+  registerService: z.string().regex(/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/, 'a service name is 1-63 letters, digits and inner -').default('cgw'),
+  /** The address other tools reach this gateway at; default: the listen host, or 127.0.0.1 when it listens on every interface. */
+  registerAddress: z
+    .string()
+    .max(253)
+    .regex(/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$/, 'expected a host name, an IPv4 or an IPv6 address (no port)')
+    .optional(),
   logLevel: z.enum(LOG_LEVELS).default('info'),
   allowWarning: z.boolean().default(false),
   accessLog: z.boolean().default(true),
@@ -180,7 +190,13 @@ export const gatewayConfigSchema = z.object({
     ...c,
     kvRuntimePrefix: c.kvRuntimePrefix ?? defaultRuntimePrefix(c.kvPrefix),
     gatewayId: c.gatewayId ?? defaultGatewayId(c.listen.port),
+    registerAddress: c.registerAddress ?? defaultRegisterAddress(c.listen.host),
   }));
+
+/** The listen host when it names one interface; loopback when it is every interface (`0.0.0.0`, `::`, ''). */
+export function defaultRegisterAddress(listenHost: string): string {
+  return listenHost === '' || listenHost === '0.0.0.0' || listenHost === '::' ? '127.0.0.1' : listenHost;
+}
 
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;

@@ -14,6 +14,8 @@ import { ConsulKvWriter } from './consul/kv-writer.ts';
 import { runtimeKeys } from './core/kv-layout.ts';
 import { HistoryRecorder } from './state/history-recorder.ts';
 import { buildSnapshot, discoveryModes, servicesNamedByDocuments, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
+import { SelfRegistration } from './consul/self-registration.ts';
+import { FLEET_CHECK_TTL_MS, type RegistrationStatus } from './core/fleet.ts';
 
 import { SnapshotStore } from './state/store.ts';
 import { BuildHealth } from './state/build-health.ts';
@@ -25,6 +27,8 @@ import type { WorkerView } from './admin/views.ts';
 
 /** How long start waits to learn whether --consul is a Consul agent at all. */
 const CONSUL_IDENTIFY_TIMEOUT_MS = 5_000;
+/** A gateway that died without draining leaves the catalog this long after its check went critical. */
+const DEREGISTER_CRITICAL_AFTER = '1m';
 
 export type ApplyResult = { readonly ok: true } | { readonly ok: false; readonly error: string };
 
@@ -75,6 +79,15 @@ export class ControlPlane {
   /** For `$DC` in route tags: `--dc`, else the agent's own (read at start, retried until known). */
   private datacenter: string | null;
   private datacenterRetry: NodeJS.Timeout | undefined;
+  /** This gateway's entry in Consul (`cgw fleet`); undefined with --no-register or before `watch`. */
+  private registration: SelfRegistration | undefined;
+  private registrationClient: ConsulClient | undefined;
+  private deregistered: Promise<void> | undefined;
+  /** The Consul index the snapshot in force reflects (catalog and KV answers). */
+  private appliedIndex = 0;
+  /** Since when a watch has handed on a change the snapshot in force does not hold yet. */
+  private pendingSince: number | undefined;
+  private readonly startedAt = Date.now();
   adminPort = 0;
 
   constructor(
@@ -148,6 +161,7 @@ export class ControlPlane {
         discovery: () => this.supervisor.status(),
         discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems(), ...this.rollouts.problems(), ...this.guards.problems(), ...this.history.problems()],
         buildFailure: () => this.build.view(),
+        registration: () => this.registrationStatus(),
         settings: {
           consul: config.consul,
           dc: config.dc ?? null,
@@ -166,6 +180,7 @@ export class ControlPlane {
         logger.error({ err }, 'admin API request failed');
       },
     );
+    metrics.hooks.consulApplyLagSeconds = () => this.applyLagSeconds();
   }
 
   /** Ready once the first snapshot is in force in every data plane (`/-/readyz` answers 200). */
@@ -188,10 +203,57 @@ export class ControlPlane {
     this.adminPort = await listenOn(this.admin, this.config.admin.host, this.config.admin.port);
   }
 
-  watch(): void {
+  /** Starts the watches and, unless --no-register, this gateway's registration (`proxyPort`: the port it listens on). */
+  watch(proxyPort: number): void {
     this.supervisor.start();
     this.rollouts.start();
     this.guards.start();
+    if (!this.config.register || this.closing) return;
+    // One connection of its own: a check pass must not queue behind parked blocking queries.
+    this.registrationClient = new ConsulClient({ address: this.config.consul, token: this.config.token, maxConnections: 1, tls: consulTls(this.config) });
+    this.registration = new SelfRegistration({
+      client: this.registrationClient,
+      service: this.config.registerService,
+      gatewayId: this.config.gatewayId,
+      address: this.config.registerAddress,
+      port: proxyPort,
+      admin: this.adminAddress,
+      ttlMs: FLEET_CHECK_TTL_MS,
+      deregisterCriticalAfter: DEREGISTER_CRITICAL_AFTER,
+      facts: () => {
+        const published = this.store.current;
+        return published && { snapshot: published.snapshot.version, snapshotSince: published.appliedAt, appliedIndex: this.appliedIndex, ready: this.ready };
+      },
+      logger: this.logger,
+      metrics: this.metrics,
+    });
+    this.registration.start();
+  }
+
+  /**
+   * `cgw_consul_apply_lag_seconds`: how long Consul may have had a change this gateway has not
+   * applied. A change handed on but not in force yet (waiting for health reads, a build that
+   * fails, a worker that refuses) counts from when it arrived; a failing catalog or KV watch
+   * counts from its last success, since any change after it is unseen.
+   */
+  private applyLagSeconds(now = Date.now()): number {
+    const since = Math.min(this.pendingSince ?? now, this.supervisor.failingSince(this.startedAt) ?? now);
+    return Math.max(0, now - since) / 1000;
+  }
+
+  private registrationStatus(): RegistrationStatus {
+    if (this.registration) return this.registration.status();
+    return {
+      state: this.config.register ? 'pending' : 'disabled',
+      service: this.config.registerService,
+      serviceId: '',
+      address: this.config.registerAddress,
+      failures: 0,
+      consecutiveFailures: 0,
+      lastError: null,
+      lastSuccessAt: null,
+      meta: null,
+    };
   }
 
   get adminAddress(): string {
@@ -206,6 +268,7 @@ export class ControlPlane {
   /** A data plane runs the snapshot in force again. */
   applied(version: string): void {
     if (version === this.store.current?.snapshot.version) this.build.succeeded();
+    this.registration?.notify();
   }
 
   /** Draining: rollouts this gateway drives go to another gateway now, not after the session TTL. */
@@ -213,6 +276,7 @@ export class ControlPlane {
     this.closing = true;
     this.guards.close();
     void this.rollouts.close().then(() => this.session.destroy());
+    this.deregistered ??= this.registration?.deregister();
   }
 
   /**
@@ -239,6 +303,9 @@ export class ControlPlane {
     this.guards.close();
     await this.rollouts.close();
     await this.session.destroy();
+    await (this.deregistered ??= this.registration?.deregister());
+    this.registration?.close();
+    await this.registrationClient?.close();
     await this.supervisor.close();
     await this.history.close();
     await this.historyKv.close();
@@ -268,6 +335,7 @@ export class ControlPlane {
 
   /** Doorbell: many watch updates in one tick produce one rebuild. */
   private ring(): void {
+    this.pendingSince ??= Date.now();
     if (this.rebuildScheduled || this.closing) return;
     this.rebuildScheduled = true;
     setImmediate(() => {
@@ -307,6 +375,7 @@ export class ControlPlane {
       this.healthChanged = new Set();
       this.build.succeeded();
       this.history.observe(kv, this.supervisor.kvIndex);
+      this.caughtUp();
       return;
     }
     // Compiled before it is published: a snapshot the data plane cannot run is never half in force.
@@ -322,7 +391,15 @@ export class ControlPlane {
     this.build.succeeded();
     // Applied: the configuration keys of this KV view are the version in force (a new one is recorded).
     this.history.observe(kv, this.supervisor.kvIndex);
+    this.caughtUp();
     if (first) this.logger.info({ version: snapshot.version }, 'first snapshot built');
+  }
+
+  /** The snapshot in force holds every change handed on so far. */
+  private caughtUp(): void {
+    this.pendingSince = undefined;
+    this.appliedIndex = this.supervisor.viewIndex() || this.appliedIndex;
+    this.registration?.notify();
   }
 
   /** A bug must not take the data plane down: the last good runtime keeps serving, and it shows. */

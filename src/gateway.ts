@@ -51,7 +51,7 @@ export class Gateway {
   async start(): Promise<void> {
     await this.control.start();
     await this.data.start();
-    this.control.watch();
+    this.control.watch(this.data.port);
     this.logger.info(
       { listen: formatAddress(this.config.listen.host, this.data.port), listenTls: this.config.listenTls.map((a, i) => formatAddress(a.host, this.data.tlsPorts[i] ?? a.port)), admin: this.control.adminAddress, consul: this.config.consul, workers: 1 },
       'gateway started',

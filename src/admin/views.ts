@@ -1,4 +1,5 @@
 import type { Problem, WatchStatus } from '../core/types.ts';
+import type { RegistrationStatus } from '../core/fleet.ts';
 import { own } from '../core/own.ts';
 import type { BuildFailureView } from '../state/build-health.ts';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
@@ -27,6 +28,8 @@ export interface AdminSources {
   readonly settings: Readonly<Record<string, unknown>>;
   /** The newest configuration failed to build (the last good one serves), or null. */
   readonly buildFailure: () => BuildFailureView | null;
+  /** This gateway's own registration in Consul (`cgw fleet`); absent in tests that do not care. */
+  readonly registration?: () => RegistrationStatus;
 }
 
 export interface WorkerView {
@@ -94,6 +97,7 @@ export function statusView(src: AdminSources, plane: DataPlaneReport | undefined
       : null,
     rateLimiter: { backend: plane?.rateLimiter ?? 'unknown' },
     buildFailure: src.buildFailure(),
+    registration: registrationView(src.registration?.()),
     limits: plane?.limits ?? null,
     tls: plane?.tls ?? null,
     websocket: plane?.websocket ?? null,
@@ -102,6 +106,11 @@ export function statusView(src: AdminSources, plane: DataPlaneReport | undefined
     problems: problemsView(src),
     settings: src.settings,
   };
+}
+
+function registrationView(r: RegistrationStatus | undefined) {
+  if (!r) return null;
+  return { ...r, lastSuccessAt: r.lastSuccessAt === null ? null : new Date(r.lastSuccessAt).toISOString() };
 }
 
 export function servicesView(src: AdminSources, plane: DataPlaneReport | undefined) {

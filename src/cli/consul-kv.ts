@@ -40,6 +40,14 @@ export interface ServiceCatalog {
   service(name: string): Promise<ServiceLookup>;
 }
 
+/** What `cgw fleet` reads: every instance of the gateways' service with its checks, and Consul's catalog index. */
+export interface FleetReader {
+  /** `/v1/health/service/<name>` as Consul answered it (validated by the caller). */
+  healthOf(name: string): Promise<unknown>;
+  /** X-Consul-Index of `/v1/catalog/services`: the index every gateway's catalog watch follows. */
+  catalogIndex(): Promise<number>;
+}
+
 export interface ConsulStore extends KvStore, ServiceCatalog {
   /** `http(s)://host:port`, for messages. */
   readonly address: string;
@@ -79,7 +87,8 @@ interface CallOptions {
 interface RawConsul {
   readonly status: { leader(o: CallOptions): Promise<Answer> };
   readonly kv: { get(o: CallOptions): Promise<Answer>; set(o: CallOptions): Promise<Answer>; del(o: CallOptions): Promise<Answer> };
-  readonly catalog: { readonly service: { nodes(o: CallOptions): Promise<Answer> } };
+  readonly catalog: { readonly service: { nodes(o: CallOptions): Promise<Answer>; list(o: CallOptions): Promise<Answer> } };
+  readonly health: { service(o: CallOptions): Promise<Answer> };
   /** papi's generic request, for an endpoint the package has no method for. */
   _get(o: { path: string; headers?: Record<string, string>; timeout?: number }): Promise<RawResponse>;
 }
@@ -159,7 +168,7 @@ function isJson(res: RawResponse): boolean {
  * every KV or catalog answer must carry Consul's X-Consul-Index: an HTTP server that answers 404
  * or HTML to everything would otherwise read as "no such key". Failures are exit-1 CliErrors.
  */
-export function consulKv(connection: ConsulConnection): ConsulStore {
+export function consulKv(connection: ConsulConnection): ConsulStore & FleetReader {
   const raw = rawConsul(connection);
   const address = connection.address;
   let verified: Promise<void> | undefined;
@@ -232,7 +241,7 @@ export function consulKv(connection: ConsulConnection): ConsulStore {
 
   const items = (value: unknown): ConsulKvEntry[] => (Array.isArray(value) ? (value as ConsulKvEntry[]) : value ? [value as ConsulKvEntry] : []);
 
-  const store: ConsulStore = {
+  const store: ConsulStore & FleetReader = {
     address,
     async list(prefix) {
       const what = `list ${prefix}`;
@@ -273,6 +282,21 @@ export function consulKv(connection: ConsulConnection): ConsulStore {
         return { found: true, instances: instances.length, tags: [...tags].sort() };
       }
       return { found: false, aclsEnabled: await aclsEnabled() };
+    },
+    async healthOf(name) {
+      const what = `list the instances of service ${name} with their checks`;
+      const answer = await call(what, (ctx) => raw.health.service({ service: name, ctx }));
+      readAnswer(what, answer);
+      if (!Array.isArray(answer[1])) throw notConsul(`it answered ${JSON.stringify(bodyText(answer[0]).slice(0, 60))} when asked to ${what}, not a JSON list`);
+      return answer[1];
+    },
+    async catalogIndex() {
+      const what = 'list the services of the catalog';
+      const answer = await call(what, (ctx) => raw.catalog.service.list({ ctx }));
+      readAnswer(what, answer);
+      const index = Number(headerOf(answer[0], 'x-consul-index'));
+      if (!Number.isSafeInteger(index) || index < 0) throw notConsul(`its X-Consul-Index ${JSON.stringify(headerOf(answer[0], 'x-consul-index'))} is not an index`);
+      return index;
     },
   };
 

@@ -63,7 +63,17 @@ type StatusBody = Row & {
   limits?: { maxConnections: number | null; openConnections: number; connectionsRefused: { count: number; lastAt: string | null }; upstreamBusy: Record<string, { count: number }> } | null;
   tls?: TlsBody | null;
   websocket?: { open: number; byRoute: Record<string, number> } | null;
+  registration?: { state: string; service: string; serviceId: string; address: string; failures: number; consecutiveFailures: number; lastError: string | null } | null;
 };
+
+/** `registered: cgw as cgw-web1-8080 (127.0.0.1:8080)`, or why not. */
+function registrationLine(r: NonNullable<StatusBody['registration']>): string {
+  const as = `${r.service} as ${r.serviceId || '?'} (${r.address})`;
+  if (r.state === 'disabled') return 'registered:   no (--no-register: cgw fleet does not list this gateway)';
+  if (r.state === 'pending') return `registered:   not yet (after the first snapshot): ${as}`;
+  if (r.state === 'failing') return `registered:   FAILING x${r.consecutiveFailures} (${r.failures} failures in all; retrying, serving is not affected): ${r.lastError ?? ''}`;
+  return `registered:   ${r.state === 'registered' ? 'yes' : r.state}: ${as}`;
+}
 
 interface TlsBody {
   certificates: { name: string; names: string[]; notAfter: string; source: string }[];
@@ -168,6 +178,7 @@ export async function status(flags: InspectFlags): Promise<void> {
     if (s.tls) lines.push(...tlsLines(s.tls));
     if (s.websocket) lines.push(websocketLine(s.websocket));
     if (s.workers) lines.push(...workerLines(s.workers));
+    if (s.registration) lines.push(registrationLine(s.registration));
     lines.push(`problems:     ${s.problems.length === 0 ? 'none' : String(s.problems.length)}`);
     if (s.problems.length > 0) {
       lines.push(

@@ -59,7 +59,8 @@ Environment (as the consul CLI reads them; flags win):
 
 Commands by what they talk to:
   admin API (--admin)   status, services, endpoints, routes, policies
-  Consul KV (--consul)  canary, rollout, rollouts, cert, policy push, consumer, consumers, history, rollback
+  Consul KV (--consul)  canary, rollout, rollouts, cert, policy push, guards, consumer, consumers, history, rollback
+  Consul (--consul)     fleet (every registered gateway)
   local files only      policy validate
 
 Examples:
@@ -73,7 +74,8 @@ Examples:
   cgw rollback 3f2a9c1d0b7e --dry-run           what restoring an older version would write
 
 Exit codes: 0 ok; 1 failure (gateway or Consul unreachable, not a Consul agent, ACL refusal, no such
-consumer, consumer exists, gateway not ready for cgw status); 2 invalid input (bad flag or address,
+consumer, consumer exists, gateway not ready for cgw status, a lagging or critical gateway or none
+for cgw fleet); 2 invalid input (bad flag or address,
 bad weights, a tag or service no instance carries, an undefined plan, invalid document); 3 a KV
 check-and-set precondition failed (the key is not at the expected ModifyIndex: changed by someone
 else, or exists when --cas 0 asked to create). With --json, errors are JSON on stdout too:
@@ -101,6 +103,9 @@ program
   .option('--no-fabio-kv', 'do not read fabio route lines from KV')
   .option('--kv-runtime-prefix <prefix>', 'where gateways write rollout figures, locks and history for each other (default: <kv-prefix>-runtime/, outside the watched prefix)')
   .option('--gateway-id <id>', "this gateway's name in the fleet (default: host name and proxy port)")
+  .option('--no-register', 'do not register this gateway in Consul (cgw fleet will not list it)')
+  .option('--register-service <name>', 'the Consul service gateways register under (cgw fleet reads it)', 'cgw')
+  .option('--register-address <host>', 'the address registered for this gateway (default: the --listen host, 127.0.0.1 when it is every interface)')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
   .option('--allow-warning', 'also route to instances whose worst check is warning (at Weights.Warning)')
   .option('--no-access-log', 'do not log one line per request')
@@ -614,6 +619,22 @@ kvOptions(program.command('consumers').description('consumers stored in KV: plan
     if (invalid > 0) print(`\n${invalid} invalid record${invalid === 1 ? '' : 's'}: the gateway ignores ${invalid === 1 ? 'it' : 'them'} (a consumer it already knew keeps its last good record)`);
   },
 );
+
+program
+  .command('fleet')
+  .description("every gateway registered in Consul: address, version, snapshot, indexes behind, lag, health; flags lagging and critical ones (exit 1)")
+  .option('--consul <address>', 'Consul HTTP API: host:port or http(s)://host:port (default $CONSUL_HTTP_ADDR, else 127.0.0.1:8500)')
+  .option('--token <token>', 'ACL token, sent as X-Consul-Token (default $CONSUL_HTTP_TOKEN_FILE, $CONSUL_HTTP_TOKEN)')
+  .option('--service <name>', 'the service gateways register under (cgw start --register-service)', 'cgw')
+  .option('--grace <duration>', 'how long a gateway may run another snapshot than the fleet before it is flagged lagging', '5s')
+  .option('--json', 'print JSON (errors too)')
+  .action(async (f: JsonFlag & { consul?: string; token?: string; service: string; grace: string }) => {
+    const [{ consulKv }, { resolveConsulConnection }, fleet] = await Promise.all([import('./consul-kv.ts'), import('../consul/connection.ts'), import('./fleet.ts')]);
+    fleet.checkFleetFlags(f);
+    const view = await fleet.readFleet(consulKv(resolveConsulConnection({ address: f.consul, token: f.token }, env)), f);
+    print(f.json ? JSON.stringify(view, null, 2) : fleet.renderFleet(view));
+    if (!fleet.fleetHealthy(view)) process.exitCode = 1;
+  });
 
 function print(text: string): void {
   process.stdout.write(`${text}\n`);

@@ -22,6 +22,9 @@ export interface StartFlags {
   fabioKv?: boolean;
   kvRuntimePrefix?: string;
   gatewayId?: string;
+  register?: boolean;
+  registerService?: string;
+  registerAddress?: string;
   logLevel?: string;
   allowWarning?: boolean;
   accessLog?: boolean;

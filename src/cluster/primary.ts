@@ -64,7 +64,7 @@ export class ClusterPrimary implements DataPlaneLink {
     cluster.on('message', (worker: Worker, message: FromWorker) => this.onMessage(worker, message));
     for (let i = 0; i < this.size; i++) this.fork(i, 0);
     await Promise.race([Promise.all(this.slots.map((s) => this.upOf(s))), new Promise((r) => setTimeout(r, 30_000).unref())]);
-    this.control.watch();
+    this.control.watch(this.port || this.config.listen.port);
     this.logger.info({ listen: formatAddress(this.config.listen.host, this.port), listenTls: this.config.listenTls.map((a) => formatAddress(a.host, a.port)), admin: this.control.adminAddress, consul: this.config.consul, workers: this.size }, 'gateway started');
   }
 

@@ -318,6 +318,30 @@ export class ConsulClient {
   }
 
   /**
+   * One agent write (`PUT`, e.g. `/v1/agent/service/register`): resolves on 200, throws
+   * ConsulHttpError otherwise (403 for an ACL denial, 400 for a definition the agent refuses).
+   */
+  async put(path: string, body: unknown, opts: { readonly timeoutMs: number; readonly signal?: AbortSignal }): Promise<void> {
+    // Agent endpoints act on the local agent: no `dc`, no `stale`.
+    const connection = await this.connections.acquire(opts.signal);
+    try {
+      const res = await connection.request({
+        method: 'PUT',
+        path,
+        headers: { ...this.headers, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: opts.signal,
+        headersTimeout: opts.timeoutMs,
+        bodyTimeout: opts.timeoutMs,
+      });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) throw new ConsulHttpError(res.statusCode, path, text.trim());
+    } finally {
+      this.connections.release(connection);
+    }
+  }
+
+  /**
    * Whether the address is a Consul agent: `/v1/status/leader` answers 200 with the leader's
    * address as a JSON string (needs no ACL). A server that answers something else is not one, and
    * the gateway refuses to start against it; one that does not answer yet may be a Consul agent

@@ -169,6 +169,27 @@ export class ConsulSupervisor {
     this.watchdog.unref();
   }
 
+  /**
+   * The newest Consul index among the catalog and KV answers the views hold (0 while both are
+   * unread). A blocking read that returns unchanged content still moves it: the views are then
+   * known to match Consul at that index.
+   */
+  viewIndex(): number {
+    return Math.max(this.catalogQuery.status().index, this.kvQuery.status().index);
+  }
+
+  /** Epoch ms since which the catalog or KV watch has failed (its last success, else `fallback`); undefined while both answer. */
+  failingSince(fallback: number): number | undefined {
+    let since: number | undefined;
+    for (const q of [this.catalogQuery, this.kvQuery]) {
+      const s = q.status();
+      if (s.consecutiveErrors === 0) continue;
+      const t = s.lastSuccessAt ?? fallback;
+      since = since === undefined ? t : Math.min(since, t);
+    }
+    return since;
+  }
+
   /** The KV view alone: policies are resolved from it before the health views are complete. */
   kvView(): readonly KvEntry[] | undefined {
     return this.kv;

@@ -7,7 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   /** Set by the owners of lazily updated state, called when the matching metric is scraped. */
-  const hooks: { beforeCircuitScrape?: () => void; beforeWebSocketScrape?: () => void } = {};
+  const hooks: { beforeCircuitScrape?: () => void; beforeWebSocketScrape?: () => void; consulApplyLagSeconds?: () => number } = {};
   // Standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...), so stock Node.js
   // dashboards work unchanged.
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
@@ -386,6 +386,22 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       name: 'cgw_history_writes_total',
       help: 'Configuration history rounds by outcome: written (a new entry), recorded (another gateway wrote it), behind (a newer view is recorded), failed (retried), pruned (an old entry deleted)',
       labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    consulApplyLag: new Gauge({
+      name: 'cgw_consul_apply_lag_seconds',
+      help: 'How long Consul may have had a change this gateway has not applied: since a watch handed on a change not yet in the snapshot in force, or since the catalog or KV watch last succeeded while it fails; 0 when up to date',
+      registers: [registry],
+      // Only the process running the control plane sets it (workers leave it at 0).
+      aggregator: 'max',
+      collect() {
+        this.set(hooks.consulApplyLagSeconds?.() ?? 0);
+      },
+    }),
+    selfRegistrationFailures: new Counter({
+      name: 'cgw_self_registration_failures_total',
+      help: "Failed agent calls of the gateway's own Consul registration (register, pass, deregister); retried with backoff, serving is not affected",
+      labelNames: ['operation'] as const,
       registers: [registry],
     }),
     snapshotBuildFailures: new Counter({
