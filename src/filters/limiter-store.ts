@@ -195,6 +195,14 @@ export interface BackendOptions {
 const backoff = (times: number): number => Math.min(100 * 2 ** Math.max(0, times - 1), 2000);
 
 /**
+ * Failed probes in a row, on a connection that still claims to be up, after which it is dropped
+ * and made again. A master that hangs (frozen VM, SIGSTOP, a partition that drops packets) never
+ * closes its socket, so ioredis would stay on it after Sentinel promoted a replica; a new
+ * connection asks the sentinels again.
+ */
+const RECONNECT_AFTER_FAILED_PROBES = 3;
+
+/**
  * Long-lived, one per gateway process: owns the ioredis client and the local fallback store.
  *
  * The request path must never wait on a sick Redis, so the client neither queues commands while
@@ -220,6 +228,7 @@ export class RateLimiterBackend {
   #nextProbeAt = 0;
   #outageLogged = false;
   #closed = false;
+  #failedProbes = 0;
 
   constructor(options: BackendOptions) {
     this.#logger = options.logger;
@@ -294,6 +303,7 @@ export class RateLimiterBackend {
       if (this.#degraded) {
         this.#degraded = false;
         this.#outageLogged = false;
+        this.#failedProbes = 0;
       }
       if (client.status === 'ready') this.#setState('redis');
       const [allowed, remaining, resetUs, retryAfterUs] = reply;
@@ -302,6 +312,7 @@ export class RateLimiterBackend {
       this.#degraded = true;
       this.#nextProbeAt = performance.now() + this.#probeIntervalMs;
       this.#outage(err);
+      if (probe || this.#failedProbes === 0) this.#findMasterAgain(client);
       return fallback();
     } finally {
       clearTimeout(timer);
@@ -316,6 +327,26 @@ export class RateLimiterBackend {
     if (!client) return;
     // quit() would wait for a Redis that may be gone; nothing in flight is worth keeping.
     client.disconnect();
+  }
+
+  /**
+   * After a failed command: the key's master may have been replaced. A Cluster client learns the
+   * new slot owners only from a MOVED answer, which a dead or hung master never gives, so the
+   * slot map is read again (CLUSTER SLOTS from any node that answers, ioredis runs one refresh at
+   * a time); a plain or Sentinel client is reconnected once its socket has stayed silent for a
+   * few probes. Called at most once per probe interval.
+   */
+  #findMasterAgain(client: RedisClient): void {
+    this.#failedProbes++;
+    if (client instanceof Cluster) {
+      client.refreshSlotsCache();
+      return;
+    }
+    if (this.#failedProbes >= RECONNECT_AFTER_FAILED_PROBES && client.status === 'ready') {
+      this.#failedProbes = 0;
+      this.#logger.warn('rate limiter: Redis connection up but silent; reconnecting');
+      client.disconnect(true);
+    }
   }
 
   #outage(err: unknown): void {
@@ -360,7 +391,9 @@ function createClient(options: RedisOptions, commandTimeout: number): RedisClien
     return new Cluster(options.cluster, clusterOptions);
   }
   if ('sentinels' in options) {
-    return new Redis({ ...common, sentinels: options.sentinels, name: options.name, sentinelRetryStrategy: backoff });
+    // failoverDetector: subscribe to the sentinels' +switch-master and reconnect at once when the
+    // master changes, instead of waiting for the old master's socket to fail.
+    return new Redis({ ...common, sentinels: options.sentinels, name: options.name, sentinelRetryStrategy: backoff, failoverDetector: true });
   }
   return new Redis(options.url, common);
 }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, test, type TestContext } from 'node:test';
 import { Agent, request } from 'undici';
 import { startConsul, type ConsulAgent } from './consul.ts';
 import { startGateway, waitFor, type GatewayProcess } from './gateway.ts';
@@ -22,8 +22,14 @@ export interface HaRedis {
   keys(pattern: string): Promise<string[]>;
   /** The port of the master that holds `key` now. */
   masterOf(key: string): Promise<number>;
-  /** Kill that master by PID (a crash); resolves, once a replica took over, with the new master's port. */
-  killMaster(port: number, onKilled: () => void): Promise<number>;
+  /** A master that has a replica ready to take over. */
+  failoverCandidate(): Promise<number>;
+  /**
+   * Make that master fail by PID, `kill` (SIGKILL: a crash, its sockets close) or `freeze`
+   * (SIGSTOP: a hung host, its sockets stay open); resolves, once a replica took over, with the
+   * new master's port.
+   */
+  failMaster(port: number, how: 'kill' | 'freeze', onFailed: () => void): Promise<number>;
   /** Output of every Redis process, for failure messages. */
   readonly logs: string[];
   stop(): Promise<void>;
@@ -157,13 +163,19 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     await expectShared('before-2');
   });
 
-  test(`${label}: the master holding the keys killed under traffic → fail open allows, fail closed answers 503, nothing hangs; after the failover the limit is shared again and the gateways follow Consul`, async (t) => {
+  /**
+   * Traffic on both gateways, to a fail-open and a fail-closed rule whose keys live on the master
+   * that fails; then the checks a user would make once a replica took over.
+   */
+  async function failoverUnderTraffic(t: TestContext, how: 'kill' | 'freeze'): Promise<void> {
     const closedKey = keyOf('/ha-closed', 'closed');
     const openKey = keyOf('/ha-open', 'open');
     const sharedKey = keyOf('/ha-shared', 'shared');
-    const victim = await store.masterOf(closedKey('load'));
-    const openClient = await clientOn(openKey, 'load', victim);
+    const victim = await store.failoverCandidate();
+    const closedClient = await clientOn(closedKey, `load-${how}`, victim);
+    const openClient = await clientOn(openKey, `load-${how}`, victim);
 
+    const closedHitsBefore = ups.get('ha-closed')?.hits ?? 0;
     const open: Answer[] = [];
     const closed: Answer[] = [];
     let stop = false;
@@ -171,7 +183,7 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     const traffic = (async () => {
       for (let i = 0; !stop; i++) {
         const gw = i % 2 === 0 ? gwA : gwB;
-        const [o, c] = await Promise.all([call(gw, '/ha-open', openClient), call(gw, '/ha-closed', 'load')]);
+        const [o, c] = await Promise.all([call(gw, '/ha-open', openClient), call(gw, '/ha-closed', closedClient)]);
         open.push(o);
         closed.push(c);
       }
@@ -180,10 +192,10 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     try {
       await waitFor(() => closed.length >= 10, { timeoutMs: 15_000, message: 'traffic flowing before the kill' });
       assert.deepEqual([...new Set(closed.map((a) => a.status))], [200], 'all allowed before the kill');
-      promoted = await store.killMaster(victim, () => {
+      promoted = await store.failMaster(victim, how, () => {
         killedAt = closed.length;
       });
-      t.diagnostic(`master ${victim} killed after ${killedAt} requests per route; ${promoted} took over`);
+      t.diagnostic(`master ${victim} (${how}) failed after ${killedAt} requests per route; ${promoted} took over`);
       // Recovered: both gateways decide on Redis again for the fail-closed rule.
       const settledFrom = closed.length;
       await waitFor(
@@ -205,24 +217,31 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     assert.ok(refused.length > 0, 'fail closed: the failover was noticed');
     assert.deepEqual([...new Set(refused.map((a) => `${a.status} ${a.code}`))], ['503 rate_limiter_unavailable'], 'fail closed answers 503 while no master holds the key');
     assert.ok(closed.slice(0, killedAt).every((a) => a.status === 200), 'nothing refused before the kill');
-    assert.equal(ups.get('ha-closed')?.hits, closed.filter((a) => a.status === 200).length, 'refused requests never reached the upstream');
+    assert.equal((ups.get('ha-closed')?.hits ?? 0) - closedHitsBefore, closed.filter((a) => a.status === 200).length, 'refused requests never reached the upstream');
 
     // The promoted replica now holds the key space of the dead master; the limit is one again.
     await waitFor(async () => (await backendOf(gwA)) === 'redis' && (await backendOf(gwB)) === 'redis', {
       timeoutMs: 30_000,
       message: 'both gateways report the Redis backend',
     });
-    await expectShared(await clientOn(sharedKey, 'after', promoted));
+    await expectShared(await clientOn(sharedKey, `after-${how}`, promoted));
 
     for (const gw of [gwA, gwB]) assert.equal((await request(`${gw.adminUrl}/-/readyz`, { dispatcher: client })).statusCode, 200);
-    const fresh = await startUpstream('ha-new');
-    ups.set('ha-new', fresh);
-    await consul.register({ id: 'ha-new-1', name: 'ha-new', port: fresh.port, tags: ['urlprefix-/ha-new'] });
+    const newService = `ha-new-${how}`;
+    const fresh = await startUpstream(newService);
+    ups.set(newService, fresh);
+    await consul.register({ id: `${newService}-1`, name: newService, port: fresh.port, tags: [`urlprefix-/${newService}`] });
     for (const gw of [gwA, gwB]) {
-      await waitFor(async () => (await request(`${gw.url}/ha-new`, { dispatcher: client }).then(async (r) => (await r.body.text(), r.statusCode))) === 200, {
+      await waitFor(async () => (await request(`${gw.url}/${newService}`, { dispatcher: client }).then(async (r) => (await r.body.text(), r.statusCode))) === 200, {
         timeoutMs: 20_000,
         message: 'a service registered after the failover is routed',
       });
     }
-  });
+  }
+
+  test(`${label}: the master holding the keys killed under traffic → fail open allows, fail closed answers 503, nothing hangs; after the failover the limit is shared again and the gateways follow Consul`, (t) =>
+    failoverUnderTraffic(t, 'kill'));
+
+  test(`${label}: the master holding the keys hangs with its connections open (SIGSTOP) → the same, and the gateways move to the promoted replica`, (t) =>
+    failoverUnderTraffic(t, 'freeze'));
 }

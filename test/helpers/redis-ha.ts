@@ -33,6 +33,9 @@ export interface RedisNode {
   readonly logs: string[];
   /** Kill by PID (SIGKILL by default: a crash, not a shutdown) and wait for the exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
+  /** SIGSTOP: the process keeps its sockets open but answers nothing (a hung host). kill() still ends it. */
+  freeze(): void;
+  /** Running and not frozen: it answers. */
   readonly alive: boolean;
 }
 
@@ -60,6 +63,7 @@ async function spawnNode(port: number, args: string[], logs: string[]): Promise<
     await terminate(child, 'SIGKILL');
     throw new Error(`${(err as Error).message}\n${logs.join('\n')}`);
   }
+  let frozen = false;
   return {
     port,
     get pid() {
@@ -67,10 +71,16 @@ async function spawnNode(port: number, args: string[], logs: string[]): Promise<
     },
     logs,
     get alive() {
-      return !hasExited(child);
+      return !frozen && !hasExited(child);
     },
     async kill(signal: NodeJS.Signals = 'SIGKILL') {
-      if (!hasExited(child)) await terminate(child, signal, 5000);
+      // A stopped process takes SIGKILL only (any other signal waits until it runs again).
+      if (!hasExited(child)) await terminate(child, frozen ? 'SIGKILL' : signal, 5000);
+    },
+    freeze() {
+      if (child.pid === undefined || hasExited(child)) return;
+      process.kill(child.pid, 'SIGSTOP');
+      frozen = true;
     },
   };
 }
@@ -88,7 +98,7 @@ export interface RedisCluster {
   readonly logs: string[];
   /** The port of the master that serves `key`'s slot now, as the given live node sees it. */
   masterOf(key: string): Promise<number>;
-  /** The replicas of the master on `port`. */
+  /** The replicas of the master on `port` that answer. */
   replicasOf(port: number): Promise<number[]>;
   /** Resolves once every live node says cluster_state:ok and agrees that `port` is a master. */
   waitMaster(port: number, timeoutMs?: number): Promise<void>;
@@ -200,7 +210,8 @@ export async function startRedisCluster(): Promise<RedisCluster> {
     async replicasOf(port) {
       const view = await nodesView(liveNode().port);
       const master = view.find((l) => l.port === port);
-      return view.filter((l) => master !== undefined && l.masterId === master.id).map((l) => l.port);
+      const answering = new Set(nodes.filter((n) => n.alive).map((n) => n.port));
+      return view.filter((l) => master !== undefined && l.masterId === master.id && answering.has(l.port)).map((l) => l.port);
     },
     async waitMaster(port, timeoutMs = CONVERGE_TIMEOUT_MS) {
       await waitFor(

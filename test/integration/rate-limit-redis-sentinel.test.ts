@@ -1,7 +1,7 @@
 /**
  * Rate limits on Redis through Sentinel (one master, two replicas, three sentinels, from
- * redis-server): two gateways with --redis-sentinels share one limit, and the master dies under
- * traffic without stalling anyone (see test/helpers/ratelimit-failover.ts).
+ * redis-server): two gateways with --redis-sentinels share one limit, and the master dies, then
+ * the promoted one hangs, under traffic without stalling anyone (see test/helpers/ratelimit-failover.ts).
  */
 import { redisCli, startRedisSentinel } from '../helpers/redis-ha.ts';
 import { rateLimitFailoverSuite } from '../helpers/ratelimit-failover.ts';
@@ -16,11 +16,13 @@ rateLimitFailoverSuite('Redis Sentinel', async () => {
       return (await redisCli(port, '--scan', '--pattern', pattern)).split('\n').filter((k) => k !== '');
     },
     masterOf: () => group.currentMaster(),
-    async killMaster(port, onKilled) {
+    failoverCandidate: () => group.currentMaster(),
+    async failMaster(port, how, onFailed) {
       const node = [group.master, ...group.replicas].find((n) => n.port === port);
       if (!node) throw new Error(`no node on ${port}`);
-      await node.kill('SIGKILL');
-      onKilled();
+      if (how === 'kill') await node.kill('SIGKILL');
+      else node.freeze();
+      onFailed();
       return group.waitFailover(port);
     },
     stop: () => group.stop(),
