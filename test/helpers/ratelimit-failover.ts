@@ -26,10 +26,10 @@ export interface HaRedis {
   failoverCandidate(): Promise<number>;
   /**
    * Make that master fail by PID, `kill` (SIGKILL: a crash, its sockets close) or `freeze`
-   * (SIGSTOP: a hung host, its sockets stay open); resolves, once a replica took over, with the
-   * new master's port.
+   * (SIGSTOP: a hung host, its sockets stay open); calls `onFailing` just before the signal and
+   * resolves, once a replica took over, with the new master's port.
    */
-  failMaster(port: number, how: 'kill' | 'freeze', onFailed: () => void): Promise<number>;
+  failMaster(port: number, how: 'kill' | 'freeze', onFailing: () => void): Promise<number>;
   /** Output of every Redis process, for failure messages. */
   readonly logs: string[];
   stop(): Promise<void>;
@@ -57,6 +57,8 @@ const SERVICES = ['ha-shared', 'ha-open', 'ha-closed'] as const;
 
 interface Answer {
   status: number;
+  /** performance.now() when the answer came. */
+  at: number;
   code: string | undefined;
   remaining: string | undefined;
   ms: number;
@@ -78,7 +80,7 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     const ms = performance.now() - started;
     const code = r.statusCode === 200 ? undefined : (JSON.parse(text) as { error?: { code?: string } }).error?.code;
     const remaining = r.headers['ratelimit-remaining'];
-    return { status: r.statusCode, code, remaining: Array.isArray(remaining) ? remaining[0] : remaining, ms };
+    return { status: r.statusCode, at: performance.now(), code, remaining: Array.isArray(remaining) ? remaining[0] : remaining, ms };
   }
 
   async function backendOf(gw: GatewayProcess): Promise<string> {
@@ -179,7 +181,9 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     const open: Answer[] = [];
     const closed: Answer[] = [];
     let stop = false;
+    /** Answers collected before the signal went out: all of them came from a healthy master. */
     let killedAt = -1;
+    let failedMs = 0;
     const traffic = (async () => {
       for (let i = 0; !stop; i++) {
         const gw = i % 2 === 0 ? gwA : gwB;
@@ -194,6 +198,7 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
       assert.deepEqual([...new Set(closed.map((a) => a.status))], [200], 'all allowed before the kill');
       promoted = await store.failMaster(victim, how, () => {
         killedAt = closed.length;
+        failedMs = performance.now();
       });
       t.diagnostic(`master ${victim} (${how}) failed after ${killedAt} requests per route; ${promoted} took over`);
       // Recovered: both gateways decide on Redis again for the fail-closed rule.
@@ -214,6 +219,8 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     assert.deepEqual(slow.map((a) => Math.round(a.ms)), [], 'no request waited on the dead master');
     assert.deepEqual([...new Set(open.map((a) => a.status))], [200], 'fail open: every request allowed, during the failover too');
     const refused = closed.filter((a) => a.status !== 200);
+    const lastRefused = refused.at(-1);
+    if (lastRefused) t.diagnostic(`fail-closed refused ${refused.length} requests; served from Redis again ${Math.round(lastRefused.at - failedMs)} ms after the master failed`);
     assert.ok(refused.length > 0, 'fail closed: the failover was noticed');
     assert.deepEqual([...new Set(refused.map((a) => `${a.status} ${a.code}`))], ['503 rate_limiter_unavailable'], 'fail closed answers 503 while no master holds the key');
     assert.ok(closed.slice(0, killedAt).every((a) => a.status === 200), 'nothing refused before the kill');

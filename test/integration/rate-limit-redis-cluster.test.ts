@@ -26,13 +26,13 @@ rateLimitFailoverSuite('Redis Cluster', async () => {
       }
       throw new Error('no master with a replica left');
     },
-    async failMaster(port, how, onFailed) {
+    async failMaster(port, how, onFailing) {
       const [replica] = await cluster.replicasOf(port);
       const node = cluster.nodes.find((n) => n.port === port);
       if (!node || replica === undefined) throw new Error(`no node or no replica for ${port}`);
+      onFailing();
       if (how === 'kill') await node.kill('SIGKILL');
       else node.freeze();
-      onFailed();
       await cluster.waitMaster(replica);
       return replica;
     },

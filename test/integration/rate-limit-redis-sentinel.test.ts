@@ -17,12 +17,12 @@ rateLimitFailoverSuite('Redis Sentinel', async () => {
     },
     masterOf: () => group.currentMaster(),
     failoverCandidate: () => group.currentMaster(),
-    async failMaster(port, how, onFailed) {
+    async failMaster(port, how, onFailing) {
       const node = [group.master, ...group.replicas].find((n) => n.port === port);
       if (!node) throw new Error(`no node on ${port}`);
+      onFailing();
       if (how === 'kill') await node.kill('SIGKILL');
       else node.freeze();
-      onFailed();
       return group.waitFailover(port);
     },
     stop: () => group.stop(),
