@@ -203,6 +203,20 @@ const backoff = (times: number): number => Math.min(100 * 2 ** Math.max(0, times
 const RECONNECT_AFTER_FAILED_PROBES = 3;
 
 /**
+ * Distinct reasons logged at warn level per outage: the first one is often only "connection
+ * closed" or a timeout, the telling one ("cluster support disabled", "No such master with that
+ * name") may come next; beyond a handful it would be noise.
+ */
+const MAX_REASONS_PER_OUTAGE = 5;
+
+/**
+ * Cluster node connections also carry ioredis' own CLUSTER SLOTS reads, which a 100 ms limit
+ * fails on a busy machine; decisions still stop waiting after commandTimeoutMs (the race in
+ * decide), this only bounds how long ioredis keeps a command to a silent node.
+ */
+const CLUSTER_NODE_COMMAND_TIMEOUT_MS = 1000;
+
+/**
  * Long-lived, one per gateway process: owns the ioredis client and the local fallback store.
  *
  * The request path must never wait on a sick Redis, so the client neither queues commands while
@@ -226,7 +240,8 @@ export class RateLimiterBackend {
   #degraded = false;
   #probing = false;
   #nextProbeAt = 0;
-  #outageLogged = false;
+  /** Reasons already logged at warn level during this outage (a new reason is news; repeats are not). */
+  readonly #outageReasons = new Set<string>();
   #closed = false;
   #failedProbes = 0;
 
@@ -247,7 +262,7 @@ export class RateLimiterBackend {
     this.#gcra = client as unknown as GcraCommand;
     client.on('ready', () => {
       this.#degraded = false;
-      this.#outageLogged = false;
+      this.#outageReasons.clear();
       this.#setState('redis');
     });
     // Without an 'error' listener ioredis prints every failed reconnect to stderr.
@@ -302,7 +317,7 @@ export class RateLimiterBackend {
       ]);
       if (this.#degraded) {
         this.#degraded = false;
-        this.#outageLogged = false;
+        this.#outageReasons.clear();
         this.#failedProbes = 0;
       }
       if (client.status === 'ready') this.#setState('redis');
@@ -351,11 +366,14 @@ export class RateLimiterBackend {
 
   #outage(err: unknown): void {
     if (this.#closed) return;
-    if (!this.#outageLogged) {
-      this.#outageLogged = true;
-      this.#logger.warn({ err: describeError(err) }, 'rate limiter: Redis unavailable; rules with failureMode open count per gateway, closed ones answer 503');
+    const reason = describeRedisError(err);
+    // "Retrying from scratch after 400ms" and the like: the same reason with other figures.
+    const kind = reason.replace(/\d+/g, '#');
+    if (this.#outageReasons.size < MAX_REASONS_PER_OUTAGE && !this.#outageReasons.has(kind)) {
+      this.#outageReasons.add(kind);
+      this.#logger.warn({ err: reason }, 'rate limiter: Redis unavailable; rules with failureMode open count per gateway, closed ones answer 503');
     } else {
-      this.#logger.debug({ err: describeError(err) }, 'rate limiter: Redis still unavailable');
+      this.#logger.debug({ err: reason }, 'rate limiter: Redis still unavailable');
     }
     this.#setState('local');
   }
@@ -372,6 +390,16 @@ export class RateLimiterBackend {
   }
 }
 
+/**
+ * ioredis' Cluster reports only "Failed to refresh slots cache." when no node gave it a slot map;
+ * the reason (for example "This instance has cluster support disabled" when --redis-cluster names
+ * a plain Redis) is the last node's error, which it keeps on the error object.
+ */
+function describeRedisError(err: unknown): string {
+  const nodeError = err instanceof Error ? (err as Error & { lastNodeError?: unknown }).lastNodeError : undefined;
+  return nodeError === undefined ? describeError(err) : `${describeError(err)} (last node: ${describeError(nodeError)})`;
+}
+
 function createClient(options: RedisOptions, commandTimeout: number): RedisClient {
   const common = {
     enableOfflineQueue: false,
@@ -386,7 +414,7 @@ function createClient(options: RedisOptions, commandTimeout: number): RedisClien
       enableOfflineQueue: false,
       lazyConnect: false,
       clusterRetryStrategy: backoff,
-      redisOptions: common,
+      redisOptions: { ...common, commandTimeout: Math.max(commandTimeout, CLUSTER_NODE_COMMAND_TIMEOUT_MS) },
     };
     return new Cluster(options.cluster, clusterOptions);
   }
