@@ -408,6 +408,9 @@ function createClient(options: RedisOptions, commandTimeout: number): RedisClien
     connectTimeout: 2000,
     lazyConnect: false,
     retryStrategy: backoff,
+    // A master demoted to replica (a Sentinel failover it survived, a manual one) refuses writes
+    // with READONLY while the socket stays up: reconnect, which asks the sentinels for the master.
+    reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
   } satisfies IORedisOptions;
   if ('cluster' in options) {
     const clusterOptions: ClusterOptions = {

@@ -111,12 +111,19 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     throw new Error(`no client id of ${prefix} hashes to the master on ${port}`);
   }
 
+  /** What the gateways said about Redis, for failure messages. */
+  const limiterLogs = (): string =>
+    [
+      ...[gwA, gwB].flatMap((gw, i) => gw.logs.filter((l) => l.includes('rate limiter')).map((l) => `${i === 0 ? 'A' : 'B'} ${l}`)),
+      ...store.logs.filter((l) => /switch-master|[+-][so]down|failover|FAIL/.test(l)).slice(-40),
+    ].join('\n');
+
   async function expectShared(clientId: string): Promise<void> {
     const answers = await alternate('/ha-shared', clientId, SHARED_LIMIT + 6);
     assert.deepEqual(
       answers.map((a) => a.status),
       [...Array<number>(SHARED_LIMIT).fill(200), ...Array<number>(6).fill(429)],
-      `${clientId}: the first ${SHARED_LIMIT} over both gateways pass, the rest are limited`,
+      `${clientId}: the first ${SHARED_LIMIT} over both gateways pass, the rest are limited\n${limiterLogs()}`,
     );
     assert.deepEqual(
       answers.slice(0, SHARED_LIMIT).map((a) => a.remaining),
@@ -195,7 +202,7 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     let promoted: number;
     try {
       await waitFor(() => closed.length >= 10, { timeoutMs: 15_000, message: 'traffic flowing before the kill' });
-      assert.deepEqual([...new Set(closed.map((a) => a.status))], [200], 'all allowed before the kill');
+      assert.deepEqual([...new Set(closed.map((a) => a.status))], [200], `all allowed before the kill\n${limiterLogs()}`);
       promoted = await store.failMaster(victim, how, () => {
         killedAt = closed.length;
         failedMs = performance.now();

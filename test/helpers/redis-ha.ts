@@ -24,8 +24,11 @@ const HOST = '127.0.0.1';
 const START_TIMEOUT_MS = 20_000;
 /** Cluster creation and sentinel discovery gossip once a second or so; a loaded machine is slower. */
 const CONVERGE_TIMEOUT_MS = 60_000;
-/** How long a node may stay silent before it is taken for failed (cluster and sentinel alike). */
-export const NODE_TIMEOUT_MS = 1000;
+/**
+ * How long a node may stay silent before it is taken for failed (cluster and sentinel alike):
+ * short for quick failovers, but not so short that a busy machine's stall fails a healthy master.
+ */
+export const NODE_TIMEOUT_MS = 2000;
 
 export interface RedisNode {
   readonly port: number;
