@@ -195,6 +195,28 @@ export interface BackendOptions {
 const backoff = (times: number): number => Math.min(100 * 2 ** Math.max(0, times - 1), 2000);
 
 /**
+ * Failed probes in a row, on a connection that still claims to be up, after which it is dropped
+ * and made again. A master that hangs (frozen VM, SIGSTOP, a partition that drops packets) never
+ * closes its socket, so ioredis would stay on it after Sentinel promoted a replica; a new
+ * connection asks the sentinels again.
+ */
+const RECONNECT_AFTER_FAILED_PROBES = 3;
+
+/**
+ * Distinct reasons logged at warn level per outage: the first one is often only "connection
+ * closed" or a timeout, the telling one ("cluster support disabled", "No such master with that
+ * name") may come next; beyond a handful it would be noise.
+ */
+const MAX_REASONS_PER_OUTAGE = 5;
+
+/**
+ * Cluster node connections also carry ioredis' own CLUSTER SLOTS reads, which a 100 ms limit
+ * fails on a busy machine; decisions still stop waiting after commandTimeoutMs (the race in
+ * decide), this only bounds how long ioredis keeps a command to a silent node.
+ */
+const CLUSTER_NODE_COMMAND_TIMEOUT_MS = 1000;
+
+/**
  * Long-lived, one per gateway process: owns the ioredis client and the local fallback store.
  *
  * The request path must never wait on a sick Redis, so the client neither queues commands while
@@ -218,8 +240,10 @@ export class RateLimiterBackend {
   #degraded = false;
   #probing = false;
   #nextProbeAt = 0;
-  #outageLogged = false;
+  /** Reasons already logged at warn level during this outage (a new reason is news; repeats are not). */
+  readonly #outageReasons = new Set<string>();
   #closed = false;
+  #failedProbes = 0;
 
   constructor(options: BackendOptions) {
     this.#logger = options.logger;
@@ -238,7 +262,7 @@ export class RateLimiterBackend {
     this.#gcra = client as unknown as GcraCommand;
     client.on('ready', () => {
       this.#degraded = false;
-      this.#outageLogged = false;
+      this.#outageReasons.clear();
       this.#setState('redis');
     });
     // Without an 'error' listener ioredis prints every failed reconnect to stderr.
@@ -293,7 +317,8 @@ export class RateLimiterBackend {
       ]);
       if (this.#degraded) {
         this.#degraded = false;
-        this.#outageLogged = false;
+        this.#outageReasons.clear();
+        this.#failedProbes = 0;
       }
       if (client.status === 'ready') this.#setState('redis');
       const [allowed, remaining, resetUs, retryAfterUs] = reply;
@@ -302,6 +327,7 @@ export class RateLimiterBackend {
       this.#degraded = true;
       this.#nextProbeAt = performance.now() + this.#probeIntervalMs;
       this.#outage(err);
+      if (probe || this.#failedProbes === 0) this.#findMasterAgain(client);
       return fallback();
     } finally {
       clearTimeout(timer);
@@ -318,13 +344,36 @@ export class RateLimiterBackend {
     client.disconnect();
   }
 
+  /**
+   * After a failed command: the key's master may have been replaced. A Cluster client learns the
+   * new slot owners only from a MOVED answer, which a dead or hung master never gives, so the
+   * slot map is read again (CLUSTER SLOTS from any node that answers, ioredis runs one refresh at
+   * a time); a plain or Sentinel client is reconnected once its socket has stayed silent for a
+   * few probes. Called at most once per probe interval.
+   */
+  #findMasterAgain(client: RedisClient): void {
+    this.#failedProbes++;
+    if (client instanceof Cluster) {
+      client.refreshSlotsCache();
+      return;
+    }
+    if (this.#failedProbes >= RECONNECT_AFTER_FAILED_PROBES && client.status === 'ready') {
+      this.#failedProbes = 0;
+      this.#logger.warn('rate limiter: Redis connection up but silent; reconnecting');
+      client.disconnect(true);
+    }
+  }
+
   #outage(err: unknown): void {
     if (this.#closed) return;
-    if (!this.#outageLogged) {
-      this.#outageLogged = true;
-      this.#logger.warn({ err: describeError(err) }, 'rate limiter: Redis unavailable; rules with failureMode open count per gateway, closed ones answer 503');
+    const reason = describeRedisError(err);
+    // "Retrying from scratch after 400ms" and the like: the same reason with other figures.
+    const kind = reason.replace(/\d+/g, '#');
+    if (this.#outageReasons.size < MAX_REASONS_PER_OUTAGE && !this.#outageReasons.has(kind)) {
+      this.#outageReasons.add(kind);
+      this.#logger.warn({ err: reason }, 'rate limiter: Redis unavailable; rules with failureMode open count per gateway, closed ones answer 503');
     } else {
-      this.#logger.debug({ err: describeError(err) }, 'rate limiter: Redis still unavailable');
+      this.#logger.debug({ err: reason }, 'rate limiter: Redis still unavailable');
     }
     this.#setState('local');
   }
@@ -341,6 +390,16 @@ export class RateLimiterBackend {
   }
 }
 
+/**
+ * ioredis' Cluster reports only "Failed to refresh slots cache." when no node gave it a slot map;
+ * the reason (for example "This instance has cluster support disabled" when --redis-cluster names
+ * a plain Redis) is the last node's error, which it keeps on the error object.
+ */
+function describeRedisError(err: unknown): string {
+  const nodeError = err instanceof Error ? (err as Error & { lastNodeError?: unknown }).lastNodeError : undefined;
+  return nodeError === undefined ? describeError(err) : `${describeError(err)} (last node: ${describeError(nodeError)})`;
+}
+
 function createClient(options: RedisOptions, commandTimeout: number): RedisClient {
   const common = {
     enableOfflineQueue: false,
@@ -349,18 +408,23 @@ function createClient(options: RedisOptions, commandTimeout: number): RedisClien
     connectTimeout: 2000,
     lazyConnect: false,
     retryStrategy: backoff,
+    // A master demoted to replica (a Sentinel failover it survived, a manual one) refuses writes
+    // with READONLY while the socket stays up: reconnect, which asks the sentinels for the master.
+    reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
   } satisfies IORedisOptions;
   if ('cluster' in options) {
     const clusterOptions: ClusterOptions = {
       enableOfflineQueue: false,
       lazyConnect: false,
       clusterRetryStrategy: backoff,
-      redisOptions: common,
+      redisOptions: { ...common, commandTimeout: Math.max(commandTimeout, CLUSTER_NODE_COMMAND_TIMEOUT_MS) },
     };
     return new Cluster(options.cluster, clusterOptions);
   }
   if ('sentinels' in options) {
-    return new Redis({ ...common, sentinels: options.sentinels, name: options.name, sentinelRetryStrategy: backoff });
+    // failoverDetector: subscribe to the sentinels' +switch-master and reconnect at once when the
+    // master changes, instead of waiting for the old master's socket to fail.
+    return new Redis({ ...common, sentinels: options.sentinels, name: options.name, sentinelRetryStrategy: backoff, failoverDetector: true });
   }
   return new Redis(options.url, common);
 }
