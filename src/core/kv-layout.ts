@@ -35,6 +35,8 @@ export const KV_WRITERS = {
   'cgw canary': 0x63677702,
   'cgw rollout': 0x63677703,
   'cgw rollback': 0x63677704,
+  /** A gateway writing a guarded change's previous values back. */
+  'cgw guard': 0x63677705,
 } as const;
 
 export type KvWriter = keyof typeof KV_WRITERS;

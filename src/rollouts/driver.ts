@@ -1,7 +1,7 @@
 import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { KvEntry, Problem, RolloutFiguresReport } from '../core/types.ts';
-import { runtimeKeys } from '../core/kv-layout.ts';
+import { KV_WRITERS, runtimeKeys } from '../core/kv-layout.ts';
 import type { ConsulClient } from '../consul/client.ts';
 import { kvListSchema, kvLockSchema } from '../consul/schemas.ts';
 import { encodeKey, type ConsulSession } from '../consul/session.ts';
@@ -244,7 +244,9 @@ export class RolloutDriver {
   /** A KV write; with `cas`, only over that ModifyIndex (0: only when absent). */
   private async put(key: string, value: string, operation: string, cas?: number): Promise<boolean> {
     try {
-      const res = await this.options.consul.write('PUT', `/v1/kv/${encodeKey(key)}`, { cas: cas === undefined ? undefined : String(cas) }, value, CALL_TIMEOUT_MS);
+      // Marked as the rollout's, so the configuration history names it as the source.
+      const flags = String(KV_WRITERS['cgw rollout']);
+      const res = await this.options.consul.write('PUT', `/v1/kv/${encodeKey(key)}`, { cas: cas === undefined ? undefined : String(cas), flags }, value, CALL_TIMEOUT_MS);
       if (res.status === 200 && res.text.trim() === 'true') return true;
       if (res.status !== 200) this.failed(operation, new Error(`Consul answered ${res.status}: ${res.text.slice(0, 200)}`));
       return false;

@@ -2,6 +2,7 @@ import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { KvEntry, Problem, SubsetCounts } from '../core/types.ts';
 import type { ConsulClient } from '../consul/client.ts';
+import { KV_WRITERS } from '../core/kv-layout.ts';
 import { kvListSchema } from '../consul/schemas.ts';
 import { encodeKey } from '../consul/session.ts';
 import { documentOfKvKey } from '../policy/documents.ts';
@@ -211,7 +212,7 @@ export class GuardKeeper {
 
   private async put(key: string, value: string, cas: number): Promise<boolean> {
     try {
-      const res = await this.options.consul.write('PUT', `/v1/kv/${encodeKey(key)}`, { cas: String(cas) }, value, CALL_TIMEOUT_MS);
+      const res = await this.options.consul.write('PUT', `/v1/kv/${encodeKey(key)}`, { cas: String(cas), flags: String(KV_WRITERS['cgw guard']) }, value, CALL_TIMEOUT_MS);
       return res.status === 200 && res.text.trim() === 'true';
     } catch (err) {
       this.failed('write', err);
