@@ -14,7 +14,7 @@ import { ConsulKvWriter } from './consul/kv-writer.ts';
 import { runtimeKeys } from './core/kv-layout.ts';
 import { HistoryRecorder } from './state/history-recorder.ts';
 import { buildSnapshot, discoveryModes, servicesNamedByDocuments, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
-import { SelfRegistration } from './consul/self-registration.ts';
+import { SelfRegistration, selfServiceId } from './consul/self-registration.ts';
 import { FLEET_CHECK_TTL_MS, type RegistrationStatus } from './core/fleet.ts';
 
 import { SnapshotStore } from './state/store.ts';
@@ -232,8 +232,8 @@ export class ControlPlane {
 
   /**
    * `cgw_consul_apply_lag_seconds`: how long Consul may have had a change this gateway has not
-   * applied. A change handed on but not in force yet (waiting for health reads, a build that
-   * fails, a worker that refuses) counts from when it arrived; a failing catalog or KV watch
+   * applied. A change handed on but not in force yet (waiting for health reads, a build or a
+   * compilation that fails) counts from when it arrived; a failing catalog or KV watch
    * counts from its last success, since any change after it is unseen.
    */
   private applyLagSeconds(now = Date.now()): number {
@@ -246,7 +246,7 @@ export class ControlPlane {
     return {
       state: this.config.register ? 'pending' : 'disabled',
       service: this.config.registerService,
-      serviceId: '',
+      serviceId: this.config.register ? selfServiceId(this.config.gatewayId) : '',
       address: this.config.registerAddress,
       failures: 0,
       consecutiveFailures: 0,

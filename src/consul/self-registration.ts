@@ -168,13 +168,20 @@ export class SelfRegistration {
 
   private run(): void {
     if (this.running || this.stopped) return;
-    this.running = this.tick().finally(() => {
-      this.running = undefined;
-      if (this.again && !this.stopped && this.consecutiveFailures === 0) {
-        this.again = false;
-        this.schedule(0);
-      }
-    });
+    this.running = this.tick()
+      .catch((err: unknown) => {
+        // A bug here must not end the heartbeat: it counts as a failure and is retried.
+        this.failed('register', err);
+        this.registeredMeta = undefined;
+        this.schedule(this.backoff.next());
+      })
+      .finally(() => {
+        this.running = undefined;
+        if (this.again && !this.stopped && this.consecutiveFailures === 0) {
+          this.again = false;
+          this.schedule(0);
+        }
+      });
   }
 
   private async tick(): Promise<void> {

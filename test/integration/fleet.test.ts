@@ -143,6 +143,27 @@ describe('cgw fleet', () => {
     assert.equal(await snapshotOf(gwA), await snapshotOf(gwB));
   });
 
+  test('a quiet fleet writes nothing: heartbeats do not move the catalog, and no gateway rebuilds', async () => {
+    const published = async (gw: GatewayProcess): Promise<string | undefined> =>
+      (await (await fetch(`${gw.adminUrl}/metrics`)).text()).split('\n').find((l) => l.startsWith('cgw_snapshots_published_total'));
+    // Let the registrations that followed the last change settle (at most one a second per
+    // gateway): the services' index holds for a blocking wait of 3 s.
+    const index = await waitFor(
+      async () => {
+        const now = String((await consul.api('GET', '/v1/catalog/services')).headers['x-consul-index']);
+        const held = await consul.api('GET', `/v1/catalog/services?index=${now}&wait=3s`);
+        return String(held.headers['x-consul-index']) === now && now;
+      },
+      { timeoutMs: 30_000, message: 'the registrations after the last change settled' },
+    );
+    const before = [await published(gwA), await published(gwB)];
+    // A blocking query returns as soon as the services' index moves; across three heartbeats it must not.
+    const blocked = await consul.api('GET', `/v1/catalog/services?index=${index}&wait=11s`);
+    assert.equal(String(blocked.headers['x-consul-index']), index, 'no registration, no check write while nothing changed');
+    assert.deepEqual([await published(gwA), await published(gwB)], before, 'no snapshot published');
+    assert.equal(row((await fleet()).view, 'fleet-a')?.health, 'passing');
+  });
+
   test('a cgw entry with hostile meta is shown as invalid; the gateways still serve and apply changes', async () => {
     const hostile = `{"ID":"intruder","Name":"cgw","Port":1,"Meta":{"__proto__":"x","constructor":"y","cgw_snapshot":"zz","cgw_applied_index":"99999999999999999999","cgw_snapshot_since":"NaN","cgw_admin":"${'a'.repeat(500)}"}}`;
     const reg = await consul.api('PUT', '/v1/agent/service/register', hostile);

@@ -130,6 +130,26 @@ describe('self-registration', () => {
     await waitFor(() => agent.registrations().length >= 2, { timeoutMs: 40_000, message: 'registered again after the failed pass' });
   });
 
+  test('a fact source that throws counts as a failure and the heartbeat goes on', async (t) => {
+    const { agent, registration, setFacts } = setup();
+    t.after(() => registration.close());
+    let broken = true;
+    const real = { snapshot: 'aaaa', snapshotSince: 1_000, appliedIndex: 10, ready: true };
+    setFacts(
+      new Proxy(real, {
+        get: (target, key) => {
+          if (broken) throw new Error('boom');
+          return Reflect.get(target, key);
+        },
+      }),
+    );
+    registration.start();
+    await waitFor(() => registration.status().state === 'failing', { message: 'the error counted' });
+    assert.match(registration.status().lastError ?? '', /boom/);
+    broken = false;
+    await waitFor(() => agent.registrations().length === 1, { timeoutMs: 40_000, message: 'registered once the facts read again' });
+  });
+
   test('deregister on drain: one call, then nothing more', async () => {
     const { agent, registration } = setup();
     registration.start();
