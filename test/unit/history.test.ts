@@ -227,6 +227,17 @@ describe('the rollback plan', () => {
     if (!result.ok) assert.match(result.error, /gateway\/routes\/b/);
   });
 
+  test('documents named __proto__ and constructor are plain keys', () => {
+    const X = { 'gateway/routes/__proto__': route('/p'), 'gateway/canary/constructor': weights(90) };
+    const entries = chain([X, {}]);
+    const result = planRollback(entries, entries[0]?.version ?? '', []);
+    assert.ok(result.ok);
+    assert.deepEqual(result.plan.steps.map((s) => [s.action, s.key]), [['create', 'gateway/canary/constructor'], ['create', 'gateway/routes/__proto__']]);
+    const parsed = parseHistoryEntry(H, P, historyKeyOf(H, 2), JSON.stringify(entries[1]));
+    assert.ok(parsed.ok);
+    assert.equal(({} as Record<string, unknown>).p, undefined);
+  });
+
   test('two versions starting alike need more digits', () => {
     const entries = chain([A, B]).map((e, i) => ({ ...e, version: `abcd${i}0000000` }));
     const result = planRollback(entries, 'abcd', entriesOf(B));
