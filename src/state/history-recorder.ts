@@ -55,6 +55,8 @@ export interface HistoryRecorderOptions {
 export const DEFAULT_MAX_HISTORY_ENTRIES = 100;
 /** Newest entries read to find the newest valid one; garbage beyond this is not searched through. */
 const MAX_HEAD_READS = 20;
+/** Values remembered between two entries written, for their `before`; beyond it only the newest view's. */
+const MAX_REMEMBERED_VALUES = 10_000;
 /** How long close() waits for a round in flight. */
 const CLOSE_WAIT_MS = 2_000;
 /** Rounds of a lost check-and-set before the round is retried later. */
@@ -97,6 +99,8 @@ export class HistoryRecorder {
     this.lastView = view;
     const entries = configEntries(view, this.options.kvPrefix);
     const version = configVersion(entries);
+    // Bounded even when writing fails for days (a read-only token) while the configuration keeps changing.
+    if (this.memory.size > MAX_REMEMBERED_VALUES) this.memory = new Map();
     for (const e of entries) this.memory.set(memoKey(e.key, valueHash(e.value)), e.value);
     if (version === this.lastVersion) return;
     this.lastVersion = version;
