@@ -186,7 +186,8 @@ export class HistoryRecorder {
       // Index 0: the watch started over (Consul's index went backwards); wait for a real index.
       if (p.kvIndex === 0 || (head && p.kvIndex <= head.kvIndex)) return 'behind';
       const occupied = new Set(seqs);
-      let seq = (head?.seq ?? 0) + 1;
+      // Without a readable newest entry, above everything (never below entries that exist).
+      let seq = (head?.seq ?? seqs[0] ?? 0) + 1;
       while (occupied.has(seq)) seq++;
       if (seq > MAX_SEQ) throw new Error(`no entry number left after ${head?.seq ?? 0} under ${historyPrefix}`);
       const known = await this.earlierValues(head, p.entries, seqs);
@@ -245,7 +246,7 @@ export class HistoryRecorder {
     const key = historyKeyOf(this.options.historyPrefix, seq);
     const stored = await this.options.kv.get(key);
     if (!stored) return undefined;
-    const parsed = parseHistoryEntry(this.options.historyPrefix, this.options.kvPrefix, key, stored.value);
+    const parsed = parseHistoryEntry(this.options.historyPrefix, this.options.kvPrefix, key, stored.value, stored.modifyIndex);
     return parsed.ok ? parsed.entry : undefined;
   }
 
