@@ -43,7 +43,7 @@ export async function readHistory(kv: KvStore, prefixes: HistoryPrefixes): Promi
   const entries: HistoryEntry[] = [];
   const refused: { key: string; error: string }[] = [];
   for (const item of await kv.list(historyPrefix)) {
-    const parsed = parseHistoryEntry(historyPrefix, kvPrefix, item.key, item.value);
+    const parsed = parseHistoryEntry(historyPrefix, kvPrefix, item.key, item.value, item.modifyIndex);
     if (parsed.ok) entries.push(parsed.entry);
     // A key named `__proto__`, a megabyte of garbage, an entry naming keys outside the prefix: refused, one by one.
     else refused.push({ key: JSON.stringify(item.key.slice(0, 200)).slice(1, -1), error: parsed.error });

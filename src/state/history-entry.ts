@@ -155,7 +155,7 @@ export type EntryParse = { readonly ok: true; readonly entry: HistoryEntry } | {
  * the seq inside must match it, and every key must be a configuration key of `kvPrefix` (so a
  * rollback can never be steered to write elsewhere).
  */
-export function parseHistoryEntry(historyPrefix: string, kvPrefix: string, key: string, text: string | null): EntryParse {
+export function parseHistoryEntry(historyPrefix: string, kvPrefix: string, key: string, text: string | null, modifyIndex?: number): EntryParse {
   const seq = seqOfHistoryKey(historyPrefix, key);
   if (seq === undefined) return { ok: false, error: `not an entry key (expected ${historyPrefix} and ${SEQ_DIGITS} digits)` };
   if (text === null || text === '') return { ok: false, error: 'value is empty' };
@@ -171,6 +171,9 @@ export function parseHistoryEntry(historyPrefix: string, kvPrefix: string, key: 
   if (!parsed.success) return { ok: false, error: formatZodIssues(parsed.error) };
   const entry = parsed.data;
   if (entry.seq !== seq) return { ok: false, error: `seq ${entry.seq} does not match its key` };
+  // A writer saw the KV view before it wrote the entry, so the view's index is below the entry's
+  // own ModifyIndex; one claiming a later view is forged, and would stop every gateway recording.
+  if (modifyIndex !== undefined && entry.kvIndex > modifyIndex) return { ok: false, error: `kvIndex ${entry.kvIndex} is later than the entry itself (ModifyIndex ${modifyIndex})` };
   const foreign = [...entry.keys.map(([k]) => k), ...entry.changes.map((c) => c.key)].find((k) => configKindOf(k, kvPrefix) === undefined);
   if (foreign !== undefined) return { ok: false, error: `names ${JSON.stringify(foreign.slice(0, 120))}, which is not a policy, route or canary key under ${kvPrefix === '' ? 'the root' : kvPrefix}` };
   const wrongKind = entry.changes.find((c) => configKindOf(c.key, kvPrefix) !== c.kind);

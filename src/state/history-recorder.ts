@@ -55,6 +55,8 @@ export interface HistoryRecorderOptions {
 export const DEFAULT_MAX_HISTORY_ENTRIES = 100;
 /** Newest entries read to find the newest valid one; garbage beyond this is not searched through. */
 const MAX_HEAD_READS = 20;
+/** Values remembered between two entries written, for their `before`; beyond it only the newest view's. */
+const MAX_REMEMBERED_VALUES = 10_000;
 /** How long close() waits for a round in flight. */
 const CLOSE_WAIT_MS = 2_000;
 /** Rounds of a lost check-and-set before the round is retried later. */
@@ -97,6 +99,8 @@ export class HistoryRecorder {
     this.lastView = view;
     const entries = configEntries(view, this.options.kvPrefix);
     const version = configVersion(entries);
+    // Bounded even when writing fails for days (a read-only token) while the configuration keeps changing.
+    if (this.memory.size > MAX_REMEMBERED_VALUES) this.memory = new Map();
     for (const e of entries) this.memory.set(memoKey(e.key, valueHash(e.value)), e.value);
     if (version === this.lastVersion) return;
     this.lastVersion = version;
@@ -182,7 +186,8 @@ export class HistoryRecorder {
       // Index 0: the watch started over (Consul's index went backwards); wait for a real index.
       if (p.kvIndex === 0 || (head && p.kvIndex <= head.kvIndex)) return 'behind';
       const occupied = new Set(seqs);
-      let seq = (head?.seq ?? 0) + 1;
+      // Without a readable newest entry, above everything (never below entries that exist).
+      let seq = (head?.seq ?? seqs[0] ?? 0) + 1;
       while (occupied.has(seq)) seq++;
       if (seq > MAX_SEQ) throw new Error(`no entry number left after ${head?.seq ?? 0} under ${historyPrefix}`);
       const known = await this.earlierValues(head, p.entries, seqs);
@@ -241,7 +246,7 @@ export class HistoryRecorder {
     const key = historyKeyOf(this.options.historyPrefix, seq);
     const stored = await this.options.kv.get(key);
     if (!stored) return undefined;
-    const parsed = parseHistoryEntry(this.options.historyPrefix, this.options.kvPrefix, key, stored.value);
+    const parsed = parseHistoryEntry(this.options.historyPrefix, this.options.kvPrefix, key, stored.value, stored.modifyIndex);
     return parsed.ok ? parsed.entry : undefined;
   }
 

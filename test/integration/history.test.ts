@@ -245,6 +245,8 @@ describe('configuration history and rollback', () => {
     await consul.kvPut('gateway-runtime/history/9999999990', 'x'.repeat(450 * 1024));
     await consul.kvPut('gateway-runtime/history/0000000800', deep);
     await consul.kvPut('gateway-runtime/history/0000000900', foreign);
+    // Well formed, but claiming a KV view from the far future: trusted, it would stop every gateway recording.
+    await consul.kvPut('gateway-runtime/history/0000000950', foreign.replace('"other/secret"', '"gateway/routes/x"').replace('"seq":900', '"seq":950').replace('"kvIndex":1', `"kvIndex":${10 ** 12}`));
 
     await consul.kvPut('gateway/routes/after-attack', routeDoc('/after-attack'));
     await served({ '/after-attack/x': 200, '/only-a/x': 200 }, 'the gateways apply a change after the garbage');
@@ -253,9 +255,10 @@ describe('configuration history and rollback', () => {
     assert.deepEqual(h.entries[0]?.changes.map((c) => `${c.action} ${c.key}`), ['added gateway/routes/after-attack']);
     assert.deepEqual(
       h.refused.map((r) => r.key).sort(),
-      ['gateway-runtime/history/0000000800', 'gateway-runtime/history/0000000900', 'gateway-runtime/history/9999999990', 'gateway-runtime/history/__proto__', 'gateway-runtime/history/constructor'].sort(),
+      ['gateway-runtime/history/0000000800', 'gateway-runtime/history/0000000900', 'gateway-runtime/history/0000000950', 'gateway-runtime/history/9999999990', 'gateway-runtime/history/__proto__', 'gateway-runtime/history/constructor'].sort(),
     );
     assert.match(h.refused.find((r) => r.key.endsWith('0900'))?.error ?? '', /not a policy, route or canary key/);
+    assert.match(h.refused.find((r) => r.key.endsWith('0950'))?.error ?? '', /later than the entry itself/);
     const text = await ok(['history', ...kvFlags()]);
     assert.match(text, /refused entry gateway-runtime\/history\/__proto__: not an entry key/);
     // A rollback across the garbage still works.

@@ -227,6 +227,17 @@ describe('the rollback plan', () => {
     if (!result.ok) assert.match(result.error, /gateway\/routes\/b/);
   });
 
+  test('documents named __proto__ and constructor are plain keys', () => {
+    const X = { 'gateway/routes/__proto__': route('/p'), 'gateway/canary/constructor': weights(90) };
+    const entries = chain([X, {}]);
+    const result = planRollback(entries, entries[0]?.version ?? '', []);
+    assert.ok(result.ok);
+    assert.deepEqual(result.plan.steps.map((s) => [s.action, s.key]), [['create', 'gateway/canary/constructor'], ['create', 'gateway/routes/__proto__']]);
+    const parsed = parseHistoryEntry(H, P, historyKeyOf(H, 2), JSON.stringify(entries[1]));
+    assert.ok(parsed.ok);
+    assert.equal(({} as Record<string, unknown>).p, undefined);
+  });
+
   test('two versions starting alike need more digits', () => {
     const entries = chain([A, B]).map((e, i) => ({ ...e, version: `abcd${i}0000000` }));
     const result = planRollback(entries, 'abcd', entriesOf(B));
@@ -306,16 +317,19 @@ describe('the history recorder', () => {
     c.put(`${H}__proto__`, '{"polluted": true}');
     c.put(historyKeyOf(H, 1), 'garbage');
     c.put(historyKeyOf(H, 7), `${'['.repeat(5000)}`);
+    // Well formed, but claiming a view from the far future: it would make every gateway "behind" forever.
+    const [forged] = chain([{ 'gateway/routes/x': route('/x') }]);
+    c.put(historyKeyOf(H, 50), JSON.stringify({ ...forged, seq: 50, kvIndex: 10 ** 12 }));
     const r = recorder(c, 'gw');
     r.observe(kvOf({ 'gateway/routes/a': route('/a') }), 10);
     await r.settled();
     assert.deepEqual(r.problems(), []);
     const entries = await entriesIn(c);
-    assert.equal(entries.length, 1);
-    assert.equal(entries[0]?.previous, null);
+    assert.equal(entries.length, 2, 'the parser without ModifyIndex reads the forged one too');
     const read = await readHistory(c, { kvPrefix: P });
-    assert.equal(read.entries.length, 1);
-    assert.deepEqual(read.refused.map((x) => x.key).sort(), [historyKeyOf(H, 1), historyKeyOf(H, 7), `${H}__proto__`].sort());
+    assert.deepEqual(read.entries.map((e) => [e.seq, e.previous]), [[51, null]], 'written above every key that exists');
+    assert.deepEqual(read.refused.map((x) => x.key).sort(), [historyKeyOf(H, 1), historyKeyOf(H, 7), historyKeyOf(H, 50), `${H}__proto__`].sort());
+    assert.match(read.refused.find((x) => x.key === historyKeyOf(H, 50))?.error ?? '', /later than the entry itself/);
   });
 
   test('a failing Consul shows as a problem and the round is retried', async () => {
