@@ -7,8 +7,8 @@ import { kvListSchema } from '../consul/schemas.ts';
 import { encodeKey } from '../consul/session.ts';
 import { documentOfKvKey } from '../policy/documents.ts';
 import { guardableKey, parseGuardValue, valueHash, type Guard } from '../policy/guard.ts';
-import { FIGURE_BUCKETS_MS } from '../state/rollout-figures.ts';
-import { judgeStep, type SubsetFigures } from '../state/rollout-judge.ts';
+import { figuresBetween } from '../state/guard-figures.ts';
+import { judgeStep } from '../state/rollout-judge.ts';
 import type { Snapshot } from '../state/snapshot.ts';
 
 /**
@@ -134,8 +134,8 @@ export class GuardKeeper {
     const routes = this.routesTouched(guard);
     // Before: the guard's window (at most the ring) up to the change; after: since the change.
     const from = this.ring.find((s) => s.at >= start.at - guard.windowMs) ?? start;
-    const before = figuresBetween(from, start, routes);
-    const after = figuresBetween(start, now, routes);
+    const before = figuresBetween(from.tallies, start.tallies, routes);
+    const after = figuresBetween(start.tallies, now.tallies, routes);
     const verdict = judgeStep(guard.criteria, after, before, false);
     const elapsed = now.at - start.at;
     if (verdict.verdict === 'fail') return this.revert(entry, guard, `${verdict.criterion}: ${verdict.reason.replace(/canary/g, 'after the change').replace(/stable's/g, "before's")}`, { ...verdict.figures });
@@ -234,19 +234,4 @@ export class GuardKeeper {
     this.options.metrics.rolloutDriverErrors.inc({ operation: `guard-${operation}` });
     this.options.logger.warn({ operation, err: err instanceof Error ? err.message : String(err) }, 'guard: Consul call failed; retried next round');
   }
-}
-
-/** What the routes served between two samples (counts only grow; a restarted worker may make them shrink: floored at 0). */
-function figuresBetween(from: Sample, to: Sample, routes: Set<string> | null): SubsetFigures {
-  let requests = 0;
-  let errors = 0;
-  const counts = new Array<number>(FIGURE_BUCKETS_MS.length + 1).fill(0);
-  for (const [route, t] of Object.entries(to.tallies)) {
-    if (routes !== null && !routes.has(route)) continue;
-    const f = Object.hasOwn(from.tallies, route) ? from.tallies[route] : undefined;
-    requests += Math.max(0, t.requests - (f?.requests ?? 0));
-    errors += Math.max(0, t.errors - (f?.errors ?? 0));
-    t.buckets.forEach((c, i) => (counts[i] = (counts[i] as number) + Math.max(0, c - (f?.buckets[i] ?? 0))));
-  }
-  return { requests, errors: Math.min(errors, requests), buckets: counts.map((count, i) => ({ le: i < FIGURE_BUCKETS_MS.length ? (FIGURE_BUCKETS_MS[i] as number) : Infinity, count })) };
 }
