@@ -471,10 +471,7 @@ kvOptions(program.command('guards').description('guarded configuration changes (
 interface HistoryFlags extends ConsulFlags {
   kvRuntimePrefix?: string;
 }
-const historyOptions = (cmd: Command): Command =>
-  kvOptions(cmd).option('--kv-runtime-prefix <prefix>', 'where the gateways write the history, as given to cgw start (default: <kv-prefix>-runtime/)');
-
-historyOptions(
+kvOptions(
   program
     .command('history')
     .description('configuration versions the gateways applied (policy and route documents, canary weights), newest first; * marks the version in KV now'),
@@ -493,7 +490,7 @@ historyOptions(
   for (const r of h.refused) print(`refused entry ${r.key}: ${r.error}`);
 });
 
-historyOptions(
+kvOptions(
   program
     .command('rollback')
     .argument('<version>', 'a version as cgw history lists it (or its first digits, at least 4)')
