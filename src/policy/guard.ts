@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { criteriaSchema } from './rollout.ts';
-import { formatZodIssues, type ParseResult } from './canary.ts';
-import { checkJsonBounds } from './value-bounds.ts';
+import type { ParseResult } from './canary.ts';
+import { parseJsonValue } from './json-value.ts';
 
 /**
  * A guarded configuration change, stored at `<prefix>guards/<id>`: the documents a change wrote
@@ -58,17 +58,7 @@ export const guardSchema = z
 export type Guard = z.output<typeof guardSchema>;
 
 export function parseGuardValue(text: string | null): ParseResult<Guard> {
-  if (text === null || text.trim() === '') return { ok: false, error: 'value is empty' };
-  const bounds = checkJsonBounds(text, MAX_GUARD_BYTES * 2);
-  if (!bounds.ok) return { ok: false, error: `value is ${bounds.error}; refused before parsing` };
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return { ok: false, error: 'not JSON (guards are written by `cgw policy push --guard`)' };
-  }
-  const parsed = guardSchema.safeParse(json);
-  return parsed.success ? { ok: true, value: parsed.data } : { ok: false, error: formatZodIssues(parsed.error) };
+  return parseJsonValue(text, guardSchema, MAX_GUARD_BYTES * 2, 'not JSON (guards are written by `cgw policy push --guard`)');
 }
 
 /**

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { ROLLOUT_DEFAULTS } from '../core/choices.ts';
 import { parseDuration } from '../core/duration.ts';
 import { canaryTag, formatZodIssues, type ParseResult } from './canary.ts';
-import { checkJsonBounds } from './value-bounds.ts';
+import { parseJsonValue } from './json-value.ts';
 
 /**
  * A rollout, stored at `<prefix>rollouts/<service>` and written with check-and-set: the steps the
@@ -94,17 +94,7 @@ export const rolloutSchema = z
 export type Rollout = z.output<typeof rolloutSchema>;
 
 export function parseRolloutValue(text: string | null): ParseResult<Rollout> {
-  if (text === null || text.trim() === '') return { ok: false, error: 'value is empty' };
-  const bounds = checkJsonBounds(text, MAX_ROLLOUT_BYTES);
-  if (!bounds.ok) return { ok: false, error: `value is ${bounds.error}; refused before parsing` };
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return { ok: false, error: 'not JSON (rollouts are written by `cgw rollout start`)' };
-  }
-  const parsed = rolloutSchema.safeParse(json);
-  return parsed.success ? { ok: true, value: parsed.data } : { ok: false, error: formatZodIssues(parsed.error) };
+  return parseJsonValue(text, rolloutSchema, MAX_ROLLOUT_BYTES, 'not JSON (rollouts are written by `cgw rollout start`)');
 }
 
 /** The flags of `cgw rollout start`, as typed. */

@@ -10,6 +10,7 @@ import { readRollouts } from '../state/rollouts-in-force.ts';
 import { judgeStep } from '../state/rollout-judge.ts';
 import { anyCircuitOpen, fleetFigures, parseFiguresRecord, type FiguresRecord } from '../state/rollout-figures.ts';
 import { stepRollout } from '../state/rollout-steps.ts';
+import { Rounds } from './rounds.ts';
 
 /**
  * The gateway's part in rollouts, run by the control plane on a timer, never on the request path:
@@ -42,21 +43,22 @@ const REPUBLISH_MS = 30_000;
 const CALL_TIMEOUT_MS = 5_000;
 
 export class RolloutDriver {
-  private timer: NodeJS.Timeout | undefined;
-  private running = false;
-  private closed = false;
+  private readonly rounds: Rounds;
   /** Services this gateway drives now. */
   private readonly driving = new Set<string>();
   /** Last record written per service: its content without `at`, and when. */
   private readonly published = new Map<string, { content: string; at: number }>();
   private readonly issues = new Map<string, Problem>();
 
-  constructor(private readonly options: RolloutDriverOptions) {}
+  constructor(private readonly options: RolloutDriverOptions) {
+    this.rounds = new Rounds(options.intervalMs ?? DRIVER_INTERVAL_MS, () => this.round(), (err) => {
+      options.metrics.internalErrors.inc({ component: 'rollout-driver' });
+      options.logger.error({ err }, 'rollout driver round failed; the next one retries');
+    });
+  }
 
   start(): void {
-    const interval = this.options.intervalMs ?? DRIVER_INTERVAL_MS;
-    this.timer = setInterval(() => void this.tick(), interval);
-    this.timer.unref();
+    this.rounds.start();
   }
 
   /** Problems to show in `cgw status` (refused figure records, no session). */
@@ -70,25 +72,11 @@ export class RolloutDriver {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    clearInterval(this.timer);
+    this.rounds.stop();
     for (const service of this.driving) this.options.metrics.rolloutDriving.set({ service }, 0);
     this.driving.clear();
   }
 
-  /** One round; overlapping rounds are skipped (a slow Consul must not pile them up). */
-  async tick(): Promise<void> {
-    if (this.running || this.closed) return;
-    this.running = true;
-    try {
-      await this.round();
-    } catch (err) {
-      this.options.metrics.internalErrors.inc({ component: 'rollout-driver' });
-      this.options.logger.error({ err }, 'rollout driver round failed; the next one retries');
-    } finally {
-      this.running = false;
-    }
-  }
 
   private async round(): Promise<void> {
     const kv = this.options.kv();
@@ -106,7 +94,7 @@ export class RolloutDriver {
       const counted = figures && Object.hasOwn(figures, rollout.service) ? figures[rollout.service] : undefined;
       if (counted) await this.publish(rollout.service, counted);
     }
-    for (const { rollout } of underway) if (rollout.state === 'progressing' && !this.closed) await this.lead(rollout.service);
+    for (const { rollout } of underway) if (rollout.state === 'progressing' && !this.rounds.isStopped) await this.lead(rollout.service);
   }
 
   /** This gateway's record at `<runtime>figures/<service>/<gateway>`: written when it changed, or now and then. */

@@ -9,6 +9,7 @@ import { documentOfKvKey } from '../policy/documents.ts';
 import { guardableKey, parseGuardValue, valueHash, type Guard } from '../policy/guard.ts';
 import { figuresBetween } from '../state/guard-figures.ts';
 import { judgeStep } from '../state/rollout-judge.ts';
+import { Rounds } from './rounds.ts';
 import type { Snapshot } from '../state/snapshot.ts';
 
 /**
@@ -47,42 +48,31 @@ export interface GuardKeeperOptions {
 }
 
 export class GuardKeeper {
-  private timer: NodeJS.Timeout | undefined;
-  private running = false;
-  private closed = false;
+  private readonly rounds: Rounds;
   private ring: Sample[] = [];
   /** When this gateway first saw each guard, with its counts then. */
   private readonly seen = new Map<string, Sample>();
   private readonly issues = new Map<string, Problem>();
 
-  constructor(private readonly options: GuardKeeperOptions) {}
+  constructor(private readonly options: GuardKeeperOptions) {
+    this.rounds = new Rounds(options.intervalMs ?? SAMPLE_MS, () => this.round(), (err) => {
+      options.metrics.internalErrors.inc({ component: 'guards' });
+      options.logger.error({ err }, 'guard round failed; the next one retries');
+    });
+  }
 
   start(): void {
-    this.timer = setInterval(() => void this.tick(), this.options.intervalMs ?? SAMPLE_MS);
-    this.timer.unref();
+    this.rounds.start();
   }
 
   close(): void {
-    this.closed = true;
-    clearInterval(this.timer);
+    this.rounds.stop();
   }
 
   problems(): Problem[] {
     return [...this.issues.values()];
   }
 
-  async tick(): Promise<void> {
-    if (this.running || this.closed) return;
-    this.running = true;
-    try {
-      await this.round();
-    } catch (err) {
-      this.options.metrics.internalErrors.inc({ component: 'guards' });
-      this.options.logger.error({ err }, 'guard round failed; the next one retries');
-    } finally {
-      this.running = false;
-    }
-  }
 
   private async round(): Promise<void> {
     const tallies = await this.options.tallies();

@@ -2,9 +2,8 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { canonicalJson } from '../core/hash.ts';
 import { writerOfFlags } from '../core/kv-layout.ts';
-import { formatZodIssues } from '../policy/canary.ts';
 import { documentOfKvKey } from '../policy/documents.ts';
-import { checkJsonBounds } from '../policy/value-bounds.ts';
+import { parseJsonValue } from '../policy/json-value.ts';
 
 /**
  * The configuration history's data: which KV keys make a configuration version, the version's
@@ -158,18 +157,9 @@ export type EntryParse = { readonly ok: true; readonly entry: HistoryEntry } | {
 export function parseHistoryEntry(historyPrefix: string, kvPrefix: string, key: string, text: string | null, modifyIndex?: number): EntryParse {
   const seq = seqOfHistoryKey(historyPrefix, key);
   if (seq === undefined) return { ok: false, error: `not an entry key (expected ${historyPrefix} and ${SEQ_DIGITS} digits)` };
-  if (text === null || text === '') return { ok: false, error: 'value is empty' };
-  const bounds = checkJsonBounds(text, MAX_ENTRY_BYTES);
-  if (!bounds.ok) return { ok: false, error: `value is ${bounds.error}; refused before parsing` };
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return { ok: false, error: 'not JSON' };
-  }
-  const parsed = historyEntrySchema.safeParse(json);
-  if (!parsed.success) return { ok: false, error: formatZodIssues(parsed.error) };
-  const entry = parsed.data;
+  const parsed = parseJsonValue(text, historyEntrySchema, MAX_ENTRY_BYTES);
+  if (!parsed.ok) return parsed;
+  const entry = parsed.value;
   if (entry.seq !== seq) return { ok: false, error: `seq ${entry.seq} does not match its key` };
   // A writer saw the KV view before it wrote the entry, so the view's index is below the entry's
   // own ModifyIndex; one claiming a later view is forged, and would stop every gateway recording.

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { formatZodIssues, type ParseResult } from '../policy/canary.ts';
-import { checkJsonBounds } from '../policy/value-bounds.ts';
+import type { ParseResult } from '../policy/canary.ts';
 import type { SubsetFigures } from './rollout-judge.ts';
+import { parseJsonValue } from '../policy/json-value.ts';
 
 /**
  * What each gateway saw of a service's subsets during a rollout's current window, and how the
@@ -43,17 +43,7 @@ export const figuresRecordSchema = z
 export type FiguresRecord = z.output<typeof figuresRecordSchema>;
 
 export function parseFiguresRecord(text: string | null): ParseResult<FiguresRecord> {
-  if (text === null || text.trim() === '') return { ok: false, error: 'value is empty' };
-  const bounds = checkJsonBounds(text, MAX_RECORD_BYTES);
-  if (!bounds.ok) return { ok: false, error: `value is ${bounds.error}; refused before parsing` };
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    return { ok: false, error: 'not JSON' };
-  }
-  const parsed = figuresRecordSchema.safeParse(json);
-  return parsed.success ? { ok: true, value: parsed.data } : { ok: false, error: formatZodIssues(parsed.error) };
+  return parseJsonValue(text, figuresRecordSchema, MAX_RECORD_BYTES);
 }
 
 /**

@@ -41,6 +41,13 @@ before(async () => {
     await consul.register({ id: `${name}-1`, name, port: up.port, tags: [`urlprefix-/${name}`] });
   }
   gateway = await startGateway({ consul: consul.addr, args: ['--wait', '60s'] });
+  // The gateway records its first configuration version under the runtime prefix once it is
+  // ready; with nothing under the gateway's own KV prefix Consul wakes that watch for any KV write
+  // nearby, so the measurements start after that write.
+  await waitFor(async () => ((await (await fetch(`${gateway.adminUrl}/metrics`)).text()).includes('cgw_history_writes_total{outcome="written"} 1') ? true : undefined), {
+    timeoutMs: 20_000,
+    message: 'the first history entry is written',
+  });
 });
 
 after(async () => {
