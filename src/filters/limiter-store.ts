@@ -203,6 +203,15 @@ const backoff = (times: number): number => Math.min(100 * 2 ** Math.max(0, times
 const RECONNECT_AFTER_FAILED_PROBES = 3;
 
 /**
+ * A client that has not served a decision for this long while requests kept asking is thrown away
+ * and made again. ioredis recovers from a dead master by itself almost always; in a CI run a
+ * Sentinel client, whose reconnect met a failover in progress (the sentinels still naming the
+ * dead master, then +switch-master), never became ready again, and fail-closed rules answered 503
+ * for over a minute. A new client asks the sentinels (or the cluster) from scratch.
+ */
+const REMAKE_CLIENT_AFTER_MS = 10_000;
+
+/**
  * Distinct reasons logged at warn level per outage: the first one is often only "connection
  * closed" or a timeout, the telling one ("cluster support disabled", "No such master with that
  * name") may come next; beyond a handful it would be noise.
@@ -233,8 +242,11 @@ export class RateLimiterBackend {
   readonly #timeoutMs: number;
   readonly #probeIntervalMs: number;
   readonly #local: LocalRateStore;
-  readonly #client: RedisClient | undefined;
-  readonly #gcra: GcraCommand | undefined;
+  #client: RedisClient | undefined;
+  #gcra: GcraCommand | undefined;
+  readonly #redisOptions: RedisOptions | undefined;
+  /** Since when decisions have been failing (or the client not ready), while requests asked; 0: healthy. */
+  #failingSince = 0;
   #state: BackendState;
   /** A command failed while the connection still claimed to be ready. */
   #degraded = false;
@@ -256,18 +268,45 @@ export class RateLimiterBackend {
       return;
     }
     this.#state = 'local';
-    const client = createClient(options.redis, this.#timeoutMs);
+    this.#redisOptions = options.redis;
+    this.#connect(options.redis);
+  }
+
+  #connect(redis: RedisOptions): void {
+    const client = createClient(redis, this.#timeoutMs);
     client.defineCommand('cgwGcra', { numberOfKeys: 1, lua: GCRA_LUA });
     this.#client = client;
     this.#gcra = client as unknown as GcraCommand;
     client.on('ready', () => {
+      if (client !== this.#client) return;
       this.#degraded = false;
+      this.#failingSince = 0;
       this.#outageReasons.clear();
       this.#setState('redis');
     });
     // Without an 'error' listener ioredis prints every failed reconnect to stderr.
-    client.on('error', (err: unknown) => this.#outage(err));
-    client.on('close', () => this.#outage(new Error('connection closed')));
+    client.on('error', (err: unknown) => {
+      if (client === this.#client) this.#outage(err);
+    });
+    client.on('close', () => {
+      if (client === this.#client) this.#outage(new Error('connection closed'));
+    });
+  }
+
+  /** Decisions have failed for REMAKE_CLIENT_AFTER_MS while asked for: a new client, from scratch. */
+  #remakeIfStuck(now: number): void {
+    if (this.#failingSince === 0) {
+      this.#failingSince = now;
+      return;
+    }
+    if (now - this.#failingSince < REMAKE_CLIENT_AFTER_MS || this.#closed || !this.#redisOptions) return;
+    this.#failingSince = now;
+    const old = this.#client;
+    this.#logger.warn({ seconds: REMAKE_CLIENT_AFTER_MS / 1000 }, 'rate limiter: Redis unusable for a while; making a new connection from scratch');
+    this.#connect(this.#redisOptions);
+    this.#degraded = false;
+    this.#failedProbes = 0;
+    old?.disconnect();
   }
 
   get state(): BackendState {
@@ -300,7 +339,11 @@ export class RateLimiterBackend {
     const client = this.#client;
     if (!gcraCommand || !client) return this.#local.decide(key, quota);
     const fallback = (): RateDecision | 'unavailable' => (failureMode === 'open' ? this.#local.decide(key, quota) : 'unavailable');
-    if (this.#closed || client.status !== 'ready') return fallback();
+    if (this.#closed) return fallback();
+    if (client.status !== 'ready') {
+      this.#remakeIfStuck(performance.now());
+      return fallback();
+    }
     const probe = this.#degraded;
     if (probe) {
       if (this.#probing || performance.now() < this.#nextProbeAt) return fallback();
@@ -315,6 +358,7 @@ export class RateLimiterBackend {
           timer = setTimeout(() => reject(new Error(`no answer from Redis within ${this.#timeoutMs} ms`)), this.#timeoutMs);
         }),
       ]);
+      this.#failingSince = 0;
       if (this.#degraded) {
         this.#degraded = false;
         this.#outageReasons.clear();
@@ -326,6 +370,7 @@ export class RateLimiterBackend {
     } catch (err) {
       this.#degraded = true;
       this.#nextProbeAt = performance.now() + this.#probeIntervalMs;
+      this.#remakeIfStuck(performance.now());
       this.#outage(err);
       if (probe || this.#failedProbes === 0) this.#findMasterAgain(client);
       return fallback();
