@@ -115,7 +115,8 @@ test('a healthy canary is promoted through its steps on what both gateways saw',
     const advanced = done.history[1] as Decision;
     assert.ok((advanced.figures?.canaryRequests ?? 0) >= 20, 'judged on at least --min-requests canary requests');
     assert.ok(['gw-a', 'gw-b'].includes(advanced.by ?? ''), `decided by a gateway: ${advanced.by}`);
-    assert.deepEqual(await weights(), { v2: 100, v1: 0 });
+    // The decision is written first (its check-and-set is what makes it this gateway's), then the weights.
+    await waitFor(async () => (JSON.stringify(await weights()) === JSON.stringify({ v2: 100, v1: 0 }) ? true : undefined), { timeoutMs: 30_000, message: 'promoted weights written' });
   } finally {
     await load.stop();
   }
@@ -141,7 +142,7 @@ test('a canary that answers 5xx is rolled back at once, with the criterion and f
     const last = done.history.at(-1) as Decision;
     assert.match(last.reason ?? '', /^error-rate: canary error rate 100% is 100 points above stable's 0%/);
     assert.equal(last.figures?.canaryErrorRate, 100);
-    assert.deepEqual(await weights(), { v2: 0, v1: 100 });
+    await waitFor(async () => (JSON.stringify(await weights()) === JSON.stringify({ v2: 0, v1: 100 }) ? true : undefined), { timeoutMs: 30_000, message: 'rolled-back weights written' });
   } finally {
     await load.stop();
     v2.set({ status: 200 });
