@@ -40,7 +40,8 @@ function scopeList(value: string, previous: string[] | undefined): string[] {
 
 const program = new Command('cgw')
   .description('cgw: the Consul-native API gateway')
-  .version('0.1.0')
+  // Listed for the help; answered before parsing (below), so the commit is read only when asked.
+  .option('-V, --version', 'print the release and the commit it was built from')
   // Usage errors (unknown flag, bad number) throw instead of exiting 1, so they exit 2 like every
   // other invalid input. Inherited by every command defined below.
   .exitOverride()
@@ -649,6 +650,21 @@ function fail(message: string, exitCode: number, details?: Readonly<Record<strin
   process.stderr.write(`cgw: ${message}\n`);
   if (jsonRequested()) print(JSON.stringify({ ...details, error: { message, exitCode } }, null, 2));
   process.exit(exitCode);
+}
+
+program
+  .command('version')
+  .description('the release and the commit it was built from')
+  .option('--json', 'print JSON: {version, commit}')
+  .action(async (f: JsonFlag) => {
+    const { buildInfo, versionLine } = await import('../core/build-info.ts');
+    print(f.json ? JSON.stringify(buildInfo(), null, 2) : versionLine());
+  });
+
+if (process.argv[2] === '--version' || process.argv[2] === '-V') {
+  const { versionLine } = await import('../core/build-info.ts');
+  print(versionLine());
+  process.exit(0);
 }
 
 program.parseAsync(process.argv).then(
