@@ -3,6 +3,8 @@ import { consulSettingsFromEnv, readConsulTls, type ConsulTlsMaterial } from './
 import { LOG_LEVELS, PICKERS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from './core/choices.ts';
 import { durationField } from './core/duration-field.ts';
 import { readCaBundle } from './core/ca-bundle.ts';
+import { readFileSync } from 'node:fs';
+import { isLoopbackHost } from './core/net.ts';
 import { defaultGatewayId, defaultRuntimePrefix, GATEWAY_ID_PATTERN } from './core/kv-layout.ts';
 
 /**
@@ -50,6 +52,13 @@ const redisUrl = z
   .string()
   .regex(/^rediss?:\/\/[^\s]+$/, 'expected redis://[:password@]host:port[/db] or rediss://...');
 
+/** 16-4096 visible ASCII characters: long enough to resist guessing, sendable in a header as is. */
+const adminTokenText = z
+  .string()
+  .min(16, 'the admin token needs at least 16 characters')
+  .max(4096, 'the admin token is at most 4096 characters')
+  .regex(/^[\x21-\x7e]+$/, 'the admin token is visible ASCII without spaces');
+
 export const gatewayConfigSchema = z.object({
   consul: consulUrl.prefault('http://127.0.0.1:8500'),
   token: z.string().min(1).optional(),
@@ -59,6 +68,12 @@ export const gatewayConfigSchema = z.object({
   consulMaxConns: z.coerce.number().int().min(8).max(190).default(32),
   listen: listenAddress.prefault('0.0.0.0:8080'),
   admin: listenAddress.prefault('127.0.0.1:9901'),
+  /** Bearer token for the admin API: writes always, reads too when --admin is not on loopback. */
+  adminToken: adminTokenText.optional(),
+  /** A file holding the admin token (read at start, surrounding whitespace dropped). */
+  adminTokenFile: z.string().min(1).optional(),
+  /** Allow a non-loopback --admin without a token (anyone who reaches it reads the configuration). */
+  adminInsecure: z.boolean().default(false),
   kvPrefix: z
     .string()
     .regex(/^[A-Za-z0-9_./-]*$/, 'KV prefix may hold letters, digits and _ . / -')
@@ -185,6 +200,27 @@ export const gatewayConfigSchema = z.object({
   .refine((c) => c.kvRuntimePrefix === undefined || (!c.kvRuntimePrefix.startsWith(c.kvPrefix) && !c.kvPrefix.startsWith(c.kvRuntimePrefix)), {
     message: '--kv-runtime-prefix must lie outside --kv-prefix (and not hold it): the gateway watches everything under --kv-prefix',
     path: ['kvRuntimePrefix'],
+  })
+  .refine((c) => c.adminToken === undefined || c.adminTokenFile === undefined, { message: 'give --admin-token or --admin-token-file, not both', path: ['adminTokenFile'] })
+  .transform((c, ctx) => {
+    if (c.adminTokenFile === undefined) return c;
+    let text: string;
+    try {
+      text = readFileSync(c.adminTokenFile, 'utf8').trim();
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['adminTokenFile'], message: `cannot read ${c.adminTokenFile}: ${(err as Error).message}` });
+      return z.NEVER;
+    }
+    const token = adminTokenText.safeParse(text);
+    if (!token.success) {
+      ctx.addIssue({ code: 'custom', path: ['adminTokenFile'], message: `${c.adminTokenFile}: ${token.error.issues[0]?.message ?? 'not a token'}` });
+      return z.NEVER;
+    }
+    return { ...c, adminToken: token.data };
+  })
+  .refine((c) => c.adminToken !== undefined || c.adminInsecure || isLoopbackHost(c.admin.host), {
+    message: '--admin listens beyond loopback without a token: give --admin-token (or --admin-token-file, CGW_ADMIN_TOKEN), or --admin-insecure to accept that anyone who reaches it reads the configuration',
+    path: ['admin'],
   })
   .transform((c) => ({
     ...c,

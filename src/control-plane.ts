@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import { consulTls, fabioKvKeyOf, type GatewayConfig } from './config.ts';
-import { formatAddress, listenOn } from './core/net.ts';
+import { formatAddress, isLoopbackHost, listenOn } from './core/net.ts';
 import type { DataPlaneReport, KvEntry, ReportScope } from './core/types.ts';
 import type { Logger } from './core/logger.ts';
 import type { Metrics } from './core/metrics.ts';
@@ -23,6 +23,7 @@ import { isUrlprefixTag } from './state/tags.ts';
 import { parseDocumentText, readPolicyDir, type RawDocument } from './policy/documents.ts';
 import { resolvePolicies } from './policy/resolve.ts';
 import { createAdminServer } from './admin/server.ts';
+import { adminAccess } from './admin/access.ts';
 import type { WorkerView } from './admin/views.ts';
 
 /** How long start waits to learn whether --consul is a Consul agent at all. */
@@ -179,6 +180,7 @@ export class ControlPlane {
         metrics.internalErrors.inc({ component: 'admin' });
         logger.error({ err }, 'admin API request failed');
       },
+      adminAccess(config.adminToken, isLoopbackHost(config.admin.host)),
     );
     metrics.hooks.consulApplyLagSeconds = () => this.applyLagSeconds();
   }

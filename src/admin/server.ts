@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
+import { checkAdminAccess, type AdminAccess } from './access.ts';
 import { canaryView, consumersView, endpointsView, policiesView, problemsView, redactedJson, routesView, servicesView, statusView, type AdminSources } from './views.ts';
 
 /**
@@ -12,7 +13,12 @@ export interface MetricsSource {
   readonly contentType: string;
 }
 
-export function createAdminServer(src: AdminSources, metrics: MetricsSource, onFailure: (err: unknown) => void): Server {
+/** Every admin request is small and quick: bounded head, bounded time, no bodies read. */
+const ADMIN_SERVER_OPTIONS = { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 } as const;
+
+const NO_TOKEN: AdminAccess = { tokenDigest: null, readsNeedToken: false };
+
+export function createAdminServer(src: AdminSources, metrics: MetricsSource, onFailure: (err: unknown) => void, access: AdminAccess = NO_TOKEN): Server {
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     try {
       route(req, res);
@@ -23,7 +29,7 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
       else res.destroy();
     }
   };
-  const server = createServer(handle);
+  const server = createServer(ADMIN_SERVER_OPTIONS, handle);
   // An Expect other than 100-continue is ignored (RFC 9110 §10.1.1 allows it): the request gets
   // its usual JSON answer, not a bare 417 from Node.
   server.on('checkExpectation', handle);
@@ -33,8 +39,14 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
   return server;
 
   function route(req: IncomingMessage, res: ServerResponse): void {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'admin API is read-only' } });
     const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const write = req.method !== 'GET' && req.method !== 'HEAD';
+    const allowed = checkAdminAccess(req, path, access, write);
+    if (allowed !== 'allowed') {
+      res.setHeader('www-authenticate', allowed === 'wrong' ? 'Bearer realm="cgw-admin", error="invalid_token"' : 'Bearer realm="cgw-admin"');
+      return sendJson(res, 401, { error: { code: 'unauthorized', message: allowed === 'wrong' ? 'the admin token does not match' : 'the admin API needs Authorization: Bearer <admin token> (CGW_ADMIN_TOKEN for the CLI)' } });
+    }
+    if (write) return sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'admin API is read-only' } });
     switch (path) {
       case '/-/healthz':
         return sendJson(res, 200, { status: 'ok' });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describeError } from '../core/errors.ts';
 
 /**
@@ -44,6 +45,23 @@ export function resolveAdminAddress(flag: string | undefined, env: NodeJS.Proces
   return url.origin;
 }
 
+/**
+ * `Authorization: Bearer` for a gateway started with an admin token: CGW_ADMIN_TOKEN, else the file
+ * CGW_ADMIN_TOKEN_FILE names (read when a command runs; an unreadable file is a clear error).
+ */
+function adminAuthorization(): Record<string, string> {
+  let token = process.env.CGW_ADMIN_TOKEN?.trim();
+  const file = process.env.CGW_ADMIN_TOKEN_FILE;
+  if (!token && file) {
+    try {
+      token = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new CliError(`CGW_ADMIN_TOKEN_FILE: cannot read ${file}: ${(err as Error).message}`, 2);
+    }
+  }
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
 /** How long the admin API may stay silent: before its answer starts, and between two pieces of it. */
 const ADMIN_TIMEOUT_MS = 5_000;
 
@@ -51,12 +69,12 @@ const ADMIN_TIMEOUT_MS = 5_000;
  * One GET with Node's own http client: every inspection command makes a single request, and
  * loading undici would cost more start-up time than the whole request takes.
  */
-async function get(url: URL): Promise<{ statusCode: number; text: string }> {
+async function get(url: URL, headers: Record<string, string>): Promise<{ statusCode: number; text: string }> {
   // node:https loads tls, which an http:// admin address does not need.
   const { request: send } = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
   return new Promise((resolve, reject) => {
     let timedOut = false;
-    const req = send(url, { method: 'GET', agent: false, timeout: ADMIN_TIMEOUT_MS }, (res) => {
+    const req = send(url, { method: 'GET', agent: false, timeout: ADMIN_TIMEOUT_MS, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
@@ -74,9 +92,11 @@ async function get(url: URL): Promise<{ statusCode: number; text: string }> {
 /** GET a JSON view from the admin API (`admin` as resolveAdminAddress returns it); problems become one clear line. */
 export async function fetchAdmin<T>(admin: string, path: string): Promise<T> {
   const url = new URL(path, `${admin}/`);
+  // Before the request: an unreadable token file is the operator's input to fix (exit 2), not an unreachable gateway.
+  const headers = adminAuthorization();
   let res;
   try {
-    res = await get(url);
+    res = await get(url, headers);
   } catch (err) {
     const code = (err as { code?: string }).code;
     const why =

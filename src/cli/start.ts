@@ -17,6 +17,9 @@ export interface StartFlags {
   consulMaxConns?: string;
   listen?: string;
   admin?: string;
+  adminToken?: string;
+  adminTokenFile?: string;
+  adminInsecure?: boolean;
   kvPrefix?: string;
   fabioKvKey?: string;
   fabioKv?: boolean;

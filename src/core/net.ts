@@ -21,3 +21,9 @@ export function listenOn(server: Server, host: string, port: number): Promise<nu
 export function formatAddress(host: string, port: number): string {
   return host === '' ? `*:${port}` : host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** The admin address is on loopback: 127.0.0.0/8, ::1 or localhost (every interface is not). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}

@@ -1,6 +1,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ZodError } from 'zod';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { defaultGatewayId } from '../../src/core/kv-layout.ts';
 import { consulEnvDefaults, formatConfigError, parseGatewayConfig, type GatewayConfig, type GatewayConfigInput } from '../../src/config.ts';
 
@@ -25,6 +28,7 @@ describe('parseGatewayConfig: defaults', () => {
       consulMaxConns: 32,
       listen: { host: '0.0.0.0', port: 8080 },
       admin: { host: '127.0.0.1', port: 9901 },
+      adminInsecure: false,
       kvPrefix: 'gateway/',
       fabioKvKey: 'fabio/config',
       fabioKv: true,
@@ -59,6 +63,29 @@ describe('parseGatewayConfig: defaults', () => {
       http2MaxConcurrentStreams: 100,
     };
     assert.deepEqual(config, expected);
+  });
+});
+
+describe('admin API token', () => {
+  test('a non-loopback --admin without a token is refused', () => {
+    for (const admin of ['0.0.0.0:9901', ':9901', '[::]:9901', '10.0.0.5:9901']) assert.match(configError({ admin }), /listens beyond loopback without a token/);
+  });
+  test('loopback needs none', () => {
+    for (const admin of ['127.0.0.1:9901', '127.1.2.3:9901', 'localhost:9901', '[::1]:9901']) assert.equal(parseGatewayConfig({ admin }).adminToken, undefined);
+  });
+  test('tokens are long, visible ASCII; a file is read and trimmed', () => {
+    for (const adminToken of ['short', 'has a space in it!!', 'x'.repeat(4097), 'tab\there-and-long-enough']) assert.match(configError({ adminToken }), /admin token/);
+    const dir = mkdtempSync(join(tmpdir(), 'cgw-token-'));
+    try {
+      writeFileSync(join(dir, 'token'), `  ${'s'.repeat(20)}\n`);
+      assert.equal(parseGatewayConfig({ adminTokenFile: join(dir, 'token') }).adminToken, 's'.repeat(20));
+      writeFileSync(join(dir, 'bad'), 'short\n');
+      assert.match(configError({ adminTokenFile: join(dir, 'bad') }), /at least 16 characters/);
+      assert.match(configError({ adminTokenFile: join(dir, 'missing') }), /cannot read/);
+      assert.match(configError({ adminTokenFile: join(dir, 'token'), adminToken: 'x'.repeat(16) }), /not both/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -98,7 +125,8 @@ describe('parseGatewayConfig: accepted values', () => {
     { name: 'IPv4 listen address', input: { listen: '127.0.0.1:18080' }, check: { listen: { host: '127.0.0.1', port: 18080 } } },
     { name: 'host name listen address', input: { listen: 'localhost:80' }, check: { listen: { host: 'localhost', port: 80 } } },
     { name: 'bracketed IPv6 listen address', input: { listen: '[::1]:80' }, check: { listen: { host: '::1', port: 80 } } },
-    { name: 'bracketed IPv6 admin address', input: { admin: '[fd00::1]:9901' }, check: { admin: { host: 'fd00::1', port: 9901 } } },
+    { name: 'bracketed IPv6 admin address (with a token: it is not loopback)', input: { admin: '[fd00::1]:9901', adminToken: 't'.repeat(16) }, check: { admin: { host: 'fd00::1', port: 9901 } } },
+    { name: 'a non-loopback admin without a token, accepted as insecure', input: { admin: '0.0.0.0:9901', adminInsecure: true }, check: { adminInsecure: true } },
     { name: 'all interfaces, Go style', input: { listen: ':8080' }, check: { listen: { host: '', port: 8080 } } },
     { name: 'admin as the URL the CLI uses', input: { admin: 'http://127.0.0.1:9901' }, check: { admin: { host: '127.0.0.1', port: 9901 } } },
     { name: 'admin URL with a trailing slash', input: { admin: 'http://[::1]:9901/' }, check: { admin: { host: '::1', port: 9901 } } },

@@ -1,0 +1,38 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+
+/**
+ * Who may use the admin API. With a token (`--admin-token`, `--admin-token-file`,
+ * `CGW_ADMIN_TOKEN`), writes need `Authorization: Bearer <token>`, and so do reads when the
+ * listener is not on loopback (anyone who can reach it could otherwise read routes, policies and
+ * consumers). The probes stay open: load balancers and orchestrators ask them without credentials,
+ * and they say nothing but ready or not.
+ */
+export interface AdminAccess {
+  /** sha256 of the token, or null: no token configured. */
+  readonly tokenDigest: Buffer | null;
+  readonly readsNeedToken: boolean;
+}
+
+export const OPEN_PATHS: ReadonlySet<string> = new Set(['/-/healthz', '/-/readyz']);
+
+export function adminAccess(token: string | undefined, loopback: boolean): AdminAccess {
+  return { tokenDigest: token === undefined ? null : digest(token), readsNeedToken: token !== undefined && !loopback };
+}
+
+export type AccessDecision = 'allowed' | 'missing' | 'wrong';
+
+/** Whether the request may go on; compared by digest in constant time, never by string. */
+export function checkAdminAccess(req: IncomingMessage, path: string, access: AdminAccess, write: boolean): AccessDecision {
+  if (access.tokenDigest === null || OPEN_PATHS.has(path)) return 'allowed';
+  if (!write && !access.readsNeedToken) return 'allowed';
+  const header = req.headers.authorization;
+  if (typeof header !== 'string' || header.length > 4096) return 'missing';
+  const m = /^Bearer +(\S+) *$/i.exec(header);
+  if (!m) return 'missing';
+  return timingSafeEqual(digest(m[1] as string), access.tokenDigest) ? 'allowed' : 'wrong';
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
