@@ -16,6 +16,8 @@ export interface AccessFields {
   readonly status: number;
   readonly durationMs: number;
   readonly requestId: string;
+  /** W3C trace id (32 hex), the client's or a new trace's. */
+  readonly traceId?: string;
   readonly client: string;
   readonly retries: number;
   readonly subject: string | null;
@@ -46,7 +48,7 @@ export class AccessLog {
     const chindings = (this.logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? '';
     // Method (an HTTP token), request id (checked against a safe set), address and endpoint key
     // need no escaping; the path and the identity fields may.
-    let line = `${this.head}${this.time()}${chindings}${bindings},"method":${f.method === undefined ? 'null' : `"${f.method}"`},"path":${quote(f.path)},"endpoint":${f.endpoint === null ? 'null' : `"${f.endpoint}"`},"status":${f.status},"durationMs":${f.durationMs},"requestId":"${f.requestId}","client":"${f.client}"`;
+    let line = `${this.head}${this.time()}${chindings}${bindings},"method":${f.method === undefined ? 'null' : `"${f.method}"`},"path":${quote(f.path)},"endpoint":${f.endpoint === null ? 'null' : `"${f.endpoint}"`},"status":${f.status},"durationMs":${f.durationMs},"requestId":"${f.requestId}"${f.traceId === undefined ? '' : `,"traceId":"${f.traceId}"`},"client":"${f.client}"`;
     if (f.retries > 0) line += `,"retries":${f.retries}`;
     if (f.subject !== null) line += `,"subject":${JSON.stringify(f.subject)}`;
     if (f.consumer !== null) line += `,"consumer":${JSON.stringify(f.consumer)}`;

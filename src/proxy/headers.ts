@@ -76,6 +76,8 @@ export interface ForwardContext {
   readonly requestId: string;
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
+  /** W3C trace context sent upstream (the client's, or a new trace). */
+  readonly trace?: { readonly traceparent: string; readonly tracestate: string | undefined };
   readonly identity?: ForwardedIdentity | null;
   /** Credential headers the upstream must not see (lower case). */
   readonly drop?: readonly string[];
@@ -115,6 +117,11 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, ctx: Forwa
   const priorForwarded = out.forwarded;
   out.forwarded = priorForwarded ? `${Array.isArray(priorForwarded) ? priorForwarded.join(', ') : priorForwarded}, ${forwarded}` : forwarded;
   out['x-request-id'] = ctx.requestId;
+  if (ctx.trace) {
+    out.traceparent = ctx.trace.traceparent;
+    if (ctx.trace.tracestate !== undefined) out.tracestate = ctx.trace.tracestate;
+    else delete out.tracestate;
+  }
   return out;
 }
 

@@ -8,6 +8,7 @@ import { redirectsToItself, type AccessCheck, type CompiledRoute, type Identity,
 import { connectionClientCertificate } from './client-certificate.ts';
 import { sendHttpsRedirect } from './redirect.ts';
 import { acceptableRequestId, upstreamRequestHeaders } from './headers.ts';
+import { traceContextOf, type TraceContext } from './trace-context.ts';
 import { requestTarget, type RequestTarget } from './target.ts';
 import { prepareBody, type BodyLimits, type PreparedBody } from './body.ts';
 import { sendError, type ErrorExtras } from './errors.ts';
@@ -60,6 +61,8 @@ export interface PipelineContext {
 export class Exchange {
   readonly started = performance.now();
   readonly requestId: string;
+  /** W3C trace context: the client's traceparent, or a new trace (proxy/trace-context.ts). */
+  readonly trace: TraceContext;
   readonly clientIp: string;
   /** The client spoke TLS to a --listen-tls listener (X-Forwarded-Proto: https). */
   readonly encrypted: boolean;
@@ -100,6 +103,7 @@ export class Exchange {
     this.http2 = isHttp2Request(req);
     this.grpc = isGrpcRequest(req.headers);
     this.requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
+    this.trace = traceContextOf(req.headers);
     this.declaredLength = contentLength(req);
     this.hasBody = this.http2
       ? // RFC 9113 §8.1: an HTTP/2 request has a body unless its HEADERS frame ended the stream.
@@ -291,6 +295,7 @@ export class Exchange {
   upstreamHeaders(route: CompiledRoute): Record<string, string | string[]> {
     const headers = upstreamRequestHeaders(this.req.headers, {
       requestId: this.requestId,
+      trace: this.trace,
       clientIp: this.clientIp,
       proto: this.encrypted ? 'https' : 'http',
       identity: this.identity,
@@ -356,6 +361,7 @@ export class Exchange {
       status,
       durationMs: Math.round(seconds * 1e6) / 1000,
       requestId: this.requestId,
+      traceId: this.trace.traceId,
       client: this.clientIp,
       retries: this.retries,
       subject: identity?.subject ?? null,
