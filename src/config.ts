@@ -112,6 +112,8 @@ export const gatewayConfigSchema = z.object({
   logLevel: z.enum(LOG_LEVELS).default('info'),
   allowWarning: z.boolean().default(false),
   accessLog: z.boolean().default(true),
+  /** Share of successful requests (status below 400) with an access line; errors are always logged. */
+  accessLogSample: z.coerce.number({ error: 'expected a share between 0 and 1, e.g. 0.1' }).min(0, 'at least 0').max(1, 'at most 1').default(1),
   picker: z.enum(PICKERS).default('round_robin'),
   connectTimeout: duration(10, 60_000).prefault('2s'),
   responseTimeout: duration(10, 3_600_000).prefault('60s'),

@@ -125,6 +125,7 @@ export class DataPlane {
       http2MaxConcurrentStreams: config.http2MaxConcurrentStreams,
       mirrorMaxInFlight: config.mirrorMaxInFlight,
       accessLog: config.accessLog,
+      accessLogSample: config.accessLogSample,
       logger,
       metrics,
     });

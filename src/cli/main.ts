@@ -113,6 +113,7 @@ program
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
   .option('--allow-warning', 'also route to instances whose worst check is warning (at Weights.Warning)')
   .option('--no-access-log', 'do not log one line per request')
+  .option('--access-log-sample <share>', 'log this share (0-1) of requests answered below 400; errors (400 and up) are always logged', '1')
   .addOption(new Option('--picker <picker>', 'endpoint picker').choices(PICKERS).default('round_robin'))
   .option('--connect-timeout <duration>', 'upstream connect timeout', '2s')
   .option('--response-timeout <duration>', 'upstream response-header timeout', '60s')

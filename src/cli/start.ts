@@ -31,6 +31,7 @@ export interface StartFlags {
   logLevel?: string;
   allowWarning?: boolean;
   accessLog?: boolean;
+  accessLogSample?: string;
   picker?: string;
   connectTimeout?: string;
   responseTimeout?: string;

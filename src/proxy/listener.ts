@@ -28,6 +28,8 @@ export interface ProxyOptions {
   readonly routeTallies?: RouteTally;
   /** One info line per request (`--no-access-log` turns it off). */
   readonly accessLog: boolean;
+  /** Share of answers below 400 that get an access line (default 1: all). */
+  readonly accessLogSample?: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
   /** Largest request head accepted at all; per-route limits can only be lower. */
@@ -125,6 +127,7 @@ export class ProxyListener {
       bodyTimeoutMs: options.clientBodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
       bufferBytes: options.requestBufferSize ?? DEFAULT_BUFFER_BYTES,
       accessLog: options.accessLog ? new AccessLog(options.logger) : null,
+      accessLogSample: options.accessLogSample ?? 1,
       logger: options.logger,
       metrics: options.metrics,
       limits: this.limits,

@@ -37,6 +37,8 @@ export interface PipelineContext {
   readonly bufferBytes: number;
   /** One line per request, or null when `--no-access-log`. */
   readonly accessLog: AccessLog | null;
+  /** Share of answers below 400 logged; 1 logs all (no random draw). */
+  readonly accessLogSample: number;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly limits: ListenerLimits;
@@ -352,6 +354,7 @@ export class Exchange {
       ctx.countUnrouted(status);
     }
     if (!ctx.accessLog) return;
+    if (status < 400 && ctx.accessLogSample < 1 && Math.random() >= ctx.accessLogSample) return;
     const identity = this.identity;
     ctx.accessLog.write(route?.accessBindings ?? UNROUTED_BINDINGS, {
       method: this.req.method,

@@ -45,3 +45,16 @@ test('without one (or with garbage) a new trace starts and the forged tracestate
   const traceId = sent.slice(3, 35);
   await waitFor(async () => (gw.logs.some((l) => l.includes('"path":"/web/fresh"') && l.includes(`"traceId":"${traceId}"`)) ? true : undefined), { timeoutMs: 10_000, message: 'the new trace is logged' });
 });
+
+test('--access-log-sample 0 logs no successful request but every error', async () => {
+  const quiet = await startGateway({ consul: consul.addr, args: ['--log-level', 'info', '--access-log-sample', '0'] });
+  try {
+    await waitFor(async () => ((await fetch(`${quiet.url}/web`)).status === 200 ? true : undefined), { timeoutMs: 20_000, message: 'web routed' });
+    for (let i = 0; i < 20; i++) assert.equal((await fetch(`${quiet.url}/web/ok`)).status, 200);
+    assert.equal((await fetch(`${quiet.url}/nowhere`)).status, 404);
+    await waitFor(async () => (quiet.logs.some((l) => l.includes('"path":"/nowhere"') && l.includes('"status":404')) ? true : undefined), { timeoutMs: 10_000, message: 'the error is logged' });
+    assert.equal(quiet.logs.filter((l) => l.includes('"path":"/web/ok"')).length, 0);
+  } finally {
+    await quiet.kill();
+  }
+});

@@ -40,6 +40,7 @@ describe('parseGatewayConfig: defaults', () => {
       logLevel: 'info',
       allowWarning: false,
       accessLog: true,
+      accessLogSample: 1,
       picker: 'round_robin',
       connectTimeout: 2000,
       responseTimeout: 60_000,
@@ -63,6 +64,13 @@ describe('parseGatewayConfig: defaults', () => {
       http2MaxConcurrentStreams: 100,
     };
     assert.deepEqual(config, expected);
+  });
+});
+
+describe('access-log sampling', () => {
+  test('a share between 0 and 1', () => {
+    assert.equal(parseGatewayConfig({ accessLogSample: '0.25' }).accessLogSample, 0.25);
+    for (const bad of ['-0.1', '1.5', 'half', '__proto__']) assert.match(configError({ accessLogSample: bad }), /accessLogSample|share|at (least|most)/);
   });
 });
 
