@@ -19,7 +19,12 @@ import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/g
 const LIMIT = 30;
 const SERVICES = 10;
 const MAX_CONNS = 24;
-const WAIT_S = 8;
+/**
+ * Long enough that a killed gateway's parked queries outlive the start of the next two: on a busy
+ * machine a gateway takes about 4 s to be ready, and with 8 s the queries of the one before had
+ * mostly returned by then, so no incarnation was ever refused.
+ */
+const WAIT_S = 15;
 /** Gateways killed before the one that must cope with the refusals. */
 const MIN_KILLS = 2;
 const MAX_INCARNATIONS = 6;
