@@ -184,6 +184,9 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
     const closedClient = await clientOn(closedKey, `load-${how}`, victim);
     const openClient = await clientOn(openKey, `load-${how}`, victim);
 
+    // A failover of an earlier test may still be settling in one gateway (a reconnect to the
+    // promoted master): this one starts from both on Redis.
+    await waitFor(async () => ((await backendOf(gwA)) === 'redis' && (await backendOf(gwB)) === 'redis' ? true : undefined), { timeoutMs: 60_000, message: `both gateways on Redis before the master fails\n${limiterLogs()}` });
     const closedHitsBefore = ups.get('ha-closed')?.hits ?? 0;
     const open: Answer[] = [];
     const closed: Answer[] = [];
