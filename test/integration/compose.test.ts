@@ -22,6 +22,7 @@ interface Service {
   command?: unknown;
   ports?: Port[];
   depends_on?: string[] | Record<string, unknown>;
+  environment?: Record<string, string> | string[];
 }
 
 function load(): { services: Record<string, Service>; top: string[] } {
@@ -109,4 +110,17 @@ test('the Dockerfile builds dist/ from files that exist and runs it without tsx'
   const copied = [...dockerfile.matchAll(/^COPY (?!--)(.+) \S+$/gm)].flatMap((m) => (m[1] ?? '').split(/\s+/));
   assert.ok(copied.includes('src'), `the build stage copies no src/: ${copied.join(' ')}`);
   for (const path of copied) assert.ok(existsSync(join(repoRoot, path)), `the Dockerfile copies ${path}, which does not exist`);
+});
+
+test('the gateway gets an admin token: its admin API listens beyond loopback in the container', () => {
+  const { services } = load();
+  const cgw = services.cgw;
+  const words = (cgw?.command as unknown[]).map(String);
+  const admin = words[words.indexOf('--admin') + 1] ?? '';
+  assert.ok(!admin.startsWith('127.'), 'the admin API is published, so it listens beyond loopback');
+  const env = cgw?.environment;
+  const token = Array.isArray(env) ? env.find((e) => e.startsWith('CGW_ADMIN_TOKEN='))?.slice('CGW_ADMIN_TOKEN='.length) : env?.CGW_ADMIN_TOKEN;
+  // ${CGW_ADMIN_TOKEN:-default}: the default must itself be a valid token (16+ visible ASCII).
+  const fallback = /^\$\{CGW_ADMIN_TOKEN:-([\x21-\x7e]{16,})\}$/.exec(token ?? '')?.[1];
+  assert.ok(fallback, `cgw has no usable CGW_ADMIN_TOKEN in its environment: ${JSON.stringify(token)}`);
 });
