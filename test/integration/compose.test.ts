@@ -11,7 +11,7 @@ import { parse } from 'yaml';
 import { repoRoot } from '../helpers/consul.ts';
 
 const FILE = join(repoRoot, 'compose', 'docker-compose.yml');
-const SERVICES = ['api', 'cgw', 'consul', 'redis', 'web-v1', 'web-v2'];
+const SERVICES = ['api', 'cgw', 'consul', 'grafana', 'prometheus', 'redis', 'web-v1', 'web-v2'];
 /** Services built from the repository (the `x-app` anchor merged in). */
 const BUILT = ['api', 'cgw', 'web-v1', 'web-v2'];
 
@@ -77,7 +77,7 @@ test('published ports are bound to 127.0.0.1 only', () => {
     assert.equal(p.hostIp, '127.0.0.1', `service ${p.name} publishes ${JSON.stringify(p.raw)} beyond loopback`);
   }
   const mapped = all.map((p) => `${p.name} ${p.hostIp}:${p.published}:${p.target}`).sort();
-  assert.deepEqual(mapped, ['cgw 127.0.0.1:8080:8080', 'cgw 127.0.0.1:9901:9901', 'consul 127.0.0.1:8500:8500']);
+  assert.deepEqual(mapped, ['cgw 127.0.0.1:8080:8080', 'cgw 127.0.0.1:9901:9901', 'consul 127.0.0.1:8500:8500', 'grafana 127.0.0.1:3000:3000', 'prometheus 127.0.0.1:9090:9090']);
 });
 
 /** The compiled entry points the image runs, and the TypeScript each is built from. */
@@ -112,15 +112,48 @@ test('the Dockerfile builds dist/ from files that exist and runs it without tsx'
   for (const path of copied) assert.ok(existsSync(join(repoRoot, path)), `the Dockerfile copies ${path}, which does not exist`);
 });
 
-test('the gateway gets an admin token: its admin API listens beyond loopback in the container', () => {
+test('the gateway, its CLI and Prometheus share one admin token file, a valid token', () => {
   const { services } = load();
   const cgw = services.cgw;
   const words = (cgw?.command as unknown[]).map(String);
   const admin = words[words.indexOf('--admin') + 1] ?? '';
   assert.ok(!admin.startsWith('127.'), 'the admin API is published, so it listens beyond loopback');
-  const env = cgw?.environment;
-  const token = Array.isArray(env) ? env.find((e) => e.startsWith('CGW_ADMIN_TOKEN='))?.slice('CGW_ADMIN_TOKEN='.length) : env?.CGW_ADMIN_TOKEN;
-  // ${CGW_ADMIN_TOKEN:-default}: the default must itself be a valid token (16+ visible ASCII).
-  const fallback = /^\$\{CGW_ADMIN_TOKEN:-([\x21-\x7e]{16,})\}$/.exec(token ?? '')?.[1];
-  assert.ok(fallback, `cgw has no usable CGW_ADMIN_TOKEN in its environment: ${JSON.stringify(token)}`);
+  assert.equal(words[words.indexOf('--admin-token-file') + 1], '/etc/cgw/admin-token');
+  const env = cgw?.environment as Record<string, string> | undefined;
+  assert.equal(env?.CGW_ADMIN_TOKEN_FILE, '/etc/cgw/admin-token');
+  const token = readFileSync(join(repoRoot, 'compose', 'admin-token'), 'utf8').trim();
+  assert.match(token, /^[\x21-\x7e]{16,4096}$/);
+  const prometheus = parse(readFileSync(join(repoRoot, 'compose', 'prometheus.yml'), 'utf8')) as { scrape_configs: { authorization?: { credentials_file?: string }; static_configs: { targets: string[] }[] }[] };
+  const job = prometheus.scrape_configs[0];
+  assert.equal(job?.authorization?.credentials_file, '/etc/cgw/admin-token');
+  assert.deepEqual(job?.static_configs[0]?.targets, ['cgw:9901']);
+});
+
+test('the gateway has a readiness healthcheck on /-/readyz', () => {
+  const { services } = load();
+  const check = (services.cgw as { healthcheck?: { test?: string[] } }).healthcheck?.test?.join(' ') ?? '';
+  assert.match(check, /\/-\/readyz/);
+});
+
+test('Grafana is provisioned with the dashboard kept in the repository, on metrics the gateway exports', () => {
+  const dashboard = JSON.parse(readFileSync(join(repoRoot, 'compose', 'grafana', 'dashboards', 'cgw.json'), 'utf8')) as { uid: string; title: string; schemaVersion: number; panels: { id: number; type: string; title: string; gridPos: object; targets: { expr: string; refId: string }[] }[] };
+  assert.equal(typeof dashboard.uid, 'string');
+  assert.ok(dashboard.schemaVersion >= 36);
+  assert.equal(new Set(dashboard.panels.map((p) => p.id)).size, dashboard.panels.length, 'panel ids are unique');
+  const metricsSource = readFileSync(join(repoRoot, 'src', 'core', 'metrics.ts'), 'utf8');
+  const exported = new Set([...metricsSource.matchAll(/name: '(cgw_[a-z_]+)'/g)].map((m) => m[1]));
+  for (const panel of dashboard.panels) {
+    assert.ok(panel.type && panel.title && panel.gridPos && panel.targets.length > 0, `panel ${panel.id} is incomplete`);
+    for (const t of panel.targets) {
+      for (const name of t.expr.match(/cgw_[a-z_]+/g) ?? []) {
+        const base = name.replace(/_(bucket|sum|count)$/, '');
+        assert.ok(exported.has(base), `panel "${panel.title}" asks for ${name}, which the gateway does not export`);
+      }
+    }
+  }
+  const provider = parse(readFileSync(join(repoRoot, 'compose', 'grafana', 'provisioning', 'dashboards', 'cgw.yml'), 'utf8')) as { providers: { options: { path: string } }[] };
+  assert.equal(provider.providers[0]?.options.path, '/var/lib/grafana/dashboards');
+  const { services } = load();
+  const volumes = (services.grafana as { volumes?: string[] }).volumes ?? [];
+  assert.ok(volumes.includes('./grafana/dashboards:/var/lib/grafana/dashboards:ro'));
 });
