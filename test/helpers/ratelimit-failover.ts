@@ -186,7 +186,18 @@ export function rateLimitFailoverSuite(label: string, startStore: () => Promise<
 
     // A failover of an earlier test may still be settling in one gateway (a reconnect to the
     // promoted master): this one starts from both on Redis.
-    await waitFor(async () => ((await backendOf(gwA)) === 'redis' && (await backendOf(gwB)) === 'redis' ? true : undefined), { timeoutMs: 60_000, message: `both gateways on Redis before the master fails\n${limiterLogs()}` });
+    // Sentinels announce +switch-master at different times (the last one at the failover's end),
+    // and each makes the client reconnect: three rounds in a row of Redis decisions (200 or 429,
+    // never 503) on both gateways, for a client of its own, say the last reconnect is over.
+    let settled = 0;
+    await waitFor(
+      async () => {
+        const answers = await Promise.all([gwA, gwB].map((gw) => call(gw, '/ha-closed', `settle-${how}`)));
+        settled = answers.every((a) => a.status !== 503) && (await backendOf(gwA)) === 'redis' && (await backendOf(gwB)) === 'redis' ? settled + 1 : 0;
+        return settled >= 3 ? true : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 250, message: `both gateways on Redis before the master fails\n${limiterLogs()}` },
+    );
     const closedHitsBefore = ups.get('ha-closed')?.hits ?? 0;
     const open: Answer[] = [];
     const closed: Answer[] = [];
