@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { durationField } from '../core/duration-field.ts';
+import { HOP_BY_HOP_FIELDS, HTTP_TOKEN } from '../core/http-fields.ts';
 
 /**
  * The `stickiness` section of a service policy: keep a client on the canary subset it first got
@@ -7,8 +8,6 @@ import { durationField } from '../core/duration-field.ts';
  * every gateway of the fleet honours it without any state of its own.
  */
 
-/** RFC 6265 §4.1.1: a cookie-name is an RFC 2616 token. */
-const TOKEN = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
 
 /**
  * Names that would mean something else to the gateway, the upstream or the client: hop-by-hop
@@ -17,16 +16,7 @@ const TOKEN = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
  * its `cookie` or `authorization` through us).
  */
 const RESERVED_HEADERS = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'http2-settings',
+  ...HOP_BY_HOP_FIELDS,
   'host',
   'content-length',
   'content-type',
@@ -64,13 +54,13 @@ const PROTOTYPE_NAMES = new Set(['__proto__', 'constructor', 'prototype']);
 const cookieName = z
   .string()
   .max(64, 'cookie names are at most 64 characters')
-  .regex(TOKEN, 'a cookie name is a token (RFC 6265 §4.1.1: letters, digits and !#$%&\'*+.^_`|~-)')
+  .regex(HTTP_TOKEN, 'a cookie name is a token (RFC 6265 §4.1.1: letters, digits and !#$%&\'*+.^_`|~-)')
   .refine((n) => !PROTOTYPE_NAMES.has(n), 'this name is reserved');
 
 const headerName = z
   .string()
   .max(64, 'header names are at most 64 characters')
-  .regex(TOKEN, 'a header name is a token (RFC 9110 §5.6.2: letters, digits and !#$%&\'*+.^_`|~-)')
+  .regex(HTTP_TOKEN, 'a header name is a token (RFC 9110 §5.6.2: letters, digits and !#$%&\'*+.^_`|~-)')
   .transform((h) => h.toLowerCase())
   .superRefine((h, ctx) => {
     if (RESERVED_HEADERS.has(h) || h.startsWith('x-cgw-') || PROTOTYPE_NAMES.has(h)) {

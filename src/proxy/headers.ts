@@ -1,19 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { HOP_BY_HOP_FIELDS } from '../core/http-fields.ts';
 
-/** RFC 9110 §7.6.1: connection-specific fields a proxy must not forward. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  // RFC 9113 §3.2.1 / RFC 7540: connection-specific, and an HTTP/2 response must not carry it.
-  'http2-settings',
-]);
+const HOP_BY_HOP = HOP_BY_HOP_FIELDS;
 
 /**
  * Fields a client may not remove by naming them in `Connection`: the Host routing used (RFC 9110
