@@ -3,14 +3,14 @@ import type { Metrics } from '../core/metrics.ts';
 import type { KvEntry, Problem, RolloutFiguresReport } from '../core/types.ts';
 import { KV_WRITERS, runtimeKeys } from '../core/kv-layout.ts';
 import type { ConsulClient } from '../consul/client.ts';
-import { kvListSchema, kvLockSchema } from '../consul/schemas.ts';
-import { encodeKey, type ConsulSession } from '../consul/session.ts';
+import type { ConsulSession } from '../consul/session.ts';
 import { parseRolloutValue } from '../policy/rollout.ts';
 import { readRollouts } from '../state/rollouts-in-force.ts';
 import { judgeStep } from '../state/rollout-judge.ts';
 import { anyCircuitOpen, fleetFigures, parseFiguresRecord, type FiguresRecord } from '../state/rollout-figures.ts';
 import { stepRollout } from '../state/rollout-steps.ts';
 import { Rounds } from './rounds.ts';
+import { KvCalls } from './kv-calls.ts';
 
 /**
  * The gateway's part in rollouts, run by the control plane on a timer, never on the request path:
@@ -40,10 +40,10 @@ export interface RolloutDriverOptions {
 export const DRIVER_INTERVAL_MS = 2_000;
 /** A record that has not changed is written again this often (the leader sees the gateway is alive). */
 const REPUBLISH_MS = 30_000;
-const CALL_TIMEOUT_MS = 5_000;
 
 export class RolloutDriver {
   private readonly rounds: Rounds;
+  private readonly kv: KvCalls;
   /** Services this gateway drives now. */
   private readonly driving = new Set<string>();
   /** Last record written per service: its content without `at`, and when. */
@@ -51,6 +51,8 @@ export class RolloutDriver {
   private readonly issues = new Map<string, Problem>();
 
   constructor(private readonly options: RolloutDriverOptions) {
+    // Marked as the rollout's, so the configuration history names it as the source.
+    this.kv = new KvCalls(options.consul, KV_WRITERS['cgw rollout'], (operation, err) => this.failed(operation, err));
     this.rounds = new Rounds(options.intervalMs ?? DRIVER_INTERVAL_MS, () => this.round(), (err) => {
       options.metrics.internalErrors.inc({ component: 'rollout-driver' });
       options.logger.error({ err }, 'rollout driver round failed; the next one retries');
@@ -105,7 +107,7 @@ export class RolloutDriver {
     const last = this.published.get(service);
     if (last && last.content === content && now.getTime() - last.at < REPUBLISH_MS) return;
     const key = `${runtimeKeys.figures(this.options.runtimePrefix, service)}${this.options.gatewayId}`;
-    if (await this.put(key, JSON.stringify(record), 'figures-write')) {
+    if (await this.kv.put(key, JSON.stringify(record), 'figures-write')) {
       this.published.set(service, { content, at: now.getTime() });
       this.options.metrics.rolloutFiguresWrites.inc({ outcome: 'ok' });
     } else {
@@ -117,7 +119,7 @@ export class RolloutDriver {
   private async lead(service: string): Promise<void> {
     const { session, runtimePrefix, gatewayId } = this.options;
     const lockKey = runtimeKeys.rolloutLock(runtimePrefix, service);
-    const holder = await this.readLock(lockKey);
+    const holder = await this.kv.lockHolder(lockKey, 'lock-read');
     if (holder === 'error') return;
     if (!session.holds(holder.session)) {
       if (holder.session !== undefined || !(await session.acquire(lockKey, JSON.stringify({ gateway: gatewayId })))) {
@@ -140,7 +142,7 @@ export class RolloutDriver {
     const { kvPrefix, runtimePrefix, gatewayId, logger, metrics } = this.options;
     // Read again rather than trust the watch: the document may have moved since it was delivered.
     const docKey = `${kvPrefix}rollouts/${service}`;
-    const stored = await this.readEntries(docKey, false, 'rollout-read');
+    const stored = await this.kv.list(docKey, false, 'rollout-read');
     const entry = stored?.find((e) => e.key === docKey);
     if (!entry) return;
     const parsed = parseRolloutValue(entry.value);
@@ -157,7 +159,7 @@ export class RolloutDriver {
     if (!change) return;
     const next = change.rollout;
     const decision = next.history.at(-1);
-    if (!(await this.put(docKey, JSON.stringify(next), 'rollout-write', entry.modifyIndex))) {
+    if (!(await this.kv.put(docKey, JSON.stringify(next), 'rollout-write', entry.modifyIndex))) {
       logger.info({ service }, 'rollout changed meanwhile (check-and-set lost); judged again next round');
       return;
     }
@@ -168,16 +170,16 @@ export class RolloutDriver {
     if (change.weights) await this.writeWeights(service, change.weights.weights);
     if (next.state !== 'progressing') {
       await this.stopDriving(service);
-      await this.deleteTree(runtimeKeys.figures(runtimePrefix, service));
+      await this.kv.remove(runtimeKeys.figures(runtimePrefix, service), 'figures-delete', { recurse: true });
     }
   }
 
   private async writeWeights(service: string, weights: Readonly<Record<string, number>>): Promise<void> {
     const key = `${this.options.kvPrefix}canary/${service}`;
-    const current = await this.readEntries(key, false, 'weights-read');
+    const current = await this.kv.list(key, false, 'weights-read');
     if (current === undefined) return;
     const index = current.find((e) => e.key === key)?.modifyIndex ?? 0;
-    if (!(await this.put(key, JSON.stringify({ weights }), 'weights-write', index))) {
+    if (!(await this.kv.put(key, JSON.stringify({ weights }), 'weights-write', index))) {
       this.options.logger.error({ service, key, weights }, 'the rollout moved but its weights could not be written (check-and-set lost or Consul failed); set them with cgw canary set');
     }
   }
@@ -191,7 +193,7 @@ export class RolloutDriver {
   /** Every gateway's record for the service; invalid ones are refused one by one and shown. */
   private async readFigures(service: string): Promise<FiguresRecord[] | undefined> {
     const base = runtimeKeys.figures(this.options.runtimePrefix, service);
-    const entries = await this.readEntries(base, true, 'figures-read');
+    const entries = await this.kv.list(base, true, 'figures-read');
     if (entries === undefined) return undefined;
     const out: FiguresRecord[] = [];
     for (const e of entries) {
@@ -207,49 +209,6 @@ export class RolloutDriver {
       this.issues.set(e.key, { kind: 'rollout', subject: e.key, message: `figures refused at ModifyIndex ${e.modifyIndex}: ${parsed.error}` });
     }
     return out;
-  }
-
-  private async readLock(key: string): Promise<{ session: string | undefined } | 'error'> {
-    try {
-      const res = await this.options.consul.get(`/v1/kv/${encodeKey(key)}`, {}, { timeoutMs: CALL_TIMEOUT_MS });
-      return { session: kvLockSchema.parse(res.status === 404 ? null : res.body).session };
-    } catch (err) {
-      this.failed('lock-read', err);
-      return 'error';
-    }
-  }
-
-  private async readEntries(key: string, recurse: boolean, operation: string): Promise<KvEntry[] | undefined> {
-    try {
-      const res = await this.options.consul.get(`/v1/kv/${encodeKey(key)}`, { recurse: recurse ? '' : undefined }, { timeoutMs: CALL_TIMEOUT_MS });
-      return kvListSchema.parse(res.status === 404 ? null : res.body);
-    } catch (err) {
-      this.failed(operation, err);
-      return undefined;
-    }
-  }
-
-  /** A KV write; with `cas`, only over that ModifyIndex (0: only when absent). */
-  private async put(key: string, value: string, operation: string, cas?: number): Promise<boolean> {
-    try {
-      // Marked as the rollout's, so the configuration history names it as the source.
-      const flags = String(KV_WRITERS['cgw rollout']);
-      const res = await this.options.consul.write('PUT', `/v1/kv/${encodeKey(key)}`, { cas: cas === undefined ? undefined : String(cas), flags }, value, CALL_TIMEOUT_MS);
-      if (res.status === 200 && res.text.trim() === 'true') return true;
-      if (res.status !== 200) this.failed(operation, new Error(`Consul answered ${res.status}: ${res.text.slice(0, 200)}`));
-      return false;
-    } catch (err) {
-      this.failed(operation, err);
-      return false;
-    }
-  }
-
-  private async deleteTree(prefix: string): Promise<void> {
-    try {
-      await this.options.consul.write('DELETE', `/v1/kv/${encodeKey(prefix)}`, { recurse: '' }, undefined, CALL_TIMEOUT_MS);
-    } catch (err) {
-      this.failed('figures-delete', err);
-    }
   }
 
   private failed(operation: string, err: unknown): void {

@@ -3,13 +3,12 @@ import type { Metrics } from '../core/metrics.ts';
 import type { KvEntry, Problem, SubsetCounts } from '../core/types.ts';
 import type { ConsulClient } from '../consul/client.ts';
 import { KV_WRITERS } from '../core/kv-layout.ts';
-import { kvListSchema } from '../consul/schemas.ts';
-import { encodeKey } from '../consul/session.ts';
 import { documentOfKvKey } from '../policy/documents.ts';
 import { guardableKey, parseGuardValue, valueHash, type Guard } from '../policy/guard.ts';
 import { figuresBetween } from '../state/guard-figures.ts';
 import { judgeStep } from '../state/rollout-judge.ts';
 import { Rounds } from './rounds.ts';
+import { KvCalls } from './kv-calls.ts';
 import type { Snapshot } from '../state/snapshot.ts';
 
 /**
@@ -28,7 +27,6 @@ import type { Snapshot } from '../state/snapshot.ts';
 
 const SAMPLE_MS = 5_000;
 const BASELINE_MS = 10 * 60_000;
-const CALL_TIMEOUT_MS = 5_000;
 
 interface Sample {
   readonly at: number;
@@ -49,12 +47,14 @@ export interface GuardKeeperOptions {
 
 export class GuardKeeper {
   private readonly rounds: Rounds;
+  private readonly kv: KvCalls;
   private ring: Sample[] = [];
   /** When this gateway first saw each guard, with its counts then. */
   private readonly seen = new Map<string, Sample>();
   private readonly issues = new Map<string, Problem>();
 
   constructor(private readonly options: GuardKeeperOptions) {
+    this.kv = new KvCalls(options.consul, KV_WRITERS['cgw guard'], (operation, err) => this.failed(operation, err));
     this.rounds = new Rounds(options.intervalMs ?? SAMPLE_MS, () => this.round(), (err) => {
       options.metrics.internalErrors.inc({ component: 'guards' });
       options.logger.error({ err }, 'guard round failed; the next one retries');
@@ -159,11 +159,11 @@ export class GuardKeeper {
     const { logger, metrics, gatewayId } = this.options;
     // Claim it first: of the gateways that saw the regression, one writes the old values back.
     const claimed: Guard = { ...guard, state: 'reverting', decision: { at: new Date().toISOString(), reason, figures, by: gatewayId, reverted: [], skipped: [] } };
-    if (!(await this.put(entry.key, JSON.stringify(claimed), entry.modifyIndex))) return;
+    if (!(await this.kv.put(entry.key, JSON.stringify(claimed), 'write', entry.modifyIndex))) return;
     const reverted: string[] = [];
     const skipped: string[] = [];
     for (const change of guard.changes) {
-      const current = await this.read(change.key);
+      const current = await this.kv.get(change.key, 'read');
       if (current === 'error') {
         skipped.push(`${change.key}: Consul could not be read`);
         continue;
@@ -172,51 +172,21 @@ export class GuardKeeper {
         skipped.push(`${change.key}: changed again since the guarded change; left alone`);
         continue;
       }
-      const ok = change.previous === null ? await this.remove(change.key, current?.modifyIndex ?? 0) : await this.put(change.key, change.previous, current?.modifyIndex ?? 0);
+      const ok = change.previous === null ? await this.kv.remove(change.key, 'delete', { cas: current?.modifyIndex ?? 0 }) : await this.kv.put(change.key, change.previous, 'write', current?.modifyIndex ?? 0);
       (ok ? reverted : skipped).push(ok ? change.key : `${change.key}: check-and-set lost; left alone`);
     }
     metrics.guardDecisions.inc({ outcome: 'reverted' });
     logger.warn({ guard: guard.id, reason, figures, reverted, skipped }, `guarded change ${guard.id} reverted: ${reason}`);
-    const latest = await this.read(entry.key);
+    const latest = await this.kv.get(entry.key, 'read');
     if (latest === 'error' || !latest) return;
-    await this.put(entry.key, JSON.stringify({ ...claimed, state: 'reverted', decision: { ...claimed.decision, reverted, skipped } }), latest.modifyIndex);
+    await this.kv.put(entry.key, JSON.stringify({ ...claimed, state: 'reverted', decision: { ...claimed.decision, reverted, skipped } }), 'write', latest.modifyIndex);
   }
 
   private async finish(entry: KvEntry, guard: Guard, state: 'passed', reason: string, figures: Record<string, number | null>, reverted: string[], skipped: string[]): Promise<void> {
     const done: Guard = { ...guard, state, decision: { at: new Date().toISOString(), reason, figures, by: this.options.gatewayId, reverted, skipped } };
-    if (await this.put(entry.key, JSON.stringify(done), entry.modifyIndex)) {
+    if (await this.kv.put(entry.key, JSON.stringify(done), 'write', entry.modifyIndex)) {
       this.options.metrics.guardDecisions.inc({ outcome: state });
       this.options.logger.info({ guard: guard.id, reason }, `guarded change ${guard.id} passed`);
-    }
-  }
-
-  private async read(key: string): Promise<KvEntry | undefined | 'error'> {
-    try {
-      const res = await this.options.consul.get(`/v1/kv/${encodeKey(key)}`, {}, { timeoutMs: CALL_TIMEOUT_MS });
-      return kvListSchema.parse(res.status === 404 ? null : res.body).find((e) => e.key === key);
-    } catch (err) {
-      this.failed('read', err);
-      return 'error';
-    }
-  }
-
-  private async put(key: string, value: string, cas: number): Promise<boolean> {
-    try {
-      const res = await this.options.consul.write('PUT', `/v1/kv/${encodeKey(key)}`, { cas: String(cas), flags: String(KV_WRITERS['cgw guard']) }, value, CALL_TIMEOUT_MS);
-      return res.status === 200 && res.text.trim() === 'true';
-    } catch (err) {
-      this.failed('write', err);
-      return false;
-    }
-  }
-
-  private async remove(key: string, cas: number): Promise<boolean> {
-    try {
-      const res = await this.options.consul.write('DELETE', `/v1/kv/${encodeKey(key)}`, { cas: String(cas) }, undefined, CALL_TIMEOUT_MS);
-      return res.status === 200 && res.text.trim() === 'true';
-    } catch (err) {
-      this.failed('delete', err);
-      return false;
     }
   }
 
