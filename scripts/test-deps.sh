@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # System packages that only the tests need: redis-server and redis-cli (the rate-limit tests start
-# real servers, a Redis Cluster created with redis-cli, and Sentinel groups run by redis-server).
+# real servers, a Redis Cluster created with redis-cli, and Sentinel groups run by redis-server), and
+# Debian's chromium (the dashboard's browser tests drive it with playwright-core; no browser is
+# downloaded from anywhere else).
 # `npm test` runs this after scripts/setup.sh (pretest); the demo does not need it (it runs without
 # Redis). Quick and silent when everything is there. When something is missing and we are root,
 # installs it with apt, waiting for a dpkg/apt lock held by another apt run instead of failing;
@@ -8,9 +10,10 @@
 set -euo pipefail
 
 # Debian's redis-server depends on redis-tools (redis-cli); both are checked in case only one is there.
-declare -A package_of=([redis-server]=redis-server [redis-cli]=redis-tools)
+declare -A package_of=([redis-server]=redis-server [redis-cli]=redis-tools [chromium]=chromium)
+commands=(redis-server redis-cli chromium)
 missing=()
-for cmd in redis-server redis-cli; do
+for cmd in "${commands[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${package_of[$cmd]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
@@ -37,7 +40,7 @@ for ((attempt = 1; ; attempt++)); do
   sleep 10
 done
 DEBIAN_FRONTEND=noninteractive apt-get "${lock_wait[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-for cmd in redis-server redis-cli; do
+for cmd in "${commands[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "test-deps: $cmd still not found after apt-get install" >&2; exit 1; }
 done
 echo "test-deps: installed ${missing[*]}"

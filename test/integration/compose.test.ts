@@ -11,9 +11,10 @@ import { parse } from 'yaml';
 import { repoRoot } from '../helpers/consul.ts';
 
 const FILE = join(repoRoot, 'compose', 'docker-compose.yml');
-const SERVICES = ['api', 'cgw', 'consul', 'grafana', 'prometheus', 'redis', 'web-v1', 'web-v2'];
+const DEMO_SERVICES = ['api-1', 'inventory-1', 'legacy-a', 'legacy-b', 'web-v1-1', 'web-v1-2', 'web-v2-1'];
+const SERVICES = [...DEMO_SERVICES, 'cgw', 'consul', 'grafana', 'prometheus', 'redis'].sort();
 /** Services built from the repository (the `x-app` anchor merged in). */
-const BUILT = ['api', 'cgw', 'web-v1', 'web-v2'];
+const BUILT = [...DEMO_SERVICES, 'cgw'];
 
 type Port = string | number | { target?: number; published?: number | string; host_ip?: string };
 interface Service {
@@ -23,6 +24,7 @@ interface Service {
   ports?: Port[];
   depends_on?: string[] | Record<string, unknown>;
   environment?: Record<string, string> | string[];
+  network_mode?: string;
 }
 
 function load(): { services: Record<string, Service>; top: string[] } {
@@ -55,6 +57,59 @@ test('docker-compose.yml declares the demo services', () => {
     const deps = Array.isArray(svc.depends_on) ? svc.depends_on : Object.keys(svc.depends_on ?? {});
     for (const dep of deps) assert.ok(dep in services, `service ${name} depends on unknown service ${dep}`);
   }
+});
+
+/** `--flag value` pairs and bare `--flag`s of one demo-service command line. */
+function flagsOf(words: readonly string[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i] ?? '';
+    if (!word.startsWith('--')) continue;
+    const next = words[i + 1];
+    if (next !== undefined && !next.startsWith('--')) {
+      flags.set(word, next);
+      i++;
+    } else flags.set(word, 'true');
+  }
+  return flags;
+}
+
+/** The demo services scripts/demo.sh starts: `start_service ID ARGS...`, words as the shell splits them. */
+function demoScriptServices(): Map<string, Map<string, string>> {
+  const script = readFileSync(join(repoRoot, 'scripts', 'demo.sh'), 'utf8');
+  const services = new Map<string, Map<string, string>>();
+  for (const m of script.matchAll(/^start_service (\S+) (.+)$/gm)) {
+    const words = [...(m[2] ?? '').matchAll(/"([^"]*)"|(\S+)/g)].map((w) => w[1] ?? w[2] ?? '');
+    services.set(m[1] ?? '', flagsOf(words));
+  }
+  return services;
+}
+
+test('the stack runs what `npm run demo` runs: the same services, names, tags and policies', () => {
+  const { services } = load();
+  const demo = demoScriptServices();
+  assert.deepEqual([...demo.keys()].sort(), DEMO_SERVICES, 'scripts/demo.sh and this test disagree on the demo services');
+  for (const [id, want] of demo) {
+    const svc = services[id];
+    assert.ok(svc, `the demo starts ${id}; docker-compose.yml does not`);
+    const got = flagsOf((svc.command as unknown[]).map(String));
+    assert.equal(got.get('--id'), id, `${id}: --id`);
+    for (const flag of ['--name', '--tags', '--color', '--no-register']) {
+      assert.equal(got.get(flag), want.get(flag), `${id}: ${flag} differs from the demo`);
+    }
+    if (want.has('--no-register')) {
+      // Static-route backends: the route names 127.0.0.1:<port>, so they share the gateway's loopback.
+      assert.equal(got.get('--port'), want.get('--port'), `${id}: the static route's port`);
+      assert.equal(svc.network_mode, 'service:cgw', `${id} must share the gateway's network namespace`);
+    } else {
+      assert.equal(got.get('--consul'), 'http://consul:8500');
+      assert.equal(got.get('--listen-host'), '0.0.0.0', `${id} must listen where the gateway container can reach it`);
+    }
+  }
+  const gateway = flagsOf((services.cgw?.command as unknown[]).map(String));
+  assert.equal(gateway.get('--policies'), 'policies', 'the gateway runs the example policies, as the demo does');
+  const dockerfile = readFileSync(join(repoRoot, 'compose', 'Dockerfile'), 'utf8');
+  assert.match(dockerfile, /^COPY policies \.\/policies$/m);
 });
 
 test('services built from the repository use a Dockerfile that exists', () => {
@@ -106,6 +161,9 @@ test('the Dockerfile builds dist/ from files that exist and runs it without tsx'
   assert.match(dockerfile, /^COPY --from=build \/app\/dist \.\/dist$/m);
   assert.match(dockerfile, /^CMD \["node", "dist\/cli\/main\.js", "start"/m);
   assert.doesNotMatch(dockerfile.replace(/^#.*$/gm, ''), /tsx/);
+  // The image that runs is the last stage, and it runs as a user other than root.
+  const runStage = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+  assert.match(runStage, /^USER (?!root$|0$)\S+$/m, 'the image runs as root');
   // COPY sources are relative to the build context, the repository (no Docker needed to check).
   const copied = [...dockerfile.matchAll(/^COPY (?!--)(.+) \S+$/gm)].flatMap((m) => (m[1] ?? '').split(/\s+/));
   assert.ok(copied.includes('src'), `the build stage copies no src/: ${copied.join(' ')}`);
