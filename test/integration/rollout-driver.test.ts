@@ -114,8 +114,11 @@ test('a healthy canary is promoted through its steps on what both gateways saw',
     assert.equal(r.code, 0, r.stderr);
     const done = await finished(['promoted', 'rolled-back'], 90_000);
     assert.equal(done.state, 'promoted', JSON.stringify(done.history));
-    assert.deepEqual(done.history.map((d) => d.event), ['started', 'advanced', 'advanced', 'promoted']);
-    const advanced = done.history[1] as Decision;
+    // A window that saw fewer than --min-requests canary requests (a loaded machine sends less
+    // traffic) is extended with a `waiting` entry: that is the rule working, not a failed step.
+    const steps = done.history.filter((d) => d.event !== 'waiting');
+    assert.deepEqual(steps.map((d) => d.event), ['started', 'advanced', 'advanced', 'promoted']);
+    const advanced = steps[1] as Decision;
     assert.ok((advanced.figures?.canaryRequests ?? 0) >= 20, 'judged on at least --min-requests canary requests');
     assert.ok(['gw-a', 'gw-b'].includes(advanced.by ?? ''), `decided by a gateway: ${advanced.by}`);
     // The decision is written first (its check-and-set is what makes it this gateway's), then the weights.
