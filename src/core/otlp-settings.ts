@@ -22,9 +22,10 @@ export const otlpEndpointField = z
   .string()
   .trim()
   .pipe(z.url({ protocol: /^https?$/, error: 'expected an http(s) URL of an OTLP/HTTP traces receiver, e.g. http://127.0.0.1:4318/v1/traces' }))
+  // zod runs this also when the URL check failed: a text URL cannot parse is left to that check's message.
   .refine((text) => {
-    const url = new URL(text);
-    return url.username === '' && url.password === '';
+    const url = URL.parse(text);
+    return url === null || (url.username === '' && url.password === '');
   }, 'no credentials in the URL (they would show in logs): send them with --otlp-headers, e.g. authorization=Basic%20...');
 
 /** Share of the traces the gateway starts that are recorded; a traceparent's sampled flag decides for the others. */

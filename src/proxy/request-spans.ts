@@ -61,7 +61,7 @@ export class RequestSpan {
       'cgw.request_id': ex.requestId,
       'cgw.upstream.attempts': endpoint === undefined ? 0 : ex.retries + 1,
     };
-    if (target?.host !== undefined) attributes['server.address'] = target.host;
+    if (target?.host !== undefined) setServerAddress(attributes, target.host);
     if (route !== undefined) {
       attributes['cgw.route'] = route.id;
       attributes['cgw.service'] = route.service;
@@ -84,6 +84,17 @@ export class RequestSpan {
     }
     span.end();
   }
+}
+
+/** The Host the client named, as semantic conventions split it: server.address and server.port. */
+function setServerAddress(attributes: Attributes, host: string): void {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]*)(?::(\d{1,5}))?$/.exec(host);
+  if (m === null) {
+    attributes['server.address'] = host;
+    return;
+  }
+  attributes['server.address'] = (m[1] as string).replace(/^\[|\]$/g, '');
+  if (m[2] !== undefined) attributes['server.port'] = Number(m[2]);
 }
 
 function pathOnly(url: string | undefined): string {
