@@ -30,7 +30,7 @@ export interface OtlpReceiver {
   readonly spans: ReceivedSpan[];
   /** Every POST seen (also those answered with an error status), with its headers. */
   readonly posts: { readonly headers: IncomingHttpHeaders; readonly contentType: string }[];
-  /** Answer exports with this status from now on (200 accepts; 400 refuses). */
+  /** Answer exports with this status from now on (200 accepts; 400 refuses; 0 never answers). */
   setStatus(status: number): void;
   close(): Promise<void>;
 }
@@ -81,6 +81,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     });
     req.on('end', () => {
       const answer = status;
+      if (answer === 0) return; // a receiver that hangs: the exporter's timeout ends the POST
       if (answer === 200 && contentType.startsWith('application/json')) {
         const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
           resourceSpans?: { resource?: { attributes?: OtlpKeyValue[] }; scopeSpans?: { spans?: { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; status?: { code?: number }; attributes?: OtlpKeyValue[] }[] }[] }[];

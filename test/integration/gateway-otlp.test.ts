@@ -17,6 +17,7 @@ import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/g
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../helpers/otlp-receiver.ts';
 import { freePort } from '../helpers/ports.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+import WebSocket, { WebSocketServer } from 'ws';
 
 let consul: ConsulAgent;
 let receiver: OtlpReceiver;
@@ -25,6 +26,8 @@ let web: Upstream;
 let flakyBad: Upstream;
 let flakyGood: Upstream;
 let policyDir: string;
+let stuck: Upstream;
+let chat: { server: WebSocketServer; port: number; handshakes: { traceparent: string | undefined }[] };
 
 /** A trace id per test, so spans of one test are never taken for another's. */
 function traceIdOf(n: number): string {
@@ -59,6 +62,18 @@ before(async () => {
   web = await startUpstream('web');
   flakyBad = await startUpstream('flaky-bad', { status: 503 });
   flakyGood = await startUpstream('flaky-good');
+  stuck = await startUpstream('stuck', { hang: true });
+  const chatPort = await freePort();
+  const chatServer = new WebSocketServer({ host: '127.0.0.1', port: chatPort });
+  chat = { server: chatServer, port: chatPort, handshakes: [] };
+  chatServer.on('connection', (socket, req) => {
+    chat.handshakes.push({ traceparent: req.headers.traceparent as string | undefined });
+    socket.on('message', (data) => socket.send(data));
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => chatServer.once('listening', () => resolve()));
+  await consul.register({ id: 'stuck-1', name: 'stuck', port: stuck.port, tags: ['urlprefix-/stuck'] });
+  await consul.register({ id: 'chat-1', name: 'chat', port: chatPort, tags: ['urlprefix-/chat'] });
   const deadPort = await freePort();
   await consul.register({ id: 'web-1', name: 'web', port: web.port, tags: ['urlprefix-/web'] });
   await consul.register({ id: 'flaky-bad', name: 'flaky', port: flakyBad.port, tags: ['urlprefix-/flaky'] });
@@ -73,7 +88,9 @@ before(async () => {
 
 after(async () => {
   await gw?.kill();
-  await Promise.all([web?.close(), flakyBad?.close(), flakyGood?.close(), receiver?.close()]);
+  for (const client of chat?.server.clients ?? []) client.terminate();
+  await new Promise<void>((resolve) => (chat ? chat.server.close(() => resolve()) : resolve()));
+  await Promise.all([web?.close(), flakyBad?.close(), flakyGood?.close(), stuck?.close(), receiver?.close()]);
   await consul?.stop();
   if (policyDir) await rm(policyDir, { recursive: true, force: true });
 });
@@ -177,6 +194,85 @@ test('HTTP/2 (h2c) requests go through the same span', async () => {
   const span = await oneSpan(receiver, traceId);
   assert.equal(span.attributes['network.protocol.version'], '2');
   assert.equal(upstreamSaw(web, '/web/h2'), `00-${traceId}-${span.spanId}-01`);
+});
+
+test('a WebSocket handshake gets the span, ended at the 101, and the upstream handshake names it', async () => {
+  const traceId = traceIdOf(31);
+  const socket = new WebSocket(`ws://127.0.0.1:${gw.listenPort}/chat`, { headers: { traceparent: `00-${traceId}-${CLIENT_SPAN}-01` } });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', () => resolve());
+      socket.once('error', reject);
+    });
+    const span = await oneSpan(receiver, traceId);
+    assert.equal(span.attributes['http.response.status_code'], 101);
+    assert.equal(span.attributes['cgw.service'], 'chat');
+    assert.equal(chat.handshakes.at(-1)?.traceparent, `00-${traceId}-${span.spanId}-01`);
+  } finally {
+    socket.terminate();
+  }
+});
+
+test('a client that leaves before the answer: the span ends with 499', async () => {
+  const traceId = traceIdOf(32);
+  const hitsBefore = stuck.hits;
+  const leaving = new AbortController();
+  const answer = fetch(`${gw.url}/stuck/wait`, { headers: { traceparent: `00-${traceId}-${CLIENT_SPAN}-01` }, signal: leaving.signal }).catch((err: unknown) => err);
+  await waitFor(() => stuck.hits > hitsBefore, { timeoutMs: 10_000, message: 'the request reached the upstream' });
+  leaving.abort();
+  await answer;
+  const span = await oneSpan(receiver, traceId);
+  assert.equal(span.attributes['http.response.status_code'], 499);
+  assert.equal(span.statusCode, 0);
+  assert.equal(span.attributes['cgw.service'], 'stuck');
+});
+
+test('attack: malformed, oversized and prototype-named trace headers start new traces; long paths are cut in the span', async () => {
+  const bad = [
+    '__proto__',
+    'constructor',
+    `00-${'a'.repeat(32)}-${'b'.repeat(16)}-01-extra`,
+    `00-${'A'.repeat(32)}-${'b'.repeat(16)}-01`,
+    `00-${'0'.repeat(32)}-${'b'.repeat(16)}-01`,
+    `ff-${'a'.repeat(32)}-${'b'.repeat(16)}-01`,
+    `00-${'a'.repeat(32)}-${'b'.repeat(16)}-01`.repeat(200),
+  ];
+  for (const [i, traceparent] of bad.entries()) {
+    const res = await fetch(`${gw.url}/web/attack${i}`, { headers: { traceparent, tracestate: '__proto__=1' } });
+    assert.equal(res.status, 200, traceparent.slice(0, 40));
+    const sent = upstreamSaw(web, `/web/attack${i}`);
+    const m = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/.exec(sent);
+    assert.ok(m && m[1] !== 'a'.repeat(32), `a new trace for ${traceparent.slice(0, 40)} (sent ${sent})`);
+    assert.equal(web.requests.findLast((r) => r.url === `/web/attack${i}`)?.headers.tracestate, undefined);
+    const span = await oneSpan(receiver, m[1] as string);
+    assert.equal(span.parentSpanId, '');
+  }
+  const longPath = `/web/${'p'.repeat(8_000)}`;
+  assert.equal((await fetch(`${gw.url}${longPath}`)).status, 200);
+  const m = /^00-([0-9a-f]{32})-/.exec(upstreamSaw(web, longPath));
+  const span = await oneSpan(receiver, (m as RegExpExecArray)[1] as string);
+  assert.equal(String(span.attributes['url.path']).length, 2048, 'attribute values are bounded');
+});
+
+test('attack: a receiver that hangs costs no request, and the gateway still applies Consul changes', async () => {
+  const hanging = await startOtlpReceiver();
+  hanging.setStatus(0);
+  const g = await startGateway({ consul: consul.addr, args: ['--otlp-endpoint', hanging.endpoint] });
+  const late = await startUpstream('late');
+  try {
+    await waitFor(async () => ((await fetch(`${g.url}/web`)).status === 200 ? true : undefined), { timeoutMs: 20_000, message: 'web routed' });
+    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => fetch(`${g.url}/web/h${i}`).then((r) => r.status)));
+    assert.ok(answers.every((s) => s === 200));
+    await waitFor(() => hanging.posts.length >= 1, { timeoutMs: 20_000, message: 'the exporter is waiting on the receiver' });
+    await consul.register({ id: 'late-1', name: 'late', port: late.port, tags: ['urlprefix-/late'] });
+    await waitFor(async () => ((await fetch(`${g.url}/late`)).status === 200 ? true : undefined), { timeoutMs: 20_000, message: 'a service registered now is routed' });
+    await waitFor(async () => ((await metric(g.adminUrl, 'cgw_otlp_export_failures_total')) >= 1 ? true : undefined), { timeoutMs: 40_000, message: 'the timed-out export is counted' });
+  } finally {
+    await g.kill();
+    await consul.deregister('late-1');
+    await late.close();
+    await hanging.close();
+  }
 });
 
 test('--otlp-sample 0: the traces the gateway starts are not exported; a client\'s sampled trace still is', async () => {
