@@ -18,6 +18,7 @@ import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../help
 import { freePort } from '../helpers/ports.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 import WebSocket, { WebSocketServer } from 'ws';
+import { generateApiKey } from '../../src/policy/consumers.ts';
 
 let consul: ConsulAgent;
 let receiver: OtlpReceiver;
@@ -27,6 +28,7 @@ let flakyBad: Upstream;
 let flakyGood: Upstream;
 let policyDir: string;
 let stuck: Upstream;
+const alice = generateApiKey('alice');
 let chat: { server: WebSocketServer; port: number; handshakes: { traceparent: string | undefined }[] };
 
 /** A trace id per test, so spans of one test are never taken for another's. */
@@ -82,6 +84,9 @@ before(async () => {
   policyDir = await mkdtemp(join(tmpdir(), 'cgw-otlp-'));
   // A retry on 503 to the other instance: the span must count two attempts.
   await writeFile(join(policyDir, 'flaky.json'), JSON.stringify({ appliesTo: { service: 'flaky' }, retries: { attempts: 1, statuses: [503], backoff: { base: '0ms', max: '0ms' } }, outlierDetection: { enabled: false } }));
+  await writeFile(join(policyDir, 'secure.json'), JSON.stringify({ appliesTo: { route: '/secure' }, auth: { methods: ['apiKey'] } }));
+  await consul.register({ id: 'secure-1', name: 'secure', port: web.port, tags: ['urlprefix-/secure'] });
+  await consul.kvPut('gateway/consumers/alice', JSON.stringify({ keyHash: alice.keyHash }));
   gw = await startGateway({ consul: consul.addr, args: ['--otlp-endpoint', receiver.endpoint, '--otlp-headers', 'x-tenant=team%20a', '--policies', policyDir, '--h2c'] });
   await waitFor(async () => ((await fetch(`${gw.url}/web`)).status === 200 && (await fetch(`${gw.url}/flaky`)).status === 200 ? true : undefined), { timeoutMs: 20_000, message: 'web and flaky routed' });
 });
@@ -175,6 +180,21 @@ test('gateway errors: a 5xx span has status ERROR and the error code; an unroute
   assert.equal(notFound.statusCode, 0, 'a 4xx is the client\'s: status unset');
   assert.equal(notFound.attributes['cgw.error.code'], 'route_not_found');
   assert.equal(notFound.attributes['cgw.route'], undefined);
+});
+
+test('an authenticated request names its consumer, never its key; a refused one its error code', async () => {
+  const admitted = traceIdOf(33);
+  const refused = traceIdOf(34);
+  await waitFor(async () => ((await fetch(`${gw.url}/secure`, { headers: { 'x-api-key': alice.key } })).status === 200 ? true : undefined), { timeoutMs: 20_000, message: 'alice is known' });
+  assert.equal((await fetch(`${gw.url}/secure/a`, { headers: { 'x-api-key': alice.key, traceparent: `00-${admitted}-${CLIENT_SPAN}-01` } })).status, 200);
+  assert.equal((await fetch(`${gw.url}/secure/b`, { headers: { 'x-api-key': `${alice.key}x`, traceparent: `00-${refused}-${CLIENT_SPAN}-01` } })).status, 401);
+  const span = await oneSpan(receiver, admitted);
+  assert.equal(span.attributes['cgw.consumer'], 'alice');
+  assert.equal(span.attributes['cgw.auth.method'], 'apiKey');
+  const denied = await oneSpan(receiver, refused);
+  assert.equal(denied.attributes['cgw.consumer'], undefined);
+  assert.equal(typeof denied.attributes['cgw.error.code'], 'string');
+  for (const s of [span, denied]) assert.ok(!JSON.stringify(s).includes(alice.key), 'the key is in no span');
 });
 
 test('HTTP/2 (h2c) requests go through the same span', async () => {
