@@ -72,7 +72,7 @@ export interface StartFlags {
 
 /** Flags win over CONSUL_* and OTEL_* environment variables, which win over defaults. */
 export function configFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv) {
-  const input: Record<string, unknown> = { ...consulEnvDefaults(env), ...otlpEnvDefaults(env) };
+  const input: Record<string, unknown> = { ...consulEnvDefaults(env), ...otlpEnvDefaults(env, flags.otlpEndpoint !== undefined) };
   for (const [k, v] of Object.entries(flags)) if (v !== undefined) input[k] = v;
   try {
     return parseGatewayConfig(input as GatewayConfigInput);

@@ -94,10 +94,12 @@ export interface OtlpEnvDefaults {
 /**
  * What the OpenTelemetry variables ask for, as flag values: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as
  * is, else OTEL_EXPORTER_OTLP_ENDPOINT with `/v1/traces` appended (the spec's rule for the
- * signal-less variable); the traces headers variable over the general one; none of them when
- * OTEL_SDK_DISABLED=true. Empty values count as unset, as the SDK reads them.
+ * signal-less variable); the traces headers variable over the general one, taken when there is an
+ * endpoint (from the variables, or `--otlp-endpoint` when `endpointFlag`), so a headers variable
+ * alone does not stop a gateway that exports nothing; none of them when OTEL_SDK_DISABLED=true.
+ * Empty values count as unset, as the SDK reads them.
  */
-export function otlpEnvDefaults(env: NodeJS.ProcessEnv): OtlpEnvDefaults {
+export function otlpEnvDefaults(env: NodeJS.ProcessEnv, endpointFlag = false): OtlpEnvDefaults {
   const read = (name: string): string | undefined => {
     const value = env[name]?.trim();
     return value === undefined || value === '' ? undefined : value;
@@ -111,7 +113,7 @@ export function otlpEnvDefaults(env: NodeJS.ProcessEnv): OtlpEnvDefaults {
   if (traces !== undefined) out.otlpEndpoint = traces;
   else if (base !== undefined) out.otlpEndpoint = base.endsWith('/') ? `${base}${TRACES_PATH}` : `${base}/${TRACES_PATH}`;
   const headers = read('OTEL_EXPORTER_OTLP_TRACES_HEADERS') ?? read('OTEL_EXPORTER_OTLP_HEADERS');
-  if (headers !== undefined && out.otlpEndpoint !== undefined) out.otlpHeaders = headers;
+  if (headers !== undefined && (out.otlpEndpoint !== undefined || endpointFlag)) out.otlpHeaders = headers;
   return out;
 }
 

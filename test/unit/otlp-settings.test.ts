@@ -101,6 +101,9 @@ describe('otlpEnvDefaults: the OpenTelemetry variables', () => {
     const flagged = configFromFlags({ otlpEndpoint: ENDPOINT, otlpServiceName: 'flag-name' }, env);
     assert.equal(flagged.otlp?.endpoint, ENDPOINT);
     assert.equal(flagged.otlp?.serviceName, 'flag-name');
+    assert.deepEqual(configFromFlags({ otlpEndpoint: ENDPOINT }, { OTEL_EXPORTER_OTLP_HEADERS: 'k=v' }).otlp?.headers, { k: 'v' }, 'the headers variable goes with the flag too');
+    assert.deepEqual(configFromFlags({ otlpEndpoint: ENDPOINT, otlpHeaders: 'a=1' }, { OTEL_EXPORTER_OTLP_HEADERS: 'k=v' }).otlp?.headers, { a: '1' }, 'the flag wins');
+    assert.equal(configFromFlags({}, { OTEL_EXPORTER_OTLP_HEADERS: 'k=v' }).otlp, null, 'a headers variable alone exports nothing and stops nothing');
     assert.throws(() => configFromFlags({}, { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'ftp://x' }), (err: Error & { exitCode?: number }) => /--otlp-endpoint/.test(err.message) && err.exitCode === 2);
   });
 });
