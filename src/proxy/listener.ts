@@ -330,12 +330,12 @@ export class ProxyListener {
     return this.inflight;
   }
 
-  /** The port redirect-https sends plain-HTTP clients to: the first --listen-tls listener's, or null. */
   /** Request spans (--otlp-endpoint), set once the SDK is loaded, before the listener serves. */
   set tracer(tracer: RequestTracer | null) {
     this.ctx.tracer = tracer;
   }
 
+  /** The port redirect-https sends plain-HTTP clients to: the first --listen-tls listener's, or null. */
   set httpsPort(port: number | null) {
     this.ctx.httpsPort = port;
   }
