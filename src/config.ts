@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import { consulSettingsFromEnv, readConsulTls, type ConsulTlsMaterial } from './consul/connection.ts';
-import { LOG_LEVELS, PICKERS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from './core/choices.ts';
+import { LOG_FORMATS, LOG_LEVELS, PICKERS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from './core/choices.ts';
 import { durationField } from './core/duration-field.ts';
 import { readCaBundle } from './core/ca-bundle.ts';
 import { readFileSync } from 'node:fs';
 import { isLoopbackHost } from './core/net.ts';
 import { defaultGatewayId, defaultRuntimePrefix, GATEWAY_ID_PATTERN } from './core/kv-layout.ts';
+import { otlpEndpointField, otlpHeadersField, otlpSampleField, otlpServiceNameField, type OtlpSettings } from './core/otlp-settings.ts';
 
 /**
  * Static configuration, fixed at boot. Flags win over environment variables, which win over
@@ -110,6 +111,13 @@ export const gatewayConfigSchema = z.object({
     .regex(/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$/, 'expected a host name, an IPv4 or an IPv6 address (no port)')
     .optional(),
   logLevel: z.enum(LOG_LEVELS).default('info'),
+  /** json, pretty (pino-pretty, for people), or auto: pretty when stdout is a terminal. */
+  logFormat: z.enum(LOG_FORMATS).default('auto'),
+  /** OTLP/HTTP traces receiver; absent: no spans, and the OpenTelemetry SDK is never loaded. */
+  otlpEndpoint: otlpEndpointField.optional(),
+  otlpSample: otlpSampleField.optional(),
+  otlpHeaders: otlpHeadersField.optional(),
+  otlpServiceName: otlpServiceNameField.default('cgw'),
   allowWarning: z.boolean().default(false),
   accessLog: z.boolean().default(true),
   /** Share of successful requests (status below 400) with an access line; errors are always logged. */
@@ -203,6 +211,10 @@ export const gatewayConfigSchema = z.object({
     message: '--kv-runtime-prefix must lie outside --kv-prefix (and not hold it): the gateway watches everything under --kv-prefix',
     path: ['kvRuntimePrefix'],
   })
+  .refine((c) => c.otlpEndpoint !== undefined || (c.otlpSample === undefined && c.otlpHeaders === undefined), {
+    message: '--otlp-sample and --otlp-headers need --otlp-endpoint (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)',
+    path: ['otlpEndpoint'],
+  })
   .refine((c) => c.adminToken === undefined || c.adminTokenFile === undefined, { message: 'give --admin-token or --admin-token-file, not both', path: ['adminTokenFile'] })
   .transform((c, ctx) => {
     if (c.adminTokenFile === undefined) return c;
@@ -229,7 +241,13 @@ export const gatewayConfigSchema = z.object({
     kvRuntimePrefix: c.kvRuntimePrefix ?? defaultRuntimePrefix(c.kvPrefix),
     gatewayId: c.gatewayId ?? defaultGatewayId(c.listen.port),
     registerAddress: c.registerAddress ?? defaultRegisterAddress(c.listen.host),
+    otlp: otlpSettingsOf(c),
   }));
+
+function otlpSettingsOf(c: { otlpEndpoint?: string; otlpSample?: number; otlpHeaders?: Record<string, string>; otlpServiceName: string }): OtlpSettings | null {
+  if (c.otlpEndpoint === undefined) return null;
+  return { endpoint: c.otlpEndpoint, sample: c.otlpSample ?? 1, headers: c.otlpHeaders ?? {}, serviceName: c.otlpServiceName };
+}
 
 /** The listen host when it names one interface; loopback when it is every interface (`0.0.0.0`, `::`, ''). */
 export function defaultRegisterAddress(listenHost: string): string {

@@ -22,6 +22,11 @@ import { FileCertificateSource } from './tls/file-source.ts';
 import type { CertificateInput } from './tls/certificate.ts';
 import { readClientAuthority, type ClientAuthority } from './tls/client-ca.ts';
 import { ClientCaFile } from './tls/client-ca-file.ts';
+import type { RequestTracing } from './proxy/request-spans.ts';
+import { CGW_VERSION } from './core/fleet.ts';
+
+/** On close, how long queued spans may take to reach the OTLP receiver. */
+const SPAN_FLUSH_MS = 5_000;
 
 /**
  * The --tls-client-ca bundle, read and checked (a ClientCaError names what is wrong); undefined
@@ -70,6 +75,8 @@ export class DataPlane {
   private kvCertificates: readonly KvCertificate[] = [];
   /** The --tls-client-ca bundle in force and the watch on its file. */
   private readonly clientCa: ClientCaFile | undefined;
+  /** Request spans with --otlp-endpoint (each worker exports its own); null: the SDK is never loaded. */
+  private tracing: RequestTracing | null = null;
 
   constructor(
     private readonly config: GatewayConfig,
@@ -143,6 +150,11 @@ export class DataPlane {
   async start(): Promise<void> {
     if (this.limiter.state === 'local' && !(await this.limiter.whenConnected(REDIS_FIRST_CONNECT_MS))) {
       this.logger.warn({ waitedMs: REDIS_FIRST_CONNECT_MS }, 'Redis not reachable at start; rate limits count locally (fail-open rules) or answer 503 (fail-closed) until it is');
+    }
+    if (this.config.otlp !== null) {
+      const { startRequestTracing } = await import('./proxy/request-spans.ts');
+      this.tracing = startRequestTracing(this.config.otlp, { metrics: this.metrics, logger: this.logger, instanceId: this.config.gatewayId, version: CGW_VERSION });
+      this.proxy.tracer = this.tracing.tracer;
     }
     this.port = await this.proxy.listen(this.config.listen.host, this.config.listen.port);
     if (this.certificates) {
@@ -227,13 +239,16 @@ export class DataPlane {
     return this.proxy.drain(timeoutMs);
   }
 
-  /** After the drain: upstream pools, Redis, JWKS refreshers. */
+  /** After the drain: upstream pools, Redis, JWKS refreshers, the spans still queued. */
   async close(): Promise<void> {
+    this.proxy.tracer = null;
+    const spans = this.tracing?.close(SPAN_FLUSH_MS);
     this.certificates?.source.close();
     this.clientCa?.close();
     await this.pools.closeAll(1_000);
     await this.limiter.close();
     this.keys.close();
+    await spans;
   }
 
   /**

@@ -23,7 +23,7 @@ export class Gateway {
     readonly config: GatewayConfig,
     options: { logger?: Logger } = {},
   ) {
-    this.logger = options.logger ?? createLogger(config.logLevel);
+    this.logger = options.logger ?? createLogger(config.logLevel, config.logFormat);
     this.metrics = createMetrics();
     const data = new DataPlane(config, this.logger, this.metrics);
     this.data = data;

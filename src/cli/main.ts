@@ -4,7 +4,7 @@
 // inspection commands never load zod, pino or the `consul` package, and only `start` loads the
 // gateway.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { LOG_LEVELS, PICKERS, ROLLOUT_DEFAULTS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from '../core/choices.ts';
+import { LOG_FORMATS, LOG_LEVELS, PICKERS, ROLLOUT_DEFAULTS, TLS_CLIENT_AUTH_MODES, TLS_MIN_VERSIONS } from '../core/choices.ts';
 import { parseDuration } from '../core/duration.ts';
 import type { AdminReader, ConsumerAddOptions, IssuedKey } from './consumer.ts';
 import type { ConsulStore } from './consul-kv.ts';
@@ -57,6 +57,9 @@ Environment (as the consul CLI reads them; flags win):
   CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME  TLS to Consul
   CGW_ADMIN               default for --admin: host:port or http://host:port (else 127.0.0.1:9901)
   CGW_REDIS               default for cgw start --redis
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces)  default for --otlp-endpoint
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS, OTEL_EXPORTER_OTLP_HEADERS  default for --otlp-headers
+  OTEL_SERVICE_NAME       default for --otlp-service-name; OTEL_SDK_DISABLED=true ignores the OTEL_ endpoints
 
 Commands by what they talk to:
   admin API (--admin)   status, services, endpoints, routes, policies
@@ -111,6 +114,11 @@ program
   .option('--register-service <name>', 'the Consul service gateways register under (cgw fleet reads it)', 'cgw')
   .option('--register-address <host>', 'the address registered for this gateway (default: the --listen host, 127.0.0.1 when it is every interface)')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+  .addOption(new Option('--log-format <format>', 'log lines as JSON, or pretty for people; auto: pretty when stdout is a terminal').choices(LOG_FORMATS).default('auto'))
+  .option('--otlp-endpoint <url>', 'export one span per request to this OTLP/HTTP traces receiver, e.g. http://127.0.0.1:4318/v1/traces (off by default)')
+  .option('--otlp-sample <ratio>', 'share (0-1) of the traces the gateway starts that are exported; a client\'s traceparent decides for its own (default 1)')
+  .option('--otlp-headers <name=value,...>', 'headers sent to the receiver (values %-encoded), e.g. authorization=Bearer%20abc')
+  .option('--otlp-service-name <name>', 'service.name of the spans (default: OTEL_SERVICE_NAME, else cgw)')
   .option('--allow-warning', 'also route to instances whose worst check is warning (at Weights.Warning)')
   .option('--no-access-log', 'do not log one line per request')
   .option('--access-log-sample <share>', 'log this share (0-1) of requests answered below 400; errors (400 and up) are always logged', '1')

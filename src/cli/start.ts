@@ -1,4 +1,5 @@
 import { ZodError } from 'zod';
+import { otlpEnvDefaults } from '../core/otlp-settings.ts';
 import { consulEnvDefaults, formatConfigError, parseGatewayConfig, type GatewayConfigInput } from '../config.ts';
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
@@ -29,6 +30,11 @@ export interface StartFlags {
   registerService?: string;
   registerAddress?: string;
   logLevel?: string;
+  logFormat?: string;
+  otlpEndpoint?: string;
+  otlpSample?: string;
+  otlpHeaders?: string;
+  otlpServiceName?: string;
   allowWarning?: boolean;
   accessLog?: boolean;
   accessLogSample?: string;
@@ -64,9 +70,9 @@ export interface StartFlags {
   http2MaxConcurrentStreams?: string;
 }
 
-/** Flags win over CONSUL_* environment variables, which win over defaults. */
+/** Flags win over CONSUL_* and OTEL_* environment variables, which win over defaults. */
 export function configFromFlags(flags: StartFlags, env: NodeJS.ProcessEnv) {
-  const input: Record<string, unknown> = { ...consulEnvDefaults(env) };
+  const input: Record<string, unknown> = { ...consulEnvDefaults(env), ...otlpEnvDefaults(env, flags.otlpEndpoint !== undefined) };
   for (const [k, v] of Object.entries(flags)) if (v !== undefined) input[k] = v;
   try {
     return parseGatewayConfig(input as GatewayConfigInput);

@@ -53,7 +53,7 @@ export class ClusterPrimary implements DataPlaneLink {
     readonly config: GatewayConfig,
     private readonly size: number,
   ) {
-    this.logger = createLogger(config.logLevel).child({ worker: 'primary' });
+    this.logger = createLogger(config.logLevel, config.logFormat).child({ worker: 'primary' });
     this.metrics = createMetrics();
     this.control = new ControlPlane(config, this.logger, this.metrics, this);
   }

@@ -13,7 +13,7 @@ import { WORKER_SLOT_ENV, type FromWorker, type ToWorker } from './messages.ts';
  */
 export async function runWorker(config: GatewayConfig, workers: number): Promise<void> {
   const slot = process.env[WORKER_SLOT_ENV] ?? '?';
-  const logger = createLogger(config.logLevel).child({ worker: slot });
+  const logger = createLogger(config.logLevel, config.logFormat).child({ worker: slot });
   const metrics = createMetrics();
   // --max-connections is for the whole gateway: each worker takes its share.
   const total = config.maxConnections ?? defaultMaxConnections(openFileLimit());

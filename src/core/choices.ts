@@ -6,6 +6,10 @@
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+/** How log lines are written (`--log-format`): auto is pretty on a terminal, JSON otherwise. */
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
 export const PICKERS = ['round_robin', 'least_request'] as const;
 
 /** Oldest TLS version an HTTPS listener accepts (`--tls-min-version`). */

@@ -1,5 +1,7 @@
 import pino from 'pino';
 import type { Logger, LevelWithSilent, DestinationStream } from 'pino';
+import type { LogFormat } from './choices.ts';
+import { logDestination } from './log-destination.ts';
 
 export type { Logger };
 
@@ -20,10 +22,12 @@ function isoTimeOncePerMs(): string {
 }
 
 /**
- * JSON logs on stdout. Credentials must never reach a log line: access logs only name fields we
+ * JSON logs on stdout, or lines for people with `--log-format pretty` (a format names the
+ * destination: log-destination.ts). Credentials must never reach a log line: access logs only name fields we
  * choose, and redaction is the second line of defence should a header object slip through.
  */
-export function createLogger(level: LevelWithSilent = 'info', destination?: DestinationStream): Logger {
+export function createLogger(level: LevelWithSilent = 'info', output?: DestinationStream | LogFormat): Logger {
+  const destination = typeof output === 'string' ? logDestination(output) : output;
   return pino(
     {
       level,

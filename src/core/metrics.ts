@@ -206,6 +206,22 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['component'] as const,
       registers: [registry],
     }),
+    otlpSpansExported: new Counter({
+      name: 'cgw_otlp_spans_exported_total',
+      help: 'Request spans the OTLP/HTTP receiver accepted (--otlp-endpoint)',
+      registers: [registry],
+    }),
+    otlpExportFailures: new Counter({
+      name: 'cgw_otlp_export_failures_total',
+      help: 'Span batches the OTLP/HTTP receiver did not accept (down, slow, or an error status); requests are never affected',
+      registers: [registry],
+    }),
+    otlpSpansDropped: new Counter({
+      name: 'cgw_otlp_spans_dropped_total',
+      help: 'Sampled request spans not exported, by reason: queue_full (the export queue was at its bound) or export_failed (their batch failed)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     clientConnections: new Gauge({
       name: 'cgw_client_connections',
       help: 'Client connections open on the proxy listener',

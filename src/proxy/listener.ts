@@ -13,6 +13,7 @@ import { sendError } from './errors.ts';
 import { isHttp2Request, refusalOfParserError, writeRawRefusal, type HeadLimits } from './client-errors.ts';
 import { ListenerLimits } from './listener-limits.ts';
 import { Exchange, type PipelineContext } from './pipeline.ts';
+import type { RequestTracer } from './request-spans.ts';
 import { MirrorGate } from './mirror.ts';
 import { AccessLog } from './access-log.ts';
 import { behindEarlierAnswer, startUpgrade, upgradeResponse } from './upgrade.ts';
@@ -135,6 +136,7 @@ export class ProxyListener {
       httpsPort: null,
       countUnrouted: (status) => this.countUnrouted(status),
       mirrors: new MirrorGate(options.mirrorMaxInFlight ?? DEFAULT_MIRROR_MAX_IN_FLIGHT, options.metrics.mirrorInFlight),
+      tracer: null,
     };
   }
 
@@ -326,6 +328,11 @@ export class ProxyListener {
 
   get requestsInFlight(): number {
     return this.inflight;
+  }
+
+  /** Request spans (--otlp-endpoint), set once the SDK is loaded, before the listener serves. */
+  set tracer(tracer: RequestTracer | null) {
+    this.ctx.tracer = tracer;
   }
 
   /** The port redirect-https sends plain-HTTP clients to: the first --listen-tls listener's, or null. */

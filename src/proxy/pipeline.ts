@@ -19,6 +19,7 @@ import type { ListenerLimits } from './listener-limits.ts';
 import type { AccessLog } from './access-log.ts';
 import type { RolloutTaps, RouteTally } from '../runtime/rollout-taps.ts';
 import type { MirrorGate } from './mirror.ts';
+import type { RequestSpan, RequestTracer } from './request-spans.ts';
 
 /**
  * The step an admitted exchange ends in, after the breaker let it through: forwarding over the
@@ -50,6 +51,8 @@ export interface PipelineContext {
   readonly countUnrouted: (status: number) => void;
   /** The cap on shadow (mirror) requests in flight in this process. */
   readonly mirrors: MirrorGate;
+  /** One span per request with --otlp-endpoint (set once the SDK is loaded); null: none, at no cost. */
+  tracer: RequestTracer | null;
 }
 
 /**
@@ -65,6 +68,10 @@ export class Exchange {
   readonly requestId: string;
   /** W3C trace context: the client's traceparent, or a new trace (proxy/trace-context.ts). */
   readonly trace: TraceContext;
+  /** This request's span (proxy/request-spans.ts), null without --otlp-endpoint. */
+  readonly span: RequestSpan | null;
+  /** The gateway error code the client was answered with, if any (for the span). */
+  errorCode: ErrorCode | null = null;
   readonly clientIp: string;
   /** The client spoke TLS to a --listen-tls listener (X-Forwarded-Proto: https). */
   readonly encrypted: boolean;
@@ -105,7 +112,8 @@ export class Exchange {
     this.http2 = isHttp2Request(req);
     this.grpc = isGrpcRequest(req.headers);
     this.requestId = acceptableRequestId(req.headers['x-request-id']) ?? randomUUID();
-    this.trace = traceContextOf(req.headers);
+    this.span = ctx.tracer === null ? null : ctx.tracer.start(req);
+    this.trace = this.span === null ? traceContextOf(req.headers) : this.span.trace;
     this.declaredLength = contentLength(req);
     this.hasBody = this.http2
       ? // RFC 9113 §8.1: an HTTP/2 request has a body unless its HEADERS frame ended the stream.
@@ -277,6 +285,7 @@ export class Exchange {
    * error otherwise. Returns the HTTP status sent.
    */
   answerError(code: ErrorCode, message?: string, extras?: ErrorExtras, grpcStatus?: number): number {
+    this.errorCode = code;
     if (this.grpc) {
       const sent = sendGrpcError(this.res, code, this.requestId, message, grpcStatus);
       this.grpcStatus = String(sent.grpcStatus);
@@ -328,6 +337,7 @@ export class Exchange {
   fail(err: unknown): void {
     this.ctx.metrics.internalErrors.inc({ component: 'proxy' });
     this.ctx.logger.error({ err, requestId: this.requestId }, 'unexpected error in request pipeline');
+    this.errorCode = 'internal_error';
     if (this.done) {
       this.res.destroy();
       return;
@@ -353,6 +363,7 @@ export class Exchange {
     } else {
       ctx.countUnrouted(status);
     }
+    if (this.span !== null) this.span.end(this, status);
     if (!ctx.accessLog) return;
     if (status < 400 && ctx.accessLogSample < 1 && Math.random() >= ctx.accessLogSample) return;
     const identity = this.identity;

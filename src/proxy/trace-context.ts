@@ -4,9 +4,10 @@ import type { IncomingHttpHeaders } from 'node:http';
 /**
  * W3C Trace Context (https://www.w3.org/TR/trace-context/) at the gateway: a valid `traceparent`
  * from the client is passed on (with its `tracestate`), a missing or invalid one starts a new
- * trace, so every upstream request and every access-log line carries a trace id. The gateway
- * records no span of its own here, so a new trace is not marked sampled (flags 00) and a
- * client's flags pass unchanged. Hand-written: it is two header fields and a fixed grammar; the
+ * trace, so every upstream request and every access-log line carries a trace id. Without
+ * `--otlp-endpoint` the gateway records no span of its own, so a new trace is not marked sampled
+ * (flags 00) and a client's flags pass unchanged; with it, proxy/request-spans.ts makes the
+ * context instead (the gateway's span as the upstream's parent). Hand-written: it is two header fields and a fixed grammar; the
  * OpenTelemetry propagator would bring the SDK onto every request for the same result.
  */
 export interface TraceContext {
@@ -26,13 +27,16 @@ export function traceContextOf(headers: IncomingHttpHeaders): TraceContext {
   const incoming = headers.traceparent;
   const parsed = typeof incoming === 'string' ? parseTraceparent(incoming) : null;
   if (parsed) {
-    const state = headers.tracestate;
-    const tracestate = typeof state === 'string' && state.length <= MAX_TRACESTATE && /^[\x20-\x7e]*$/.test(state) ? state : undefined;
-    return { traceId: parsed.traceId, traceparent: `00-${parsed.traceId}-${parsed.parentId}-${parsed.flags}`, tracestate };
+    return { traceId: parsed.traceId, traceparent: `00-${parsed.traceId}-${parsed.parentId}-${parsed.flags}`, tracestate: acceptableTracestate(headers.tracestate) };
   }
   const traceId = randomUUID().replace(/-/g, '');
   const parentId = randomUUID().slice(0, 8) + randomUUID().slice(0, 8);
   return { traceId, traceparent: `00-${traceId}-${parentId}-00`, tracestate: undefined };
+}
+
+/** The client's tracestate, passed on with its valid traceparent when it is printable and not oversized. */
+export function acceptableTracestate(state: string | string[] | undefined): string | undefined {
+  return typeof state === 'string' && state.length <= MAX_TRACESTATE && /^[\x20-\x7e]*$/.test(state) ? state : undefined;
 }
 
 /**
