@@ -126,6 +126,7 @@ export function decodeStateFile(input: string | Buffer, owner: StateFileOwner): 
     parsed = JSON.parse(typeof input === 'string' ? input : input.toString('utf8'), noPrototypeKeys);
   } catch (err) {
     if (err instanceof PrototypeKeyError) return corrupt(err.message);
+    if (err instanceof RangeError) return corrupt('values nested too deeply to be a snapshot');
     // A truncated file ends inside a value: JSON.parse reports the end of its input.
     return corrupt(`not JSON (truncated?): ${(err as Error).message}`);
   }
@@ -149,7 +150,7 @@ export function decodeStateFile(input: string | Buffer, owner: StateFileOwner): 
     snapshotText = JSON.stringify(e.snapshot) ?? '';
   } catch (err) {
     // Nesting deeper than the stack: no snapshot is.
-    return corrupt(`the snapshot cannot be read: ${(err as Error).message}`, true);
+    return corrupt(`the snapshot cannot be read (values nested too deeply?): ${(err as Error).message}`, true);
   }
   if (sha256(snapshotText) !== e.sha256) return corrupt('checksum mismatch: the snapshot is not the one the gateway wrote', true);
   let structure: ReturnType<typeof snapshotStructure.safeParse>;
