@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, unlink } from 'node:fs/promises';
-import { openSync, closeSync, fstatSync, readSync } from 'node:fs';
+import { constants, openSync, closeSync, fstatSync, readSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MAX_STATE_FILE_BYTES } from './state-file.ts';
 
@@ -16,7 +16,8 @@ export type StateFileRead = { readonly kind: 'absent' } | { readonly kind: 'unre
 export function readStateFileBytes(path: string, maxBytes = MAX_STATE_FILE_BYTES): StateFileRead {
   let fd: number;
   try {
-    fd = openSync(path, 'r');
+    // O_NONBLOCK: a FIFO at the path would otherwise block the start until something writes to it.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return { kind: 'absent' };

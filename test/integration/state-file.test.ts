@@ -9,6 +9,8 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
 import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
@@ -48,6 +50,37 @@ function readState(path: string): FileRoutes | undefined {
   if (!existsSync(path)) return undefined;
   const file = JSON.parse(readFileSync(path, 'utf8')) as { writtenAt: string; snapshotVersion: string; snapshot: { routes: { id: string }[] } };
   return { routes: file.snapshot.routes.map((r) => r.id).sort(), version: file.snapshotVersion, writtenAt: file.writtenAt };
+}
+
+/**
+ * An agent that answers the start-up questions (leader, datacenter) but never answers a watch:
+ * the first sync never completes, so only --state-file-wait can put the file in force.
+ */
+async function stuckConsul(): Promise<{ addr: string; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((req, res) => {
+    const json = (body: unknown): void => {
+      res.writeHead(200, { 'content-type': 'application/json', 'x-consul-index': '1' });
+      res.end(JSON.stringify(body));
+    };
+    if (req.url?.startsWith('/v1/status/leader')) return json('127.0.0.1:8300');
+    if (req.url?.startsWith('/v1/agent/self')) return json({ Config: { Datacenter: 'dc1' } });
+    // Every other request hangs until the test ends.
+  });
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    addr: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
 }
 
 /** An address where no Consul answers (nothing listens on a free port). */
@@ -113,7 +146,7 @@ describe('--state-file', () => {
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /ready: +yes, STALE \(serving the state file; Consul not reached\)/);
     assert.ok(status.stdout.includes(`SERVING the state file written at ${written.writtenAt} (snapshot ${written.version}), Consul not reached`), status.stdout);
-    assert.ok(gw.logs.some((l) => l.includes('Consul not reached: serving the state file written at')), gw.logs.join('\n'));
+    await waitFor(() => gw.logs.some((l) => l.includes('Consul not reached: serving the state file written at')), { message: 'stale serving logged' });
     // Not rewritten while stale: the file still says when its snapshot was really current.
     assert.equal(readState(path())?.writtenAt, written.writtenAt);
 
@@ -149,6 +182,41 @@ describe('--state-file', () => {
     await gw.kill();
   });
 
+  test('an agent that answers but never completes the first sync: the file serves after --state-file-wait', async () => {
+    const stuck = await stuckConsul();
+    try {
+      const gw = await gateway({ consul: stuck.addr, args: ['--state-file', path(), '--state-file-wait', '2s', '--no-register'] });
+      const ready = await readyz(gw);
+      assert.equal(ready.body.stale, true);
+      assert.equal((await send(gw.url, '/web')).headers['x-upstream'], 'web-1');
+      await gw.kill();
+    } finally {
+      await stuck.close();
+    }
+  });
+
+  test('a damaged file of ours with Consul up: refused, the gateway serves from Consul, the file is replaced by a good one', async () => {
+    const damaged = join(dir, 'damaged.json');
+    writeFileSync(damaged, readFileSync(path(), 'utf8').replace(`"port":${ups['web-1']!.port}`, '"port":2'), { mode: 0o600 });
+    const gw = await gateway({ consul: consul.addr, args: ['--wait', '5s', '--state-file', damaged] });
+    await waitFor(() => gw.logs.some((l) => l.includes('state file refused (corrupt): checksum mismatch') && l.includes('replaced by the next snapshot')), { message: 'refusal logged' });
+    assert.equal((await send(gw.url, '/web')).status, 200);
+    await waitFor(() => {
+      try {
+        const f = readState(damaged);
+        return f !== undefined && !readFileSync(damaged, 'utf8').includes('"port":2,') && f;
+      } catch {
+        return false;
+      }
+    }, { timeoutMs: 30_000, message: 'damaged file replaced' });
+    const status = await waitFor(async () => {
+      const r = await runCli(['status', '--admin', gw.adminUrl]);
+      return !r.stdout.includes('REFUSED') && r.stdout;
+    }, { timeoutMs: 30_000, message: 'refusal gone from cgw status once replaced' });
+    assert.match(status, /state file: +\S*damaged\.json: written/);
+    await gw.kill();
+  });
+
   test('a corrupt file (checksum) with Consul down: refused with a clear line, not ready, no stale routes', async () => {
     const corrupt = join(dir, 'corrupt.json');
     writeFileSync(corrupt, readFileSync(path(), 'utf8').replace(`"port":${ups['web-1']!.port}`, '"port":1'), { mode: 0o600 });
@@ -170,7 +238,7 @@ describe('--state-file', () => {
     const text = '{"hello": "not a cgw state file"}\n';
     writeFileSync(foreign, text);
     const gw = await gateway({ consul: consul.addr, args: ['--wait', '5s', '--state-file', foreign] });
-    assert.ok(gw.logs.some((l) => l.includes('state file refused (foreign): not a cgw state file') && l.includes('never overwritten')), gw.logs.join('\n'));
+    await waitFor(() => gw.logs.some((l) => l.includes('state file refused (foreign): not a cgw state file') && l.includes('never overwritten')), { message: 'refusal logged' });
     assert.equal((await send(gw.url, '/web')).status, 200);
     await consul.register({ id: 'later-1', name: 'later', port: ups['new-1']!.port, tags: ['urlprefix-/later'] });
     await waitFor(async () => (await send(gw.url, '/later')).status === 200, { timeoutMs: 30_000, message: 'Consul changes still applied' });
