@@ -95,6 +95,8 @@ export class ControlPlane {
   /** --state-file: written on each new version; its snapshot serves when Consul is not reached at start. */
   private readonly stateFile: StateFileKeeper | undefined;
   private stateFileSnapshot: Snapshot | undefined;
+  /** The file's snapshot, once published, until a live one replaces it: never a base to build on. */
+  private servedFromFile: Snapshot | undefined;
   private stateFileTimer: NodeJS.Timeout | undefined;
   /** The first call to Consul at start failed (refused, timed out, no leader). */
   private consulUnreachedAtStart = false;
@@ -314,6 +316,7 @@ export class ControlPlane {
     const outcome = this.plane.offer(snapshot);
     if (!outcome.ok) return this.stateFile.refuseUncompilable(outcome.error);
     this.stateFile.serving();
+    this.servedFromFile = snapshot;
     this.store.publish(snapshot);
   }
 
@@ -402,7 +405,8 @@ export class ControlPlane {
     const kv = this.supervisor.kvView();
     if (!kv) return;
     // The state file's snapshot is not a base to build on: the first live build starts afresh.
-    const previous = this.stateFile?.inForce ? undefined : this.store.current?.snapshot;
+    const inForce = this.store.current?.snapshot;
+    const previous = inForce === this.servedFromFile ? undefined : inForce;
     let snapshot: Snapshot;
     let resolved: { kv: readonly KvEntry[]; kvResets: number } | undefined;
     try {
@@ -441,9 +445,10 @@ export class ControlPlane {
     }
     const first = previous === undefined;
     this.stateFileSnapshot = undefined;
+    this.servedFromFile = undefined;
     // Before publishing: the keeper writes only live snapshots.
     this.stateFile?.liveInForce();
-    this.store.publish(snapshot);
+    if (!this.store.publish(snapshot)) this.store.adopt(snapshot);
     this.healthChanged = new Set();
     this.resolvedFrom = resolved;
     this.build.succeeded();
