@@ -6,6 +6,7 @@
  * with --workers 2.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -246,6 +247,23 @@ describe('--state-file', () => {
     assert.equal(readFileSync(foreign, 'utf8'), text);
     await gw.kill();
     assert.equal(readFileSync(foreign, 'utf8'), text, 'not even on drain');
+  });
+
+  test('a valid file whose snapshot the data plane cannot compile: refused whole, not ready, nothing served', async () => {
+    const uncompilable = join(dir, 'uncompilable.json');
+    const envelope = JSON.parse(readFileSync(path(), 'utf8')) as { sha256: string; snapshot: { routes: { id: string; access: unknown }[] } };
+    // Passes the structure check (a list of strings), but no CIDR: the router cannot be built.
+    for (const r of envelope.snapshot.routes) if (r.id === '/api') r.access = { kind: 'allow', cidrs: ['not-an-address/8'] };
+    envelope.sha256 = createHash('sha256').update(JSON.stringify(envelope.snapshot)).digest('hex');
+    writeFileSync(uncompilable, JSON.stringify(envelope), { mode: 0o600 });
+    const gw = await gateway({ consul: await deadConsul(), waitReady: false, args: ['--state-file', uncompilable] });
+    await waitFor(() => gw.logs.some((l) => l.includes('state file refused (uncompilable)')), { timeoutMs: 30_000, message: 'refusal logged' });
+    assert.equal((await readyz(gw)).status, 503);
+    const web = await send(gw.url, '/web');
+    assert.equal(web.status, 503, 'not even the routes that would compile: never half applied');
+    assert.equal(await metricValue(gw, 'cgw_state_file_reads_total', 'outcome="uncompilable"'), 1);
+    assert.equal(await metricValue(gw, 'cgw_state_file_in_force'), 0);
+    await gw.kill();
   });
 
   test('a file of another KV prefix with Consul down: refused as foreign, not ready', async () => {
