@@ -2,10 +2,12 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { RateBoundedWriter, type WriterClock } from '../../src/state/rate-bounded-writer.ts';
 import { StateFileKeeper } from '../../src/state/state-file-keeper.ts';
-import { decodeStateFile } from '../../src/state/state-file.ts';
+import { decodeStateFile, encodeStateFile } from '../../src/state/state-file.ts';
+import { readStateFileBytes, writeFileAtomically } from '../../src/state/state-file-io.ts';
 import { buildSnapshot, type Snapshot } from '../../src/state/snapshot.ts';
 import { createLogger } from '../../src/core/logger.ts';
 import { createMetrics, type Metrics } from '../../src/core/metrics.ts';
@@ -275,6 +277,40 @@ describe('StateFileKeeper: the file on disk', () => {
     await clock.advance(0);
     await k.close();
     assert.equal(await counter(metrics, 'cgw_state_file_writes_total', { outcome: 'written' }), 1);
+  });
+
+  test('concurrent writers to one path (two gateways, one file): a reader only ever sees a whole file', async () => {
+    const path = join(dir, 'shared.json');
+    const texts = Array.from({ length: 12 }, (_, i) => encodeStateFile(snapshotOf([32000 + i, 32100 + i]), { gatewayVersion: 't', consulAddress: 'http://127.0.0.1:8500', kvPrefix: 'gateway/', datacenter: null, writtenAt: new Date() }));
+    await writeFileAtomically(path, texts[0]!);
+    let reading = true;
+    let reads = 0;
+    const reader = (async () => {
+      while (reading) {
+        const read = readStateFileBytes(path);
+        if (read.kind === 'read') {
+          const decoded = decodeStateFile(read.bytes, { kvPrefix: 'gateway/', datacenter: null });
+          assert.ok(decoded.ok, decoded.ok ? '' : decoded.error);
+          reads++;
+        }
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    })();
+    await Promise.all(texts.map((text) => writeFileAtomically(path, text)));
+    reading = false;
+    await reader;
+    assert.ok(texts.includes(readFileSync(path, 'utf8')), 'the last rename wins, whole');
+    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith('.shared.json')), [], 'no temporary file left');
+    assert.ok(reads >= 1, 'the reader ran');
+  });
+
+  test('a FIFO or a directory at the path is unreadable, and reading it does not block', () => {
+    assert.equal(readStateFileBytes(dir).kind, 'unreadable');
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const read = readStateFileBytes(fifo);
+    assert.equal(read.kind, 'unreadable');
+    assert.match(read.kind === 'unreadable' ? read.error : '', /not a regular file/);
   });
 
   test('a write that fails is counted, shown, and retried', async () => {
