@@ -22,7 +22,8 @@ export interface RateBoundedWriterOptions<T> {
   /** One write; a rejection is retried (with the newest value by then) after the interval. */
   readonly write: (value: T) => Promise<void>;
   readonly onWritten?: (value: T) => void;
-  readonly onFailed?: (value: T, err: unknown) => void;
+  /** Return false when retrying cannot help (the value itself is unwritable): it is then dropped. */
+  readonly onFailed?: (value: T, err: unknown) => boolean | void;
   readonly clock?: WriterClock;
 }
 
@@ -99,9 +100,9 @@ export class RateBoundedWriter<T> {
         await this.options.write(next.value);
         this.options.onWritten?.(next.value);
       } catch (err) {
-        this.options.onFailed?.(next.value, err);
+        const retry = this.options.onFailed?.(next.value, err) !== false;
         // Never lose the last value: retried unless a newer one arrived meanwhile. A flush tries once.
-        if (!flushing) this.pending ??= next;
+        if (retry && !flushing) this.pending ??= next;
       }
     };
     this.writing = run().finally(() => {

@@ -2,9 +2,11 @@ import type { Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Problem } from '../core/types.ts';
 import type { Snapshot } from './snapshot.ts';
-import { decodeStateFile, encodeStateFile, type StateFileEnvelope, type StateFileOwner } from './state-file.ts';
+import { decodeStateFile, encodeStateFile, MAX_STATE_FILE_BYTES, type StateFileEnvelope, type StateFileOwner } from './state-file.ts';
 import { readStateFileBytes, writeFileAtomically } from './state-file-io.ts';
 import { RateBoundedWriter, type WriterClock } from './rate-bounded-writer.ts';
+
+class OversizedError extends Error {}
 
 /** What `/v1/status`, `/-/readyz` and `cgw status` show of the state file. */
 export interface StateFileView {
@@ -35,6 +37,8 @@ export interface StateFileKeeperOptions {
   readonly metrics: Metrics;
   readonly clock?: WriterClock;
   readonly write?: (path: string, text: string) => Promise<void>;
+  /** The largest file written (tests lower it); the reader's bound by default. */
+  readonly maxFileBytes?: number;
 }
 
 /**
@@ -61,6 +65,10 @@ export class StateFileKeeper {
       write: async (snapshot) => {
         const writtenAt = new Date(this.now());
         const text = encodeStateFile(snapshot, { gatewayVersion: options.gatewayVersion, consulAddress: options.consulAddress, kvPrefix: options.owner.kvPrefix, datacenter: options.datacenter(), writtenAt });
+        const bytes = Buffer.byteLength(text);
+        // A file the reader would refuse is not written; the one on disk (older, readable) stays.
+        const max = options.maxFileBytes ?? MAX_STATE_FILE_BYTES;
+        if (bytes > max) throw new OversizedError(`the snapshot takes ${bytes} bytes, more than the ${max} a state file may have; the file keeps an older snapshot`);
         await write(options.path, text);
         this.fileWrittenAt = writtenAt.getTime();
       },
@@ -75,7 +83,9 @@ export class StateFileKeeper {
         const error = (err as Error).message ?? String(err);
         this.lastWrite = { at: new Date(this.now()).toISOString(), snapshotVersion: snapshot.version, outcome: 'failed', error };
         options.metrics.stateFileWrites.inc({ outcome: 'failed' });
-        options.logger.error({ stateFile: options.path, err: error, version: snapshot.version }, 'state file could not be written; retried with the newest snapshot');
+        const retry = !(err instanceof OversizedError);
+        options.logger.error({ stateFile: options.path, err: error, version: snapshot.version }, `state file could not be written; ${retry ? 'retried with the newest snapshot' : 'the next version is tried'}`);
+        return retry;
       },
     });
     options.metrics.stateFileInForce.set(0);

@@ -58,6 +58,7 @@ interface Harness {
   written: { value: string; at: number }[];
   failed: string[];
   fail: Set<string>;
+  noRetry: boolean;
   /** Writes in progress complete only when released. */
   hold: boolean;
   release: () => void;
@@ -70,6 +71,7 @@ function harness(minIntervalMs = 5_000): Harness {
     written: [],
     failed: [],
     fail: new Set(),
+    noRetry: false,
     hold: false,
     release: () => {},
     writer: undefined as unknown as RateBoundedWriter<string>,
@@ -82,7 +84,10 @@ function harness(minIntervalMs = 5_000): Harness {
       if (h.fail.has(value)) throw new Error(`disk full writing ${value}`);
       h.written.push({ value, at: clock.now() });
     },
-    onFailed: (value) => h.failed.push(value),
+    onFailed: (value) => {
+      h.failed.push(value);
+      return !h.noRetry;
+    },
   });
   return h;
 }
@@ -150,6 +155,19 @@ describe('RateBoundedWriter', () => {
     assert.deepEqual(h.written.map((w) => w.value), ['v1', 'v3'], 'v3 replaced the failed v2');
   });
 
+  test('a value the failure handler calls unwritable is dropped, not retried', async () => {
+    const h = harness();
+    h.noRetry = true;
+    h.fail.add('v1');
+    h.writer.offer('v1');
+    await h.clock.advance(60_000);
+    assert.deepEqual(h.failed, ['v1']);
+    assert.equal(h.writer.busy, false);
+    h.writer.offer('v2');
+    await h.clock.advance(0);
+    assert.deepEqual(h.written.map((w) => w.value), ['v2']);
+  });
+
   test('flush writes the pending value at once (drain), close takes no more', async () => {
     const h = harness();
     h.writer.offer('v1');
@@ -176,8 +194,9 @@ async function counter(metrics: Metrics, name: string, labels: Record<string, st
   return values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value ?? 0;
 }
 
-function keeper(path: string, clock = new FakeClock(), metrics = createMetrics({ defaultMetrics: false })): { keeper: StateFileKeeper; clock: FakeClock; metrics: Metrics } {
+function keeper(path: string, clock = new FakeClock(), metrics = createMetrics({ defaultMetrics: false }), maxFileBytes?: number): { keeper: StateFileKeeper; clock: FakeClock; metrics: Metrics } {
   const k = new StateFileKeeper({
+    ...(maxFileBytes === undefined ? {} : { maxFileBytes }),
     path,
     owner: { kvPrefix: 'gateway/', datacenter: null },
     datacenter: () => 'dc1',
@@ -311,6 +330,26 @@ describe('StateFileKeeper: the file on disk', () => {
     const read = readStateFileBytes(fifo);
     assert.equal(read.kind, 'unreadable');
     assert.match(read.kind === 'unreadable' ? read.error : '', /not a regular file/);
+  });
+
+  test('a snapshot larger than the bound is not written: the older file stays, the failure shows, no retry', async () => {
+    const path = join(dir, 'bounded.json');
+    const small = snapshotOf([33001]);
+    const size = Buffer.byteLength(encodeStateFile(small, { gatewayVersion: '0.0.0-test', consulAddress: 'http://127.0.0.1:8500', kvPrefix: 'gateway/', datacenter: 'dc1', writtenAt: new Date() }));
+    const { keeper: k, clock, metrics } = keeper(path, new FakeClock(), createMetrics({ defaultMetrics: false }), size + 100);
+    k.load();
+    k.published(small);
+    await clock.advance(0);
+    await until(async () => (await counter(metrics, 'cgw_state_file_writes_total', { outcome: 'written' })) === 1);
+    const before = readFileSync(path, 'utf8');
+    k.published(snapshotOf(Array.from({ length: 40 }, (_, i) => 33100 + i)));
+    await clock.advance(5_000);
+    await until(async () => (await counter(metrics, 'cgw_state_file_writes_total', { outcome: 'failed' })) === 1);
+    assert.match(k.view().lastWrite?.error ?? '', /more than the \d+ a state file may have/);
+    await clock.advance(60_000);
+    assert.equal(await counter(metrics, 'cgw_state_file_writes_total', { outcome: 'failed' }), 1, 'not retried');
+    assert.equal(readFileSync(path, 'utf8'), before);
+    await k.close();
   });
 
   test('a write that fails is counted, shown, and retried', async () => {
