@@ -81,10 +81,12 @@ export class StateFileKeeper {
       },
       onFailed: (snapshot, err) => {
         const error = (err as Error).message ?? String(err);
+        // One error line per streak of failures (a retry every 5 s would repeat it), each one counted.
+        const level = this.lastWrite?.outcome === 'failed' ? 'debug' : 'error';
         this.lastWrite = { at: new Date(this.now()).toISOString(), snapshotVersion: snapshot.version, outcome: 'failed', error };
         options.metrics.stateFileWrites.inc({ outcome: 'failed' });
         const retry = !(err instanceof OversizedError);
-        options.logger.error({ stateFile: options.path, err: error, version: snapshot.version }, `state file could not be written; ${retry ? 'retried with the newest snapshot' : 'the next version is tried'}`);
+        options.logger[level]({ stateFile: options.path, err: error, version: snapshot.version }, `state file could not be written; ${retry ? 'retried with the newest snapshot' : 'the next version is tried'}`);
         return retry;
       },
     });
