@@ -7,11 +7,16 @@ import { MAX_STATE_FILE_BYTES } from './state-file.ts';
 /** The state file holds KV certificates with their keys and policy credentials: owner only. */
 export const STATE_FILE_MODE = 0o600;
 
-export type StateFileRead = { readonly kind: 'absent' } | { readonly kind: 'unreadable'; readonly error: string } | { readonly kind: 'read'; readonly bytes: Buffer };
+export type StateFileRead =
+  | { readonly kind: 'absent' }
+  | { readonly kind: 'unreadable'; readonly error: string }
+  | { readonly kind: 'oversized'; readonly size: number; readonly maxBytes: number }
+  | { readonly kind: 'read'; readonly bytes: Buffer };
 
 /**
- * Reads the file once, at start (synchronously: nothing serves yet). At most one byte past the
- * bound is read, so an oversized file costs no more memory than the bound and is still seen as one.
+ * Reads the file once, at start (synchronously: nothing serves yet). A file larger than the bound
+ * is not read at all; one that grows while it is read is read up to the size it had, and its
+ * JSON then ends early and is refused.
  */
 export function readStateFileBytes(path: string, maxBytes = MAX_STATE_FILE_BYTES): StateFileRead {
   let fd: number;
@@ -26,7 +31,8 @@ export function readStateFileBytes(path: string, maxBytes = MAX_STATE_FILE_BYTES
   try {
     const stat = fstatSync(fd);
     if (!stat.isFile()) return { kind: 'unreadable', error: `${path} is not a regular file` };
-    const want = Math.min(stat.size, maxBytes + 1);
+    if (stat.size > maxBytes) return { kind: 'oversized', size: stat.size, maxBytes };
+    const want = stat.size;
     const bytes = Buffer.allocUnsafe(want);
     let got = 0;
     while (got < want) {
@@ -34,8 +40,7 @@ export function readStateFileBytes(path: string, maxBytes = MAX_STATE_FILE_BYTES
       if (n === 0) break;
       got += n;
     }
-    // stat.size can lag a file still growing: the size bound is on what was read.
-    return { kind: 'read', bytes: stat.size > maxBytes ? Buffer.alloc(maxBytes + 1) : bytes.subarray(0, got) };
+    return { kind: 'read', bytes: bytes.subarray(0, got) };
   } catch (err) {
     return { kind: 'unreadable', error: (err as Error).message };
   } finally {

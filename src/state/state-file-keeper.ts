@@ -117,6 +117,13 @@ export class StateFileKeeper {
       this.refuse('unreadable', read.error);
       return undefined;
     }
+    if (read.kind === 'oversized') {
+      metrics.stateFileReads.inc({ outcome: 'corrupt' });
+      // Ours or not cannot be told without reading it: left alone.
+      this.writable = false;
+      this.refuse('corrupt', `the file is ${read.size} bytes, more than the ${read.maxBytes} a state file may have`);
+      return undefined;
+    }
     const decoded = decodeStateFile(read.bytes, this.options.owner);
     if (!decoded.ok) {
       metrics.stateFileReads.inc({ outcome: decoded.reason });

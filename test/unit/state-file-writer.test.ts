@@ -1,6 +1,6 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -252,6 +252,21 @@ describe('StateFileKeeper: the file on disk', () => {
     assert.equal(view.writable, false);
     assert.equal(view.refused?.reason, 'corrupt');
     assert.match(k.problems()[0]?.message ?? '', /refused \(corrupt\): not JSON/);
+  });
+
+  test('a file over 64 MiB is refused unread and never overwritten', async () => {
+    const path = join(dir, 'huge.json');
+    writeFileSync(path, '');
+    truncateSync(path, 64 * 1024 * 1024 + 1);
+    const { keeper: k, clock, metrics } = keeper(path);
+    assert.equal(k.load(), undefined);
+    assert.match(k.view().refused?.error ?? '', /the file is 67108865 bytes, more than the 67108864/);
+    assert.equal(k.view().writable, false);
+    k.published(snapshotOf([31010]));
+    await clock.advance(10_000);
+    await k.close();
+    assert.equal(statSync(path).size, 64 * 1024 * 1024 + 1);
+    assert.equal(await counter(metrics, 'cgw_state_file_reads_total', { outcome: 'corrupt' }), 1);
   });
 
   test('our own damaged file is refused, then replaced by the next snapshot', async () => {
