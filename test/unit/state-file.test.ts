@@ -195,3 +195,23 @@ describe('state file envelope: refused whole', () => {
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
   });
 });
+
+describe('--state-file flags', () => {
+  test('parsed with the other flags; a bad wait names the flag', async () => {
+    const { formatConfigError, parseGatewayConfig } = await import('../../src/config.ts');
+    const { ZodError } = await import('zod');
+    const config = parseGatewayConfig({ stateFile: '/var/lib/cgw/state.json', stateFileWait: '2s' });
+    assert.equal(config.stateFile, '/var/lib/cgw/state.json');
+    assert.equal(config.stateFileWait, 2_000);
+    assert.equal(parseGatewayConfig({}).stateFile, undefined, 'off by default');
+    for (const bad of [{ stateFileWait: 'soon' }, { stateFileWait: '11m' }, { stateFile: '' }]) {
+      try {
+        parseGatewayConfig(bad);
+        assert.fail(`${JSON.stringify(bad)} accepted`);
+      } catch (err) {
+        assert.ok(err instanceof ZodError);
+        assert.match(formatConfigError(err), /^--state-file(-wait)?: /);
+      }
+    }
+  });
+});
