@@ -109,6 +109,22 @@ describe('state file envelope: round trip', () => {
     assert.equal(runtime.router.match(undefined, '/legacy')?.service, 'static:legacy');
   });
 
+  test('services named like Object.prototype members (constructor, toString) round-trip as plain services', () => {
+    const views: ConsulViews = {
+      catalog: { constructor: ['urlprefix-/c'], toString: ['urlprefix-/t'] },
+      health: new Map([
+        ['constructor', [instance('c-1', 'constructor', 21011)]],
+        ['toString', [instance('t-1', 'toString', 21012)]],
+      ]),
+      kv: [],
+    };
+    const named = buildSnapshot(views, { allowWarning: false, kvPrefix: PREFIX });
+    const decoded = decodeStateFile(encodeStateFile(named, META), OWNER);
+    assert.ok(decoded.ok, decoded.ok ? '' : decoded.error);
+    assert.equal(Object.hasOwn(decoded.snapshot.services, 'constructor'), true);
+    assert.equal(decoded.snapshot.services['toString' as string]?.endpoints[0]?.port, 21012);
+  });
+
   test('whitespace added by an editor is fine: the checksum is of the values', () => {
     const pretty = JSON.stringify(JSON.parse(text), null, 2);
     assert.equal(decodeStateFile(pretty, OWNER).ok, true);
