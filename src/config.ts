@@ -191,6 +191,10 @@ export const gatewayConfigSchema = z.object({
   tlsClientCa: z.string().min(1).optional(),
   /** none: no client certificate asked; request: asked and verified, policies decide; require: no verified certificate, no handshake. */
   tlsClientAuth: z.enum(TLS_CLIENT_AUTH_MODES).default('none'),
+  /** The last good snapshot is kept here and served at start when Consul is not reached (stale). */
+  stateFile: z.string().min(1).optional(),
+  /** How long start waits for the first sync with Consul before it serves the state file. */
+  stateFileWait: duration(0, 600_000).prefault('5s'),
 })
   // --listen-tls alone is valid: certificates may all come from Consul KV (<prefix>certs/<name>).
   .refine((c) => !c.fabioKv || c.fabioKvKey === '' || !overlapsGatewayKeys(c.fabioKvKey, c.kvPrefix), {

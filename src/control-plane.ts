@@ -15,7 +15,8 @@ import { runtimeKeys } from './core/kv-layout.ts';
 import { HistoryRecorder } from './state/history-recorder.ts';
 import { buildSnapshot, discoveryModes, servicesNamedByDocuments, type ListenerFacts, type Snapshot } from './state/snapshot.ts';
 import { SelfRegistration, selfServiceId } from './consul/self-registration.ts';
-import { FLEET_CHECK_TTL_MS, type RegistrationStatus } from './core/fleet.ts';
+import { CGW_VERSION, FLEET_CHECK_TTL_MS, type RegistrationStatus } from './core/fleet.ts';
+import { StateFileKeeper } from './state/state-file-keeper.ts';
 
 import { SnapshotStore } from './state/store.ts';
 import { BuildHealth } from './state/build-health.ts';
@@ -30,6 +31,8 @@ import type { WorkerView } from './admin/views.ts';
 const CONSUL_IDENTIFY_TIMEOUT_MS = 5_000;
 /** A gateway that died without draining leaves the catalog this long after its check went critical. */
 const DEREGISTER_CRITICAL_AFTER = '1m';
+/** The state file is written at most this often (the newest snapshot at the end of the quiet time). */
+const STATE_FILE_MIN_INTERVAL_MS = 5_000;
 
 export type ApplyResult = { readonly ok: true } | { readonly ok: false; readonly error: string };
 
@@ -89,6 +92,14 @@ export class ControlPlane {
   /** Since when a watch has handed on a change the snapshot in force does not hold yet. */
   private pendingSince: number | undefined;
   private readonly startedAt = Date.now();
+  /** --state-file: written on each new version; its snapshot serves when Consul is not reached at start. */
+  private readonly stateFile: StateFileKeeper | undefined;
+  private stateFileSnapshot: Snapshot | undefined;
+  /** The file's snapshot, once published, until a live one replaces it: never a base to build on. */
+  private servedFromFile: Snapshot | undefined;
+  private stateFileTimer: NodeJS.Timeout | undefined;
+  /** The first call to Consul at start failed (refused, timed out, no leader). */
+  private consulUnreachedAtStart = false;
   adminPort = 0;
 
   constructor(
@@ -152,6 +163,20 @@ export class ControlPlane {
     });
     this.store = new SnapshotStore(logger, metrics);
     this.store.onPublish((snapshot) => this.countDocuments(snapshot));
+    if (config.stateFile) {
+      this.stateFile = new StateFileKeeper({
+        path: config.stateFile,
+        owner: { kvPrefix: config.kvPrefix, datacenter: config.dc ?? null },
+        datacenter: () => this.datacenter,
+        consulAddress: config.consul,
+        gatewayVersion: CGW_VERSION,
+        minIntervalMs: STATE_FILE_MIN_INTERVAL_MS,
+        logger,
+        metrics,
+      });
+      const keeper = this.stateFile;
+      this.store.onPublish((snapshot) => keeper.published(snapshot));
+    }
     this.admin = createAdminServer(
       {
         startedAt: Date.now(),
@@ -160,9 +185,10 @@ export class ControlPlane {
         dataPlane: (scope) => plane.report(scope),
         workers: () => plane.workers(),
         discovery: () => this.supervisor.status(),
-        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems(), ...this.rollouts.problems(), ...this.guards.problems(), ...this.history.problems()],
+        discoveryProblems: () => [...this.supervisor.problems(), ...this.build.problems(), ...this.rollouts.problems(), ...this.guards.problems(), ...this.history.problems(), ...(this.stateFile?.problems() ?? [])],
         buildFailure: () => this.build.view(),
         registration: () => this.registrationStatus(),
+        stateFile: () => this.stateFile?.view() ?? null,
         settings: {
           consul: config.consul,
           dc: config.dc ?? null,
@@ -198,7 +224,9 @@ export class ControlPlane {
   /** Reads policy files, checks the Consul address, opens the admin listener. Watching starts with `watch()`. */
   async start(): Promise<void> {
     if (this.config.policies) this.loadPolicyFiles(this.config.policies);
+    this.stateFileSnapshot = this.stateFile?.load();
     const consul = await this.consul.identify(CONSUL_IDENTIFY_TIMEOUT_MS);
+    this.consulUnreachedAtStart = consul.kind === 'unreachable';
     if (consul.kind === 'not-consul') throw new Error(`${this.config.consul} is not a Consul agent (${consul.error}); check --consul or CONSUL_HTTP_ADDR`);
     if (consul.kind === 'unreachable') this.logger.warn({ consul: this.config.consul, err: consul.error }, 'Consul does not answer yet; the watches keep trying');
     if (this.datacenter === null) await this.learnDatacenter(1_000);
@@ -208,6 +236,7 @@ export class ControlPlane {
   /** Starts the watches and, unless --no-register, this gateway's registration (`proxyPort`: the port it listens on). */
   watch(proxyPort: number): void {
     this.supervisor.start();
+    this.armStateFile();
     this.rollouts.start();
     this.guards.start();
     if (!this.config.register || this.closing) return;
@@ -264,7 +293,31 @@ export class ControlPlane {
 
   /** A data plane could not compile the snapshot it was sent (a worker's NACK). */
   applyFailed(version: string, error: string): void {
+    if (this.stateFile?.inForce && version === this.store.current?.snapshot.version) this.stateFile.refuseUncompilable(error);
     this.buildFailed('runtime', new Error(`snapshot ${version}: ${error}`));
+  }
+
+  /**
+   * The state file's snapshot serves when Consul was not reached at start, or when the first
+   * sync does not complete within --state-file-wait. Offered like any snapshot: one the data
+   * plane cannot compile is refused whole.
+   */
+  private armStateFile(): void {
+    if (!this.stateFileSnapshot) return;
+    if (this.consulUnreachedAtStart) return this.serveStateFile();
+    this.stateFileTimer = setTimeout(() => this.serveStateFile(), this.config.stateFileWait);
+    this.stateFileTimer.unref();
+  }
+
+  private serveStateFile(): void {
+    const snapshot = this.stateFileSnapshot;
+    this.stateFileSnapshot = undefined;
+    if (!snapshot || !this.stateFile || this.closing || this.store.current) return;
+    const outcome = this.plane.offer(snapshot);
+    if (!outcome.ok) return this.stateFile.refuseUncompilable(outcome.error);
+    this.stateFile.serving();
+    this.servedFromFile = snapshot;
+    this.store.publish(snapshot);
   }
 
   /** A data plane runs the snapshot in force again. */
@@ -302,6 +355,8 @@ export class ControlPlane {
   async close(): Promise<void> {
     this.closing = true;
     clearTimeout(this.datacenterRetry);
+    clearTimeout(this.stateFileTimer);
+    await this.stateFile?.close();
     this.guards.close();
     await this.rollouts.close();
     await this.session.destroy();
@@ -349,7 +404,9 @@ export class ControlPlane {
   private rebuild(): void {
     const kv = this.supervisor.kvView();
     if (!kv) return;
-    const previous = this.store.current?.snapshot;
+    // The state file's snapshot is not a base to build on: the first live build starts afresh.
+    const inForce = this.store.current?.snapshot;
+    const previous = inForce === this.servedFromFile ? undefined : inForce;
     let snapshot: Snapshot;
     let resolved: { kv: readonly KvEntry[]; kvResets: number } | undefined;
     try {
@@ -387,7 +444,11 @@ export class ControlPlane {
       return;
     }
     const first = previous === undefined;
-    this.store.publish(snapshot);
+    this.stateFileSnapshot = undefined;
+    this.servedFromFile = undefined;
+    // Before publishing: the keeper writes only live snapshots.
+    this.stateFile?.liveInForce();
+    if (!this.store.publish(snapshot)) this.store.adopt(snapshot);
     this.healthChanged = new Set();
     this.resolvedFrom = resolved;
     this.build.succeeded();

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
 import { checkAdminAccess, type AdminAccess } from './access.ts';
-import { canaryView, consumersView, endpointsView, policiesView, problemsView, redactedJson, routesView, servicesView, statusView, type AdminSources } from './views.ts';
+import { canaryView, consumersView, endpointsView, policiesView, problemsView, redactedJson, routesView, servicesView, stalenessView, statusView, type AdminSources } from './views.ts';
 
 /**
  * Admin HTTP on its own listener (default 127.0.0.1:9901): probes, Prometheus metrics and read-only
@@ -55,7 +55,8 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
         // and a fleet whose every gateway met the same bad entry must not leave its load balancer.
         // The body says that changes are not being applied.
         const failure = src.buildFailure();
-        const detail = failure ? { configurationStale: true, buildFailure: failure } : {};
+        // Serving the state file (Consul not reached at start) is ready too, and says so: README, "--state-file".
+        const detail = { ...(failure ? { configurationStale: true, buildFailure: failure } : {}), ...stalenessView(src) };
         return src.ready() ? sendJson(res, 200, { status: 'ready', ...detail }) : sendJson(res, 503, { status: 'not_ready', ...detail });
       }
       case '/metrics':

@@ -4,6 +4,7 @@ import { own } from '../core/own.ts';
 import type { BuildFailureView } from '../state/build-health.ts';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
 import type { PublishedSnapshot } from '../state/store.ts';
+import type { StateFileView } from '../state/state-file-keeper.ts';
 import type { RouteSnapshot, Snapshot } from '../state/snapshot.ts';
 
 /**
@@ -30,6 +31,8 @@ export interface AdminSources {
   readonly buildFailure: () => BuildFailureView | null;
   /** This gateway's own registration in Consul (`cgw fleet`); absent in tests that do not care. */
   readonly registration?: () => RegistrationStatus;
+  /** --state-file: what was read, whether its (stale) snapshot serves, the last write; null without the flag. */
+  readonly stateFile?: () => StateFileView | null;
 }
 
 export interface WorkerView {
@@ -98,6 +101,7 @@ export function statusView(src: AdminSources, plane: DataPlaneReport | undefined
     rateLimiter: { backend: plane?.rateLimiter ?? 'unknown' },
     buildFailure: src.buildFailure(),
     registration: registrationView(src.registration?.()),
+    stateFile: src.stateFile?.() ?? null,
     limits: plane?.limits ?? null,
     tls: plane?.tls ?? null,
     websocket: plane?.websocket ?? null,
@@ -111,6 +115,12 @@ export function statusView(src: AdminSources, plane: DataPlaneReport | undefined
 function registrationView(r: RegistrationStatus | undefined) {
   if (!r) return null;
   return { ...r, lastSuccessAt: r.lastSuccessAt === null ? null : new Date(r.lastSuccessAt).toISOString() };
+}
+
+/** `/-/readyz` fields while the state file's snapshot serves: ready, but stale (README, "--state-file"). */
+export function stalenessView(src: AdminSources): { stale: true; staleSince: string | null; source: 'state-file'; writtenAt: string | null } | Record<string, never> {
+  const file = src.stateFile?.();
+  return file?.inForce ? { stale: true, staleSince: file.staleSince, source: 'state-file', writtenAt: file.file?.writtenAt ?? null } : {};
 }
 
 export function servicesView(src: AdminSources, plane: DataPlaneReport | undefined) {

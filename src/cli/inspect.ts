@@ -64,7 +64,31 @@ type StatusBody = Row & {
   tls?: TlsBody | null;
   websocket?: { open: number; byRoute: Record<string, number> } | null;
   registration?: { state: string; service: string; serviceId: string; address: string; failures: number; consecutiveFailures: number; lastError: string | null } | null;
+  stateFile?: StateFileBody | null;
 };
+
+interface StateFileBody {
+  path: string;
+  inForce: boolean;
+  staleSince: string | null;
+  file: { writtenAt: string; snapshotVersion: string } | null;
+  refused: { reason: string; error: string } | null;
+  writable: boolean;
+  lastWrite: { at: string; snapshotVersion: string; outcome: string; error: string | null } | null;
+}
+
+/** `state file: SERVING ...` while the file's snapshot is in force, else where it stands. */
+function stateFileLines(f: StateFileBody): string[] {
+  if (f.inForce) {
+    return [`state file:   SERVING the state file written at ${f.file?.writtenAt ?? '?'} (snapshot ${f.file?.snapshotVersion ?? '?'}), Consul not reached; STALE since ${f.staleSince ?? '?'} (${f.path})`];
+  }
+  const lines: string[] = [];
+  if (f.refused) lines.push(`state file:   REFUSED ${f.path} (${f.refused.reason}): ${f.refused.error}; not served${f.writable ? '' : '; never overwritten (not this gateway\'s)'}`);
+  const w = f.lastWrite;
+  const written = w === null ? 'not written yet' : w.outcome === 'written' ? `written ${ago(w.at)} (snapshot ${w.snapshotVersion})` : `WRITE FAILED ${ago(w.at)}: ${w.error ?? ''}`;
+  if (!f.refused || w !== null) lines.push(`state file:   ${f.path}: ${written}`);
+  return lines;
+}
 
 /** `registered: cgw as cgw-web1-8080 (127.0.0.1:8080)`, or why not. */
 function registrationLine(r: NonNullable<StatusBody['registration']>): string {
@@ -153,12 +177,13 @@ function allWatchesFailing(c: StatusBody['consul']): boolean {
 export async function status(flags: InspectFlags): Promise<void> {
   const body = (await show(flags, '/v1/status', (s: StatusBody) => {
     const lines = [
-      `ready:        ${s.ready ? 'yes' : 'NO (first sync with Consul not complete; the proxy answers 503 not_ready)'}`,
+      `ready:        ${s.ready ? (s.stateFile?.inForce ? 'yes, STALE (serving the state file; Consul not reached)' : 'yes') : 'NO (first sync with Consul not complete; the proxy answers 503 not_ready)'}`,
       `uptime:       ${String(s.uptimeSeconds)}s`,
       `snapshot:     ${s.snapshot ? `${String(s.snapshot.version)} applied ${ago(s.snapshot.appliedAt as string)} (${String(s.snapshot.services)} services, ${String(s.snapshot.routes)} routes)` : 'none yet'}`,
       `health mode:  ${String(s.consul.healthMode)} (${String(s.consul.routedServices)} routed services, budget ${String(s.consul.healthWatchBudget)} watches)`,
       `consul conns: ${String(s.consul.openConnections)}`,
     ];
+    if (s.stateFile) lines.push(...stateFileLines(s.stateFile));
     if (allWatchesFailing(s.consul)) {
       lines.push(`consul:       UNREACHABLE (every watch is failing${s.snapshot ? '; routing continues from the last snapshot' : ''})`);
     }

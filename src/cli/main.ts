@@ -60,6 +60,7 @@ Environment (as the consul CLI reads them; flags win):
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces)  default for --otlp-endpoint
   OTEL_EXPORTER_OTLP_TRACES_HEADERS, OTEL_EXPORTER_OTLP_HEADERS  default for --otlp-headers
   OTEL_SERVICE_NAME       default for --otlp-service-name; OTEL_SDK_DISABLED=true ignores the OTEL_ endpoints
+  CGW_STATE_FILE          default for cgw start --state-file (CGW_STATE_FILE_WAIT: --state-file-wait)
 
 Commands by what they talk to:
   admin API (--admin)   status, services, endpoints, routes, policies
@@ -152,6 +153,8 @@ program
   .addOption(new Option('--tls-client-auth <mode>', 'ask HTTPS clients for a certificate: none, request (verified; route policies decide) or require (no handshake without one)').choices(TLS_CLIENT_AUTH_MODES).default('none'))
   .option('--h2c', 'also serve prior-knowledge HTTP/2 (h2c) on the plain --listen port, beside HTTP/1.1')
   .option('--http2-max-concurrent-streams <n>', 'streams an HTTP/2 client may have open at once per connection', '100')
+  .option('--state-file <path>', 'keep the last good snapshot in this file (0600) and serve it, marked stale, when Consul is not reached at start (env CGW_STATE_FILE)', env.CGW_STATE_FILE)
+  .option('--state-file-wait <duration>', 'how long start waits for the first sync with Consul before serving the state file (env CGW_STATE_FILE_WAIT)', env.CGW_STATE_FILE_WAIT ?? '5s')
   .action(async (flags: StartFlags) => {
     keepRunning = true;
     // The one resolver every command uses: host:port or URL, CONSUL_HTTP_SSL for a bare host:port.

@@ -68,6 +68,8 @@ export interface StartFlags {
   tlsClientAuth?: string;
   h2c?: boolean;
   http2MaxConcurrentStreams?: string;
+  stateFile?: string;
+  stateFileWait?: string;
 }
 
 /** Flags win over CONSUL_* and OTEL_* environment variables, which win over defaults. */

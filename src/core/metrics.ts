@@ -7,7 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   /** Set by the owners of lazily updated state, called when the matching metric is scraped. */
-  const hooks: { beforeCircuitScrape?: () => void; beforeWebSocketScrape?: () => void; consulApplyLagSeconds?: () => number } = {};
+  const hooks: { beforeCircuitScrape?: () => void; beforeWebSocketScrape?: () => void; consulApplyLagSeconds?: () => number; stateFileAgeSeconds?: () => number } = {};
   // Standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...), so stock Node.js
   // dashboards work unchanged.
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
@@ -423,6 +423,34 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     snapshotBuildFailures: new Counter({
       name: 'cgw_snapshot_build_failures_total',
       help: 'Snapshot builds or runtime compilations that failed; the last good configuration stayed in force',
+      registers: [registry],
+    }),
+    // --state-file: only the process running the control plane sets these (workers leave them at 0).
+    stateFileInForce: new Gauge({
+      name: 'cgw_state_file_in_force',
+      help: '1 while the gateway serves the snapshot read from --state-file because Consul was not reached at start (stale); 0 once a live snapshot is in force',
+      registers: [registry],
+      aggregator: 'max',
+    }),
+    stateFileAge: new Gauge({
+      name: 'cgw_state_file_age_seconds',
+      help: 'While the state file is in force: seconds since its snapshot was written; 0 otherwise',
+      registers: [registry],
+      aggregator: 'max',
+      collect() {
+        this.set(hooks.stateFileAgeSeconds?.() ?? 0);
+      },
+    }),
+    stateFileWrites: new Counter({
+      name: 'cgw_state_file_writes_total',
+      help: 'State file writes by outcome: written, failed (retried), not_ours (the file at the path is not this gateway\'s and is never overwritten)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    stateFileReads: new Counter({
+      name: 'cgw_state_file_reads_total',
+      help: 'State file reads at start by outcome: valid, absent, unreadable, corrupt, foreign, uncompilable (valid but the data plane refused it)',
+      labelNames: ['outcome'] as const,
       registers: [registry],
     }),
   };

@@ -2,7 +2,7 @@
 
 export type HealthStatus = 'passing' | 'warning' | 'critical';
 
-export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer' | 'instance' | 'service' | 'build' | 'kv' | 'certificate' | 'fabio-kv' | 'rollout' | 'guard';
+export type ProblemKind = 'tag' | 'route' | 'canary' | 'catalog' | 'policy' | 'consumer' | 'instance' | 'service' | 'build' | 'kv' | 'certificate' | 'fabio-kv' | 'rollout' | 'guard' | 'state-file';
 
 /**
  * Something from outside that was rejected. Problems never stop the rest of a snapshot: the bad

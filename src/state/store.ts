@@ -55,6 +55,15 @@ export class SnapshotStore {
     return true;
   }
 
+  /**
+   * The same version built anew (the first live build equal to the state file's snapshot): the
+   * new object is kept, since incremental builds and worker deltas start from the objects they
+   * built, but nothing is published.
+   */
+  adopt(next: Snapshot): void {
+    if (this.published?.snapshot.version === next.version) this.published = { ...this.published, snapshot: next };
+  }
+
   private countProblems(problems: readonly Problem[]): void {
     this.metrics.problems.reset();
     const byKind = new Map<string, number>();

@@ -65,6 +65,7 @@ describe('parseGatewayConfig: defaults', () => {
       tlsClientAuth: 'none',
       h2c: false,
       http2MaxConcurrentStreams: 100,
+      stateFileWait: 5_000,
     };
     assert.deepEqual(config, expected);
   });
