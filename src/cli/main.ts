@@ -133,6 +133,7 @@ program
   .option('--client-body-timeout <duration>', 'longest pause between two pieces of a request body (408)', '30s')
   .option('--request-buffer-size <bytes>', 'bodies up to this size are read completely before an upstream is picked', '65536')
   .option('--mirror-max-in-flight <n>', 'shadow (mirror) requests in flight at once per process; more are not sent (0 turns mirroring off)', '100')
+  .option('--cache-max-bytes <bytes>', 'bytes the in-memory response cache of each process holds at most (routes with a cache policy); 0 stores nothing', '67108864')
   .option('--listen-tls <host:port>', 'HTTPS listener (repeatable)', collect, undefined)
   .option('--tls-cert <file>', 'PEM certificate chain, paired with the --tls-key at the same position (repeatable; the first pair is the default certificate)', collect, undefined)
   .option('--tls-key <file>', 'PEM private key of the --tls-cert at the same position (repeatable)', collect, undefined)

@@ -51,6 +51,7 @@ export interface StartFlags {
   clientBodyTimeout?: string;
   requestBufferSize?: string;
   mirrorMaxInFlight?: string;
+  cacheMaxBytes?: string;
   listenTls?: string[];
   tlsCert?: string[];
   tlsKey?: string[];

@@ -208,6 +208,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
     this.streaming = true;
     this.resume = resume;
     const { ex } = this;
+    ex.responseTap?.onHead(status, rawHeaders);
     let head = responseHeaderList(rawHeaders, ex.requestId, ex.extraHeaders, !ex.http2 && ex.ctx.draining);
     if (route.grpc) {
       const split = splitTrailersOnly(head);
@@ -221,7 +222,10 @@ class Forwarding implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
-    if (this.discarding !== null || this.clientGone) return true;
+    if (this.discarding !== null) return true;
+    // Before the client check: a response the upstream completes is stored whole even if the client left.
+    this.ex.responseTap?.onData(chunk);
+    if (this.clientGone) return true;
     if (this.res.write(chunk)) return true;
     this.res.once('drain', onResponseDrain);
     return false;
@@ -236,6 +240,7 @@ class Forwarding implements Dispatcher.DispatchHandler {
       return this.retryOn(next);
     }
     if (this.route.grpc) this.passTrailers(trailers);
+    this.ex.responseTap?.onComplete();
     this.res.end();
     const status = this.res.statusCode;
     this.finish(status, this.route.resilience.breaker.isFailureStatus(status) ? 'failure' : 'success');
