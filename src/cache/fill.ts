@@ -45,6 +45,15 @@ export class CacheFill implements ResponseTap {
   ) {}
 
   onHead(status: number, raw: readonly Buffer[]): void {
+    // Called from undici's handler: a fault here must cost the entry, never the response.
+    try {
+      this.readHead(status, raw);
+    } catch {
+      this.drop();
+    }
+  }
+
+  private readHead(status: number, raw: readonly Buffer[]): void {
     this.responseTimeMs = this.now();
     this.status = status;
     const fields: string[] = [];
@@ -85,6 +94,14 @@ export class CacheFill implements ResponseTap {
   }
 
   onComplete(): void {
+    try {
+      this.complete();
+    } catch {
+      this.drop();
+    }
+  }
+
+  private complete(): void {
     const chunks = this.chunks;
     if (chunks === null || this.status === 0) return;
     this.chunks = null;

@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import type { CompiledRoute } from '../runtime/runtime.ts';
 import { ageSeconds, bypassReason, CacheFill, notModified, principalOf, requestDirectives, usability, type CacheEntry, type CacheResult, type RouteCache } from '../runtime/cache.ts';
 import type { PreparedBody } from './body.ts';
@@ -89,7 +90,7 @@ function goUpstream(ex: Exchange, route: CompiledRoute, cache: RouteCache, body:
       path: target.path,
       requestTimeMs: Date.now(),
       directives: requestDirectives(headers['cache-control'], headers.pragma),
-      header: (name) => headers[name],
+      header: (name) => ownHeader(headers, name),
       leading,
     });
   }
@@ -99,7 +100,7 @@ function goUpstream(ex: Exchange, route: CompiledRoute, cache: RouteCache, body:
 /** Answers from a usable stored entry; false when there is none. */
 function serveStored(ex: Exchange, cache: RouteCache, key: string, result: 'hit' | 'coalesced'): boolean {
   const headers = ex.req.headers;
-  const entry = cache.store.lookup(key, (name) => headers[name]);
+  const entry = cache.store.lookup(key, (name) => ownHeader(headers, name));
   if (entry === undefined) return false;
   const now = Date.now();
   const usable = usability(entry.freshness, requestDirectives(headers['cache-control'], headers.pragma), now);
@@ -137,6 +138,11 @@ function isOwn(own: readonly string[], name: string): boolean {
   if (name === 'set-cookie') return false;
   for (let i = 0; i < own.length; i += 2) if ((own[i] as string).toLowerCase() === name) return true;
   return false;
+}
+
+/** A request field by name; `__proto__` and `constructor` are names like any other, never inherited values. */
+function ownHeader(headers: IncomingHttpHeaders, name: string): string | string[] | undefined {
+  return Object.hasOwn(headers, name) ? headers[name] : undefined;
 }
 
 function single(v: string | string[] | undefined): string | undefined {
