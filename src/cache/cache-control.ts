@@ -41,7 +41,7 @@ const MAX_FIELD_LENGTH = 4096;
 function deltaSeconds(value: string | undefined): number {
   if (value === undefined) return 0;
   const unquoted = value.startsWith('"') && value.endsWith('"') && value.length >= 2 ? value.slice(1, -1) : value;
-  if (!/^\d{1,12}$/.test(unquoted)) return 0;
+  if (!/^\d{1,32}$/.test(unquoted)) return 0;
   return Math.min(Number(unquoted), MAX_DELTA);
 }
 
