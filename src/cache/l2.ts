@@ -11,6 +11,8 @@ export interface L2Store {
   get(key: string): Promise<CacheEntry | undefined>;
   /** Fire and forget. */
   set(key: string, entry: CacheEntry, ttlMs: number): void;
+  /** A route asks for L2: connect now, so its first requests find the connection up. */
+  prepare(): void;
   close(): void;
 }
 
@@ -120,6 +122,8 @@ export class RedisL2 implements L2Store {
     );
   }
 
+  prepare(): void {}
+
   private count(operation: 'get', result: 'miss' | 'timeout' | 'invalid' | 'error'): undefined {
     this.metrics.cacheL2.inc({ operation, result });
     return undefined;
@@ -131,8 +135,8 @@ export class RedisL2 implements L2Store {
 }
 
 /**
- * Connects on first use, so a gateway whose routes never ask for L2 opens no connection for it;
- * the calls made while the connection comes up fail fast and count as errors.
+ * Connects when the first route asking for L2 is compiled, so a gateway whose routes never ask
+ * for it opens no connection; calls made while the connection comes up fail fast (counted).
  */
 export class LazyL2 implements L2Store {
   private inner: RedisL2 | undefined;
@@ -147,6 +151,10 @@ export class LazyL2 implements L2Store {
   set(key: string, entry: CacheEntry, ttlMs: number): void {
     this.inner ??= this.make();
     this.inner.set(key, entry, ttlMs);
+  }
+
+  prepare(): void {
+    this.inner ??= this.make();
   }
 
   close(): void {

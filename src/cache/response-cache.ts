@@ -33,6 +33,7 @@ export interface CachePurges {
 
 export const NO_PURGES: CachePurges = Object.freeze({ all: 0, routes: Object.freeze({}), paths: Object.freeze({}) });
 
+
 /**
  * The in-memory (L1) response cache of one process: one LRU bounded in bytes (`--cache-max-bytes`)
  * shared by every cached route, the misses in flight that others may wait on (request

@@ -29,6 +29,7 @@ export function policyFingerprint(policy: CachePolicy): string {
 
 export function compileRouteCache(routeId: string, policy: CachePolicy, store: ResponseCache, purges: CachePurges, metrics: Metrics): RouteCache {
   const fingerprint = policyFingerprint(policy);
+  if (policy.l2) store.l2?.prepare();
   const routeGeneration = Object.hasOwn(purges.routes, routeId) ? purges.routes[routeId] : 0;
   const prefix = `${routeId}\u0000${fingerprint}\u0000${purges.all}.${routeGeneration}`;
   const paths = new Map(Object.entries(purges.paths));
@@ -44,7 +45,8 @@ export function compileRouteCache(routeId: string, policy: CachePolicy, store: R
     coalesceMs: policy.coalesceTimeout,
     fingerprint,
     // A purged path's generation is part of its keys, so L2 entries of other gateways are left behind too.
-    keyFor: paths.size === 0 ? (host, path, query, principal) => primaryKey(prefix, host, path, query, principal) : (host, path, query, principal) => primaryKey(`${prefix}.${paths.get(path) ?? 0}`, host, path, query, principal),
+    // (The same key text with and without path markers, so the first path purge leaves other paths alone.)
+    keyFor: paths.size === 0 ? (host, path, query, principal) => primaryKey(`${prefix}.0`, host, path, query, principal) : (host, path, query, principal) => primaryKey(`${prefix}.${paths.get(path) ?? 0}`, host, path, query, principal),
     count(result) {
       let child = children.get(result);
       if (!child) {

@@ -307,6 +307,22 @@ kvOptions(cert.command('rm').argument('<name>').description('delete a certificat
   },
 );
 
+const cache = program.command('cache').description('the gateways\' response caches');
+kvOptions(
+  cache
+    .command('purge')
+    .option('--all', 'every cached response of every route')
+    .option('--route <route id>', 'every cached response of one route (as cgw routes shows it)')
+    .option('--path <path>', 'cached responses of this request path, with any query, on every route and host')
+    .option('--key <path>', 'the same as --path')
+    .description('drop cached responses on every gateway and worker, and in Redis: raises a purge generation in <prefix>cache-purge/ (check-and-set) that every gateway applies from its KV watch'),
+).action(async (f: ConsulFlags & { all?: boolean; route?: string; path?: string; key?: string }) => {
+  const [store, { purgeCache, purgeTargetOf }] = await withConsul(f, import('./cache.ts'));
+  const result = await purgeCache(store, f.kvPrefix, purgeTargetOf(f));
+  if (f.json) return print(JSON.stringify(result, null, 2));
+  print(`wrote ${result.key} (generation ${result.generation}); gateways drop the entries once they see the change`);
+});
+
 const rollout = program.command('rollout').description('automated canary rollouts, stored in Consul KV at <prefix>rollouts/<service> (the gateways drive them)');
 kvOptions(
   rollout

@@ -1,5 +1,5 @@
 import type { KvEntry, Problem } from '../core/types.ts';
-import { CACHE_PURGE_DIR, MAX_PURGE_MARKERS, parsePurgeMarker, purgeKeyName } from '../policy/cache-purge.ts';
+import { CACHE_PURGE_DIR, MAX_PURGE_MARKERS, parsePurgeMarker, purgeKeyName, type PurgeMarker } from '../policy/cache-purge.ts';
 
 /** The purge generations in force: every gateway and worker keys its cache entries with them. */
 export interface CachePurges {
@@ -8,14 +8,28 @@ export interface CachePurges {
   readonly routes: Readonly<Record<string, number>>;
   /** By request path. */
   readonly paths: Readonly<Record<string, number>>;
+  /** The marker in force under each key: a bad new value keeps it (last good), so it purges nothing. */
+  readonly markers: Readonly<Record<string, PurgeMarker>>;
 }
 
 /** `<prefix>cache-purge/<name>` markers, checked; a bad one is a problem and purges nothing. */
-export function readCachePurges(kv: readonly KvEntry[], kvPrefix: string, problems: Problem[]): CachePurges {
+export function readCachePurges(kv: readonly KvEntry[], kvPrefix: string, previous: CachePurges | undefined, problems: Problem[]): CachePurges {
   const base = `${kvPrefix}${CACHE_PURGE_DIR}`;
   let all = 0;
   const routes = Object.create(null) as Record<string, number>;
   const paths = Object.create(null) as Record<string, number>;
+  const markers = Object.create(null) as Record<string, PurgeMarker>;
+  const apply = (key: string, { target, generation }: PurgeMarker): void => {
+    markers[key] = { target, generation };
+    if ('all' in target) all = generation;
+    else if ('route' in target) routes[target.route] = generation;
+    else paths[target.path] = generation;
+  };
+  const lastGood = (key: string): boolean => {
+    const kept = previous !== undefined && Object.hasOwn(previous.markers, key) ? previous.markers[key] : undefined;
+    if (kept !== undefined) apply(key, kept);
+    return kept !== undefined;
+  };
   let count = 0;
   for (const entry of kv) {
     if (!entry.key.startsWith(base)) continue;
@@ -27,17 +41,16 @@ export function readCachePurges(kv: readonly KvEntry[], kvPrefix: string, proble
     }
     const parsed = parsePurgeMarker(entry.value);
     if (!parsed.ok) {
-      problems.push({ kind: 'kv', subject: entry.key, message: `invalid cache purge marker at ModifyIndex ${entry.modifyIndex}: ${parsed.error}` });
+      const kept = lastGood(entry.key);
+      problems.push({ kind: 'kv', subject: entry.key, message: `invalid cache purge marker at ModifyIndex ${entry.modifyIndex}: ${parsed.error}`, ...(kept ? { keptLastGood: true } : {}) });
       continue;
     }
-    const { target, generation } = parsed.marker;
-    if (purgeKeyName(target) !== name) {
-      problems.push({ kind: 'kv', subject: entry.key, message: `the marker's target belongs under ${base}${purgeKeyName(target)}; ignored (write it with cgw cache purge)` });
+    if (purgeKeyName(parsed.marker.target) !== name) {
+      const kept = lastGood(entry.key);
+      problems.push({ kind: 'kv', subject: entry.key, message: `the marker's target belongs under ${base}${purgeKeyName(parsed.marker.target)}; ignored (write it with cgw cache purge)`, ...(kept ? { keptLastGood: true } : {}) });
       continue;
     }
-    if ('all' in target) all = generation;
-    else if ('route' in target) routes[target.route] = generation;
-    else paths[target.path] = generation;
+    apply(entry.key, parsed.marker);
   }
-  return { all, routes, paths };
+  return { all, routes, paths, markers };
 }

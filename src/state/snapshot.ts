@@ -434,7 +434,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   }
   const certificates = resolveKvCertificates(views.kv, options.kvPrefix, previous?.certificates ?? [], problems);
   const rollouts = rolloutsInForce(views.kv, options.kvPrefix, (service) => planByName.has(service), problems);
-  const cachePurges = readCachePurges(views.kv, options.kvPrefix, problems);
+  const cachePurges = readCachePurges(views.kv, options.kvPrefix, previous?.cachePurges, problems);
   const body = { routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards, certificates, rollouts, cachePurges };
   deepFreeze(body);
   return {

@@ -198,6 +198,7 @@ describe('purge markers', () => {
         { key: 'gateway/policies/x', value: '{}', modifyIndex: 1 },
       ],
       prefix,
+      undefined,
       problems,
     );
     assert.equal(purges.all, 3);
@@ -206,6 +207,11 @@ describe('purge markers', () => {
     assert.equal(purges.paths['/__proto__'], 5);
     assert.equal(problems.length, 4);
     assert.ok(problems.every((p) => p.kind === 'kv' && p.subject.startsWith('gateway/cache-purge/')));
+    // A bad new value of a good marker keeps the good one: it purges nothing.
+    const later: Problem[] = [];
+    const kept = readCachePurges([kv('all', '{"target":{"all":true},"generation":"4"}', 2)], prefix, purges, later);
+    assert.equal(kept.all, 3);
+    assert.equal(later[0]?.keptLastGood, true);
   });
   const cases: [string, string, boolean][] = [
     ['route', '{"target":{"route":"/a"},"generation":1}', true],
