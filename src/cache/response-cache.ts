@@ -102,11 +102,12 @@ export class ResponseCache {
   }
 
   /** This request's miss is the one others wait for; `land` must follow (the timer bounds the wait). */
-  lead(key: string, timeoutMs: number): void {
-    if (this.flights.has(key)) return;
+  lead(key: string, timeoutMs: number): boolean {
+    if (this.flights.has(key)) return false;
     const timer = setTimeout(() => this.release(key, 'timeout'), timeoutMs);
     timer.unref();
     this.flights.set(key, { waiters: [], timer });
+    return true;
   }
 
   land(key: string): void {

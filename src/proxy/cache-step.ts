@@ -58,10 +58,8 @@ export function cacheStep(ex: Exchange, route: CompiledRoute, cache: RouteCache,
 function miss(ex: Exchange, route: CompiledRoute, cache: RouteCache, body: PreparedBody | null, key: string, refresh: boolean): void {
   if (cache.coalesceMs > 0 && !refresh) {
     if (cache.store.join(key, () => afterWait(ex, route, cache, body, key))) return;
-    if (ex.req.method === 'GET') {
-      cache.store.lead(key, cache.coalesceMs);
-      return goUpstream(ex, route, cache, body, 'miss', key, true);
-    }
+    // A full flight (MAX_WAITERS) is not this request's to land: it goes upstream as a plain miss.
+    if (ex.req.method === 'GET' && cache.store.lead(key, cache.coalesceMs)) return goUpstream(ex, route, cache, body, 'miss', key, true);
   }
   goUpstream(ex, route, cache, body, 'miss', key);
 }

@@ -126,6 +126,25 @@ describe('bounds', () => {
   });
 });
 
+describe('workers', () => {
+  test('each worker has its own memory, and a purge reaches every one of them', async () => {
+    const w = await startGateway({ consul: consul.addr, args: ['--wait', '5s', '--workers', '2'] });
+    try {
+      const seen = new Set<number>();
+      for (let i = 0; i < 12; i++) seen.add(replyOf(await get(w, '/local/workers')).n);
+      assert.ok(seen.size >= 1 && seen.size <= 2, `one stored response per worker at most, saw ${[...seen].join(',')}`);
+      await purge('--all');
+      // Once purged, no worker answers with a response from before the purge.
+      await waitFor(async () => {
+        const replies = await Promise.all(Array.from({ length: 12 }, () => get(w, '/local/workers')));
+        return replies.every((r) => !seen.has(replyOf(r).n));
+      }, { message: 'every worker purged' });
+    } finally {
+      await w.kill();
+    }
+  });
+});
+
 describe('Redis down', () => {
   test('the gateways still serve, from memory and the upstream, and count the L2 failures', async () => {
     await get(a, '/shared/down');
