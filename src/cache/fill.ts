@@ -5,6 +5,10 @@ import type { RouteCache } from './route-cache.ts';
 
 /** What the forwarder tells the cache about the response it streams to the client. */
 export interface ResponseTap {
+  /** True: the cache answers the client instead of this response (answerInstead, once it is complete). */
+  takesOver(status: number, rawHeaders: readonly Buffer[]): boolean;
+  /** Writes the cache's answer; returns the status sent. */
+  answerInstead(): number;
   onHead(status: number, rawHeaders: readonly Buffer[]): void;
   onData(chunk: Buffer): void;
   /** The whole body arrived. */
@@ -21,6 +25,10 @@ export interface FillRequest {
   readonly header: (name: string) => string | readonly string[] | undefined;
   /** This miss is the one concurrent misses for the key wait on. */
   readonly leading: boolean;
+  /** A stale entry this request revalidates (its validators were sent upstream), or null. */
+  readonly stale: CacheEntry | null;
+  /** Answers the client from an entry (the revalidated one); returns the status sent. */
+  readonly serve: (entry: CacheEntry) => number;
 }
 
 /**
@@ -36,6 +44,7 @@ export class CacheFill implements ResponseTap {
   private varyNames: readonly string[] = [];
   private responseTimeMs = 0;
   private ended = false;
+  private revalidated: CacheEntry | null = null;
 
   constructor(
     private readonly cache: RouteCache,
@@ -43,6 +52,47 @@ export class CacheFill implements ResponseTap {
     private readonly request: FillRequest,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /**
+   * A 304 to the validators of a stale entry (RFC 9111 §4.3.3-4.3.4): the entry is fresh again,
+   * its fields updated from the 304's, and it answers the client.
+   */
+  takesOver(status: number, raw: readonly Buffer[]): boolean {
+    const stale = this.request.stale;
+    if (stale === null || status !== 304) return false;
+    try {
+      const responseTimeMs = this.now();
+      const updates = storedFields(raw);
+      const names = new Set<string>();
+      for (let i = 0; i < updates.length; i += 2) names.add(updates[i] as string);
+      names.delete('content-length');
+      const fields: string[] = [];
+      for (let i = 0; i < stale.fields.length; i += 2) if (!names.has(stale.fields[i] as string)) fields.push(stale.fields[i] as string, stale.fields[i + 1] as string);
+      for (let i = 0; i < updates.length; i += 2) if (updates[i] !== 'content-length') fields.push(updates[i] as string, updates[i + 1] as string);
+      const lookup = (name: string) => fieldOf(fields, name);
+      const entry: CacheEntry = {
+        ...stale,
+        fields,
+        freshness: { initialAgeMs: initialAgeMs(lookup, this.request.requestTimeMs, responseTimeMs), lifetimeMs: freshnessLifetimeMs(lookup, this.cache.ttlMs, responseTimeMs), responseTimeMs, mustRevalidate: mustRevalidate(lookup) },
+        etag: lookup('etag'),
+        lastModified: lookup('last-modified'),
+      };
+      this.revalidated = entry;
+      this.chunks = null;
+      const remaining = entry.freshness.lifetimeMs - entry.freshness.initialAgeMs;
+      if (remaining > 0) {
+        this.cache.store.store(this.key, this.cache.fingerprint, entry);
+        if (this.cache.l2) this.cache.store.l2?.set(this.key, entry, remaining);
+      }
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  answerInstead(): number {
+    return this.request.serve(this.revalidated as CacheEntry);
+  }
 
   onHead(status: number, raw: readonly Buffer[]): void {
     // Called from undici's handler: a fault here must cost the entry, never the response.
@@ -56,25 +106,18 @@ export class CacheFill implements ResponseTap {
   private readHead(status: number, raw: readonly Buffer[]): void {
     this.responseTimeMs = this.now();
     this.status = status;
+    // Every field for the decisions (Set-Cookie, Vary, ...); only the storable ones are kept.
     const fields: string[] = [];
-    let connectionNamed: Set<string> | undefined;
     let setCookie = false;
     let bytes = 0;
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const name = (raw[i] as Buffer).toString('latin1').toLowerCase();
       const value = (raw[i + 1] as Buffer).toString('latin1');
-      if (name === 'connection') connectionNamed = new Set(value.split(',').map((t) => t.trim().toLowerCase()));
       if (name === 'set-cookie') setCookie = true;
       bytes += name.length + value.length;
       fields.push(name, value);
     }
-    const kept: string[] = [];
-    for (let i = 0; i < fields.length; i += 2) {
-      const name = fields[i] as string;
-      if (NOT_STORED_FIELDS.has(name) || connectionNamed?.has(name)) continue;
-      kept.push(name, fields[i + 1] as string);
-    }
-    this.fields = kept;
+    this.fields = storedFields(raw);
     this.collected = bytes;
     const lookup = (name: string) => fieldOf(fields, name);
     const refused = notStoredReason({ status, fields: lookup, hasSetCookie: setCookie, request: this.request.directives, cacheSetCookie: this.cache.cacheSetCookie });
@@ -135,4 +178,23 @@ export class CacheFill implements ResponseTap {
   private drop(): void {
     this.chunks = null;
   }
+}
+
+/** Response fields as an entry keeps them: lower-case names, nothing hop-by-hop or per exchange. */
+function storedFields(raw: readonly Buffer[]): string[] {
+  const all: string[] = [];
+  let connectionNamed: Set<string> | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = (raw[i] as Buffer).toString('latin1').toLowerCase();
+    const value = (raw[i + 1] as Buffer).toString('latin1');
+    if (name === 'connection') connectionNamed = new Set(value.split(',').map((t) => t.trim().toLowerCase()));
+    all.push(name, value);
+  }
+  const kept: string[] = [];
+  for (let i = 0; i < all.length; i += 2) {
+    const name = all[i] as string;
+    if (NOT_STORED_FIELDS.has(name) || connectionNamed?.has(name)) continue;
+    kept.push(name, all[i + 1] as string);
+  }
+  return kept;
 }

@@ -4,7 +4,7 @@ import type { CachePolicy } from '../policy/cache-schema.ts';
 import { primaryKey } from './key.ts';
 import type { CachePurges, ResponseCache } from './response-cache.ts';
 
-export type CacheResult = 'hit' | 'stale' | 'coalesced' | 'miss' | 'bypass' | 'not_modified' | 'only_if_cached';
+export type CacheResult = 'hit' | 'stale' | 'coalesced' | 'revalidated' | 'miss' | 'bypass' | 'not_modified' | 'only_if_cached';
 
 /** A route's cache as the proxy uses it, compiled with the snapshot. */
 export interface RouteCache {

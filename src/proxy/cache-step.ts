@@ -36,7 +36,12 @@ export function cacheStep(ex: Exchange, route: CompiledRoute, cache: RouteCache,
   if (bypass !== null) return goUpstream(ex, route, cache, body, 'bypass', null);
   const target = ex.target as NonNullable<Exchange['target']>;
   const key = cache.keyFor(target.host, target.path, target.query, principalOf(ex.identity, authorization));
-  if (!directives.noCache && serveStored(ex, cache, key, 'hit')) return;
+  let stale: CacheEntry | null = null;
+  if (!directives.noCache) {
+    const found = usableEntry(ex, cache, key);
+    if (found !== undefined && found.usable) return serve(ex, cache, found.entry, 'hit', found.stale);
+    if (found !== undefined && method === 'GET' && revalidatable(found.entry, headers)) stale = found.entry;
+  }
   if (directives.onlyIfCached) {
     cache.count('only_if_cached');
     ex.cacheResult = 'miss';
@@ -46,22 +51,22 @@ export function cacheStep(ex: Exchange, route: CompiledRoute, cache: RouteCache,
     cache.store.l2.get(key).then(
       (entry) => {
         if (entry !== undefined && entry.routeId === route.id) cache.store.store(key, cache.fingerprint, entry);
-        if (!serveStored(ex, cache, key, 'hit')) miss(ex, route, cache, body, key, directives.noCache);
+        if (!serveStored(ex, cache, key, 'hit')) miss(ex, route, cache, body, key, directives.noCache, null);
       },
       (err: unknown) => ex.fail(err),
     );
     return;
   }
-  miss(ex, route, cache, body, key, directives.noCache);
+  miss(ex, route, cache, body, key, directives.noCache, stale);
 }
 
-function miss(ex: Exchange, route: CompiledRoute, cache: RouteCache, body: PreparedBody | null, key: string, refresh: boolean): void {
+function miss(ex: Exchange, route: CompiledRoute, cache: RouteCache, body: PreparedBody | null, key: string, refresh: boolean, stale: CacheEntry | null): void {
   if (cache.coalesceMs > 0 && !refresh) {
     if (cache.store.join(key, () => afterWait(ex, route, cache, body, key))) return;
     // A full flight (MAX_WAITERS) is not this request's to land: it goes upstream as a plain miss.
-    if (ex.req.method === 'GET' && cache.store.lead(key, cache.coalesceMs)) return goUpstream(ex, route, cache, body, 'miss', key, true);
+    if (ex.req.method === 'GET' && cache.store.lead(key, cache.coalesceMs)) return goUpstream(ex, route, cache, body, 'miss', key, true, stale);
   }
-  goUpstream(ex, route, cache, body, 'miss', key);
+  goUpstream(ex, route, cache, body, 'miss', key, false, stale);
 }
 
 /** The miss this request waited on is over: its entry answers, else the request goes itself. */
@@ -75,7 +80,7 @@ function afterWait(ex: Exchange, route: CompiledRoute, cache: RouteCache, body: 
   }
 }
 
-function goUpstream(ex: Exchange, route: CompiledRoute, cache: RouteCache, body: PreparedBody | null, result: 'miss' | 'bypass', key: string | null, leading = false): void {
+function goUpstream(ex: Exchange, route: CompiledRoute, cache: RouteCache, body: PreparedBody | null, result: 'miss' | 'bypass', key: string | null, leading = false, stale: CacheEntry | null = null): void {
   cache.count(result);
   ex.cacheResult = result;
   ex.extraHeaders = ex.extraHeaders === null ? ['x-cache', result] : [...ex.extraHeaders, 'x-cache', result];
@@ -83,6 +88,11 @@ function goUpstream(ex: Exchange, route: CompiledRoute, cache: RouteCache, body:
   if (key !== null && ex.req.method === 'GET') {
     const target = ex.target as NonNullable<Exchange['target']>;
     const headers = ex.req.headers;
+    if (stale !== null) {
+      // RFC 9111 §4.3.1: the stored validators go upstream; a 304 makes the entry fresh again.
+      if (stale.etag !== undefined) headers['if-none-match'] = stale.etag;
+      else if (stale.lastModified !== undefined) headers['if-modified-since'] = stale.lastModified;
+    }
     ex.responseTap = new CacheFill(cache, key, {
       routeId: route.id,
       path: target.path,
@@ -90,26 +100,47 @@ function goUpstream(ex: Exchange, route: CompiledRoute, cache: RouteCache, body:
       directives: requestDirectives(headers['cache-control'], headers.pragma),
       header: (name) => ownHeader(headers, name),
       leading,
+      stale,
+      serve: (entry) => {
+        cache.count('revalidated');
+        return writeAnswer(ex, entry, Date.now(), false);
+      },
     });
   }
   ex.pass(route, body);
 }
 
-/** Answers from a usable stored entry; false when there is none. */
-function serveStored(ex: Exchange, cache: RouteCache, key: string, result: 'hit' | 'coalesced'): boolean {
+/** The entry stored for the request, and whether it may answer it now. */
+function usableEntry(ex: Exchange, cache: RouteCache, key: string): { entry: CacheEntry; usable: boolean; stale: boolean } | undefined {
   const headers = ex.req.headers;
   const entry = cache.store.lookup(key, (name) => ownHeader(headers, name));
-  if (entry === undefined) return false;
-  const now = Date.now();
-  const usable = usability(entry.freshness, requestDirectives(headers['cache-control'], headers.pragma), now);
-  if (usable === 'unusable') return false;
-  const conditional = notModified(single(headers['if-none-match']), single(headers['if-modified-since']), entry.etag, entry.lastModified);
-  answer(ex, entry, now, conditional);
-  cache.count(conditional ? 'not_modified' : usable === 'stale-allowed' ? 'stale' : result);
+  if (entry === undefined) return undefined;
+  const usable = usability(entry.freshness, requestDirectives(headers['cache-control'], headers.pragma), Date.now());
+  return { entry, usable: usable !== 'unusable', stale: usable === 'stale-allowed' };
+}
+
+/** Answers from a usable stored entry; false when there is none. */
+function serveStored(ex: Exchange, cache: RouteCache, key: string, result: 'hit' | 'coalesced'): boolean {
+  const found = usableEntry(ex, cache, key);
+  if (found === undefined || !found.usable) return false;
+  serve(ex, cache, found.entry, result, found.stale);
   return true;
 }
 
-function answer(ex: Exchange, entry: CacheEntry, now: number, conditional: boolean): void {
+function serve(ex: Exchange, cache: RouteCache, entry: CacheEntry, result: 'hit' | 'coalesced', stale: boolean): void {
+  const headers = ex.req.headers;
+  const conditional = notModified(single(headers['if-none-match']), single(headers['if-modified-since']), entry.etag, entry.lastModified);
+  cache.count(conditional ? 'not_modified' : stale ? 'stale' : result);
+  ex.finish(writeAnswer(ex, entry, Date.now(), conditional));
+}
+
+/** A stale entry can be revalidated when it has a validator and the client sent none of its own. */
+function revalidatable(entry: CacheEntry, headers: IncomingHttpHeaders): boolean {
+  return (entry.etag !== undefined || entry.lastModified !== undefined) && headers['if-none-match'] === undefined && headers['if-modified-since'] === undefined;
+}
+
+/** Writes an answer from an entry (the exchange is finished by the caller); returns the status. */
+function writeAnswer(ex: Exchange, entry: CacheEntry, now: number, conditional: boolean): number {
   const { res } = ex;
   const status = conditional ? 304 : entry.status;
   const out: string[] = [];
@@ -123,13 +154,14 @@ function answer(ex: Exchange, entry: CacheEntry, now: number, conditional: boole
   }
   if (!BODILESS.has(status)) out.push('content-length', String(entry.body.length));
   out.push('age', String(ageSeconds(entry.freshness, now)), 'x-cache', 'hit', 'x-request-id', ex.requestId);
-  if (own !== null) for (const v of own) out.push(v);
+  // The route's own headers (HSTS, rate limits); a revalidation had already said `miss`.
+  if (own !== null) for (let i = 0; i < own.length; i += 2) if (own[i] !== 'x-cache') out.push(own[i] as string, own[i + 1] as string);
   if (ex.mustClose()) out.push('connection', 'close');
   ex.cacheResult = 'hit';
   res.writeHead(status, out);
   if (ex.req.method === 'HEAD' || BODILESS.has(status)) res.end();
   else res.end(entry.body);
-  ex.finish(status);
+  return status;
 }
 
 function isOwn(own: readonly string[], name: string): boolean {

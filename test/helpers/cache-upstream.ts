@@ -1,6 +1,6 @@
 /**
  * An upstream for response cache tests whose answer is steered by the query string: `cc`
- * (Cache-Control), `vary`, `etag`, `lm` (Last-Modified), `cookie` (a Set-Cookie), `size` (body
+ * (Cache-Control), `vary`, `etag` (a matching If-None-Match gets a 304), `lm` (Last-Modified), `cookie` (a Set-Cookie), `size` (body
  * bytes), `delay` (ms), `status`. The body names the request number per path and query and the
  * credentials it saw, so a test can tell whose response a client got and whether it was stored.
  */
@@ -40,6 +40,12 @@ export async function startCacheUpstream(): Promise<CacheUpstream> {
       if (q.has('vary')) headers.vary = q.get('vary') as string;
       if (q.has('etag')) headers.etag = q.get('etag') as string;
       if (q.has('lm')) headers['last-modified'] = q.get('lm') as string;
+      if (q.has('etag') && req.headers['if-none-match'] === q.get('etag')) {
+        // A revalidation: the stored body is still good (RFC 9110 §15.4.5).
+        res.writeHead(304, headers);
+        res.end();
+        return;
+      }
       if (q.has('cookie')) headers['set-cookie'] = `session=${q.get('cookie')}-${n}; Path=/`;
       const reply: CacheReply = { n, path: key, auth: req.headers.authorization ?? null, apiKey: (req.headers['x-api-key'] as string | undefined) ?? null, lang: (req.headers['accept-language'] as string | undefined) ?? null };
       let body = Buffer.from(JSON.stringify(reply));

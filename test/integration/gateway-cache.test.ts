@@ -187,6 +187,23 @@ describe('Vary and conditional requests', () => {
   });
 });
 
+describe('revalidation', () => {
+  test('a stale entry is revalidated with its ETag: the upstream\'s 304 makes it fresh again and it answers', async () => {
+    const path = '/c/reval?cc=max-age=1&etag="r1"';
+    const upstreamKey = '/c/reval?cc=max-age=1&etag=%22r1%22';
+    const first = await get(path);
+    assert.equal(replyOf(first).n, 1);
+    await waitFor(async () => {
+      const r = await get(path);
+      assert.equal(r.status, 200);
+      assert.equal(replyOf(r).n, 1, 'always the stored body');
+      assert.equal(r.headers['x-cache'], 'hit');
+      return up.hits(upstreamKey) >= 2;
+    }, { message: 'the entry went stale and was revalidated' });
+    assert.ok((await metric('cgw_cache_requests_total', 'route="/c",result="revalidated"')) >= 1);
+  });
+});
+
 describe('consumers', () => {
   test('consumer A never gets consumer B\'s response on a route that stores them per consumer', async () => {
     const a1 = await get('/keyed/me', { 'x-api-key': alice.key });

@@ -121,7 +121,7 @@ describe('ResponseCache', () => {
 
 describe('CacheFill', () => {
   const policy = cacheSchema.parse({ ttl: '60s', maxEntryBytes: 2048, vary: ['x-tenant'] });
-  const request = (leading = false) => ({ routeId: '/r', path: '/p', requestTimeMs: Date.now(), directives: parseDirectives(), header: (n: string) => (n === 'x-tenant' ? 'one' : undefined), leading });
+  const request = (leading = false) => ({ routeId: '/r', path: '/p', requestTimeMs: Date.now(), directives: parseDirectives(), header: (n: string) => (n === 'x-tenant' ? 'one' : undefined), leading, stale: null, serve: () => 200 });
   const parseDirectives = () => ({ noStore: false, noCache: false, private: false, public: false, mustRevalidate: false, proxyRevalidate: false, onlyIfCached: false, maxAge: undefined, sMaxAge: undefined, minFresh: undefined, maxStale: undefined });
 
   test('stores a complete storable response without hop-by-hop fields', () => {
@@ -139,6 +139,20 @@ describe('CacheFill', () => {
     assert.deepEqual(e.fields, ['content-type', 'text/plain', 'etag', '"e"']);
     assert.deepEqual(e.varyNames, ['x-tenant']);
     assert.equal(store.lookup('k', () => 'two'), undefined, 'another tenant does not match');
+  });
+  test('a 304 to a stale entry\'s validators takes over: fields updated, fresh again, answered from the entry', () => {
+    const store = new ResponseCache(1_000_000, metrics(), null);
+    const rc = compileRouteCache('/r', policy, store, NO_PURGES, metrics());
+    const stale: CacheEntry = { ...entry('/r', '/p', 5), varyNames: ['x-tenant'], varyValues: '', etag: '"e"', fields: ['etag', '"e"', 'x-old', '1'], freshness: { initialAgeMs: 0, lifetimeMs: 1000, responseTimeMs: Date.now() - 60_000, mustRevalidate: false } };
+    let served: CacheEntry | undefined;
+    const fill = new CacheFill(rc, 'k', { ...request(), stale, serve: (e) => ((served = e), 200) });
+    assert.equal(fill.takesOver(200, raw({})), false, 'a full answer is not taken over');
+    assert.equal(fill.takesOver(304, raw({ 'Cache-Control': 'max-age=30', ETag: '"e"', Connection: 'close' })), true);
+    assert.equal(fill.answerInstead(), 200);
+    assert.ok(served);
+    assert.deepEqual(served.fields, ['x-old', '1', 'cache-control', 'max-age=30', 'etag', '"e"']);
+    assert.equal(served.freshness.lifetimeMs, 30_000);
+    assert.equal(store.size, 1);
   });
   test('stops collecting past maxEntryBytes and stores nothing', () => {
     const store = new ResponseCache(1_000_000, metrics(), null);
