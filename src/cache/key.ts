@@ -14,13 +14,14 @@ export function primaryKey(routePrefix: string, host: string | undefined, path: 
 
 /**
  * Whose response it is, for routes that store answers to authenticated requests: the method and
- * the consumer (or subject), or a hash of the Authorization value on a route without auth.
+ * the consumer (or subject) and the Authorization value, whichever the request has.
  * Hashed so a credential never sits in memory or Redis as a key.
  */
 export function principalOf(identity: { readonly method: string; readonly subject: string; readonly consumer: string | null } | null, authorization: string | undefined): string {
-  if (identity !== null) return digest(`${identity.method}\u0000${identity.consumer ?? identity.subject}`);
-  if (authorization !== undefined) return digest(`authorization\u0000${authorization}`);
-  return '';
+  // Both when both are there: a route accepting an API key may pass another credential upstream.
+  const who = identity === null ? '' : `${identity.method}\u0000${identity.consumer ?? identity.subject}`;
+  if (who === '' && authorization === undefined) return '';
+  return digest(`${who}\u0000${authorization ?? ''}`);
 }
 
 export function digest(text: string): string {

@@ -169,9 +169,10 @@ describe('keys', () => {
       primaryKey('/r', 'a.example', '/p', '', principalOf({ method: 'apiKey', subject: 'bob', consumer: 'bob' }, undefined)),
       primaryKey('/r', 'a.example', '/p', '', principalOf({ method: 'jwt', subject: 'alice', consumer: null }, undefined)),
       primaryKey('/r', 'a.example', '/p', '', principalOf(null, 'Bearer a')),
+      primaryKey('/r', 'a.example', '/p', '', principalOf({ method: 'apiKey', subject: 'alice', consumer: 'alice' }, 'Bearer a')),
       primaryKey('/r2', 'a.example', '/p', '', ''),
     ]);
-    assert.equal(keys.size, 9);
+    assert.equal(keys.size, 10);
   });
   test('a principal never holds the credential itself', () => {
     assert.ok(!principalOf(null, 'Bearer secret-token').includes('secret'));
