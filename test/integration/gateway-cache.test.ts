@@ -36,10 +36,11 @@ before(async () => {
   [consul, up] = await Promise.all([startConsul(), startCacheUpstream()]);
   await consul.kvPut(`${PREFIX}policies/cached`, JSON.stringify({ appliesTo: { service: 'cached' }, cache: { ttl: '60s', maxEntryBytes: 65_536, vary: ['x-tenant'] } }));
   await consul.kvPut(`${PREFIX}policies/keyed`, JSON.stringify({ appliesTo: { route: '/keyed' }, auth: { methods: ['apiKey'] }, cache: { ttl: '60s', cacheAuthorized: true } }));
+  await consul.kvPut(`${PREFIX}policies/impatient`, JSON.stringify({ appliesTo: { route: '/impatient' }, cache: { ttl: '60s', coalesceTimeout: '200ms' } }));
   await consul.kvPut(`${PREFIX}policies/guarded`, JSON.stringify({ appliesTo: { route: '/guarded' }, auth: { methods: ['apiKey'] } }));
   await consul.kvPut(`${PREFIX}consumers/alice`, JSON.stringify({ keyHash: alice.keyHash }));
   await consul.kvPut(`${PREFIX}consumers/bob`, JSON.stringify({ keyHash: bob.keyHash }));
-  await consul.register({ id: 'cached-1', name: 'cached', port: up.port, tags: ['urlprefix-/c', 'urlprefix-/keyed', 'urlprefix-/guarded', 'urlprefix-/changing'] });
+  await consul.register({ id: 'cached-1', name: 'cached', port: up.port, tags: ['urlprefix-/c', 'urlprefix-/keyed', 'urlprefix-/guarded', 'urlprefix-/changing', 'urlprefix-/impatient'] });
   await consul.register({ id: 'plain-1', name: 'plain', port: up.port, tags: ['urlprefix-/plain'] });
   gw = await startGateway({ consul: consul.addr, args: ['--wait', '5s'] });
   await waitFor(async () => (await get('/plain/x')).status === 200 && (await get('/keyed/x', { 'x-api-key': alice.key })).status === 200, { message: 'routes and consumers in force' });
@@ -249,6 +250,13 @@ describe('coalescing and sizes', () => {
     const replies = await Promise.all(Array.from({ length: 5 }, () => get('/c/slow-ns?delay=200&cc=no-store')));
     for (const r of replies) assert.equal(r.status, 200);
     assert.equal(up.hits('/c/slow-ns?delay=200&cc=no-store'), 5);
+  });
+
+  test('requests waiting on a slow miss go upstream themselves once coalesceTimeout has passed', async () => {
+    const replies = await Promise.all(Array.from({ length: 3 }, () => get('/impatient/x?delay=1500')));
+    for (const r of replies) assert.equal(r.status, 200);
+    assert.equal(up.hits('/impatient/x?delay=1500'), 3);
+    assert.equal((await get('/impatient/x?delay=1500')).headers['x-cache'], 'hit', 'their answers were stored');
   });
 
   test('a body larger than maxEntryBytes reaches the client whole and is not stored', async () => {
