@@ -272,6 +272,7 @@ export class Exchange {
       location: safe,
       'content-length': 0,
       'x-request-id': this.requestId,
+      ...(this.route?.cache ? { 'x-cache': 'bypass' } : {}),
       ...(this.bodyUnread || this.ctx.draining ? { connection: 'close' } : {}),
     });
     this.res.end();
