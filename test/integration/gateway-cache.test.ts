@@ -10,12 +10,14 @@ import { generateApiKey } from '../../src/policy/consumers.ts';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
 import { startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 import { send, type Reply } from '../helpers/http.ts';
+import { startJwks, type JwksServer } from '../helpers/jwks.ts';
 import { startCacheUpstream, type CacheReply, type CacheUpstream } from '../helpers/cache-upstream.ts';
 
 const PREFIX = 'gateway/';
 let consul: ConsulAgent;
 let gw: GatewayProcess;
 let up: CacheUpstream;
+let idp: JwksServer;
 const alice = generateApiKey('alice');
 const bob = generateApiKey('bob');
 
@@ -33,14 +35,22 @@ async function problems(): Promise<{ kind: string; subject: string; message: str
 }
 
 before(async () => {
-  [consul, up] = await Promise.all([startConsul(), startCacheUpstream()]);
+  [consul, up, idp] = await Promise.all([startConsul(), startCacheUpstream(), startJwks({ audience: 'cache-tests' })]);
+  await consul.kvPut(
+    `${PREFIX}policies/jwt`,
+    JSON.stringify({
+      appliesTo: { route: '/jwtc' },
+      auth: { methods: ['jwt'], forwardCredentials: true, jwt: { jwksUrl: idp.url, algorithms: ['RS256'], issuer: idp.issuer, audience: 'cache-tests' } },
+      cache: { ttl: '60s', cacheAuthorized: true },
+    }),
+  );
   await consul.kvPut(`${PREFIX}policies/cached`, JSON.stringify({ appliesTo: { service: 'cached' }, cache: { ttl: '60s', maxEntryBytes: 65_536, vary: ['x-tenant'] } }));
   await consul.kvPut(`${PREFIX}policies/keyed`, JSON.stringify({ appliesTo: { route: '/keyed' }, auth: { methods: ['apiKey'] }, cache: { ttl: '60s', cacheAuthorized: true } }));
   await consul.kvPut(`${PREFIX}policies/impatient`, JSON.stringify({ appliesTo: { route: '/impatient' }, cache: { ttl: '60s', coalesceTimeout: '200ms' } }));
   await consul.kvPut(`${PREFIX}policies/guarded`, JSON.stringify({ appliesTo: { route: '/guarded' }, auth: { methods: ['apiKey'] } }));
   await consul.kvPut(`${PREFIX}consumers/alice`, JSON.stringify({ keyHash: alice.keyHash }));
   await consul.kvPut(`${PREFIX}consumers/bob`, JSON.stringify({ keyHash: bob.keyHash }));
-  await consul.register({ id: 'cached-1', name: 'cached', port: up.port, tags: ['urlprefix-/c', 'urlprefix-/keyed', 'urlprefix-/guarded', 'urlprefix-/changing', 'urlprefix-/impatient'] });
+  await consul.register({ id: 'cached-1', name: 'cached', port: up.port, tags: ['urlprefix-/c', 'urlprefix-/keyed', 'urlprefix-/guarded', 'urlprefix-/changing', 'urlprefix-/impatient', 'urlprefix-/jwtc'] });
   await consul.register({ id: 'plain-1', name: 'plain', port: up.port, tags: ['urlprefix-/plain'] });
   gw = await startGateway({ consul: consul.addr, args: ['--wait', '5s'] });
   await waitFor(async () => (await get('/plain/x')).status === 200 && (await get('/keyed/x', { 'x-api-key': alice.key })).status === 200, { message: 'routes and consumers in force' });
@@ -48,7 +58,7 @@ before(async () => {
 
 after(async () => {
   await gw?.kill();
-  await Promise.all([consul?.destroy(), up?.close()]);
+  await Promise.all([consul?.destroy(), up?.close(), idp?.stop()]);
 });
 
 describe('hits and misses', () => {
@@ -221,6 +231,24 @@ describe('consumers', () => {
     const refused = await get('/keyed/me');
     assert.equal(refused.status, 401);
     assert.equal(refused.headers['x-cache'], 'bypass');
+  });
+
+  test('JWT subjects get their own entries and never each other\'s', async () => {
+    const [aliceToken, bobToken] = await Promise.all([idp.sign({ sub: 'alice' }), idp.sign({ sub: 'bob' })]);
+    const asAlice = { authorization: `Bearer ${aliceToken}` };
+    const asBob = { authorization: `Bearer ${bobToken}` };
+    await waitFor(async () => (await get('/jwtc/me', asAlice)).status === 200, { message: 'jwt route in force' });
+    const bob1 = await get('/jwtc/me', asBob);
+    assert.equal(bob1.headers['x-cache'], 'miss', 'bob is not served alice\'s entry');
+    for (let i = 0; i < 3; i++) {
+      const a = await get('/jwtc/me', asAlice);
+      const b = await get('/jwtc/me', asBob);
+      assert.equal(a.headers['x-cache'], 'hit');
+      assert.equal(b.headers['x-cache'], 'hit');
+      assert.equal(replyOf(a).auth, `Bearer ${aliceToken}`);
+      assert.equal(replyOf(b).auth, `Bearer ${bobToken}`);
+    }
+    assert.equal(up.hits('/jwtc/me'), 2);
   });
 
   test('a route with auth and no cacheAuthorized stores nothing', async () => {
