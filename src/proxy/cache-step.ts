@@ -51,7 +51,7 @@ export function cacheStep(ex: Exchange, route: CompiledRoute, cache: RouteCache,
     cache.store.l2.get(key).then(
       (entry) => {
         if (entry !== undefined && entry.routeId === route.id) cache.store.store(key, cache.fingerprint, entry);
-        if (!serveStored(ex, cache, key, 'hit')) miss(ex, route, cache, body, key, directives.noCache, null);
+        if (!serveStored(ex, cache, key, 'hit')) miss(ex, route, cache, body, key, directives.noCache, stale);
       },
       (err: unknown) => ex.fail(err),
     );
