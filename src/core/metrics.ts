@@ -422,7 +422,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
     }),
     cacheEntries: new Gauge({
       name: 'cgw_cache_entries',
-      help: 'Responses held by the in-memory response cache of this process',
+      help: 'Keys held by the in-memory response cache of this process (each with up to 8 Vary variants)',
       registers: [registry],
     }),
     cacheEvictions: new Counter({
