@@ -5,6 +5,7 @@
  * coalescing, bodies beyond maxEntryBytes, policy changes and bad policy sections.
  */
 import assert from 'node:assert/strict';
+import { connect as http2Connect } from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import { generateApiKey } from '../../src/policy/consumers.ts';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
@@ -52,7 +53,7 @@ before(async () => {
   await consul.kvPut(`${PREFIX}consumers/bob`, JSON.stringify({ keyHash: bob.keyHash }));
   await consul.register({ id: 'cached-1', name: 'cached', port: up.port, tags: ['urlprefix-/c', 'urlprefix-/keyed', 'urlprefix-/guarded', 'urlprefix-/changing', 'urlprefix-/impatient', 'urlprefix-/jwtc'] });
   await consul.register({ id: 'plain-1', name: 'plain', port: up.port, tags: ['urlprefix-/plain'] });
-  gw = await startGateway({ consul: consul.addr, args: ['--wait', '5s'] });
+  gw = await startGateway({ consul: consul.addr, args: ['--wait', '5s', '--h2c'] });
   await waitFor(async () => (await get('/plain/x')).status === 200 && (await get('/keyed/x', { 'x-api-key': alice.key })).status === 200, { message: 'routes and consumers in force' });
 });
 
@@ -80,6 +81,31 @@ describe('hits and misses', () => {
     assert.equal(head.headers['content-length'], String(second.body.length));
     assert.equal(up.hits('/c/hit?etag=%22v1%22'), 1, 'HEAD was answered from the GET entry');
     assert.ok((await metric('cgw_cache_requests_total', 'route="/c",result="hit"')) >= 2);
+  });
+
+  test('HTTP/2 clients get hits too, without connection-specific fields', async () => {
+    const session = http2Connect(gw.url);
+    try {
+      const h2get = () =>
+        new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
+          const stream = session.request({ ':path': '/c/h2', ':method': 'GET' });
+          let headers: Record<string, unknown> = {};
+          let body = '';
+          stream.on('response', (h) => (headers = h));
+          stream.setEncoding('utf8').on('data', (d: string) => (body += d));
+          stream.on('end', () => resolve({ status: Number(headers[':status']), headers, body }));
+          stream.on('error', reject);
+        });
+      const first = await h2get();
+      const second = await h2get();
+      assert.equal(first.headers['x-cache'], 'miss');
+      assert.equal(second.status, 200);
+      assert.equal(second.headers['x-cache'], 'hit');
+      assert.equal(second.headers.connection, undefined);
+      assert.equal(second.body, first.body);
+    } finally {
+      session.close();
+    }
   });
 
   test('a route without a cache policy has no X-Cache header and reaches the upstream every time', async () => {
