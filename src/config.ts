@@ -153,6 +153,8 @@ export const gatewayConfigSchema = z.object({
   mirrorMaxInFlight: z.preprocess((v) => (typeof v === 'string' && v.trim() === '' ? Number.NaN : v), z.coerce.number().int().min(0).max(10_000)).default(100),
   /** Bodies up to this size are read completely before an upstream is picked, so slow senders hold no upstream connection. */
   requestBufferSize: z.coerce.number().int().min(0).max(64 * 1024 * 1024).default(65_536),
+  /** Bytes the in-memory response cache of each process may hold (bodies and fields); 0 stores nothing. */
+  cacheMaxBytes: z.coerce.number().int().min(0).max(64 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   caFile: z.string().min(1).optional(),
   certFile: z.string().min(1).optional(),
   keyFile: z.string().min(1).optional(),

@@ -7,6 +7,8 @@ import type { DataPlaneReport, EndpointHealthReport, ReportScope, ServiceHealthR
 import type { KvCertificate, Snapshot } from './state/snapshot.ts';
 import { UpstreamPools } from './balancer/upstream-pools.ts';
 import { RuntimeHolder } from './runtime/runtime.ts';
+import { ResponseCache } from './cache/response-cache.ts';
+import { LazyL2, RedisL2 } from './cache/l2.ts';
 import { RolloutTaps } from './runtime/rollout-taps.ts';
 import { SubsetRecorder } from './state/rollout-figures.ts';
 
@@ -60,6 +62,8 @@ export class DataPlane {
   private readonly proxy: ProxyListener;
   private readonly keys: JwtKeyCache;
   private readonly limiter: RateLimiterBackend;
+  /** This process's response cache (each worker has its own L1; L2 in Redis with `--redis`). */
+  private readonly cache: ResponseCache;
   private readonly resilience: ResilienceRegistry;
   private readonly rollouts = new RolloutTaps();
   /** Every route's counts, for guarded changes (compared before and after a change). */
@@ -101,6 +105,8 @@ export class DataPlane {
     });
     this.showLimiterState(this.limiter.state);
     this.resilience = new ResilienceRegistry(metrics, logger);
+    const redisUrl = config.redis;
+    this.cache = new ResponseCache(config.cacheMaxBytes, metrics, redisUrl ? new LazyL2(() => new RedisL2(redisUrl, metrics, logger)) : null);
     this.runtime = new RuntimeHolder(
       {
         pools: this.pools,
@@ -112,6 +118,7 @@ export class DataPlane {
         responseTimeoutMs: config.responseTimeout,
         connectTimeoutMs: config.connectTimeout,
         logger,
+        cache: this.cache,
       },
       logger,
     );
@@ -247,6 +254,7 @@ export class DataPlane {
     this.clientCa?.close();
     await this.pools.closeAll(1_000);
     await this.limiter.close();
+    this.cache.close();
     this.keys.close();
     await spans;
   }

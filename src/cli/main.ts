@@ -142,6 +142,7 @@ program
   .option('--client-body-timeout <duration>', 'longest pause between two pieces of a request body (408)', '30s')
   .option('--request-buffer-size <bytes>', 'bodies up to this size are read completely before an upstream is picked', '65536')
   .option('--mirror-max-in-flight <n>', 'shadow (mirror) requests in flight at once per process; more are not sent (0 turns mirroring off)', '100')
+  .option('--cache-max-bytes <bytes>', 'bytes the in-memory response cache of each process holds at most (routes with a cache policy); 0 stores nothing', '67108864')
   .option('--listen-tls <host:port>', 'HTTPS listener (repeatable)', collect, undefined)
   .option('--tls-cert <file>', 'PEM certificate chain, paired with the --tls-key at the same position (repeatable; the first pair is the default certificate)', collect, undefined)
   .option('--tls-key <file>', 'PEM private key of the --tls-cert at the same position (repeatable)', collect, undefined)
@@ -316,6 +317,22 @@ kvOptions(cert.command('rm').argument('<name>').description('delete a certificat
     print(`deleted ${result.key} (was ModifyIndex ${result.modifyIndex})`);
   },
 );
+
+const cache = program.command('cache').description('the gateways\' response caches');
+kvOptions(
+  cache
+    .command('purge')
+    .option('--all', 'every cached response of every route')
+    .option('--route <route id>', 'every cached response of one route (as cgw routes shows it)')
+    .option('--path <path>', 'cached responses of this request path, with any query, on every route and host')
+    .option('--key <path>', 'the same as --path')
+    .description('drop cached responses on every gateway and worker, and in Redis: raises a purge generation in <prefix>cache-purge/ (check-and-set) that every gateway applies from its KV watch'),
+).action(async (f: ConsulFlags & { all?: boolean; route?: string; path?: string; key?: string }) => {
+  const [store, { purgeCache, purgeTargetOf }] = await withConsul(f, import('./cache.ts'));
+  const result = await purgeCache(store, f.kvPrefix, purgeTargetOf(f));
+  if (f.json) return print(JSON.stringify(result, null, 2));
+  print(`wrote ${result.key} (generation ${result.generation}); gateways drop the entries once they see the change`);
+});
 
 const rollout = program.command('rollout').description('automated canary rollouts, stored in Consul KV at <prefix>rollouts/<service> (the gateways drive them)');
 kvOptions(

@@ -57,6 +57,7 @@ export interface StartFlags {
   clientBodyTimeout?: string;
   requestBufferSize?: string;
   mirrorMaxInFlight?: string;
+  cacheMaxBytes?: string;
   listenTls?: string[];
   tlsCert?: string[];
   tlsKey?: string[];

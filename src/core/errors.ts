@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   bad_websocket_handshake: { status: 400, message: 'the WebSocket handshake is malformed' },
   websocket_version_unsupported: { status: 426, message: 'only WebSocket version 13 is supported' },
   shutting_down: { status: 503, message: 'the gateway is shutting down; connect to another instance' },
+  // RFC 9111 §5.2.1.7: only-if-cached without a usable stored response is answered 504.
+  not_cached: { status: 504, message: 'the request asked for a stored response (only-if-cached) and none is usable' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -453,6 +453,34 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),
+    cacheRequests: new Counter({
+      name: 'cgw_cache_requests_total',
+      help: 'Requests of routes with a cache policy by result: hit, stale (served within the client\'s max-stale), coalesced (served from the response of a concurrent miss), miss, bypass, not_modified (304 from an entry), only_if_cached (504)',
+      labelNames: ['route', 'result'] as const,
+      registers: [registry],
+    }),
+    cacheBytes: new Gauge({
+      name: 'cgw_cache_bytes',
+      help: 'Bytes (bodies and fields) held by the in-memory response cache of this process (each worker has its own)',
+      registers: [registry],
+    }),
+    cacheEntries: new Gauge({
+      name: 'cgw_cache_entries',
+      help: 'Keys held by the in-memory response cache of this process (each with up to 8 Vary variants)',
+      registers: [registry],
+    }),
+    cacheEvictions: new Counter({
+      name: 'cgw_cache_evictions_total',
+      help: 'Responses dropped from the in-memory cache: size (room for newer ones), purge (cgw cache purge), policy (the route\'s cache policy changed or went away)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    cacheL2: new Counter({
+      name: 'cgw_cache_l2_requests_total',
+      help: 'Calls to the Redis (L2) response cache by operation (get, set) and result (hit, miss, ok, error, timeout, invalid); failures fall back to memory and the upstream',
+      labelNames: ['operation', 'result'] as const,
+      registers: [registry],
+    }),
   };
   return metrics;
 }

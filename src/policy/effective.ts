@@ -4,6 +4,7 @@ import {
   retriesSchema,
   websocketSchema,
   type AuthorizePolicy,
+  type CachePolicy,
   type AuthPolicy,
   type CircuitBreakerPolicy,
   type DiscoveryPolicy,
@@ -38,6 +39,8 @@ export interface RoutePolicy {
   readonly websocket: WebSocketPolicy;
   /** Shadow traffic of the route, or null. */
   readonly mirror: MirrorPolicy | null;
+  /** The response cache of the route, or null (no per-request work then). */
+  readonly cache: CachePolicy | null;
   readonly sources: Readonly<Record<string, string>>;
 }
 
@@ -106,6 +109,7 @@ export function routePolicy(index: PolicyIndex, service: string, routeId: string
     redirectHttps: pick(chain, 'redirectHttps', sources) ?? false,
     websocket: pick(chain, 'websocket', sources) ?? DEFAULT_WEBSOCKET,
     mirror: pick(chain, 'mirror', sources) ?? null,
+    cache: pick(chain, 'cache', sources) ?? null,
     sources,
   };
 }

@@ -5,9 +5,11 @@ import { unmatchableRoutePath } from '../core/url-path.ts';
 import { hstsSchema, mtlsSchema } from './tls-schema.ts';
 import { stickinessSchema } from './stickiness.ts';
 import { canaryTag } from './canary.ts';
+import { cacheSchema } from './cache-schema.ts';
 
 export { MAX_ALLOWED_NAMES, type HstsPolicy, type MtlsPolicy } from './tls-schema.ts';
 export type { StickinessPolicy } from './stickiness.ts';
+export type { CachePolicy } from './cache-schema.ts';
 
 /**
  * Policy and route documents: the data operators write in `policies/` and Consul KV. Every field
@@ -301,6 +303,8 @@ export const policyDocumentSchema = z
     stickiness: stickinessSchema.optional(),
     /** Copy a share of requests to shadow instances; their answers are dropped. */
     mirror: mirrorSchema.optional(),
+    /** Store responses and answer from them (RFC 9111); see policy/cache-schema.ts. */
+    cache: cacheSchema.optional(),
   })
   .strict()
   .superRefine((doc, ctx) => {
@@ -381,5 +385,5 @@ export type AppliesTo = z.output<typeof appliesToSchema>;
 export type MirrorPolicy = z.output<typeof mirrorSchema>;
 
 /** Sections that can appear in a policy and are inherited route → service → defaults. */
-export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'websocket', 'discovery', 'hsts', 'redirectHttps', 'stickiness', 'mirror'] as const;
+export const POLICY_SECTIONS = ['auth', 'authorize', 'rateLimits', 'timeouts', 'retries', 'outlierDetection', 'circuitBreaker', 'limits', 'websocket', 'discovery', 'hsts', 'redirectHttps', 'stickiness', 'mirror', 'cache'] as const;
 export type PolicySection = (typeof POLICY_SECTIONS)[number];

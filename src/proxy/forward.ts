@@ -110,6 +110,8 @@ class Forwarding implements Dispatcher.DispatchHandler {
   private headersTimer: NodeJS.Timeout | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
   private backoffTimer: NodeJS.Timeout | undefined;
+  /** The cache answers instead of this response (a 304 that revalidated its stale entry). */
+  private takenOver = false;
   private headersTimedOut = false;
   private timedOut = false;
   private clientGone = false;
@@ -205,9 +207,14 @@ class Forwarding implements Dispatcher.DispatchHandler {
         return true;
       }
     }
+    const { ex } = this;
+    if (ex.responseTap?.takesOver(status, rawHeaders) === true) {
+      this.takenOver = true;
+      return true;
+    }
     this.streaming = true;
     this.resume = resume;
-    const { ex } = this;
+    ex.responseTap?.onHead(status, rawHeaders);
     let head = responseHeaderList(rawHeaders, ex.requestId, ex.extraHeaders, !ex.http2 && ex.ctx.draining);
     if (route.grpc) {
       const split = splitTrailersOnly(head);
@@ -221,7 +228,10 @@ class Forwarding implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
-    if (this.discarding !== null || this.clientGone) return true;
+    if (this.discarding !== null || this.takenOver) return true;
+    // Before the client check: a response the upstream completes is stored whole even if the client left.
+    this.ex.responseTap?.onData(chunk);
+    if (this.clientGone) return true;
     if (this.res.write(chunk)) return true;
     this.res.once('drain', onResponseDrain);
     return false;
@@ -235,7 +245,10 @@ class Forwarding implements Dispatcher.DispatchHandler {
       this.discarding = null;
       return this.retryOn(next);
     }
+    const tap = this.ex.responseTap;
+    if (this.takenOver && tap !== null) return this.finish(tap.answerInstead(), 'success');
     if (this.route.grpc) this.passTrailers(trailers);
+    tap?.onComplete();
     this.res.end();
     const status = this.res.statusCode;
     this.finish(status, this.route.resilience.breaker.isFailureStatus(status) ? 'failure' : 'success');

@@ -20,6 +20,8 @@ import type { AccessLog } from './access-log.ts';
 import type { RolloutTaps, RouteTally } from '../runtime/rollout-taps.ts';
 import type { MirrorGate } from './mirror.ts';
 import type { RequestSpan, RequestTracer } from './request-spans.ts';
+import type { CacheResult, ResponseTap } from '../runtime/cache.ts';
+import { cacheStep } from './cache-step.ts';
 
 /**
  * The step an admitted exchange ends in, after the breaker let it through: forwarding over the
@@ -96,6 +98,10 @@ export class Exchange {
   reason: string | null = null;
   /** Response headers added by the pipeline (HSTS over TLS, rate limits), as name, value pairs. */
   extraHeaders: readonly string[] | null = null;
+  /** What the route's cache did with this request (X-Cache); null: not decided, or no cache. */
+  cacheResult: CacheResult | null = null;
+  /** Told of the upstream's response when the cache stores it (cache-step.ts). */
+  responseTap: ResponseTap | null = null;
   private done = false;
 
   constructor(
@@ -217,8 +223,14 @@ export class Exchange {
     this.admit(route, body);
   }
 
-  /** The circuit breaker, then the final step (forward or upgrade), which ends the exchange. */
+  /** The route's cache when it has one, then the breaker and the final step. */
   private admit(route: CompiledRoute, body: PreparedBody | null): void {
+    if (route.cache !== null) return cacheStep(this, route, route.cache, body);
+    this.pass(route, body);
+  }
+
+  /** The circuit breaker, then the final step (forward or upgrade), which ends the exchange. */
+  pass(route: CompiledRoute, body: PreparedBody | null): void {
     const permit = route.resilience.breaker.tryAcquire();
     if (!permit.allowed) {
       return this.refuse('circuit_open', `service "${route.service}" is failing; retry later`, {
@@ -268,6 +280,7 @@ export class Exchange {
       location: safe,
       'content-length': 0,
       'x-request-id': this.requestId,
+      ...(this.route?.cache ? { 'x-cache': 'bypass' } : {}),
       ...(this.bodyUnread || this.ctx.draining ? { connection: 'close' } : {}),
     });
     this.res.end();
@@ -322,7 +335,10 @@ export class Exchange {
    */
   get answerHeaders(): Readonly<Record<string, string>> | undefined {
     const hsts = this.encrypted ? (this.route?.hsts ?? null) : null;
-    return hsts === null ? undefined : { 'strict-transport-security': hsts };
+    // Every answer of a route with a cache says what the cache did, the gateway's own ones too.
+    const cached = this.route?.cache ? (this.cacheResult ?? 'bypass') : null;
+    if (cached === null) return hsts === null ? undefined : { 'strict-transport-security': hsts };
+    return hsts === null ? { 'x-cache': cached } : { 'strict-transport-security': hsts, 'x-cache': cached };
   }
 
   /**
@@ -349,6 +365,7 @@ export class Exchange {
   finish(sent: number): void {
     if (this.done) return;
     this.done = true;
+    this.responseTap?.onEnd();
     const { res, route, ctx } = this;
     // What the client was really sent, also when the listener answered for this request.
     const status = res.headersSent && sent === 499 ? res.statusCode : sent;

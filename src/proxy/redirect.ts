@@ -19,6 +19,7 @@ export function sendHttpsRedirect(ex: Exchange, route: CompiledRoute, target: Re
     location,
     'content-length': 0,
     'x-request-id': ex.requestId,
+    ...(route.cache !== null ? { 'x-cache': 'bypass' } : {}),
     // The body of the request (if any) is not read: the connection cannot carry another request.
     ...(ex.bodyUnread || ex.ctx.draining ? { connection: 'close' } : {}),
   });

@@ -17,6 +17,8 @@ import type { RetryBudget } from '../resilience/retry-budget.ts';
 import { compileAccessRules, type AccessCheck } from '../core/ip-rules.ts';
 import { compileRedirect, type CompiledRedirect } from './redirect.ts';
 import { compileMirror, mirrorTargetLabel, type CompiledMirror } from './mirror.ts';
+import { compileRouteCache, policyFingerprint, type RouteCache } from '../cache/route-cache.ts';
+import { NO_PURGES, type CachePurges, type ResponseCache } from '../cache/response-cache.ts';
 
 export type { CompiledMirror, MirrorOutcome } from './mirror.ts';
 
@@ -92,6 +94,8 @@ export interface CompiledRoute {
   readonly resilience: ServiceResilience;
   /** Shadow traffic of the route, or null (no per-request work then). */
   readonly mirror: CompiledMirror | null;
+  /** The route's response cache, or null (no per-request work then). */
+  readonly cache: RouteCache | null;
   readonly countResponse: (status: number) => void;
   readonly observeDuration: (seconds: number) => void;
   readonly countAuthRejection: (reason: string) => void;
@@ -137,6 +141,8 @@ export interface RuntimeDeps {
   readonly connectTimeoutMs: number;
   /** Parent of every route's access logger. */
   readonly logger: Logger;
+  /** The process's response cache (routes with a cache policy use it); absent: no route caches. */
+  readonly cache?: ResponseCache;
 }
 
 /**
@@ -160,7 +166,7 @@ export function buildRuntime(snapshot: Snapshot, previous: Runtime | undefined, 
   const consumers: ConsumerIndex = new Map(Object.values(snapshot.policies.consumers).map((c) => [c.id, c.record]));
   const routes = snapshot.routes.flatMap((r) => {
     const slot = slots.get(r.service);
-    return slot ? [compileRoute(r, slot, slots, consumers, deps)] : [];
+    return slot ? [compileRoute(r, slot, slots, consumers, deps, snapshot.cachePurges)] : [];
   });
   deps.resilience.retain(new Set(slots.keys()), new Set(snapshot.routes.map((r) => r.id)));
   return { snapshot, router: compileRouter(routes), balancers, slots, changed: null, replaced: new Map() };
@@ -198,7 +204,7 @@ function balancerFor(service: Runtime['snapshot']['services'][string], old: Serv
   return { balancer, resilience };
 }
 
-function compileRoute(route: RouteSnapshot, slot: ServiceSlot, slots: ReadonlyMap<string, ServiceSlot>, consumers: ConsumerIndex, deps: RuntimeDeps): CompiledRoute {
+function compileRoute(route: RouteSnapshot, slot: ServiceSlot, slots: ReadonlyMap<string, ServiceSlot>, consumers: ConsumerIndex, deps: RuntimeDeps, purges: CachePurges | undefined): CompiledRoute {
   const { metrics } = deps;
   const labels = { route: route.id, service: route.service };
   const byStatus = new Map<number, { inc(): void }>();
@@ -250,6 +256,7 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, slots: ReadonlyMa
     websocket: { idleTimeoutMs: policy.websocket.idleTimeout, maxLifetimeMs: policy.websocket.maxLifetime },
     resilience: slot.resilience,
     mirror: compileMirror(route, slot, slots, metrics, policy.timeouts.responseHeaders ?? deps.responseTimeoutMs),
+    cache: policy.cache !== null && deps.cache !== undefined ? compileRouteCache(route.id, policy.cache, deps.cache, purges ?? NO_PURGES, metrics) : null,
     countAuthRejection: boundPerValue((reason: string) => metrics.authRejections.labels({ route: route.id, reason })),
     countRateLimit: boundPerValue((result: 'allowed' | 'limited' | 'unavailable') => metrics.rateLimitDecisions.labels({ route: route.id, result })),
     countSizeRejection: boundPerValue((kind: 'body' | 'headers') => metrics.requestLimitRejections.labels({ route: route.id, kind })),
@@ -266,6 +273,13 @@ function compileRoute(route: RouteSnapshot, slot: ServiceSlot, slots: ReadonlyMa
       duration.observe(seconds);
     },
   };
+}
+
+/** Each cached route's policy fingerprint: the cache keeps only entries of these. */
+function cacheFingerprints(snapshot: Snapshot): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const r of snapshot.routes) if (r.policy.cache !== null) out.set(r.id, policyFingerprint(r.policy.cache));
+  return out;
 }
 
 function samePath(path: string): string {
@@ -356,6 +370,7 @@ export class RuntimeHolder {
       metrics.endpointsTotal.set({ service: name }, service.endpoints.length);
     }
     this.trackPools(previous, next);
+    if (next.changed === null) this.deps.cache?.retain(cacheFingerprints(next.snapshot), next.snapshot.cachePurges ?? NO_PURGES);
     if (!previous || next.changed !== null) return;
     for (const name of Object.keys(previous.snapshot.services)) {
       if (Object.hasOwn(next.snapshot.services, name)) continue;
@@ -391,6 +406,7 @@ export class RuntimeHolder {
       // The open-connections gauge stays while upgraded connections of the route are open: the
       // relays set it until their last one closes.
       void removeSeriesMatching(metrics.websocketUpgrades, { route: r.id });
+      void removeSeriesMatching(metrics.cacheRequests, { route: r.id });
     }
   }
 

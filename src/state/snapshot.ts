@@ -14,6 +14,7 @@ import { readCanaryKeys, resolveCanary, type CanaryKey, type CanarySnapshot } fr
 import { chooseOwners, guardRoutes, type OwnershipMemory, type RouteGuard } from './route-owners.ts';
 import { resolveKvCertificates, type KvCertificate } from './certificates.ts';
 import { rolloutsInForce, type RolloutInForce } from './rollouts-in-force.ts';
+import { readCachePurges, type CachePurges } from './cache-purges.ts';
 import { EMPTY_FABIO_TABLE, evaluateFabio, FABIO_SERVICE_PREFIX, shareOf, slotsOf, summarise, type FabioRoute, type FabioSource, type FabioTable } from './fabio-kv.ts';
 import { shapeEndpoints, shapingFor, type ServiceShaping } from './fabio-shaping.ts';
 import { mirrorProblems, mirrorServicesOf, mirrorTargetsOf } from './mirror-targets.ts';
@@ -91,6 +92,8 @@ export interface Snapshot {
   readonly certificates: readonly KvCertificate[];
   /** Rollouts under way (`<prefix>rollouts/<service>`), by service: what the data plane counts. */
   readonly rollouts: Readonly<Record<string, RolloutInForce>>;
+  /** Cache purge generations from `<prefix>cache-purge/` (absent in snapshots made before them). */
+  readonly cachePurges?: CachePurges;
 }
 
 export const STATIC_SERVICE_PREFIX = 'static:';
@@ -126,6 +129,7 @@ interface ConfigPart {
   readonly routeGuards: Readonly<Record<string, RouteGuard>>;
   readonly certificates: readonly KvCertificate[];
   readonly rollouts: Readonly<Record<string, RolloutInForce>>;
+  readonly cachePurges: CachePurges;
   readonly problems: readonly Problem[];
   readonly version: string;
   /** Routed services in name order, with what their build depends on besides health. */
@@ -288,6 +292,7 @@ function finish(config: ConfigPart, services: Record<string, ServiceSnapshot>, t
     routeGuards: config.routeGuards,
     certificates: config.certificates,
     rollouts: config.rollouts,
+    cachePurges: config.cachePurges,
   };
   Object.freeze(services);
   Object.freeze(snapshot);
@@ -429,7 +434,8 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
   }
   const certificates = resolveKvCertificates(views.kv, options.kvPrefix, previous?.certificates ?? [], problems);
   const rollouts = rolloutsInForce(views.kv, options.kvPrefix, (service) => planByName.has(service), problems);
-  const body = { routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards, certificates, rollouts };
+  const cachePurges = readCachePurges(views.kv, options.kvPrefix, previous?.cachePurges, problems);
+  const body = { routes: finalRoutes, problems: sortProblems(problems), policies, routeGuards: guards, certificates, rollouts, cachePurges };
   deepFreeze(body);
   return {
     catalog: views.catalog,
@@ -445,6 +451,7 @@ function buildConfig(views: ConsulViews, options: BuildOptions, previous: Snapsh
     routeGuards: body.routeGuards,
     certificates: body.certificates,
     rollouts: body.rollouts,
+    cachePurges: body.cachePurges,
     problems: body.problems,
     version: contentHash(body),
     services: plans,

@@ -20,9 +20,11 @@ const ALLOWED: Record<string, readonly string[]> = {
   balancer: ['core', 'state'],
   resilience: ['core', 'state'],
   filters: ['core', 'policy'],
+  // The response cache: RFC 9111 rules, the byte-bounded LRU, coalescing, Redis (L2); no proxy knowledge.
+  cache: ['core', 'policy'],
   // Certificates for the edge: checked, indexed by server name, loaded from files; no proxy knowledge.
   tls: ['core'],
-  runtime: ['core', 'state', 'router', 'balancer', 'resilience', 'filters'],
+  runtime: ['core', 'state', 'router', 'balancer', 'resilience', 'filters', 'cache'],
   proxy: ['core', 'runtime'],
   admin: ['core', 'state', 'runtime'],
   // The control plane's part in rollouts: session locks and KV through consul/, the pure judging in state/.
@@ -30,7 +32,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   cli: ['core', 'config.ts', 'consul', 'policy', 'state', 'tls', 'gateway.ts', 'cluster'],
   // The two halves and the roots that run them: one process (gateway.ts) or a primary and workers (cluster/).
   'control-plane.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'admin', 'rollouts'],
-  'data-plane.ts': ['core', 'config.ts', 'state', 'router', 'balancer', 'resilience', 'filters', 'runtime', 'proxy', 'tls'],
+  'data-plane.ts': ['core', 'config.ts', 'state', 'router', 'balancer', 'resilience', 'filters', 'runtime', 'proxy', 'tls', 'cache'],
   'gateway.ts': ['core', 'config.ts', 'control-plane.ts', 'data-plane.ts'],
   cluster: ['core', 'config.ts', 'state', 'admin', 'control-plane.ts', 'data-plane.ts'],
 };

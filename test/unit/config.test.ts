@@ -56,6 +56,7 @@ describe('parseGatewayConfig: defaults', () => {
       clientHeaderTimeout: 10_000,
       clientBodyTimeout: 30_000,
       requestBufferSize: 65_536,
+      cacheMaxBytes: 64 * 1024 * 1024,
       mirrorMaxInFlight: 100,
       listenTls: [],
       tlsCert: [],

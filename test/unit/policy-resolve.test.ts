@@ -447,7 +447,7 @@ describe('effective policies: inheritance route → service → defaults', () =>
 
   test('no documents: built-in defaults, empty sources', () => {
     const empty = indexPolicies(resolvePolicies([], [], PREFIX, undefined));
-    assert.deepEqual(routePolicy(empty, 'web', '/web'), { auth: null, authorize: null, rateLimits: [], timeouts: {}, retries: DEFAULT_RETRIES, limits: {}, hsts: null, redirectHttps: false, websocket: DEFAULT_WEBSOCKET, mirror: null, sources: {} });
+    assert.deepEqual(routePolicy(empty, 'web', '/web'), { auth: null, authorize: null, rateLimits: [], timeouts: {}, retries: DEFAULT_RETRIES, limits: {}, hsts: null, redirectHttps: false, websocket: DEFAULT_WEBSOCKET, mirror: null, cache: null, sources: {} });
     const svc = servicePolicy(empty, 'web');
     assert.deepEqual(svc.outlierDetection, DEFAULT_OUTLIER);
     assert.equal(svc.circuitBreaker, null);
