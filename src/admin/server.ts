@@ -1,6 +1,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
 import { checkAdminAccess, type AdminAccess } from './access.ts';
+import { ROLLOUT_ACTIONS, type AdminControls, type ControlAnswer, type RolloutActionName } from './controls.ts';
+import type { AdminEvents } from './events.ts';
+import { uiAsset, UI_HEADERS } from './ui/assets.ts';
 import { canaryView, consumersView, endpointsView, policiesView, problemsView, redactedJson, routesView, servicesView, statusView, type AdminSources } from './views.ts';
 
 /**
@@ -18,7 +21,38 @@ const ADMIN_SERVER_OPTIONS = { maxHeaderSize: 16 * 1024, headersTimeout: 10_000,
 
 const NO_TOKEN: AdminAccess = { tokenDigest: null, readsNeedToken: false };
 
-export function createAdminServer(src: AdminSources, metrics: MetricsSource, onFailure: (err: unknown) => void, access: AdminAccess = NO_TOKEN): Server {
+/** Control bodies are a few tags and an index; anything larger is refused unread (413). */
+export const MAX_ADMIN_BODY_BYTES = 16 * 1024;
+/** Writes waiting on Consul at once; more answer 429 rather than queue behind them. */
+const MAX_WRITES_IN_FLIGHT = 8;
+
+/** One write through the admin API, for the log line and `cgw_admin_writes_total`. */
+export interface AdminWriteRecord {
+  /** canary_set, canary_clear, rollout_pause, rollout_resume, rollout_abort, rollout_promote. */
+  readonly action: string;
+  readonly service: string;
+  readonly outcome: 'ok' | 'refused' | 'unauthorized' | 'conflict' | 'busy' | 'failed';
+  readonly status: number;
+  /** The client's address: who asked. */
+  readonly remote: string;
+  readonly message?: string;
+}
+
+export interface AdminExtras {
+  /** The writes and Consul reads (rollouts, fleet); without them, or without an admin token, writes stay 405. */
+  readonly controls?: AdminControls;
+  readonly events?: AdminEvents;
+  readonly onWrite?: (write: AdminWriteRecord) => void;
+}
+
+export function createAdminServer(
+  src: AdminSources,
+  metrics: MetricsSource,
+  onFailure: (err: unknown) => void,
+  access: AdminAccess = NO_TOKEN,
+  extras: AdminExtras = {},
+): Server {
+  let writesInFlight = 0;
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     try {
       route(req, res);
@@ -41,13 +75,39 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
   function route(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const write = req.method !== 'GET' && req.method !== 'HEAD';
+    // The page and its script hold no data (everything comes from the API, with the token when
+    // reads need it), so they load without one: a person must see the page to type the token in.
+    const asset = write ? undefined : uiAsset(path);
+    if (asset) {
+      res.writeHead(200, { ...UI_HEADERS, 'content-type': asset.type, 'content-length': asset.bytes.length });
+      res.end(req.method === 'HEAD' ? undefined : asset.bytes);
+      return;
+    }
+    const control = write && extras.controls && access.tokenDigest !== null ? controlRoute(req.method ?? '', path) : undefined;
     const allowed = checkAdminAccess(req, path, access, write);
+    if (control && allowed !== 'allowed') {
+      extras.onWrite?.({ action: control.action, service: control.service ?? '', outcome: 'unauthorized', status: 401, remote: remoteOf(req) });
+    }
     if (allowed !== 'allowed') {
       res.setHeader('www-authenticate', allowed === 'wrong' ? 'Bearer realm="cgw-admin", error="invalid_token"' : 'Bearer realm="cgw-admin"');
       return sendJson(res, 401, { error: { code: 'unauthorized', message: allowed === 'wrong' ? 'the admin token does not match' : 'the admin API needs Authorization: Bearer <admin token> (CGW_ADMIN_TOKEN for the CLI)' } });
     }
+    if (control && extras.controls) return runControl(extras.controls, control);
     if (write) return sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'admin API is read-only' } });
     switch (path) {
+      case '/v1/events': {
+        if (!extras.events) break;
+        if (req.method === 'HEAD') return sendJson(res, 200, {});
+        if (extras.events.attach(req, res)) return;
+        res.setHeader('retry-after', '10');
+        return sendJson(res, 503, { error: { code: 'too_many_clients', message: `the event stream has as many clients as it takes (${extras.events.count}); try again later` } });
+      }
+      case '/v1/rollouts':
+        if (!extras.controls) break;
+        return answer(extras.controls.rollouts());
+      case '/v1/fleet':
+        if (!extras.controls) break;
+        return answer(extras.controls.fleet());
       case '/-/healthz':
         return sendJson(res, 200, { status: 'ok' });
       case '/-/readyz': {
@@ -100,6 +160,60 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
     }
     return sendJson(res, 404, { error: { code: 'not_found', message: `no admin endpoint ${JSON.stringify(path.slice(0, 200))}` } });
 
+    function answer(pending: Promise<ControlAnswer>, then?: (a: ControlAnswer) => void): void {
+      pending.then((a) => {
+        then?.(a);
+        sendJson(res, a.status, a.body);
+      }, fail);
+    }
+
+    function runControl(controls: AdminControls, c: ControlRoute): void {
+      const remote = remoteOf(req);
+      const record = (status: number, body: unknown): void => {
+        const outcome = status === 200 ? 'ok' : status === 409 ? 'conflict' : status === 429 ? 'busy' : status >= 500 ? 'failed' : 'refused';
+        const message = (body as { error?: { message?: string } } | null)?.error?.message;
+        extras.onWrite?.({ action: c.action, service: c.service ?? '', outcome, status, remote, ...(message ? { message } : {}) });
+      };
+      const refuse = (status: number, code: string, message: string): void => {
+        const body = { error: { code, message } };
+        record(status, body);
+        sendJson(res, status, body);
+      };
+      if (c.service === undefined) return refuse(400, 'bad_request', 'the service name in the path is not valid percent-encoded UTF-8');
+      const service = c.service;
+      if (writesInFlight >= MAX_WRITES_IN_FLIGHT) {
+        res.setHeader('retry-after', '1');
+        return refuse(429, 'busy', `${MAX_WRITES_IN_FLIGHT} admin writes are in flight; try again in a moment`);
+      }
+      writesInFlight++;
+      let released = false;
+      const release = (): void => {
+        if (!released) writesInFlight--;
+        released = true;
+      };
+      res.on('close', release);
+      readBody(req, MAX_ADMIN_BODY_BYTES).then((body) => {
+        if (body === 'too-large') {
+          release();
+          res.setHeader('connection', 'close');
+          return refuse(413, 'payload_too_large', `the body is larger than ${MAX_ADMIN_BODY_BYTES} bytes`);
+        }
+        if (body === 'aborted') return release();
+        const ifMatch = typeof req.headers['if-match'] === 'string' ? req.headers['if-match'] : undefined;
+        const by = `admin API from ${remote}`;
+        const pending =
+          c.action === 'canary_set'
+            ? controls.putCanary(service, body, ifMatch, by)
+            : c.action === 'canary_clear'
+              ? controls.deleteCanary(service, body, ifMatch, by)
+              : controls.rolloutAction(service, c.rolloutAction as RolloutActionName, by);
+        answer(
+          pending.finally(release),
+          (a) => record(a.status, a.body),
+        );
+      }, fail);
+    }
+
     /** Views that show data-plane state wait for its report (workers answer over IPC). */
     function withPlane(scope: ReportScope, send: (plane: DataPlaneReport | undefined) => void): void {
       src.dataPlane(scope).then(
@@ -122,6 +236,56 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
   }
 }
 
+interface ControlRoute {
+  readonly action: string;
+  /** undefined: the path segment is not valid percent-encoding. */
+  readonly service: string | undefined;
+  readonly rolloutAction?: RolloutActionName;
+}
+
+/** `PUT|DELETE /v1/canary/<service>`, `POST /v1/rollouts/<service>/<action>`; undefined for anything else (405 stays). */
+function controlRoute(method: string, path: string): ControlRoute | undefined {
+  const canary = /^\/v1\/canary\/([^/]+)$/.exec(path);
+  if (canary && (method === 'PUT' || method === 'DELETE')) return { action: method === 'PUT' ? 'canary_set' : 'canary_clear', service: decodePathSegment(canary[1] ?? '') };
+  const rollout = /^\/v1\/rollouts\/([^/]+)\/([a-z]+)$/.exec(path);
+  const action = ROLLOUT_ACTIONS.find((a) => a === rollout?.[2]);
+  if (rollout && method === 'POST' && action) return { action: `rollout_${action}`, service: decodePathSegment(rollout[1] ?? ''), rolloutAction: action };
+  return undefined;
+}
+
+function remoteOf(req: IncomingMessage): string {
+  return req.socket.remoteAddress ?? 'unknown';
+}
+
+/** The body as text, at most `limit` bytes (a longer one is not read further). */
+function readBody(req: IncomingMessage, limit: number): Promise<string | 'too-large' | 'aborted'> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (Number.isFinite(declared) && declared > limit) return Promise.resolve('too-large');
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    const finish = (value: string | 'too-large' | 'aborted'): void => {
+      if (done) return;
+      done = true;
+      resolve(value);
+    };
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        // Nothing more is read: the answer says 413 and the connection closes after it.
+        req.pause();
+        finish('too-large');
+        return;
+      }
+      if (!done) chunks.push(chunk);
+    });
+    req.on('end', () => finish(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', () => finish('aborted'));
+    req.on('close', () => finish(size > limit ? 'too-large' : 'aborted'));
+  });
+}
+
 /** decodeURIComponent throws URIError on `%`, `%zz` or broken UTF-8; a path from outside must not. */
 function decodePathSegment(segment: string): string | undefined {
   try {
@@ -136,6 +300,6 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 }
 
 function sendText(res: ServerResponse, status: number, text: string): void {
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
   res.end(text);
 }
