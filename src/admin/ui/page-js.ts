@@ -485,7 +485,7 @@ export const PAGE_JS = String.raw`'use strict';
   tokenField.addEventListener('input', function () {
     try { sessionStorage.setItem(TOKEN_KEY, tokenField.value.trim()); } catch (e) { /* storage off: the token lasts this page */ }
   });
-  tokenField.addEventListener('change', function () { connect(); rerender(false); });
+  tokenField.addEventListener('change', function () { connect(); rerender(true); });
   forget.addEventListener('click', function () {
     try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* nothing kept */ }
     tokenField.value = '';

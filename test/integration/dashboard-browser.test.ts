@@ -1,0 +1,164 @@
+/**
+ * The dashboard as a person uses it, in a real headless Chromium (playwright-core driving Debian's
+ * `chromium`): the pages show what the admin API says; saving canary weights without the admin
+ * token, or with a wrong one, is refused and the refusal is shown; with the token typed into the
+ * "Admin token" field, v1=0 v2=100 set through the labelled fields and the named button moves the
+ * proxy's traffic to v2 only; a new instance registered in Consul appears on the endpoints page
+ * without a reload. Locators go by label and role, so the page's accessibility is what is tested.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { after, before, test } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { Agent, request } from 'undici';
+import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
+import { startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
+import { startUpstream, type Upstream } from '../helpers/upstream.ts';
+
+const TOKEN = 'dashboard-browser-token-0123456789';
+const UI_TIMEOUT_MS = 30_000;
+
+/** Debian's chromium; the test fails (never skips) without it. */
+function chromiumPath(): string {
+  const found = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p): p is string => typeof p === 'string' && p !== '' && existsSync(p));
+  if (!found) throw new Error("no Chromium at /usr/bin/chromium or /usr/bin/chromium-browser: install Debian's `chromium` package (apt-get install chromium), or set CHROMIUM_PATH");
+  return found;
+}
+
+let consul: ConsulAgent;
+let gw: GatewayProcess;
+let browser: Browser;
+let page: Page;
+const ups: Upstream[] = [];
+const client = new Agent({ keepAliveTimeout: 10_000, connections: 4 });
+/** Script errors and Content-Security-Policy refusals the page met (a broken page fails the test). */
+const pageErrors: string[] = [];
+
+async function adminJson<T>(path: string): Promise<T> {
+  const r = await request(`${gw.adminUrl}${path}`, { dispatcher: client });
+  return (await r.body.json()) as T;
+}
+
+async function upstreamOf(): Promise<string> {
+  const r = await request(`${gw.url}/web`, { dispatcher: client, headersTimeout: 10_000, bodyTimeout: 10_000 });
+  await r.body.text();
+  return r.statusCode === 200 ? String(r.headers['x-upstream']) : `status ${r.statusCode}`;
+}
+
+before(async () => {
+  const executablePath = chromiumPath();
+  consul = await startConsul();
+  for (const v of ['v1', 'v2']) {
+    const u = await startUpstream(`web-${v}`);
+    ups.push(u);
+    await consul.register({ id: `web-${v}`, name: 'web', port: u.port, tags: ['urlprefix-/web', v] });
+  }
+  gw = await startGateway({ consul: consul.addr, args: ['--wait', '5s', '--admin-token', TOKEN] });
+  await waitFor(async () => (await upstreamOf()).startsWith('web-'), { timeoutMs: 20_000, message: 'web routed' });
+  browser = await chromium.launch({ executablePath, args: ['--no-sandbox', '--headless=new'], timeout: 60_000 });
+  page = await browser.newPage();
+  page.setDefaultTimeout(UI_TIMEOUT_MS);
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 401/.test(m.text())) pageErrors.push(m.text());
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await gw?.kill();
+  await client.close();
+  await Promise.all(ups.map((u) => u.close()));
+  await consul?.destroy();
+});
+
+test('the services, routes and endpoints pages show what the admin API says', async () => {
+  const services = await adminJson<{ name: string; endpointsHealthy: number; endpointsTotal: number }[]>('/v1/services');
+  const web = services.find((s) => s.name === 'web');
+  assert.ok(web);
+  await page.goto(`${gw.adminUrl}/ui#/services`);
+  const table = page.getByRole('table', { name: 'Services' });
+  const row = table.getByRole('row').filter({ has: page.getByRole('link', { name: 'web', exact: true }) });
+  await row.getByRole('cell', { name: `${web.endpointsHealthy} / ${web.endpointsTotal}`, exact: true }).waitFor();
+
+  await page.getByRole('link', { name: 'Routes', exact: true }).click();
+  const routes = await adminJson<{ route: string; service: string }[]>('/v1/routes');
+  assert.ok(routes.length > 0);
+  for (const r of routes) await page.getByRole('table', { name: 'Routes' }).getByRole('rowheader', { name: r.route, exact: true }).waitFor();
+
+  await page.getByRole('link', { name: 'Services', exact: true }).click();
+  await page.getByRole('link', { name: 'web', exact: true }).click();
+  await page.getByRole('heading', { name: 'Service web' }).waitFor();
+  const endpoints = await adminJson<{ id: string; status: string }[]>('/v1/services/web/endpoints');
+  const endpointTable = page.getByRole('table', { name: 'Endpoints of web' });
+  for (const e of endpoints) {
+    await endpointTable.getByRole('row').filter({ has: page.getByRole('rowheader', { name: e.id, exact: true }) }).getByRole('cell', { name: e.status, exact: true }).waitFor();
+  }
+});
+
+test('saving weights is refused without the token and with a wrong one; with it, v1=0 v2=100 moves the traffic to v2', async () => {
+  await page.goto(`${gw.adminUrl}/ui#/service/web`);
+  await page.getByRole('heading', { name: 'Service web' }).waitFor();
+  const v1 = page.getByLabel('Weight of subset v1');
+  const v2 = page.getByLabel('Weight of subset v2');
+  const save = page.getByRole('button', { name: 'Save weights' });
+  const notice = page.getByRole('alert');
+
+  await v1.fill('0');
+  await v2.fill('100');
+  await save.click();
+  await notice.filter({ hasText: /Not saved: 401 unauthorized/ }).waitFor();
+
+  await page.getByLabel('Admin token').fill('a-wrong-token-of-enough-length');
+  await save.click();
+  await notice.filter({ hasText: /the admin token does not match/ }).waitFor();
+  assert.equal(await consul.kvGet('gateway/canary/web'), null, 'a refused save wrote nothing');
+
+  await page.getByLabel('Admin token').fill(TOKEN);
+  await v1.fill('0');
+  await v2.fill('100');
+  await save.click();
+  await notice.filter({ hasText: /Saved weights of web/ }).waitFor();
+  assert.deepEqual(JSON.parse((await consul.kvGet('gateway/canary/web'))?.value ?? 'null'), { weights: { v1: 0, v2: 100 } });
+
+  // The traffic moved: once the gateway applied the weights, every request reaches v2.
+  await waitFor(
+    async () => {
+      for (let i = 0; i < 20; i++) if ((await upstreamOf()) !== 'web-v2') return false;
+      return true;
+    },
+    { timeoutMs: 20_000, message: '20 requests in a row reach web-v2' },
+  );
+  // And the page shows the weights in force.
+  await page.getByRole('table', { name: 'Canary subsets of web' }).getByRole('row').filter({ has: page.getByRole('rowheader', { name: 'v2', exact: true }) }).getByRole('cell', { name: '100', exact: true }).first().waitFor();
+});
+
+test('a new instance registered in Consul appears on the endpoints page without a reload', async () => {
+  await page.goto(`${gw.adminUrl}/ui#/service/web`);
+  await page.getByRole('heading', { name: 'Service web' }).waitFor();
+  // Gone after a reload: proves the update came through the open page.
+  await page.evaluate(() => {
+    (window as unknown as { notReloaded: boolean }).notReloaded = true;
+  });
+  const u = await startUpstream('web-v3');
+  ups.push(u);
+  await consul.register({ id: 'web-v3', name: 'web', port: u.port, tags: ['urlprefix-/web', 'v2'] });
+  await page.getByRole('table', { name: 'Endpoints of web' }).getByRole('rowheader', { name: 'web-v3', exact: true }).waitFor();
+  assert.equal(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded), true);
+  await page.getByRole('status').filter({ hasText: /Live updates: connected/ }).waitFor();
+});
+
+test('service names from Consul are shown as text, never run as markup', async () => {
+  const u = await startUpstream('hostile');
+  ups.push(u);
+  const name = 'x<img src=x onerror=window.pwned=1>';
+  await consul.register({ id: 'hostile-1', name, port: u.port, tags: ['urlprefix-/hostile', '<b>v1</b>'] });
+  await page.goto(`${gw.adminUrl}/ui#/services`);
+  await page.getByRole('link', { name, exact: true }).waitFor();
+  assert.equal(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned), undefined);
+  assert.equal(await page.locator('img').count(), 0);
+});
+
+test('the page met no script error and no Content-Security-Policy refusal', () => {
+  assert.deepEqual(pageErrors, []);
+});
