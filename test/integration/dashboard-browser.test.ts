@@ -138,13 +138,13 @@ test('a new instance registered in Consul appears on the endpoints page without 
   await page.getByRole('heading', { name: 'Service web' }).waitFor();
   // Gone after a reload: proves the update came through the open page.
   await page.evaluate(() => {
-    (window as unknown as { notReloaded: boolean }).notReloaded = true;
+    (globalThis as unknown as { notReloaded: boolean }).notReloaded = true;
   });
   const u = await startUpstream('web-v3');
   ups.push(u);
   await consul.register({ id: 'web-v3', name: 'web', port: u.port, tags: ['urlprefix-/web', 'v2'] });
   await page.getByRole('table', { name: 'Endpoints of web' }).getByRole('rowheader', { name: 'web-v3', exact: true }).waitFor();
-  assert.equal(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded), true);
+  assert.equal(await page.evaluate(() => (globalThis as unknown as { notReloaded?: boolean }).notReloaded), true);
   await page.getByRole('status').filter({ hasText: /Live updates: connected/ }).waitFor();
 });
 
@@ -155,7 +155,7 @@ test('service names from Consul are shown as text, never run as markup', async (
   await consul.register({ id: 'hostile-1', name, port: u.port, tags: ['urlprefix-/hostile', '<b>v1</b>'] });
   await page.goto(`${gw.adminUrl}/ui#/services`);
   await page.getByRole('link', { name, exact: true }).waitFor();
-  assert.equal(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned), undefined);
+  assert.equal(await page.evaluate(() => (globalThis as unknown as { pwned?: number }).pwned), undefined);
   assert.equal(await page.locator('img').count(), 0);
 });
 

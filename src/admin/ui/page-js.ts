@@ -5,7 +5,7 @@
  */
 export const PAGE_JS = String.raw`'use strict';
 // cgw dashboard: plain DOM, no framework. Every value from the API goes in through textContent
-// (never innerHTML): service names, tags and messages come from Consul and may be hostile.
+// (never parsed as markup): service names, tags and messages come from Consul and may be hostile.
 (function () {
   var TOKEN_KEY = 'cgw-admin-token';
   var view = document.getElementById('view');
