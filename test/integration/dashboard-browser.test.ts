@@ -60,7 +60,12 @@ before(async () => {
   page.setDefaultTimeout(UI_TIMEOUT_MS);
   page.on('pageerror', (err) => pageErrors.push(err.message));
   page.on('console', (m) => {
-    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 401/.test(m.text())) pageErrors.push(m.text());
+    // Failed loads are judged below by their address and status.
+    if (m.type() === 'error' && !/^Failed to load resource/.test(m.text())) pageErrors.push(m.text());
+  });
+  page.on('response', (r) => {
+    // The refused saves answer 401 on purpose; anything else failing is a broken page.
+    if (r.status() >= 400 && !(r.status() === 401 && r.request().method() === 'PUT')) pageErrors.push(`${r.status()} ${r.request().method()} ${r.url()}`);
   });
 });
 

@@ -17,6 +17,8 @@ function asset(type: string, text: string): UiAsset {
   return { type, bytes: Buffer.from(text, 'utf8') };
 }
 
+const ICON_SVG = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#1d5fb4"/><path d="M4 8h8M8 4v8" stroke="#fff" stroke-width="2"/></svg>';
+
 const PAGE = asset('text/html; charset=utf-8', PAGE_HTML);
 const ASSETS: ReadonlyMap<string, UiAsset> = new Map([
   ['/ui', PAGE],
@@ -24,6 +26,8 @@ const ASSETS: ReadonlyMap<string, UiAsset> = new Map([
   ['/ui/index.html', PAGE],
   ['/ui/app.js', asset('text/javascript; charset=utf-8', PAGE_JS)],
   ['/ui/app.css', asset('text/css; charset=utf-8', PAGE_CSS)],
+  // Without an icon of its own, a browser asks for /favicon.ico and logs the 404.
+  ['/ui/icon.svg', asset('image/svg+xml', ICON_SVG)],
 ]);
 
 export function uiAsset(path: string): UiAsset | undefined {
