@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { Agent, request } from 'undici';
 import { startConsul, type ConsulAgent } from '../helpers/consul.ts';
-import { startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
+import { runCli, startGateway, waitFor, type GatewayProcess } from '../helpers/gateway.ts';
 import { startUpstream, type Upstream } from '../helpers/upstream.ts';
 
 const TOKEN = 'dashboard-browser-token-0123456789';
@@ -162,6 +162,38 @@ test('service names from Consul are shown as text, never run as markup', async (
   await page.getByRole('link', { name, exact: true }).waitFor();
   assert.equal(await page.evaluate(() => (globalThis as unknown as { pwned?: number }).pwned), undefined);
   assert.equal(await page.locator('img').count(), 0);
+});
+
+test('the overview, rollouts and fleet pages show what the CLI shows, and a rollout is paused by its named button', async () => {
+  await page.goto(`${gw.adminUrl}/ui#/`);
+  await page.getByRole('heading', { name: 'Overview' }).waitFor();
+  // The version shown is the one /v1/status reports (polled: a health change may publish another).
+  await waitFor(
+    async () => {
+      const status = await adminJson<{ snapshot: { version: string } }>('/v1/status');
+      return (await page.locator('dt:text-is("Snapshot version") + dd').textContent()) === status.snapshot.version;
+    },
+    { timeoutMs: 20_000, message: 'the overview shows the snapshot version of /v1/status' },
+  );
+
+  const started = await runCli(['rollout', 'start', 'web', '--canary', 'v2', '--stable', 'v1', '--steps', '20,100', '--soak', '10m', '--consul', consul.addr]);
+  assert.equal(started.code, 0, started.stderr);
+  await page.getByRole('link', { name: 'Rollouts', exact: true }).click();
+  await page.getByRole('heading', { name: 'Rollout of web' }).waitFor();
+  await page.getByRole('table', { name: 'History of web' }).getByRole('cell', { name: 'started', exact: true }).waitFor();
+  await page.getByRole('table', { name: 'Figures of web in the current window' }).getByRole('rowheader', { name: 'v2 (canary)', exact: true }).waitFor();
+  await page.getByRole('button', { name: 'Pause rollout of web' }).click();
+  await page.getByRole('alert').filter({ hasText: 'Rollout of web: paused.' }).waitFor();
+  const cli = await runCli(['rollout', 'status', 'web', '--json', '--consul', consul.addr]);
+  const stored = JSON.parse(cli.stdout) as { rollout: { state: string; history: { event: string }[] } };
+  assert.equal(stored.rollout.state, 'paused');
+  assert.equal(stored.rollout.history.at(-1)?.event, 'paused');
+  await page.getByRole('definition').filter({ hasText: /^paused$/ }).waitFor();
+
+  const fleet = JSON.parse((await runCli(['fleet', '--json', '--consul', consul.addr])).stdout) as { gateways: { gatewayId: string | null; id: string }[] };
+  assert.ok(fleet.gateways.length > 0);
+  await page.getByRole('link', { name: 'Fleet', exact: true }).click();
+  for (const g of fleet.gateways) await page.getByRole('table', { name: 'Gateways' }).getByRole('rowheader', { name: g.gatewayId ?? g.id, exact: true }).waitFor();
 });
 
 test('the page met no script error and no Content-Security-Policy refusal', () => {

@@ -478,7 +478,8 @@ export const PAGE_JS = String.raw`'use strict';
     if (event === 'snapshot' || event === 'hello') {
       live.textContent = 'Live updates: connected, snapshot ' + (parsed && parsed.version ? parsed.version : 'none');
     }
-    if (event === 'snapshot' || event === 'tick') rerender(true);
+    // A hello after a reconnect: snapshots may have come and gone meanwhile.
+    if (event === 'snapshot' || event === 'tick' || event === 'hello') rerender(true);
   }
 
   tokenField.value = token();
