@@ -99,6 +99,14 @@ test('the services, routes and endpoints pages show what the admin API says', as
   for (const e of endpoints) {
     await endpointTable.getByRole('row').filter({ has: page.getByRole('rowheader', { name: e.id, exact: true }) }).getByRole('cell', { name: e.status, exact: true }).waitFor();
   }
+  // Parts of a page that do not apply leave nothing behind (no stray "null" or "undefined").
+  const stray = await page.locator('#view').evaluate((view) => {
+    const walker = view.ownerDocument.createTreeWalker(view, 4 /* NodeFilter.SHOW_TEXT */);
+    const found: string[] = [];
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) if (/^(null|undefined)$/.test((n.textContent ?? '').trim())) found.push(n.textContent ?? '');
+    return found;
+  });
+  assert.deepEqual(stray, []);
 });
 
 test('saving weights is refused without the token and with a wrong one; with it, v1=0 v2=100 moves the traffic to v2', async () => {

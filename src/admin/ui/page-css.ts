@@ -24,8 +24,8 @@ button { font: inherit; padding: 0.35rem 0.8rem; cursor: pointer; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; min-width: 100%; }
 caption { text-align: left; font-weight: 600; padding: 0.25rem 0; }
-th, td { text-align: left; padding: 0.3rem 0.6rem; border-bottom: 1px solid #8884; vertical-align: top; overflow-wrap: anywhere; }
-thead th { border-bottom: 2px solid #8888; }
+th, td { text-align: left; padding: 0.3rem 0.6rem; border-bottom: 1px solid #8884; vertical-align: top; overflow-wrap: break-word; max-width: 28rem; }
+thead th { border-bottom: 2px solid #8888; white-space: nowrap; }
 .facts { display: grid; grid-template-columns: max-content 1fr; gap: 0.2rem 1rem; }
 .facts dt { font-weight: 600; }
 .facts dd { margin: 0; overflow-wrap: anywhere; }

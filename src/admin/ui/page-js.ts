@@ -140,7 +140,8 @@ export const PAGE_JS = String.raw`'use strict';
 
   function show(nodes, title) {
     document.title = title + ' - cgw dashboard';
-    view.replaceChildren.apply(view, nodes);
+    // Parts a page leaves out are null; replaceChildren would show them as the text "null".
+    view.replaceChildren.apply(view, nodes.filter(function (n) { return n !== null && n !== undefined; }));
   }
 
   function overview() {
