@@ -170,6 +170,26 @@ describe('canary weights through the admin API', () => {
     assert.equal(other.body.error?.code, 'method_not_allowed');
   });
 
+  test('a body that never finishes holds up no one: other writes and reads go on while it stalls', async () => {
+    const stalled = httpRequest(`${gw.adminUrl}/v1/canary/web`, {
+      method: 'PUT',
+      agent: false,
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', 'content-length': '1000' },
+    });
+    stalled.on('error', () => undefined);
+    stalled.write('{"weights": {"v1"');
+    try {
+      const index = await canaryIndex();
+      const r = await putWeights({ v1: 0, v2: 100 }, index);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal((await admin('GET', '/v1/status')).status, 200);
+      await appliedWeights({ v1: 0, v2: 100 });
+      assert.equal(await hitUpstream(), 'web-v2');
+    } finally {
+      stalled.destroy();
+    }
+  });
+
   test('200 concurrent PUTs: at most one wins the check-and-set, the rest answer 409 or 429; then the gateway serves and applies Consul changes', async () => {
     const index = await canaryIndex();
     const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => putWeights(i % 2 ? { v1: 100, v2: 0 } : { v1: 0, v2: 100 }, index)));
