@@ -128,6 +128,10 @@ test('saving weights is refused without the token and with a wrong one; with it,
   assert.equal(await consul.kvGet('gateway/canary/web'), null, 'a refused save wrote nothing');
 
   await page.getByLabel('Admin token').fill(TOKEN);
+  // Enter applies the token without leaving the page (keyboard use).
+  await page.getByLabel('Admin token').press('Enter');
+  await notice.filter({ hasText: 'Admin token set for this tab.' }).waitFor();
+  assert.match(page.url(), /\/ui#\/service\/web$/);
   await v1.fill('0');
   await v2.fill('100');
   await save.click();
@@ -184,6 +188,8 @@ test('the overview, rollouts and fleet pages show what the CLI shows, and a roll
     { timeoutMs: 20_000, message: 'the overview shows the snapshot version of /v1/status' },
   );
 
+  // This test stands alone: the token is typed in again (it is kept per tab anyway).
+  await page.getByLabel('Admin token').fill(TOKEN);
   const started = await runCli(['rollout', 'start', 'web', '--canary', 'v2', '--stable', 'v1', '--steps', '20,100', '--soak', '10m', '--consul', consul.addr]);
   assert.equal(started.code, 0, started.stderr);
   await page.getByRole('link', { name: 'Rollouts', exact: true }).click();

@@ -11,6 +11,7 @@ h2 { font-size: 1.25rem; }
 h3 { font-size: 1.05rem; margin-top: 1.5rem; }
 nav ul { display: flex; flex-wrap: wrap; gap: 0.25rem 1rem; list-style: none; margin: 0; padding: 0; }
 a { color: var(--accent); }
+nav a[aria-current="page"] { font-weight: 700; text-decoration-thickness: 3px; }
 @media (prefers-color-scheme: dark) { :root { --accent: #8ab4f8; --bad: #f2b8b5; --good: #a8dab5; } }
 a:focus-visible, button:focus-visible, input:focus-visible { outline: 3px solid var(--accent); outline-offset: 2px; }
 .token { display: flex; flex-wrap: wrap; align-items: center; gap: 0.5rem; margin: 0.6rem 0; }

@@ -140,6 +140,11 @@ export const PAGE_JS = String.raw`'use strict';
 
   function show(nodes, title) {
     document.title = title + ' - cgw dashboard';
+    var current = '#/' + (route().name === 'service' ? 'services' : route().name);
+    document.querySelectorAll('nav a').forEach(function (a) {
+      if (a.getAttribute('href') === current) a.setAttribute('aria-current', 'page');
+      else a.removeAttribute('aria-current');
+    });
     // Parts a page leaves out are null; replaceChildren would show them as the text "null".
     view.replaceChildren.apply(view, nodes.filter(function (n) { return n !== null && n !== undefined; }));
   }
@@ -488,6 +493,13 @@ export const PAGE_JS = String.raw`'use strict';
     try { sessionStorage.setItem(TOKEN_KEY, tokenField.value.trim()); } catch (e) { /* storage off: the token lasts this page */ }
   });
   tokenField.addEventListener('change', function () { connect(); rerender(true); });
+  // Enter in the token field applies it; the form must not submit (that would reload the page).
+  document.getElementById('token-form').addEventListener('submit', function (event) {
+    event.preventDefault();
+    say('Admin token set for this tab.', '');
+    connect();
+    rerender(true);
+  });
   forget.addEventListener('click', function () {
     try { sessionStorage.removeItem(TOKEN_KEY); } catch (e) { /* nothing kept */ }
     tokenField.value = '';
