@@ -1,14 +1,17 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
 import { checkAdminAccess, type AdminAccess } from './access.ts';
-import { ROLLOUT_ACTIONS, type AdminControls, type ControlAnswer, type RolloutActionName } from './controls.ts';
+import type { AdminControls, ControlAnswer } from './controls.ts';
 import type { AdminEvents } from './events.ts';
+import { decodePathSegment } from './path-segment.ts';
+import { AdminWrites, writeRoute, type AdminWriteRecord } from './writes.ts';
 import { uiAsset, UI_HEADERS } from './ui/assets.ts';
 import { canaryView, consumersView, endpointsView, policiesView, problemsView, redactedJson, routesView, servicesView, statusView, type AdminSources } from './views.ts';
 
 /**
- * Admin HTTP on its own listener (default 127.0.0.1:9901): probes, Prometheus metrics and read-only
- * JSON views. The CLI's inspection commands read only this API.
+ * Admin HTTP on its own listener (default 127.0.0.1:9901): probes, Prometheus metrics, read-only
+ * JSON views, the event stream and the dashboard's files; with an admin token, the few write
+ * routes of `writes.ts`. The CLI's inspection commands read only this API.
  */
 export interface MetricsSource {
   /** The exposition text: this process's metrics, summed with every worker's. */
@@ -16,27 +19,10 @@ export interface MetricsSource {
   readonly contentType: string;
 }
 
-/** Every admin request is small and quick: bounded head, bounded time, no bodies read. */
+/** Every admin request is small and quick: bounded head, bounded time; bodies only on the write routes, bounded there. */
 const ADMIN_SERVER_OPTIONS = { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 } as const;
 
 const NO_TOKEN: AdminAccess = { tokenDigest: null, readsNeedToken: false };
-
-/** Control bodies are a few tags and an index; anything larger is refused unread (413). */
-export const MAX_ADMIN_BODY_BYTES = 16 * 1024;
-/** Writes waiting on Consul at once; more answer 429 rather than queue behind them. */
-const MAX_WRITES_IN_FLIGHT = 8;
-
-/** One write through the admin API, for the log line and `cgw_admin_writes_total`. */
-export interface AdminWriteRecord {
-  /** canary_set, canary_clear, rollout_pause, rollout_resume, rollout_abort, rollout_promote. */
-  readonly action: string;
-  readonly service: string;
-  readonly outcome: 'ok' | 'refused' | 'unauthorized' | 'conflict' | 'busy' | 'failed';
-  readonly status: number;
-  /** The client's address: who asked. */
-  readonly remote: string;
-  readonly message?: string;
-}
 
 export interface AdminExtras {
   /** The writes and Consul reads (rollouts, fleet); without them, or without an admin token, writes stay 405. */
@@ -52,7 +38,7 @@ export function createAdminServer(
   access: AdminAccess = NO_TOKEN,
   extras: AdminExtras = {},
 ): Server {
-  let writesInFlight = 0;
+  const writes = new AdminWrites(extras.onWrite);
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     try {
       route(req, res);
@@ -83,16 +69,14 @@ export function createAdminServer(
       res.end(req.method === 'HEAD' ? undefined : asset.bytes);
       return;
     }
-    const control = write && extras.controls && access.tokenDigest !== null ? controlRoute(req.method ?? '', path) : undefined;
+    const control = write && extras.controls && access.tokenDigest !== null ? writeRoute(req.method ?? '', path) : undefined;
     const allowed = checkAdminAccess(req, path, access, write);
-    if (control && allowed !== 'allowed') {
-      extras.onWrite?.({ action: control.action, service: control.service ?? '', outcome: 'unauthorized', status: 401, remote: remoteOf(req) });
-    }
+    if (control && allowed !== 'allowed') writes.unauthorized(req, control);
     if (allowed !== 'allowed') {
       res.setHeader('www-authenticate', allowed === 'wrong' ? 'Bearer realm="cgw-admin", error="invalid_token"' : 'Bearer realm="cgw-admin"');
       return sendJson(res, 401, { error: { code: 'unauthorized', message: allowed === 'wrong' ? 'the admin token does not match' : 'the admin API needs Authorization: Bearer <admin token> (CGW_ADMIN_TOKEN for the CLI)' } });
     }
-    if (control && extras.controls) return runControl(extras.controls, control);
+    if (control && extras.controls) return writes.run(req, res, extras.controls, control, (status, body) => sendJson(res, status, body), fail);
     if (write) return sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'admin API is read-only' } });
     switch (path) {
       case '/v1/events': {
@@ -160,58 +144,8 @@ export function createAdminServer(
     }
     return sendJson(res, 404, { error: { code: 'not_found', message: `no admin endpoint ${JSON.stringify(path.slice(0, 200))}` } });
 
-    function answer(pending: Promise<ControlAnswer>, then?: (a: ControlAnswer) => void): void {
-      pending.then((a) => {
-        then?.(a);
-        sendJson(res, a.status, a.body);
-      }, fail);
-    }
-
-    function runControl(controls: AdminControls, c: ControlRoute): void {
-      const remote = remoteOf(req);
-      const record = (status: number, body: unknown): void => {
-        const outcome = status === 200 ? 'ok' : status === 409 ? 'conflict' : status === 429 ? 'busy' : status >= 500 ? 'failed' : 'refused';
-        const message = (body as { error?: { message?: string } } | null)?.error?.message;
-        extras.onWrite?.({ action: c.action, service: c.service ?? '', outcome, status, remote, ...(message ? { message } : {}) });
-      };
-      const refuse = (status: number, code: string, message: string): void => {
-        const body = { error: { code, message } };
-        record(status, body);
-        sendJson(res, status, body);
-      };
-      if (c.service === undefined) return refuse(400, 'bad_request', 'the service name in the path is not valid percent-encoded UTF-8');
-      const service = c.service;
-      if (writesInFlight >= MAX_WRITES_IN_FLIGHT) {
-        res.setHeader('retry-after', '1');
-        return refuse(429, 'busy', `${MAX_WRITES_IN_FLIGHT} admin writes are in flight; try again in a moment`);
-      }
-      writesInFlight++;
-      let released = false;
-      const release = (): void => {
-        if (!released) writesInFlight--;
-        released = true;
-      };
-      res.on('close', release);
-      readBody(req, MAX_ADMIN_BODY_BYTES).then((body) => {
-        if (body === 'too-large') {
-          release();
-          res.setHeader('connection', 'close');
-          return refuse(413, 'payload_too_large', `the body is larger than ${MAX_ADMIN_BODY_BYTES} bytes`);
-        }
-        if (body === 'aborted') return release();
-        const ifMatch = typeof req.headers['if-match'] === 'string' ? req.headers['if-match'] : undefined;
-        const by = `admin API from ${remote}`;
-        const pending =
-          c.action === 'canary_set'
-            ? controls.putCanary(service, body, ifMatch, by)
-            : c.action === 'canary_clear'
-              ? controls.deleteCanary(service, body, ifMatch, by)
-              : controls.rolloutAction(service, c.rolloutAction as RolloutActionName, by);
-        answer(
-          pending.finally(release),
-          (a) => record(a.status, a.body),
-        );
-      }, fail);
+    function answer(pending: Promise<ControlAnswer>): void {
+      pending.then((a) => sendJson(res, a.status, a.body), fail);
     }
 
     /** Views that show data-plane state wait for its report (workers answer over IPC). */
@@ -233,65 +167,6 @@ export function createAdminServer(
       if (!res.headersSent) sendJson(res, 500, { error: { code: 'internal_error', message: 'internal error in the admin API' } });
       else res.destroy();
     }
-  }
-}
-
-interface ControlRoute {
-  readonly action: string;
-  /** undefined: the path segment is not valid percent-encoding. */
-  readonly service: string | undefined;
-  readonly rolloutAction?: RolloutActionName;
-}
-
-/** `PUT|DELETE /v1/canary/<service>`, `POST /v1/rollouts/<service>/<action>`; undefined for anything else (405 stays). */
-function controlRoute(method: string, path: string): ControlRoute | undefined {
-  const canary = /^\/v1\/canary\/([^/]+)$/.exec(path);
-  if (canary && (method === 'PUT' || method === 'DELETE')) return { action: method === 'PUT' ? 'canary_set' : 'canary_clear', service: decodePathSegment(canary[1] ?? '') };
-  const rollout = /^\/v1\/rollouts\/([^/]+)\/([a-z]+)$/.exec(path);
-  const action = ROLLOUT_ACTIONS.find((a) => a === rollout?.[2]);
-  if (rollout && method === 'POST' && action) return { action: `rollout_${action}`, service: decodePathSegment(rollout[1] ?? ''), rolloutAction: action };
-  return undefined;
-}
-
-function remoteOf(req: IncomingMessage): string {
-  return req.socket.remoteAddress ?? 'unknown';
-}
-
-/** The body as text, at most `limit` bytes (a longer one is not read further). */
-function readBody(req: IncomingMessage, limit: number): Promise<string | 'too-large' | 'aborted'> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (Number.isFinite(declared) && declared > limit) return Promise.resolve('too-large');
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    const finish = (value: string | 'too-large' | 'aborted'): void => {
-      if (done) return;
-      done = true;
-      resolve(value);
-    };
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        // Nothing more is read: the answer says 413 and the connection closes after it.
-        req.pause();
-        finish('too-large');
-        return;
-      }
-      if (!done) chunks.push(chunk);
-    });
-    req.on('end', () => finish(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', () => finish('aborted'));
-    req.on('close', () => finish(size > limit ? 'too-large' : 'aborted'));
-  });
-}
-
-/** decodeURIComponent throws URIError on `%`, `%zz` or broken UTF-8; a path from outside must not. */
-function decodePathSegment(segment: string): string | undefined {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return undefined;
   }
 }
 
