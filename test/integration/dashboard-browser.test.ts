@@ -91,6 +91,12 @@ test('the services, routes and endpoints pages show what the admin API says', as
   assert.ok(routes.length > 0);
   for (const r of routes) await page.getByRole('table', { name: 'Routes' }).getByRole('rowheader', { name: r.route, exact: true }).waitFor();
 
+  // The other pages of the menu open (any script error fails the last test).
+  for (const [link, heading] of [['Policies', 'Policies'], ['Consumers', 'Consumers'], ['Certificates', 'Certificates'], ['Overview', 'Overview']]) {
+    await page.getByRole('link', { name: link, exact: true }).click();
+    await page.getByRole('heading', { name: heading, exact: true }).waitFor();
+  }
+
   await page.getByRole('link', { name: 'Services', exact: true }).click();
   await page.getByRole('link', { name: 'web', exact: true }).click();
   await page.getByRole('heading', { name: 'Service web' }).waitFor();
