@@ -89,26 +89,35 @@ function call(port: number, method: string, path: string, headers: Record<string
   });
 }
 
-/** Opens the stream and collects its text until `until` matches. */
-function stream(port: number, headers: Record<string, string>, until: RegExp): Promise<{ status: number; text: string; close: () => void }> {
+/** Opens the stream; resolves once `until` matches what arrived, and keeps collecting after. */
+function stream(port: number, headers: Record<string, string>, until: RegExp): Promise<{ status: number; text: () => string; close: () => void }> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path: '/v1/events', headers, agent: false }, (res) => {
       let text = '';
       res.setEncoding('utf8');
-      const close = () => req.destroy();
+      const handle = { status: res.statusCode ?? 0, text: () => text, close: () => req.destroy() };
+      res.on('error', () => undefined);
       if (res.statusCode !== 200) {
         res.on('data', (d: string) => (text += d));
-        res.once('end', () => resolve({ status: res.statusCode ?? 0, text, close }));
+        res.once('end', () => resolve(handle));
         return;
       }
       res.on('data', (d: string) => {
         text += d;
-        if (until.test(text)) resolve({ status: 200, text, close });
+        if (until.test(text)) resolve(handle);
       });
     });
     req.once('error', reject);
     req.end();
   });
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (condition()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail(`timed out waiting for ${what}`);
 }
 
 describe('the page', () => {
@@ -143,17 +152,11 @@ describe('the event stream', () => {
     assert.equal((await stream(port, {}, /x/)).status, 401);
     assert.equal((await stream(port, { authorization: 'Bearer wrong-token' }, /x/)).status, 401);
     const s = await stream(port, { authorization: `Bearer ${TOKEN}` }, /event: hello/);
-    assert.match(s.text, /^retry: \d+\n/);
-    assert.match(s.text, /data: \{"version":"v-now"/);
-    const next = new Promise<void>((resolve) => {
-      const check = setInterval(() => {
-        if (hub.count === 1) {
-          clearInterval(check);
-          resolve();
-        }
-      }, 5);
-    });
-    await next;
+    assert.match(s.text(), /^retry: \d+\n/);
+    assert.match(s.text(), /data: \{"version":"v-now"/);
+    assert.equal(hub.count, 1);
+    hub.snapshot('v-next');
+    await until(() => /event: snapshot\ndata: \{"version":"v-next"/.test(s.text()), 'the snapshot event');
     s.close();
   });
 
@@ -167,8 +170,7 @@ describe('the event stream', () => {
     assert.equal(refused.headers['retry-after'], '10');
     a.close();
     b.close();
-    for (let i = 0; i < 200 && hub.count > 0; i++) await new Promise((r) => setTimeout(r, 10));
-    assert.equal(hub.count, 0);
+    await until(() => hub.count === 0, 'closed streams to be dropped');
     const c = await stream(port, {}, /hello/);
     hub.snapshot('v-next');
     c.close();
