@@ -154,6 +154,12 @@ test('saving weights is refused without the token and with a wrong one; with it,
   );
   // And the page shows the weights in force.
   await page.getByRole('table', { name: 'Canary subsets of web' }).getByRole('row').filter({ has: page.getByRole('rowheader', { name: 'v2', exact: true }) }).getByRole('cell', { name: '100', exact: true }).first().waitFor();
+
+  // Clearing goes through Consul the same way (check-and-set on the index the page read).
+  await page.getByRole('button', { name: 'Clear weights' }).click();
+  await notice.filter({ hasText: 'Cleared weights of web.' }).waitFor();
+  assert.equal(await consul.kvGet('gateway/canary/web'), null);
+  await page.getByText('web has no canary weights: every endpoint shares the traffic.').waitFor();
 });
 
 test('a new instance registered in Consul appears on the endpoints page without a reload', async () => {

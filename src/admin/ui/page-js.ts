@@ -258,7 +258,7 @@ export const PAGE_JS = String.raw`'use strict';
       el('p', { text: tags.length ? 'Weights in percent, summing to 100 (needs the admin token). Written with check-and-set on ModifyIndex ' + index + '.' : 'No subset tags on the instances of ' + name + '.' }),
     ].concat(fields, [
       el('button', { type: 'submit', text: 'Save weights' }),
-      el('button', { type: 'button', text: 'Clear weights', onclick: function () { clearWeights(name, index); } }),
+      canary ? el('button', { type: 'button', text: 'Clear weights', onclick: function () { clearWeights(name, index); } }) : null,
     ]));
     form.addEventListener('submit', function (event) {
       event.preventDefault();
