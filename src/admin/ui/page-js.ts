@@ -1,7 +1,8 @@
 /**
  * The dashboard's script: hash routes over the admin API's JSON, the event stream, the controls.
  * Kept as a string module so it reaches dist/ and the image with the compiled code (no build
- * step, no CDN); test/unit/admin-dashboard.test.ts checks it parses and holds no backtick.
+ * step, no CDN); test/unit/admin-dashboard.test.ts checks it (the script parses, the
+ * markup has no inline script). Written without backticks or dollar-brace, which String.raw would take.
  */
 export const PAGE_JS = String.raw`'use strict';
 // cgw dashboard: plain DOM, no framework. Every value from the API goes in through textContent
