@@ -400,17 +400,32 @@ export const PAGE_JS = String.raw`'use strict';
 
   // ----- rendering and live updates ------------------------------------------------------------
 
-  /** Draws the page again with fresh data; a form being edited is left alone until it is saved. */
+  // A press on a button that is replaced before it is released never becomes a click: a soft
+  // refresh waits while a pointer is down or a field of the page has the focus.
+  var pointerDown = false;
+  document.addEventListener('pointerdown', function () { pointerDown = true; }, true);
+  document.addEventListener('pointerup', function () { setTimeout(function () { pointerDown = false; }, 0); }, true);
+  document.addEventListener('pointercancel', function () { pointerDown = false; }, true);
+
+  function busy() {
+    var active = document.activeElement;
+    return pointerDown || (active !== null && view.contains(active) && active.tagName === 'INPUT');
+  }
+
+  /** Draws the page again with fresh data; a soft refresh leaves a form being used alone. */
   function rerender(soft) {
     if (refreshing) { refreshAgain = true; return; }
     var r = route();
-    var editing = soft && renderedFor === r.key && view.contains(document.activeElement) && document.activeElement.tagName === 'INPUT';
-    if (editing) return;
+    if (soft && renderedFor === r.key && busy()) return;
     refreshing = true;
     var page = pages[r.name];
     var title = r.name || 'overview';
     (r.name === 'service' ? page(r.arg || '') : page()).then(
       function (nodes) {
+        if (soft && renderedFor === r.key && busy()) {
+          setTimeout(function () { rerender(true); }, 250);
+          return;
+        }
         // A soft refresh keeps the weights typed so far.
         var typed = {};
         if (soft && renderedFor === r.key) view.querySelectorAll('input[data-tag]').forEach(function (i) { typed[i.id] = i.value; });
