@@ -25,6 +25,9 @@ import { parseDocumentText, readPolicyDir, type RawDocument } from './policy/doc
 import { resolvePolicies } from './policy/resolve.ts';
 import { createAdminServer } from './admin/server.ts';
 import { adminAccess } from './admin/access.ts';
+import { AdminEvents } from './admin/events.ts';
+import { createAdminControls } from './controls/admin-controls.ts';
+import { ConsulControlStore } from './controls/consul-store.ts';
 import type { WorkerView } from './admin/views.ts';
 
 /** How long start waits to learn whether --consul is a Consul agent at all. */
@@ -33,6 +36,12 @@ const CONSUL_IDENTIFY_TIMEOUT_MS = 5_000;
 const DEREGISTER_CRITICAL_AFTER = '1m';
 /** The state file is written at most this often (the newest snapshot at the end of the quiet time). */
 const STATE_FILE_MIN_INTERVAL_MS = 5_000;
+/** Dashboards (and other readers) of the admin event stream at once; more answer 503. */
+const ADMIN_EVENT_CLIENTS_MAX = 64;
+/** How often the event stream says `tick`, for figures that move without a new snapshot. */
+const ADMIN_EVENT_TICK_MS = 5_000;
+/** `cgw fleet --grace`'s default: the fleet page judges lag the same way. */
+const FLEET_GRACE_MS = 5_000;
 
 export type ApplyResult = { readonly ok: true } | { readonly ok: false; readonly error: string };
 
@@ -70,6 +79,9 @@ export class ControlPlane {
   /** Writes `<runtime-prefix>history/` for `cgw history` and `cgw rollback` (off the request path). */
   private readonly historyKv: ConsulKvWriter;
   private readonly history: HistoryRecorder;
+  /** The admin API's Consul writes and reads (dashboard controls, rollouts, fleet): a client of its own. */
+  private readonly controlsConsul: ConsulClient;
+  private readonly adminEvents: AdminEvents;
   /** The KV view the policies in force were resolved from. */
   private resolvedFrom: { kv: readonly KvEntry[]; kvResets: number } | undefined;
   private policyFiles: readonly RawDocument[] = [];
@@ -177,6 +189,22 @@ export class ControlPlane {
       const keeper = this.stateFile;
       this.store.onPublish((snapshot) => keeper.published(snapshot));
     }
+    this.controlsConsul = new ConsulClient({ address: config.consul, token: config.token, dc: config.dc, maxConnections: 2, tls: consulTls(config) });
+    this.adminEvents = new AdminEvents({
+      maxClients: ADMIN_EVENT_CLIENTS_MAX,
+      tickMs: ADMIN_EVENT_TICK_MS,
+      version: () => this.store.current?.snapshot.version ?? null,
+      onClients: (n) => metrics.adminEventClients.set(n),
+      onRefused: () => metrics.adminEventClientsRefused.inc(),
+    });
+    this.store.onPublish((snapshot) => this.adminEvents.snapshot(snapshot.version));
+    const controls = createAdminControls({
+      store: new ConsulControlStore(this.controlsConsul),
+      kvPrefix: config.kvPrefix,
+      runtimePrefix: config.kvRuntimePrefix,
+      fleetService: config.registerService,
+      fleetGraceMs: FLEET_GRACE_MS,
+    });
     this.admin = createAdminServer(
       {
         startedAt: Date.now(),
@@ -207,6 +235,15 @@ export class ControlPlane {
         logger.error({ err }, 'admin API request failed');
       },
       adminAccess(config.adminToken, isLoopbackHost(config.admin.host)),
+      {
+        controls,
+        events: this.adminEvents,
+        onWrite: (w) => {
+          metrics.adminWrites.inc({ action: w.action, outcome: w.outcome });
+          // Who (the client's address) and what: every write through the admin API is on record.
+          logger[w.outcome === 'ok' ? 'info' : 'warn']({ admin: { action: w.action, service: w.service, outcome: w.outcome, status: w.status, remote: w.remote }, reason: w.message }, `admin write ${w.action} ${w.service}: ${w.outcome}`);
+        },
+      },
     );
     metrics.hooks.consulApplyLagSeconds = () => this.applyLagSeconds();
   }
@@ -366,6 +403,8 @@ export class ControlPlane {
     await this.supervisor.close();
     await this.history.close();
     await this.historyKv.close();
+    this.adminEvents.close();
+    await this.controlsConsul.close();
     await new Promise<void>((resolve) => {
       this.admin.close(() => resolve());
       this.admin.closeAllConnections();

@@ -1,11 +1,17 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
 import { checkAdminAccess, type AdminAccess } from './access.ts';
+import type { AdminControls, ControlAnswer } from './controls.ts';
+import type { AdminEvents } from './events.ts';
+import { decodePathSegment } from './path-segment.ts';
+import { AdminWrites, writeRoute, type AdminWriteRecord } from './writes.ts';
+import { uiAsset, UI_HEADERS } from './ui/assets.ts';
 import { canaryView, consumersView, endpointsView, policiesView, problemsView, redactedJson, routesView, servicesView, stalenessView, statusView, type AdminSources } from './views.ts';
 
 /**
- * Admin HTTP on its own listener (default 127.0.0.1:9901): probes, Prometheus metrics and read-only
- * JSON views. The CLI's inspection commands read only this API.
+ * Admin HTTP on its own listener (default 127.0.0.1:9901): probes, Prometheus metrics, read-only
+ * JSON views, the event stream and the dashboard's files; with an admin token, the few write
+ * routes of `writes.ts`. The CLI's inspection commands read only this API.
  */
 export interface MetricsSource {
   /** The exposition text: this process's metrics, summed with every worker's. */
@@ -13,12 +19,26 @@ export interface MetricsSource {
   readonly contentType: string;
 }
 
-/** Every admin request is small and quick: bounded head, bounded time, no bodies read. */
+/** Every admin request is small and quick: bounded head, bounded time; bodies only on the write routes, bounded there. */
 const ADMIN_SERVER_OPTIONS = { maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 30_000, keepAliveTimeout: 5_000 } as const;
 
 const NO_TOKEN: AdminAccess = { tokenDigest: null, readsNeedToken: false };
 
-export function createAdminServer(src: AdminSources, metrics: MetricsSource, onFailure: (err: unknown) => void, access: AdminAccess = NO_TOKEN): Server {
+export interface AdminExtras {
+  /** The writes and Consul reads (rollouts, fleet); without them, or without an admin token, writes stay 405. */
+  readonly controls?: AdminControls;
+  readonly events?: AdminEvents;
+  readonly onWrite?: (write: AdminWriteRecord) => void;
+}
+
+export function createAdminServer(
+  src: AdminSources,
+  metrics: MetricsSource,
+  onFailure: (err: unknown) => void,
+  access: AdminAccess = NO_TOKEN,
+  extras: AdminExtras = {},
+): Server {
+  const writes = new AdminWrites(extras.onWrite);
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     try {
       route(req, res);
@@ -41,13 +61,37 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
   function route(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const write = req.method !== 'GET' && req.method !== 'HEAD';
+    // The page and its script hold no data (everything comes from the API, with the token when
+    // reads need it), so they load without one: a person must see the page to type the token in.
+    const asset = write ? undefined : uiAsset(path);
+    if (asset) {
+      res.writeHead(200, { ...UI_HEADERS, 'content-type': asset.type, 'content-length': asset.bytes.length });
+      res.end(req.method === 'HEAD' ? undefined : asset.bytes);
+      return;
+    }
+    const control = write && extras.controls && access.tokenDigest !== null ? writeRoute(req.method ?? '', path) : undefined;
     const allowed = checkAdminAccess(req, path, access, write);
+    if (control && allowed !== 'allowed') writes.unauthorized(req, control);
     if (allowed !== 'allowed') {
       res.setHeader('www-authenticate', allowed === 'wrong' ? 'Bearer realm="cgw-admin", error="invalid_token"' : 'Bearer realm="cgw-admin"');
       return sendJson(res, 401, { error: { code: 'unauthorized', message: allowed === 'wrong' ? 'the admin token does not match' : 'the admin API needs Authorization: Bearer <admin token> (CGW_ADMIN_TOKEN for the CLI)' } });
     }
+    if (control && extras.controls) return writes.run(req, res, extras.controls, control, (status, body) => sendJson(res, status, body), fail);
     if (write) return sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'admin API is read-only' } });
     switch (path) {
+      case '/v1/events': {
+        if (!extras.events) break;
+        if (req.method === 'HEAD') return sendJson(res, 200, {});
+        if (extras.events.attach(req, res)) return;
+        res.setHeader('retry-after', '10');
+        return sendJson(res, 503, { error: { code: 'too_many_clients', message: `the event stream has as many clients as it takes (${extras.events.count}); try again later` } });
+      }
+      case '/v1/rollouts':
+        if (!extras.controls) break;
+        return answer(extras.controls.rollouts());
+      case '/v1/fleet':
+        if (!extras.controls) break;
+        return answer(extras.controls.fleet());
       case '/-/healthz':
         return sendJson(res, 200, { status: 'ok' });
       case '/-/readyz': {
@@ -101,6 +145,10 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
     }
     return sendJson(res, 404, { error: { code: 'not_found', message: `no admin endpoint ${JSON.stringify(path.slice(0, 200))}` } });
 
+    function answer(pending: Promise<ControlAnswer>): void {
+      pending.then((a) => sendJson(res, a.status, a.body), fail);
+    }
+
     /** Views that show data-plane state wait for its report (workers answer over IPC). */
     function withPlane(scope: ReportScope, send: (plane: DataPlaneReport | undefined) => void): void {
       src.dataPlane(scope).then(
@@ -123,20 +171,11 @@ export function createAdminServer(src: AdminSources, metrics: MetricsSource, onF
   }
 }
 
-/** decodeURIComponent throws URIError on `%`, `%zz` or broken UTF-8; a path from outside must not. */
-function decodePathSegment(segment: string): string | undefined {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return undefined;
-  }
-}
-
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   sendText(res, status, JSON.stringify(body, null, 2));
 }
 
 function sendText(res: ServerResponse, status: number, text: string): void {
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
   res.end(text);
 }

@@ -1,7 +1,10 @@
 import { KV_WRITERS, type KvWriter } from '../core/kv-layout.ts';
 import { parseCanaryArgs, parseCanaryValue, type CanaryWeights } from '../policy/canary.ts';
 import { CliError } from './admin-client.ts';
-import { normalizeKvPrefix, type ConsulStore, type ServiceLookup } from './consul-kv.ts';
+import { checkWeightTags, KEY_SERVICE_NAME, unknownServiceText } from '../state/canary-tags.ts';
+import { normalizeKvPrefix, type ConsulStore } from './consul-kv.ts';
+
+export { checkWeightTags, unknownServiceText, type TagCheck } from '../state/canary-tags.ts';
 
 /**
  * `cgw canary` writes KV with check-and-set on the key's ModifyIndex (Consul docs, KV store
@@ -12,7 +15,7 @@ import { normalizeKvPrefix, type ConsulStore, type ServiceLookup } from './consu
 
 /** A service name the KV commands accept in a key (`canary/<service>`, `rollouts/<service>`); exit 2 otherwise. */
 export function checkServiceName(service: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(service)) throw new CliError(`"${service}" is not a valid service name (letters, digits, _ . -)`, 2);
+  if (!KEY_SERVICE_NAME.test(service)) throw new CliError(`"${service}" is not a valid service name (letters, digits, _ . -)`, 2);
 }
 
 export function canaryKey(kvPrefix: string, service: string): string {
@@ -28,54 +31,6 @@ export interface CanaryRecord {
   readonly invalid: string | null;
   /** Weighted tags no instance of the service carries (empty when every tag is carried). */
   readonly missingTags: readonly string[];
-}
-
-/** What the stored or proposed weights mean for the service's instances in the catalog. */
-export interface TagCheck {
-  /** Why the weights would send traffic nowhere (a refusal unless --force); null when fine. */
-  readonly problem: string | null;
-  /** Facts worth saying that refuse nothing (a weight of 0 on a tag nobody carries). */
-  readonly notes: readonly string[];
-  /** Tags with a weight that no instance carries. */
-  readonly missing: readonly string[];
-}
-
-const ROUTE_TAG = /^urlprefix-/;
-
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? '' : 's'}`;
-}
-
-/** "no instance" text for an unknown service, true whether or not ACLs hide it. */
-export function unknownServiceText(service: string, lookup: ServiceLookup): string {
-  const acl = !lookup.found && lookup.aclsEnabled ? ' (or the ACL token may not read it: it needs service:read)' : '';
-  return `Consul's catalog has no instance of service ${service}, whatever its health${acl}`;
-}
-
-/**
- * Checks weights against the tags the service's instances carry (all instances, whatever their
- * health, as the catalog lists them; tags are case-sensitive). A weight above 0 on a tag no
- * instance carries is a problem: the gateway treats it as invalid. A weight of 0 there is allowed.
- */
-export function checkWeightTags(service: string, weights: Readonly<Record<string, number>>, lookup: ServiceLookup): TagCheck {
-  const tags = Object.keys(weights);
-  if (!lookup.found) return { problem: unknownServiceText(service, lookup), notes: [], missing: tags };
-  const carried = new Set(lookup.tags);
-  const missing = tags.filter((t) => !carried.has(t));
-  const positive = missing.filter((t) => (weights[t] ?? 0) > 0);
-  const zero = missing.filter((t) => (weights[t] ?? 0) === 0);
-  const listed = lookup.tags.filter((t) => !ROUTE_TAG.test(t));
-  const existing = `tags on its ${plural(lookup.instances, 'instance')}: ${listed.length > 0 ? listed.join(', ') : 'none besides urlprefix- routes'}`;
-  const guess = (tag: string): string => {
-    const same = lookup.tags.filter((t) => t.toLowerCase() === tag.toLowerCase());
-    return same.length > 0 ? `; tags are case-sensitive: did you mean ${same.join(' or ')}?` : '';
-  };
-  const notes = zero.map((t) => `no instance of ${service} carries tag ${t} (weight 0${guess(t)}); allowed at weight 0, which sends it nothing`);
-  const problem =
-    positive.length === 0
-      ? null
-      : `no instance of ${service} carries tag${positive.length === 1 ? '' : 's'} ${positive.map((t) => `${t} (weight ${weights[t] ?? 0}${guess(t)})`).join(', ')}; ${existing}`;
-  return { problem, notes, missing };
 }
 
 export async function getCanary(

@@ -3,6 +3,7 @@ import { Agent as HttpAgent, STATUS_CODES, type IncomingHttpHeaders } from 'node
 import { Agent as HttpsAgent } from 'node:https';
 import Consul from 'consul';
 import type { ConsulConnection } from '../consul/connection.ts';
+import type { ServiceLookup } from '../state/canary-tags.ts';
 import { CliError } from './admin-client.ts';
 
 /**
@@ -30,11 +31,7 @@ export interface KvStore {
   del(key: string, cas: number): Promise<boolean>;
 }
 
-/** A service as Consul's catalog lists it: every registered instance, whatever its health. */
-export type ServiceLookup =
-  | { readonly found: true; readonly instances: number; readonly tags: readonly string[] }
-  /** No instance listed. With ACLs on, a token without service:read also sees none (Consul answers 200 []). */
-  | { readonly found: false; readonly aclsEnabled: boolean };
+export type { ServiceLookup } from '../state/canary-tags.ts';
 
 export interface ServiceCatalog {
   service(name: string): Promise<ServiceLookup>;

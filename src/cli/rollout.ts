@@ -1,8 +1,14 @@
-import { newRollout, parseRolloutValue, rolloutEnded, type Rollout, type RolloutFlags } from '../policy/rollout.ts';
-import { manualAction, weightsAt, type ManualAction } from '../state/rollout-steps.ts';
-import { anyCircuitOpen, fleetFigures, parseFiguresRecord, type FiguresRecord } from '../state/rollout-figures.ts';
-import { judgeStep } from '../state/rollout-judge.ts';
-import { defaultRuntimePrefix, KV_WRITERS, runtimeKeys } from '../core/kv-layout.ts';
+import { newRollout, rolloutEnded, type Rollout, type RolloutFlags } from '../policy/rollout.ts';
+import { weightsAt, type ManualAction } from '../state/rollout-steps.ts';
+import { defaultRuntimePrefix } from '../core/kv-layout.ts';
+import { actOnRollout as actOnStoredRollout } from '../controls/rollout-actions.ts';
+import {
+  listRollouts as listStoredRollouts,
+  readRollout as readStoredRollout,
+  readWindowFigures as readStoredWindowFigures,
+  type StoredRollout,
+  type WindowFigures,
+} from '../controls/rollout-reads.ts';
 import { CliError } from './admin-client.ts';
 import { canaryKey, checkServiceName, setCanary } from './canary.ts';
 import { normalizeKvPrefix, type ConsulStore, type KvStore } from './consul-kv.ts';
@@ -19,20 +25,12 @@ export function rolloutKey(kvPrefix: string, service: string): string {
   return `${normalizeKvPrefix(kvPrefix)}rollouts/${service}`;
 }
 
-export interface StoredRollout {
-  readonly key: string;
-  readonly modifyIndex: number;
-  readonly rollout: Rollout | null;
-  /** Why the stored value is not a rollout, when it is not. */
-  readonly invalid: string | null;
-}
+export type { StoredRollout, WindowFigures } from '../controls/rollout-reads.ts';
+export { soakLeftMs } from '../controls/rollout-reads.ts';
 
 export async function readRollout(kv: KvStore, kvPrefix: string, service: string): Promise<StoredRollout | undefined> {
-  const key = rolloutKey(kvPrefix, service);
-  const item = await kv.get(key);
-  if (!item) return undefined;
-  const parsed = parseRolloutValue(item.value);
-  return { key, modifyIndex: item.modifyIndex, rollout: parsed.ok ? parsed.value : null, invalid: parsed.ok ? null : parsed.error };
+  rolloutKey(kvPrefix, service);
+  return readStoredRollout(kv, normalizeKvPrefix(kvPrefix), service);
 }
 
 export async function startRollout(store: ConsulStore, kvPrefix: string, service: string, flags: RolloutFlags, now = new Date(), by?: string): Promise<{ key: string; rollout: Rollout; weightsKey: string }> {
@@ -56,40 +54,14 @@ export async function startRollout(store: ConsulStore, kvPrefix: string, service
 
 /** A change by hand: the document and, when the action moves them, the weights (CAS on both). */
 export async function actOnRollout(store: ConsulStore, kvPrefix: string, service: string, action: ManualAction, now = new Date(), by?: string): Promise<{ key: string; rollout: Rollout; weights: Readonly<Record<string, number>> | null }> {
-  const current = await readRollout(store, kvPrefix, service);
-  if (!current) throw new CliError(`no rollout of ${service} (${rolloutKey(kvPrefix, service)} does not exist)`);
-  if (!current.rollout) throw new CliError(`${current.key} is not a valid rollout (${current.invalid ?? 'invalid'}); fix or delete it`, 2);
-  const change = manualAction(current.rollout, action, now, by);
-  if (change === null) throw new CliError(`nothing to do for ${action}`);
-  if ('refused' in change) throw new CliError(change.refused);
-  if (!(await store.set(current.key, JSON.stringify(change.rollout), current.modifyIndex))) {
-    throw new CliError(`${current.key} was changed by another gateway or operator meanwhile (check-and-set on ModifyIndex ${current.modifyIndex} lost); nothing written, look again with cgw rollout status`, 3);
-  }
-  if (change.weights) {
-    // Rolling back or promoting must not hinge on the catalog: the weights are written as they are.
-    const weightsKey = canaryKey(kvPrefix, service);
-    const existing = await store.get(weightsKey);
-    if (!(await store.set(weightsKey, JSON.stringify(change.weights), existing?.modifyIndex ?? 0, KV_WRITERS['cgw rollout']))) {
-      throw new CliError(`the rollout is ${change.rollout.state}, but ${weightsKey} changed meanwhile (check-and-set lost): set the weights with cgw canary set`, 3);
-    }
-  }
-  return { key: current.key, rollout: change.rollout, weights: change.weights?.weights ?? null };
+  rolloutKey(kvPrefix, service);
+  const done = await actOnStoredRollout(store, normalizeKvPrefix(kvPrefix), service, action, { now, ...(by === undefined ? {} : { by }) });
+  if (!done.ok) throw new CliError(done.message, done.kind === 'invalid' ? 2 : done.kind === 'conflict' ? 3 : 1);
+  return { key: done.key, rollout: done.rollout, weights: done.weights };
 }
 
 export async function listRollouts(kv: KvStore, kvPrefix: string): Promise<StoredRollout[]> {
-  const base = `${normalizeKvPrefix(kvPrefix)}rollouts/`;
-  const out: StoredRollout[] = [];
-  for (const item of await kv.list(base)) {
-    if (item.key === base) continue;
-    const parsed = parseRolloutValue(item.value);
-    out.push({ key: item.key, modifyIndex: item.modifyIndex, rollout: parsed.ok ? parsed.value : null, invalid: parsed.ok ? null : parsed.error });
-  }
-  return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-}
-
-/** Milliseconds left in the current step's soak (0 when over), for `cgw rollout status`. */
-export function soakLeftMs(rollout: Rollout, now: Date): number {
-  return Math.max(0, Date.parse(rollout.stepStartedAt) + rollout.soakMs - now.getTime());
+  return listStoredRollouts(kv, normalizeKvPrefix(kvPrefix));
 }
 
 /** `--kv-runtime-prefix`, else the default beside `--kv-prefix` (as `cgw start` derives it). */
@@ -100,43 +72,7 @@ export function runtimePrefixOf(kvPrefix: string, runtimePrefix: string | undefi
   return normal;
 }
 
-export interface WindowFigures {
-  readonly window: string;
-  /** Gateways whose records of this window were counted. */
-  readonly gateways: number;
-  readonly subsets: readonly { subset: string; requests: number; errors: number; errorRate: number; p95Ms: number | null }[];
-  /** How the window would be judged now (progressing rollouts only). */
-  readonly verdict: string | null;
-  /** Records that were refused, by key. */
-  readonly refused: readonly string[];
-}
-
 /** Both subsets' figures in the current window, summed over every gateway's record, as the driver sees them. */
-export async function readWindowFigures(kv: KvStore, runtimePrefix: string, rollout: Rollout): Promise<WindowFigures> {
-  const records: FiguresRecord[] = [];
-  const refused: string[] = [];
-  for (const item of await kv.list(runtimeKeys.figures(runtimePrefix, rollout.service))) {
-    const parsed = parseFiguresRecord(item.value);
-    if (parsed.ok) records.push(parsed.value);
-    else refused.push(`${item.key}: ${parsed.error}`);
-  }
-  const window = rollout.stepStartedAt;
-  const canary = fleetFigures(records, window, rollout.canary);
-  const stable = fleetFigures(records, window, rollout.stable);
-  const verdict = judgeStep(rollout.criteria, canary, stable, anyCircuitOpen(records, window));
-  const f = verdict.figures;
-  return {
-    window,
-    gateways: Math.max(canary.gateways, stable.gateways),
-    subsets: [
-      { subset: `${rollout.canary} (canary)`, requests: canary.requests, errors: canary.errors, errorRate: round(f.canaryErrorRate), p95Ms: f.canaryP95Ms === null ? null : round(f.canaryP95Ms) },
-      { subset: `${rollout.stable} (stable)`, requests: stable.requests, errors: stable.errors, errorRate: round(f.stableErrorRate), p95Ms: f.stableP95Ms === null ? null : round(f.stableP95Ms) },
-    ],
-    verdict: rollout.state !== 'progressing' ? null : verdict.verdict === 'pass' ? 'passing' : verdict.verdict === 'wait' ? `waiting (${verdict.reason})` : `failing (${verdict.criterion}: ${verdict.reason})`,
-    refused,
-  };
-}
-
-function round(n: number): number {
-  return Math.round(n * 100) / 100;
+export function readWindowFigures(kv: KvStore, runtimePrefix: string, rollout: Rollout): Promise<WindowFigures> {
+  return readStoredWindowFigures(kv, runtimePrefix, rollout);
 }

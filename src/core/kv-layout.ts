@@ -37,6 +37,8 @@ export const KV_WRITERS = {
   'cgw rollback': 0x63677704,
   /** A gateway writing a guarded change's previous values back. */
   'cgw guard': 0x63677705,
+  /** The admin API's controls (the dashboard): canary weights, rollout actions. */
+  'cgw admin': 0x63677706,
 } as const;
 
 export type KvWriter = keyof typeof KV_WRITERS;

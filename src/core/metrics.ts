@@ -404,6 +404,22 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),
+    adminWrites: new Counter({
+      name: 'cgw_admin_writes_total',
+      help: 'Writes through the admin API (the dashboard) by action (canary_set, canary_clear, rollout_pause, ...) and outcome (ok, refused, unauthorized, conflict, failed)',
+      labelNames: ['action', 'outcome'] as const,
+      registers: [registry],
+    }),
+    adminEventClients: new Gauge({
+      name: 'cgw_admin_event_clients',
+      help: 'Clients reading the admin API event stream (GET /v1/events) now',
+      registers: [registry],
+    }),
+    adminEventClientsRefused: new Counter({
+      name: 'cgw_admin_event_clients_refused_total',
+      help: 'Event stream clients refused (503) because as many as allowed were connected',
+      registers: [registry],
+    }),
     consulApplyLag: new Gauge({
       name: 'cgw_consul_apply_lag_seconds',
       help: 'How long Consul may have had a change this gateway has not applied: since a watch handed on a change not yet in the snapshot in force, or since the catalog or KV watch last succeeded while it fails; 0 when up to date',

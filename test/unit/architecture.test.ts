@@ -29,9 +29,11 @@ const ALLOWED: Record<string, readonly string[]> = {
   admin: ['core', 'state', 'runtime'],
   // The control plane's part in rollouts: session locks and KV through consul/, the pure judging in state/.
   rollouts: ['core', 'consul', 'policy', 'state'],
-  cli: ['core', 'config.ts', 'consul', 'policy', 'state', 'tls', 'gateway.ts', 'cluster'],
+  // The operator's writes and reads through Consul, shared by the CLI and the admin API's controls.
+  controls: ['core', 'consul', 'policy', 'state'],
+  cli: ['core', 'config.ts', 'consul', 'policy', 'state', 'tls', 'controls', 'gateway.ts', 'cluster'],
   // The two halves and the roots that run them: one process (gateway.ts) or a primary and workers (cluster/).
-  'control-plane.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'admin', 'rollouts'],
+  'control-plane.ts': ['core', 'config.ts', 'consul', 'policy', 'state', 'admin', 'rollouts', 'controls'],
   'data-plane.ts': ['core', 'config.ts', 'state', 'router', 'balancer', 'resilience', 'filters', 'runtime', 'proxy', 'tls', 'cache'],
   'gateway.ts': ['core', 'config.ts', 'control-plane.ts', 'data-plane.ts'],
   cluster: ['core', 'config.ts', 'state', 'admin', 'control-plane.ts', 'data-plane.ts'],
