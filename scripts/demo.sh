@@ -293,9 +293,16 @@ else
 fi
 
 # --- gateway -------------------------------------------------------------------------------------
+# The dashboard's controls (canary weights, rollout buttons) need an admin token; reads on loopback
+# do not. A fresh random token per demo, kept in .demo/admin-token (mode 0600).
+admin_token_file="$demo/admin-token"
+(umask 077 && node -e 'process.stdout.write(require("crypto").randomBytes(24).toString("base64url"))' >"$admin_token_file")
+admin_token=$(cat "$admin_token_file")
+
 cat <<EOF
 
   Gateway: http://$listen   admin: http://$admin   Consul UI: $consul_addr/ui
+  Dashboard: http://$admin/ui   (admin token for its controls: $admin_token, also in .demo/admin-token)
 
   Try this (in another terminal):
     curl localhost:8080/web
@@ -317,7 +324,7 @@ cat <<EOF
 EOF
 # Not `exec`: this shell stays to stop the services and Consul when the gateway ends.
 node dist/cli/main.js start --consul "$consul_addr" --listen "$listen" --admin "$admin" \
-  --policies policies "${redis_args[@]}" &
+  --admin-token-file "$admin_token_file" --policies policies "${redis_args[@]}" &
 gateway_pid=$!
 record "$gateway_pid" gateway
 set +e
