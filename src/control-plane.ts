@@ -516,5 +516,17 @@ export class ControlPlane {
     this.metrics.policyDocuments.reset();
     for (const d of snapshot.policies.documents) this.metrics.policyDocuments.inc({ kind: d.kind, origin: d.origin.kind });
     this.metrics.consumers.set(Object.keys(snapshot.policies.consumers).length);
+    // Canary shares and rollout steps for dashboards: set from the snapshot in force, by the process
+    // that runs the control plane only, so a worker never adds a second copy.
+    this.metrics.canaryWeight.reset();
+    for (const [name, service] of Object.entries(snapshot.services)) {
+      for (const subset of service.canary?.subsets ?? []) this.metrics.canaryWeight.set({ service: name, subset: subset.tag }, subset.effectiveWeight);
+    }
+    this.metrics.rolloutStep.reset();
+    this.metrics.rolloutCanaryWeight.reset();
+    for (const rollout of Object.values(snapshot.rollouts)) {
+      this.metrics.rolloutStep.set({ service: rollout.service, state: rollout.state }, rollout.step);
+      this.metrics.rolloutCanaryWeight.set({ service: rollout.service }, rollout.weight);
+    }
   }
 }

@@ -195,6 +195,24 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}) {
       labelNames: ['kind', 'origin'] as const,
       registers: [registry],
     }),
+    canaryWeight: new Gauge({
+      name: 'cgw_canary_weight_percent',
+      help: 'Share of a service\'s traffic each canary subset gets in the snapshot in force (effective weight: subsets without a healthy endpoint are 0 and the rest renormalised)',
+      labelNames: ['service', 'subset'] as const,
+      registers: [registry],
+    }),
+    rolloutStep: new Gauge({
+      name: 'cgw_rollout_step',
+      help: 'Rollouts under way: the current step (0-based) by service and state (progressing, paused); gone once the rollout ends',
+      labelNames: ['service', 'state'] as const,
+      registers: [registry],
+    }),
+    rolloutCanaryWeight: new Gauge({
+      name: 'cgw_rollout_canary_weight_percent',
+      help: 'Rollouts under way: the canary\'s share at the current step, by service',
+      labelNames: ['service'] as const,
+      registers: [registry],
+    }),
     consumers: new Gauge({
       name: 'cgw_consumers',
       help: 'API-key consumers in force',

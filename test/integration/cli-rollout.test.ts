@@ -62,6 +62,11 @@ test('status shows the step, the soak left and the history; rollouts lists it', 
   assert.match(list.stdout, /web\s+progressing\s+1\/2\s+v2 20%\s+v1/);
   const json = JSON.parse((await runCli(['rollout', 'status', 'web', '--json', ...kv()])).stdout) as { rollout: { canary: string } };
   assert.equal(json.rollout.canary, 'v2');
+  // The same step in the gateway's metrics, for dashboards.
+  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  assert.match(text, /^cgw_rollout_step\{service="web",state="progressing"\} 0$/m);
+  assert.match(text, /^cgw_rollout_canary_weight_percent\{service="web"\} 20$/m);
+  assert.match(text, /^cgw_canary_weight_percent\{service="web",subset="v2"\} 20$/m);
 });
 
 test('a second start is refused while one is in progress; bad flags change nothing', async () => {

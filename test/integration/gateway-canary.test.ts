@@ -143,6 +143,10 @@ describe('weights', () => {
     const v = await canaryView();
     assert.equal(v?.subsets.find((s) => s.tag === 'v1')?.effective, 100);
     assert.equal(v?.subsets.find((s) => s.tag === 'v2')?.effective, 0);
+    // Dashboards read the same effective shares from the metrics.
+    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    assert.match(text, /^cgw_canary_weight_percent\{service="web",subset="v1"\} 100$/m);
+    assert.match(text, /^cgw_canary_weight_percent\{service="web",subset="v2"\} 0$/m);
 
     await consul.setCheck('web-v2', 'passing');
     await waitFor(async () => (await shares(10)).v2 > 0, { timeoutMs: 15_000, message: 'v2 back' });
