@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { DataPlaneReport, ReportScope } from '../core/types.ts';
-import { checkAdminAccess, type AdminAccess } from './access.ts';
+import { checkAdminAccess, hostAllowed, type AdminAccess } from './access.ts';
 import type { AdminControls, ControlAnswer } from './controls.ts';
 import type { AdminEvents } from './events.ts';
 import { decodePathSegment } from './path-segment.ts';
@@ -61,6 +61,9 @@ export function createAdminServer(
   function route(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const write = req.method !== 'GET' && req.method !== 'HEAD';
+    if (!hostAllowed(req, access)) {
+      return sendJson(res, 403, { error: { code: 'host_not_allowed', message: 'this admin listener is on loopback and answers only requests for localhost, 127.0.0.1 or [::1]' } });
+    }
     // The page and its script hold no data (everything comes from the API, with the token when
     // reads need it), so they load without one: a person must see the page to type the token in.
     const asset = write ? undefined : uiAsset(path);

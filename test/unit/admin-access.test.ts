@@ -93,6 +93,26 @@ describe('an admin listener on loopback with a token', () => {
   });
 });
 
+describe('an admin listener on loopback: only requests for a loopback host (DNS rebinding)', () => {
+  test('a page whose own name points at 127.0.0.1 is refused, the probes and the dashboard too', async () => {
+    for (const host of ['evil.example', 'evil.example:9901', '127.0.0.1.evil.example', '0.0.0.0', '[fd00::1]:9901', '__proto__', 'localhost.evil.example:1']) {
+      for (const path of ['/v1/status', '/v1/consumers', '/ui', '/-/readyz']) {
+        const r = await call(onLoopback, 'GET', path, { host });
+        assert.equal(r.status, 403, `${host} ${path}`);
+        assert.match(r.body, /host_not_allowed/);
+      }
+    }
+  });
+  test('loopback names with and without a port are served', async () => {
+    for (const host of ['127.0.0.1', `127.0.0.1:${onLoopback}`, `localhost:${onLoopback}`, 'LOCALHOST', `[::1]:${onLoopback}`, '127.0.0.2:80']) {
+      assert.equal((await call(onLoopback, 'GET', '/v1/status', { host })).status, 200, host);
+    }
+  });
+  test('a listener beyond loopback takes any Host (the token guards it)', async () => {
+    assert.equal((await call(beyondLoopback, 'GET', '/v1/status', { host: 'cgw:9901', authorization: `Bearer ${TOKEN}` })).status, 200);
+  });
+});
+
 test('loopback is 127/8, ::1 and localhost; every interface is not', () => {
   for (const host of ['127.0.0.1', '127.255.0.9', '::1', 'localhost', 'LOCALHOST']) assert.equal(isLoopbackHost(host), true, host);
   for (const host of ['', '0.0.0.0', '::', '10.0.0.1', '127.0.0.1.example.com', 'fd00::1']) assert.equal(isLoopbackHost(host), false, host);
