@@ -11,21 +11,11 @@ import { request } from 'node:http';
 import { Registry } from 'prom-client';
 import { adminAccess } from '../../src/admin/access.ts';
 import { createAdminServer } from '../../src/admin/server.ts';
-import type { AdminSources } from '../../src/admin/views.ts';
+import { stubAdminSources } from '../helpers/admin-sources.ts';
 import { isLoopbackHost } from '../../src/core/net.ts';
 
 const TOKEN = 'correct-horse-battery-staple';
-const sources = {
-  startedAt: Date.now(),
-  published: () => undefined,
-  ready: () => true,
-  discovery: () => ({ mode: 'watch', healthWatchBudget: 0, routedServices: 0, openConnections: 0, watches: [], bulk: null, refusing: null }),
-  discoveryProblems: () => [],
-  settings: {},
-  dataPlane: () => Promise.resolve(undefined),
-  workers: () => null,
-  buildFailure: () => null,
-} as unknown as AdminSources;
+const sources = stubAdminSources();
 
 const servers: Server[] = [];
 async function serve(loopback: boolean): Promise<number> {

@@ -19,20 +19,10 @@ import type { AdminWriteRecord } from '../../src/admin/writes.ts';
 import { PAGE_CSS } from '../../src/admin/ui/page-css.ts';
 import { PAGE_HTML } from '../../src/admin/ui/page-html.ts';
 import { PAGE_JS } from '../../src/admin/ui/page-js.ts';
-import type { AdminSources } from '../../src/admin/views.ts';
+import { stubAdminSources } from '../helpers/admin-sources.ts';
 
 const TOKEN = 'correct-horse-battery-staple';
-const sources = {
-  startedAt: Date.now(),
-  published: () => undefined,
-  ready: () => true,
-  discovery: () => ({ mode: 'watch', healthWatchBudget: 0, routedServices: 0, openConnections: 0, watches: [], bulk: null, refusing: null }),
-  discoveryProblems: () => [],
-  settings: {},
-  dataPlane: () => Promise.resolve(undefined),
-  workers: () => null,
-  buildFailure: () => null,
-} as unknown as AdminSources;
+const sources = stubAdminSources();
 
 const calls: string[] = [];
 const controls: AdminControls = {

@@ -9,24 +9,16 @@ import type { AddressInfo } from 'node:net';
 import { request } from 'node:http';
 import { Registry } from 'prom-client';
 import { createAdminServer } from '../../src/admin/server.ts';
-import type { AdminSources } from '../../src/admin/views.ts';
+import { stubAdminSources } from '../helpers/admin-sources.ts';
 
 const failures: unknown[] = [];
 let server: Server;
 let port: number;
 
-const sources = {
-  startedAt: Date.now(),
+const sources = stubAdminSources({
   // Only what endpointsView reads: one service "app" without endpoints.
   published: () => ({ appliedAt: Date.now(), snapshot: { services: { app: { name: 'app', endpoints: [], canary: null } } } }),
-  ready: () => true,
-  discovery: () => ({ mode: 'watch', healthWatchBudget: 0, routedServices: 0, openConnections: 0, watches: [], bulk: null, refusing: null }),
-  discoveryProblems: () => [],
-  settings: {},
-  dataPlane: () => Promise.resolve(undefined),
-  workers: () => null,
-  buildFailure: () => null,
-} as unknown as AdminSources;
+});
 
 function call(method: string, path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

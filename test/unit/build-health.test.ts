@@ -9,7 +9,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { createAdminServer } from '../../src/admin/server.ts';
-import type { AdminSources } from '../../src/admin/views.ts';
+import { stubAdminSources } from '../helpers/admin-sources.ts';
 import { BuildHealth } from '../../src/state/build-health.ts';
 
 describe('BuildHealth', () => {
@@ -45,17 +45,11 @@ describe('admin API with a failing build', () => {
   const health = new BuildHealth();
   let server: Server;
   let port: number;
-  const sources = {
-    startedAt: Date.now(),
-    published: () => undefined,
-    ready: () => true,
+  const sources = stubAdminSources({
     discovery: () => ({ mode: 'per-service', healthWatchBudget: 0, routedServices: 0, openConnections: 0, watches: [], bulk: null, refusing: null }),
     discoveryProblems: () => health.problems(),
-    settings: {},
-    dataPlane: () => Promise.resolve(undefined),
-    workers: () => null,
     buildFailure: () => health.view(),
-  } as unknown as AdminSources;
+  });
 
   before(async () => {
     server = createAdminServer(sources, { text: () => new Registry().metrics(), contentType: 'text/plain' }, () => {});
